@@ -1,0 +1,50 @@
+"""Installs alexnet_tf: the 2012 AlexNet on Keras 3 with the TensorFlow backend.
+
+TensorFlow itself comes from an extra so the same package serves CPU-only machines
+(``pip install .[cpu]`` -> tensorflow-cpu) and GPU machines (``pip install .[gpu]`` ->
+tensorflow[and-cuda]). See BUILD.md for every dependency decision.
+"""
+
+import pathlib
+
+from setuptools import find_packages, setup
+
+_HERE = pathlib.Path(__file__).parent
+_VERSION = "0.1.0"
+
+# Lower bounds are the versions this project is tested with (BUILD.md, "Dependencies").
+_TF_VERSION = "2.21.0"
+
+setup(
+    name="alexnet_tf",
+    version=_VERSION,
+    description="AlexNet (Krizhevsky et al., 2012), faithful to the paper, on Keras 3 / TensorFlow",
+    long_description=(_HERE / "README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.10",
+    packages=find_packages(include=["alexnet_tf", "alexnet_tf.*"]),
+    include_package_data=True,
+    install_requires=[
+        "keras>=3.15.0,<4",
+        "tensorflow-datasets>=4.9.10",
+        "absl-py>=2.1.0",
+        "tensorboard>=2.21.0",
+        "numpy>=1.26",
+    ],
+    extras_require={
+        "cpu": [f"tensorflow-cpu>={_TF_VERSION}"],
+        "gpu": [f"tensorflow[and-cuda]>={_TF_VERSION}"],
+        "test": ["pytest>=8.0", "pillow>=10.0"],
+    },
+    entry_points={
+        "console_scripts": [
+            "alexnet-info=alexnet_tf.info:run_main",
+        ],
+    },
+    classifiers=[
+        "Programming Language :: Python :: 3",
+        "Topic :: Scientific/Engineering :: Artificial Intelligence",
+        "License :: OSI Approved :: Apache Software License",
+    ],
+)
