@@ -1,0 +1,204 @@
+"""AlexNet as a Keras functional model: `build_alexnet` and the table of variants.
+
+References:
+- "paper": Krizhevsky, Sutskever, Hinton, "ImageNet Classification with Deep Convolutional
+  Neural Networks", NIPS 2012 (the two-tower network, LRN, groups=2, overlapping pooling).
+- "one_weird_trick": Krizhevsky, "One weird trick for parallelizing convolutional neural
+  networks", 2014; the layout of torchvision's `alexnet` (64-192-384-256-256, no LRN, no
+  groups, adaptive average pool to 6x6).
+
+Layer order and weight layout (for mapping pretrained weights from other frameworks):
+every convolution is `conv{i}` with a kernel of shape (kh, kw, in_channels // groups,
+out_channels) (TensorFlow HWIO; PyTorch/Caffe/ONNX OIHW kernels map with
+`w.transpose(2, 3, 1, 0)`, grouped ones too, because both frameworks cut the output axis
+into contiguous groups) and a bias; dense layers are `fc6`, `fc7`, `fc8` with kernels
+(in, out) (PyTorch Linear weights map with `w.T`). `flatten` is channels-last: fc6's input
+row for (y, x, c) is `(y * 6 + x) * 256 + c`, where PyTorch's is `(c * 6 + y) * 6 + x`, so
+fc6's rows must be permuted when importing channels-first weights.
+"""
+
+import dataclasses
+
+import keras
+
+from alexnet_tf.layers import GroupedConv2D, LocalResponseNormalization
+
+
+@dataclasses.dataclass(frozen=True)
+class ConvSpec:
+    """One convolution stage: conv (+ReLU), optional LRN, optional max pool."""
+
+    filters: int
+    kernel_size: int
+    strides: int
+    padding: int  # explicit zero padding on each side, in pixels (PyTorch/Caffe style)
+    groups: int
+    bias_init: float  # the paper's bias 1 for conv2/4/5 is a variant fact, see below
+    lrn: bool
+    pool: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class VariantSpec:
+    convs: tuple
+    fc_units: tuple  # hidden fully-connected layers (fc6, fc7)
+    fc_bias_init: float
+    weight_init: str  # "paper": N(0, 0.01); "torch": PyTorch's default uniform fan-in init
+    adaptive_pool: bool  # torchvision's AdaptiveAvgPool2d((6, 6)) before the classifier
+
+
+VARIANTS = {
+    # PAPER.md's table: input zero-padded by 2 (a 224 crop then behaves as the 227 crop
+    # Caffe uses), LRN after the ReLU of conv1/conv2 and before pooling, groups=2 where the
+    # two GPUs did not talk (conv2, conv4, conv5), bias 1 in conv2/4/5 and fc6/fc7.
+    "paper": VariantSpec(
+        convs=(
+            ConvSpec(96, 11, 4, 2, 1, 0.0, lrn=True, pool=True),
+            ConvSpec(256, 5, 1, 2, 2, 1.0, lrn=True, pool=True),
+            ConvSpec(384, 3, 1, 1, 1, 0.0, lrn=False, pool=False),
+            ConvSpec(384, 3, 1, 1, 2, 1.0, lrn=False, pool=False),
+            ConvSpec(256, 3, 1, 1, 2, 1.0, lrn=False, pool=True),
+        ),
+        fc_units=(4096, 4096),
+        fc_bias_init=1.0,
+        weight_init="paper",
+        adaptive_pool=False,
+    ),
+    # torchvision.models.alexnet: conv1 stride 4 pad 2, then 5/2, 3/1, 3/1, 3/1.
+    "one_weird_trick": VariantSpec(
+        convs=(
+            ConvSpec(64, 11, 4, 2, 1, 0.0, lrn=False, pool=True),
+            ConvSpec(192, 5, 1, 2, 1, 0.0, lrn=False, pool=True),
+            ConvSpec(384, 3, 1, 1, 1, 0.0, lrn=False, pool=False),
+            ConvSpec(256, 3, 1, 1, 1, 0.0, lrn=False, pool=False),
+            ConvSpec(256, 3, 1, 1, 1, 0.0, lrn=False, pool=True),
+        ),
+        fc_units=(4096, 4096),
+        fc_bias_init=0.0,
+        weight_init="torch",
+        adaptive_pool=True,
+    ),
+}
+
+
+def build_alexnet(
+    num_classes=1000,
+    variant="paper",
+    input_shape=(224, 224, 3),
+    dropout_rate=0.5,
+    weight_decay=5e-4,
+    weight_init_stddev=0.01,
+    hidden_bias=None,
+    lrn_params=None,
+    name=None,
+):
+    """Builds AlexNet as a functional Keras model that outputs float32 logits.
+
+    Args:
+        num_classes: number of output classes (fc8 width).
+        variant: "paper" (NIPS 2012, 60,965,224 parameters at 1000 classes) or
+            "one_weird_trick" (torchvision's layout, 61,100,840 parameters).
+        input_shape: (height, width, 3) of the input images, channels-last. The "paper"
+            variant needs at least 224x224 for its 6x6 pool5; "one_weird_trick" pools
+            adaptively to 6x6 like torchvision and accepts 63x63 and up.
+        dropout_rate: dropout before fc6 and fc7 (the paper's 0.5); 0 disables it.
+        weight_decay: the paper's weight decay `wd`, added to the gradient as `wd * w` on
+            every conv and dense kernel (an L2 penalty of `wd / 2 * sum(w**2)` in the
+            loss, i.e. Keras' `L2(wd / 2)`); 0 disables it (e.g. to use a decoupled
+            decay from the optimizer instead). Biases are not decayed.
+        weight_init_stddev: stddev of the N(0, s) kernel initialiser of the "paper"
+            variant (0.01 in the paper).
+        hidden_bias: bias initial value of conv2/4/5, fc6 and fc7 in the "paper" variant;
+            None keeps the paper's 1.0 (Caffe found 1 can stall learning and used 0.1).
+        lrn_params: dict overriding LocalResponseNormalization's arguments
+            (depth_radius, bias, alpha, beta); None keeps the paper's values.
+        name: model name; defaults to "alexnet_<variant>".
+
+    Returns:
+        An uncompiled `keras.Model` mapping float images (N, H, W, 3) to float32 logits
+        (N, num_classes), whatever the global dtype policy.
+    """
+    if variant not in VARIANTS:
+        raise ValueError(
+            f"build_alexnet: unknown variant {variant!r}; choose one of {sorted(VARIANTS)}."
+        )
+    if not isinstance(num_classes, int) or num_classes < 1:
+        raise ValueError(f"build_alexnet: num_classes must be a positive integer, got {num_classes!r}.")
+    if not 0.0 <= dropout_rate < 1.0:
+        raise ValueError(f"build_alexnet: dropout_rate must be in [0, 1), got {dropout_rate!r}.")
+    if weight_decay < 0:
+        raise ValueError(f"build_alexnet: weight_decay must be >= 0, got {weight_decay!r}.")
+    input_shape = tuple(input_shape)
+    if len(input_shape) != 3 or input_shape[-1] != 3:
+        raise ValueError(f"build_alexnet: input_shape must be (height, width, 3), got {input_shape!r}.")
+    spec = VARIANTS[variant]
+    min_size = 63 if spec.adaptive_pool else 224
+    if any(s is not None and s < min_size for s in input_shape[:2]):
+        raise ValueError(
+            f"build_alexnet: variant {variant!r} needs input height and width >= {min_size}, "
+            f"got {input_shape[:2]}."
+        )
+
+    regularizer = keras.regularizers.L2(weight_decay / 2.0) if weight_decay else None
+    if spec.weight_init == "paper":
+        kernel_init = lambda: keras.initializers.RandomNormal(0.0, weight_init_stddev)  # noqa: E731
+    else:
+        # PyTorch's default for Conv2d/Linear: U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for the
+        # weights (kaiming_uniform with a=sqrt(5)), which is VarianceScaling(1/3).
+        kernel_init = lambda: keras.initializers.VarianceScaling(  # noqa: E731
+            1.0 / 3.0, mode="fan_in", distribution="uniform"
+        )
+    biased = 1.0 if hidden_bias is None else float(hidden_bias)
+    lrn_kwargs = dict(lrn_params or {})
+
+    inputs = keras.Input(shape=input_shape, name="images")
+    x = inputs
+    for i, conv in enumerate(spec.convs, start=1):
+        # Stride-1 convolutions with (k - 1) / 2 padding are exactly "same"; conv1's
+        # 2-pixel input padding is not, so it stays an explicit ZeroPadding2D.
+        same = conv.strides == 1 and 2 * conv.padding == conv.kernel_size - 1
+        if conv.padding and not same:
+            x = keras.layers.ZeroPadding2D(conv.padding, name=f"pad{i}")(x)
+        bias_value = biased if (conv.bias_init and spec.weight_init == "paper") else conv.bias_init
+        x = GroupedConv2D(
+            conv.filters,
+            conv.kernel_size,
+            groups=conv.groups,
+            strides=conv.strides,
+            padding="same" if same else "valid",
+            activation="relu",
+            kernel_initializer=kernel_init(),
+            bias_initializer=keras.initializers.Constant(bias_value),
+            kernel_regularizer=regularizer,
+            name=f"conv{i}",
+        )(x)
+        if conv.lrn:
+            x = LocalResponseNormalization(**lrn_kwargs, name=f"lrn{i}")(x)
+        if conv.pool:
+            x = keras.layers.MaxPooling2D(3, strides=2, name=f"pool{i}")(x)
+    if spec.adaptive_pool:
+        x = keras.layers.AdaptiveAveragePooling2D((6, 6), name="avgpool")(x)
+    x = keras.layers.Flatten(name="flatten")(x)
+    fc_bias = biased if (spec.fc_bias_init and spec.weight_init == "paper") else spec.fc_bias_init
+    for i, units in enumerate(spec.fc_units, start=6):
+        if dropout_rate:
+            x = keras.layers.Dropout(dropout_rate, name=f"dropout{i}")(x)
+        x = keras.layers.Dense(
+            units,
+            activation="relu",
+            kernel_initializer=kernel_init(),
+            bias_initializer=keras.initializers.Constant(fc_bias),
+            kernel_regularizer=regularizer,
+            name=f"fc{i}",
+        )(x)
+    x = keras.layers.Dense(
+        num_classes,
+        kernel_initializer=kernel_init(),
+        bias_initializer="zeros",
+        kernel_regularizer=regularizer,
+        name="fc8",
+    )(x)
+    # Softmax lives in the loss; logits leave the model in float32 under any policy so the
+    # loss and metrics are computed in full precision.
+    logits = keras.layers.Activation("linear", dtype="float32", name="logits")(x)
+    return keras.Model(inputs, logits, name=name or f"alexnet_{variant}")
