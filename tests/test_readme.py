@@ -1,0 +1,47 @@
+"""The README's two commands: CI runs the test one verbatim, and the main one works as
+written in a fresh virtual environment on a copy of the checkout."""
+
+import os
+import re
+import shutil
+import subprocess
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def readme_commands():
+    """The bash code blocks of README.md's quick start, in order."""
+    with open(os.path.join(REPO, "README.md"), encoding="utf-8") as f:
+        text = f.read()
+    quick_start = text.split("## Quick start", 1)[1].split("\n## ", 1)[0]
+    return [block.strip() for block in re.findall(r"```bash\n(.*?)```", quick_start, re.S)]
+
+
+def test_readme_has_exactly_two_setup_commands():
+    main, tests = readme_commands()
+    assert "pip install" in main and "python -m alexnet_tf." in main
+    assert "pip install" in tests and tests.endswith("python -m pytest")
+
+
+def test_ci_runs_the_readme_test_command_verbatim():
+    _, tests = readme_commands()
+    with open(os.path.join(REPO, ".ci", "run"), encoding="utf-8") as f:
+        lines = [line.strip() for line in f]
+    assert tests in lines
+    assert "set -eo pipefail" in lines  # a failing test fails CI
+
+
+@pytest.mark.slow
+def test_readme_main_command_in_a_fresh_venv(tmp_path):
+    main, _ = readme_commands()
+    checkout = tmp_path / "checkout"
+    shutil.copytree(REPO, checkout, ignore=shutil.ignore_patterns(
+        ".git", ".venv", "build", "dist", "*.egg-info", "__pycache__", ".pytest_cache"))
+    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME")}
+    result = subprocess.run(["bash", "-c", main], cwd=checkout, env=env, capture_output=True,
+                            text=True, timeout=900)
+    assert result.returncode == 0, (result.stdout[-2000:], result.stderr[-3000:])
+    assert os.path.isdir(checkout / ".venv")
+    assert "60,965,224" in result.stdout
