@@ -70,13 +70,34 @@ def test_lrn_defaults_are_the_papers():
     assert (config["depth_radius"], config["bias"], config["alpha"], config["beta"]) == (2, 2.0, 1e-4, 0.75)
 
 
-@pytest.mark.parametrize("kwargs", [{}, {"depth_radius": 1, "bias": 1.0, "alpha": 2e-3, "beta": 0.5}])
-def test_lrn_matches_numpy_float32(kwargs):
+LRN_CASES = [{}, {"depth_radius": 1, "bias": 1.0, "alpha": 2e-3, "beta": 0.5}, {"depth_radius": 0}]
+
+
+@pytest.mark.parametrize("training", [False, True])
+@pytest.mark.parametrize("kwargs", LRN_CASES)
+def test_lrn_matches_numpy_float32(kwargs, training):
     # ReLU-like magnitudes (up to ~60) make the alpha * sum term matter, not just `bias`.
     a = np.abs(np.random.default_rng(1).normal(scale=30.0, size=(2, 5, 7, 16))).astype("float32")
-    got = LocalResponseNormalization(**kwargs)(a)
+    got = LocalResponseNormalization(**kwargs)(a, training=training)
     assert got.dtype == "float32"
     np.testing.assert_allclose(np.asarray(got), lrn_reference(a, **kwargs), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("kwargs", LRN_CASES)
+def test_lrn_training_gradient_matches_core_op(kwargs):
+    """The hand-written backward pass equals TensorFlow's LRNGrad of the same formula."""
+    rng = np.random.default_rng(8)
+    a = tf.constant(rng.normal(scale=30.0, size=(2, 4, 5, 12)).astype("float32"))
+    upstream = tf.constant(rng.normal(size=(2, 4, 5, 12)).astype("float32"))
+    layer = LocalResponseNormalization(**kwargs)
+    config = layer.get_config()
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(a)
+        ours = tf.reduce_sum(layer(a, training=True) * upstream)
+        core = tf.reduce_sum(upstream * tf.nn.local_response_normalization(
+            a, config["depth_radius"], config["bias"], config["alpha"], config["beta"]))
+    np.testing.assert_allclose(tape.gradient(ours, a).numpy(), tape.gradient(core, a).numpy(),
+                               rtol=1e-5, atol=1e-6)
 
 
 def test_lrn_under_mixed_bfloat16_computes_in_float32(policy):
@@ -84,8 +105,10 @@ def test_lrn_under_mixed_bfloat16_computes_in_float32(policy):
     layer = LocalResponseNormalization()
     a = np.abs(np.random.default_rng(2).normal(scale=40.0, size=(2, 6, 6, 32)))
     a_bf16 = tf.cast(tf.constant(a, tf.float32), tf.bfloat16)
-    got = layer(a_bf16)
+    got = layer(a_bf16, training=True)
     assert got.dtype == tf.bfloat16
+    inference = layer(a_bf16, training=False)
+    np.testing.assert_array_equal(tf.cast(inference, tf.float32).numpy(), tf.cast(got, tf.float32).numpy())
     # The float32 computation rounded once to bfloat16 is what a float32-internal layer
     # returns; computing the sum of squares in bfloat16 would drift by several ulps.
     expected = tf.cast(tf.constant(lrn_reference(tf.cast(a_bf16, tf.float32).numpy()), tf.float32), tf.bfloat16)
