@@ -35,7 +35,9 @@ setup(
     extras_require={
         "cpu": [f"tensorflow-cpu>={_TF_VERSION}"],
         "gpu": [f"tensorflow[and-cuda]>={_TF_VERSION}"],
-        "test": ["pytest>=8.0", "pillow>=10.0"],
+        # Importing Caffe/ONNX-zoo and torchvision weights (tools/import_weights.py).
+        "import": ["onnx>=1.17", "onnxruntime>=1.20", "safetensors>=0.4"],
+        "test": ["pytest>=8.0", "pillow>=10.0", "onnx>=1.17", "onnxruntime>=1.20", "safetensors>=0.4"],
     },
     entry_points={
         "console_scripts": [

@@ -20,7 +20,7 @@ FLAGS = flags.FLAGS
 def define_flags():
     """Defines the command-line flags; only the entry point calls this, so that importing
     this module for its functions defines no flags."""
-    flags.DEFINE_enum("variant", "paper", ["paper", "one_weird_trick"], "Which AlexNet to describe.")
+    flags.DEFINE_enum("variant", "paper", ["paper", "one_weird_trick", "caffe"], "Which AlexNet to describe.")
     flags.DEFINE_integer("num_classes", 1000, "Number of output classes.")
     flags.DEFINE_integer("image_size", 224, "Input height and width.")
     flags.DEFINE_bool("json", False, "Print the table as JSON instead of text.")

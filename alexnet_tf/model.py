@@ -6,6 +6,9 @@ References:
 - "one_weird_trick": Krizhevsky, "One weird trick for parallelizing convolutional neural
   networks", 2014; the layout of torchvision's `alexnet` (64-192-384-256-256, no LRN, no
   groups, adaptive average pool to 6x6).
+- "caffe": Caffe's `models/bvlc_alexnet/deploy.prototxt` (BVLC), whose Caffe2 conversion is
+  the ONNX model zoo's bvlc_alexnet: the paper's layers without input padding, Caffe's LRN
+  (k=1) and Caffe's rounded-up pooling. `alexnet_tf.weights` loads those weights into it.
 
 Layer order and weight layout (for mapping pretrained weights from other frameworks):
 every convolution is `conv{i}` with a kernel of shape (kh, kw, in_channels // groups,
@@ -15,11 +18,18 @@ into contiguous groups) and a bias; dense layers are `fc6`, `fc7`, `fc8` with ke
 (in, out) (PyTorch Linear weights map with `w.T`). `flatten` is channels-last: fc6's input
 row for (y, x, c) is `(y * 6 + x) * 256 + c`, where PyTorch's is `(c * 6 + y) * 6 + x`, so
 fc6's rows must be permuted when importing channels-first weights.
+
+Imported weights expect their own input convention (Caffe: BGR minus a mean pixel;
+torchvision: RGB in [0, 1] normalised by mean/std). `build_alexnet(input_conversion=...)`
+puts an `InputConversion` layer first that converts this project's input into that one, so
+the model still takes what `alexnet_tf.data` and the serving signatures produce, and the
+`.keras` config records the convention.
 """
 
 import dataclasses
 
 import keras
+import tensorflow as tf
 
 from alexnet_tf.layers import GroupedConv2D, LocalResponseNormalization
 
@@ -45,6 +55,13 @@ class VariantSpec:
     fc_bias_init: float
     weight_init: str  # "paper": N(0, 0.01); "torch": PyTorch's default uniform fan-in init
     adaptive_pool: bool  # torchvision's AdaptiveAvgPool2d((6, 6)) before the classifier
+    # LocalResponseNormalization arguments overriding the paper's (TF convention: alpha not
+    # divided by the window size).
+    lrn_params: dict = dataclasses.field(default_factory=dict)
+    # Caffe's pooling: output size rounded up, the last window running past the bottom/right
+    # edge (padded here; exact because pooled activations are >= 0 after ReLU).
+    ceil_mode_pool: bool = False
+    hidden_bias: float = 1.0  # the "bias 1" layers' default when build_alexnet gets none
 
 
 VARIANTS = {
@@ -78,7 +95,115 @@ VARIANTS = {
         weight_init="torch",
         adaptive_pool=True,
     ),
+    # Caffe's bvlc_alexnet: the paper's layers (same 60,965,224 parameters) on 227x227 crops
+    # without padding (the ONNX zoo's copy takes 224x224, which the rounded-up pool1 brings
+    # back to 27x27), LRN with k=1 and alpha 1e-4 divided by n=5 (Caffe's convention), and
+    # Caffe's 0.1 where the paper has bias 1.
+    "caffe": VariantSpec(
+        convs=(
+            ConvSpec(96, 11, 4, 0, 1, 0.0, lrn=True, pool=True),
+            ConvSpec(256, 5, 1, 2, 2, 1.0, lrn=True, pool=True),
+            ConvSpec(384, 3, 1, 1, 1, 0.0, lrn=False, pool=False),
+            ConvSpec(384, 3, 1, 1, 2, 1.0, lrn=False, pool=False),
+            ConvSpec(256, 3, 1, 1, 2, 1.0, lrn=False, pool=True),
+        ),
+        fc_units=(4096, 4096),
+        fc_bias_init=1.0,
+        weight_init="paper",
+        adaptive_pool=False,
+        lrn_params={"depth_radius": 2, "bias": 1.0, "alpha": 1e-4 / 5, "beta": 0.75},
+        ceil_mode_pool=True,
+        hidden_bias=0.1,
+    ),
 }
+
+
+@keras.saving.register_keras_serializable(package="alexnet_tf")
+class InputConversion(keras.layers.Layer):
+    """Converts this project's input images into the convention of imported weights.
+
+    The input is what `alexnet_tf.data` produces: RGB pixels in [0, 255] minus the per-channel
+    mean `input_mean`. For output channel j this layer computes
+
+        y[..., j] = ((x[..., c] + input_mean[c]) * scale - mean[j]) / std[j]
+
+    with c = j for `channel_order="rgb"` and c = 2 - j for "bgr"; `mean` and `std` are in the
+    target's channel order and units (after `scale`). Caffe's bvlc_alexnet: "bgr", scale 1,
+    its mean pixel, std 1. torchvision: "rgb", scale 1/255, mean (0.485, 0.456, 0.406), std
+    (0.229, 0.224, 0.225). Computed in float32, returned in the compute dtype.
+
+    Args:
+        input_mean: 3 floats, the RGB mean already subtracted from the input ([0, 255] units).
+        channel_order: "rgb" or "bgr", the order the weights expect.
+        scale: float > 0, multiplies the [0, 255] pixels (1/255 for [0, 1] inputs).
+        mean: 3 floats subtracted after scaling, in `channel_order`.
+        std: 3 floats > 0 dividing the result, in `channel_order`.
+        **kwargs: standard Keras layer arguments.
+    """
+
+    def __init__(self, input_mean=(0.0, 0.0, 0.0), channel_order="rgb", scale=1.0,
+                 mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), **kwargs):
+        super().__init__(**kwargs)
+        self.input_mean = _triple(input_mean, "input_mean")
+        self.channel_order = str(channel_order).lower()
+        if self.channel_order not in ("rgb", "bgr"):
+            raise ValueError(f"InputConversion: channel_order must be 'rgb' or 'bgr', got {channel_order!r}.")
+        if not scale > 0:
+            raise ValueError(f"InputConversion: scale must be > 0, got {scale!r}.")
+        self.scale = float(scale)
+        self.mean = _triple(mean, "mean")
+        self.std = _triple(std, "std")
+        if not all(s > 0 for s in self.std):
+            raise ValueError(f"InputConversion: std must be > 0, got {std!r}.")
+
+    def build(self, input_shape):
+        if input_shape[-1] != 3:
+            raise ValueError(f"InputConversion expects 3 channels last, got shape {tuple(input_shape)}.")
+        self.built = True
+
+    def call(self, inputs):
+        x = tf.cast(inputs, tf.float32) + tf.constant(self.input_mean, tf.float32)
+        if self.channel_order == "bgr":
+            x = tf.reverse(x, axis=[-1])
+        x = (x * self.scale - tf.constant(self.mean, tf.float32)) / tf.constant(self.std, tf.float32)
+        return tf.cast(x, self.compute_dtype)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({
+            "input_mean": list(self.input_mean),
+            "channel_order": self.channel_order,
+            "scale": self.scale,
+            "mean": list(self.mean),
+            "std": list(self.std),
+        })
+        return config
+
+
+def _triple(values, name):
+    values = tuple(float(v) for v in values)
+    if len(values) != 3:
+        raise ValueError(f"InputConversion: {name} must have 3 values, got {values!r}.")
+    return values
+
+
+def _pad_for_ceil_mode(x, pool_size, strides, name):
+    """Zero-pads the bottom/right so a valid max pool gives Caffe's rounded-up output size.
+
+    Caffe's pooling output is ceil((n - k) / s) + 1 where TensorFlow's valid pooling gives
+    floor(...) + 1. Zeros are only exact because AlexNet pools ReLU (and LRN of ReLU)
+    outputs, which are >= 0.
+    """
+    height, width = x.shape[1:3]
+    if height is None or width is None:
+        raise ValueError("build_alexnet: Caffe's rounded-up pooling needs a static input height and width.")
+    extra = [-(-(n - pool_size) // strides) * strides + pool_size - n for n in (height, width)]
+    if not any(extra):
+        return x
+    return keras.layers.ZeroPadding2D(((0, extra[0]), (0, extra[1])), name=name)(x)
 
 
 def build_alexnet(
@@ -91,16 +216,20 @@ def build_alexnet(
     hidden_bias=None,
     lrn_params=None,
     name=None,
+    input_conversion=None,
+    kernel_initializer=None,
 ):
     """Builds AlexNet as a functional Keras model that outputs float32 logits.
 
     Args:
         num_classes: number of output classes (fc8 width).
-        variant: "paper" (NIPS 2012, 60,965,224 parameters at 1000 classes) or
-            "one_weird_trick" (torchvision's layout, 61,100,840 parameters).
+        variant: "paper" (NIPS 2012, 60,965,224 parameters at 1000 classes),
+            "one_weird_trick" (torchvision's layout, 61,100,840 parameters) or "caffe"
+            (Caffe's bvlc_alexnet, 60,965,224 parameters).
         input_shape: (height, width, 3) of the input images, channels-last. The "paper"
-            variant needs at least 224x224 for its 6x6 pool5; "one_weird_trick" pools
-            adaptively to 6x6 like torchvision and accepts 63x63 and up.
+            and "caffe" variants need at least 224x224 for their 6x6 pool5 (Caffe itself
+            used 227x227); "one_weird_trick" pools adaptively to 6x6 like torchvision and
+            accepts 63x63 and up.
         dropout_rate: dropout before fc6 and fc7 (the paper's 0.5); 0 disables it.
         weight_decay: the paper's weight decay `wd`, added to the gradient as `wd * w` on
             every conv and dense kernel (an L2 penalty of `wd / 2 * sum(w**2)` in the
@@ -108,11 +237,19 @@ def build_alexnet(
             decay from the optimizer instead). Biases are not decayed.
         weight_init_stddev: stddev of the N(0, s) kernel initialiser of the "paper"
             variant (0.01 in the paper).
-        hidden_bias: bias initial value of conv2/4/5, fc6 and fc7 in the "paper" variant;
-            None keeps the paper's 1.0 (Caffe found 1 can stall learning and used 0.1).
+        hidden_bias: bias initial value of conv2/4/5, fc6 and fc7 in the "paper" and
+            "caffe" variants; None keeps the variant's (the paper's 1.0; Caffe found 1 can
+            stall learning and used 0.1).
         lrn_params: dict overriding LocalResponseNormalization's arguments
-            (depth_radius, bias, alpha, beta); None keeps the paper's values.
+            (depth_radius, bias, alpha, beta); None keeps the variant's values (the paper's,
+            or Caffe's k=1, alpha=1e-4/5 for "caffe").
         name: model name; defaults to "alexnet_<variant>".
+        input_conversion: None (the model takes this project's input as it is), or a dict
+            of `InputConversion` arguments: a first layer `input_conversion` then converts
+            the input into the convention of imported weights (see `alexnet_tf.weights`).
+        kernel_initializer: None keeps the variant's kernel initialiser; a Keras
+            initialiser (or its name) replaces it, e.g. "zeros" when weights are about to be
+            loaded (drawing 61 M random numbers takes seconds on a CPU).
 
     Returns:
         An uncompiled `keras.Model` mapping float images (N, H, W, 3) to float32 logits
@@ -140,7 +277,9 @@ def build_alexnet(
         )
 
     regularizer = keras.regularizers.L2(weight_decay / 2.0) if weight_decay else None
-    if spec.weight_init == "paper":
+    if kernel_initializer is not None:
+        kernel_init = lambda: keras.initializers.get(kernel_initializer)  # noqa: E731
+    elif spec.weight_init == "paper":
         kernel_init = lambda: keras.initializers.RandomNormal(0.0, weight_init_stddev)  # noqa: E731
     else:
         # PyTorch's default for Conv2d/Linear: U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for the
@@ -148,11 +287,14 @@ def build_alexnet(
         kernel_init = lambda: keras.initializers.VarianceScaling(  # noqa: E731
             1.0 / 3.0, mode="fan_in", distribution="uniform"
         )
-    biased = 1.0 if hidden_bias is None else float(hidden_bias)
-    lrn_kwargs = dict(lrn_params or {})
+    biased = spec.hidden_bias if hidden_bias is None else float(hidden_bias)
+    lrn_kwargs = {**spec.lrn_params, **(lrn_params or {})}
 
     inputs = keras.Input(shape=input_shape, name="images")
     x = inputs
+    if input_conversion is not None:
+        # float32 whatever the policy: mean and 1/std scaling lose digits in 16 bits.
+        x = InputConversion(**input_conversion, dtype="float32", name="input_conversion")(x)
     for i, conv in enumerate(spec.convs, start=1):
         # Stride-1 convolutions with (k - 1) / 2 padding are exactly "same"; conv1's
         # 2-pixel input padding is not, so it stays an explicit ZeroPadding2D.
@@ -175,6 +317,8 @@ def build_alexnet(
         if conv.lrn:
             x = LocalResponseNormalization(**lrn_kwargs, name=f"lrn{i}")(x)
         if conv.pool:
+            if spec.ceil_mode_pool:
+                x = _pad_for_ceil_mode(x, 3, 2, name=f"poolpad{i}")
             x = keras.layers.MaxPooling2D(3, strides=2, name=f"pool{i}")(x)
     if spec.adaptive_pool:
         x = keras.layers.AdaptiveAveragePooling2D((6, 6), name="avgpool")(x)
