@@ -37,7 +37,7 @@ setup(
         "gpu": [f"tensorflow[and-cuda]>={_TF_VERSION}"],
         # Importing Caffe/ONNX-zoo and torchvision weights (tools/import_weights.py).
         "import": ["onnx>=1.17", "onnxruntime>=1.20", "safetensors>=0.4"],
-        "test": ["pytest>=8.0", "pillow>=10.0", "onnx>=1.17", "onnxruntime>=1.20", "safetensors>=0.4"],
+        "test": ["pytest>=8.0", "pillow>=10.0", "importlib_resources", "onnx>=1.17", "onnxruntime>=1.20", "safetensors>=0.4"],
     },
     entry_points={
         "console_scripts": [

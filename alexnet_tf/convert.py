@@ -28,23 +28,26 @@ from typing import Callable, NamedTuple
 from absl import logging
 import tensorflow as tf
 
-# The TFRecord schema of the TensorFlow model-garden ImageNet converters (PAPER.md).
-ENCODED_KEY = "image/encoded"
-FORMAT_KEY = "image/format"
-HEIGHT_KEY = "image/height"
-WIDTH_KEY = "image/width"
-CHANNELS_KEY = "image/channels"
-COLORSPACE_KEY = "image/colorspace"
-FILENAME_KEY = "image/filename"
-LABEL_KEY = "image/class/label"
-SYNSET_KEY = "image/class/synset"
-TEXT_KEY = "image/class/text"
+# The TFRecord schema (the model-garden converters', PAPER.md) and file names are owned by
+# alexnet_tf.data, which reads what this module writes.
+from alexnet_tf.data import (  # noqa: E402  (grouped with the schema it names)
+    CHANNELS_KEY,
+    COLORSPACE_KEY,
+    ENCODED_KEY,
+    FILENAME_KEY,
+    FORMAT_KEY,
+    HEIGHT_KEY,
+    LABEL_KEY,
+    LABELS_FILENAME as LABELS_NAME,
+    MANIFEST_FILENAME as MANIFEST_NAME,
+    SYNSET_KEY,
+    TEXT_KEY,
+    WIDTH_KEY,
+)
 
 # Our labels run 0..num_classes-1 (tensorflow-datasets' convention); the model-garden
 # converters write 1..1000 with 0 for "background". Readers add nothing when this is 0.
 LABEL_OFFSET = 0
-MANIFEST_NAME = "manifest.json"
-LABELS_NAME = "labels.txt"
 SPLITS = ("train", "validation")
 FORMAT_VERSION = 1
 DEFAULT_RESIZE_SHORTER = 256
