@@ -1,0 +1,146 @@
+"""Owns checkpoints: where they go, the model spec kept beside them, resuming, and preemption.
+
+A training checkpoint (`<model_dir>/checkpoints/ckpt-<step>`) is a tf.train.Checkpoint of
+the model weights, the optimizer (momentum slots, iteration count, loss scale), the
+plateau schedule's state, and the epoch and step counters. TensorFlow writes the data
+first and the `checkpoints/checkpoint` index last, so a process killed while saving
+leaves the previous checkpoint as the latest. `model_spec.json` beside the checkpoints
+records what shape of model they hold, so a mismatching run stops before touching them.
+"""
+
+import json
+import os
+import signal
+import threading
+import uuid
+
+import tensorflow as tf
+
+from alexnet_tf.config import ConfigError
+from alexnet_tf.distribute import WriteDir
+
+CHECKPOINT_SUBDIR = "checkpoints"
+MODEL_SPEC_FILENAME = "model_spec.json"
+
+
+def model_weights(model):
+    """The model's variables keyed by path ("conv1/kernel"), as a checkpoint holds them.
+
+    Keyed by name, not by layer position, so a checkpoint restores into a model built with
+    or without dropout layers (evaluation) and survives layers being reordered.
+    """
+    return {variable.path: variable.value for variable in model.weights}
+
+
+def check_writable(directory):
+    """Creates `directory` if needed and proves it is writable, else raises ConfigError."""
+    try:
+        tf.io.gfile.makedirs(directory)
+        probe = os.path.join(directory, f".write_test_{uuid.uuid4().hex}")
+        with tf.io.gfile.GFile(probe, "w") as f:
+            f.write("ok")
+        tf.io.gfile.remove(probe)
+    except (tf.errors.OpError, OSError) as e:
+        reason = getattr(e, "message", None) or getattr(e, "strerror", None) or str(e)
+        raise ConfigError(f"model dir {directory} is not writable ({reason.splitlines()[0]})") from None
+
+
+def read_model_spec(checkpoint_dir):
+    """The model spec dict stored beside the checkpoints in `checkpoint_dir`, or None."""
+    path = os.path.join(checkpoint_dir, MODEL_SPEC_FILENAME)
+    if not tf.io.gfile.exists(path):
+        return None
+    with tf.io.gfile.GFile(path, "r") as f:
+        return json.load(f)
+
+
+def check_model_spec(checkpoint_dir, spec, write):
+    """Fails if `checkpoint_dir` holds checkpoints of another model; records `spec` otherwise.
+
+    Args:
+      checkpoint_dir: the run's checkpoint directory.
+      spec: dict of what fixes the variables' shapes (variant, num_classes, ...).
+      write: write the spec when there is none yet (the chief does).
+
+    Raises:
+      ConfigError: the stored spec differs from `spec`.
+    """
+    stored = read_model_spec(checkpoint_dir)
+    if stored is not None:
+        differences = [f"{key}={stored.get(key)!r} (this run: {value!r})"
+                       for key, value in spec.items() if stored.get(key) != value]
+        if differences:
+            raise ConfigError(f"{checkpoint_dir} holds checkpoints of another model: "
+                              f"{', '.join(differences)}; use a new --model_dir or matching flags")
+    elif write:
+        tf.io.gfile.makedirs(checkpoint_dir)
+        with tf.io.gfile.GFile(os.path.join(checkpoint_dir, MODEL_SPEC_FILENAME), "w") as f:
+            json.dump(spec, f, indent=2, sort_keys=True)
+
+
+class Checkpointer:
+    """Saves into the run's checkpoint dir (a temporary one on non-chief workers) and restores.
+
+    Args:
+      checkpoint: the tf.train.Checkpoint to save and restore.
+      directory: `<model_dir>/checkpoints`; every worker restores from here.
+      chief: whether this process owns the real directory.
+      max_to_keep: how many checkpoints to keep.
+    """
+
+    def __init__(self, checkpoint, directory, chief, max_to_keep):
+        self.checkpoint = checkpoint
+        self.directory = directory
+        self._write_dir = WriteDir(directory, chief)
+        self.manager = tf.train.CheckpointManager(checkpoint, self._write_dir.path, max_to_keep)
+
+    def restore_latest(self):
+        """Restores the newest checkpoint in `directory`; returns its path, or None if none."""
+        path = tf.train.latest_checkpoint(self.directory)
+        if path is None:
+            return None
+        try:
+            self.checkpoint.restore(path).assert_existing_objects_matched()
+        except (AssertionError, ValueError, tf.errors.OpError) as e:
+            first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise ConfigError(f"cannot resume from {path}: {first_line}") from None
+        return path
+
+    def save(self, step):
+        """Writes checkpoint `ckpt-<step>` and returns its path (a temporary one off the chief)."""
+        return self.manager.save(checkpoint_number=step)
+
+    def close(self):
+        self._write_dir.cleanup()
+
+
+class PreemptionSignal:
+    """Turns SIGTERM into a flag that the training loop polls between steps.
+
+    Kubernetes, Slurm and cloud preemption send SIGTERM and wait a grace period before
+    SIGKILL; the loop then writes a checkpoint and exits. Outside the main thread (where
+    Python cannot install handlers) it does nothing.
+    """
+
+    def __init__(self, signals=(signal.SIGTERM,)):
+        self._signals = signals
+        self._previous = {}
+        self.received = None
+
+    def _handle(self, signum, frame):  # pylint: disable=unused-argument
+        self.received = signum
+
+    @property
+    def requested(self):
+        return self.received is not None
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for signum in self._signals:
+                self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        self._previous = {}

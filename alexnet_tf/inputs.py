@@ -1,0 +1,208 @@
+"""Owns the trainer's view of its data source: files, classes, labels, sizes, dataset functions.
+
+`describe_data` checks a data dir and turns it into a `DataInfo`, or raises a ConfigError
+that names what is wrong; `make_input_fns` returns the dataset functions that
+`strategy.distribute_datasets_from_function` calls once per input pipeline (the global
+batch is split over replicas by `data.make_dataset` through the InputContext).
+"""
+
+import dataclasses
+import json
+import os
+from typing import Callable, Optional, Tuple
+
+from absl import logging
+import tensorflow as tf
+
+from alexnet_tf import data
+from alexnet_tf.config import ConfigError
+
+DEFAULT_NUM_CLASSES = 1000
+SYNTHETIC_STEPS_PER_EPOCH = 100
+SYNTHETIC_EVAL_STEPS = 10
+
+
+@dataclasses.dataclass(frozen=True)
+class DataInfo:
+    """What a data source holds, as far as the trainer needs to know."""
+
+    source: str
+    data_dir: str
+    num_classes: int
+    labels: Optional[Tuple[str, ...]]  # class names in label order, if known
+    label_offset: int
+    train_examples: int
+
+
+@dataclasses.dataclass(frozen=True)
+class InputFns:
+    """train(input_context) and evaluation(input_context, ten_crop) datasets, and a preview batch."""
+
+    train: Callable
+    evaluation: Callable
+    preview: Callable  # () -> one small batch of augmented training images, not distributed
+
+
+def _read_manifest(data_dir):
+    path = os.path.join(data_dir, data.MANIFEST_FILENAME)
+    if not tf.io.gfile.exists(path):
+        return {}
+    with tf.io.gfile.GFile(path, "r") as f:
+        return json.load(f)
+
+
+def _manifest_count(manifest, split):
+    """Records of `split` per the manifest, or None. Accepts {"splits": {split: {...}}} and {split: {...}}."""
+    for entry in (manifest.get("splits", {}).get(split), manifest.get(split)):
+        if isinstance(entry, dict):
+            for key in ("num_records", "num_examples", "records", "examples"):
+                if isinstance(entry.get(key), int):
+                    return entry[key]
+    return None
+
+
+def count_records(pattern):
+    """Counts the records of the TFRecord files matching `pattern` (reads them all once)."""
+    files = tf.io.gfile.glob(pattern)
+    dataset = tf.data.TFRecordDataset(files, num_parallel_reads=min(16, len(files)))
+    return int(dataset.reduce(tf.constant(0, tf.int64), lambda count, _: count + 1).numpy())
+
+
+def _check_data_dir(data_dir):
+    if not tf.io.gfile.exists(data_dir):
+        raise ConfigError(f"data dir {data_dir} does not exist")
+    if not tf.io.gfile.isdir(data_dir):
+        raise ConfigError(f"data dir {data_dir} is not a directory")
+    if not tf.io.gfile.listdir(data_dir):
+        raise ConfigError(f"data dir {data_dir} is empty")
+
+
+def _num_classes(config, counted, where):
+    """config.num_classes checked against what the data says (`counted`, or None if unknown)."""
+    if counted is None:
+        return config.num_classes or DEFAULT_NUM_CLASSES
+    if config.num_classes is not None and config.num_classes != counted:
+        raise ConfigError(f"--num_classes={config.num_classes} but {where} lists {counted} classes")
+    return counted
+
+
+def _describe_tfrecords(config, data_dir):
+    _check_data_dir(data_dir)
+    for pattern, what in ((config.train_pattern, "training"), (config.eval_pattern, "validation")):
+        if not tf.io.gfile.glob(os.path.join(data_dir, pattern)):
+            raise ConfigError(f"no {what} files match {pattern!r} in {data_dir} (expected TFRecord "
+                              "shards like train-00000-of-01024 from tools/build_imagenet_tfrecords.py)")
+    try:
+        offset = data.detect_label_offset(data_dir) if config.label_offset is None else config.label_offset
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    if offset is None:
+        raise ConfigError(f"cannot tell whether the labels in {data_dir} are 0- or 1-based (no "
+                          f"{data.MANIFEST_FILENAME} or {data.LABELS_FILENAME}); pass --label_offset=1 "
+                          "for model-garden shards or --label_offset=0")
+    manifest = _read_manifest(data_dir)
+    labels_path = os.path.join(data_dir, data.LABELS_FILENAME)
+    labels = None
+    if tf.io.gfile.exists(labels_path):
+        try:
+            labels = tuple(entry.name for entry in data.read_labels_file(labels_path))
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+        num_classes = _num_classes(config, len(labels), labels_path)
+    else:
+        num_classes = _num_classes(config, manifest.get("num_classes"), os.path.join(
+            data_dir, data.MANIFEST_FILENAME))
+    train_examples = _manifest_count(manifest, "train")
+    if train_examples is None and config.steps_per_epoch is None:
+        logging.warning("No record count in %s; counting the training records (set --steps_per_epoch "
+                        "to skip this).", os.path.join(data_dir, data.MANIFEST_FILENAME))
+        train_examples = count_records(os.path.join(data_dir, config.train_pattern))
+    return DataInfo("tfrecord", data_dir, num_classes, labels, int(offset), train_examples or 0)
+
+
+def _describe_tfds(config, data_dir):
+    import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top  (slow; one source)
+
+    _check_data_dir(data_dir)
+    try:
+        builder = tfds.builder("imagenet2012", data_dir=data_dir)
+        train_examples = builder.info.splits["train"].num_examples
+        builder.info.splits["validation"]  # pylint: disable=pointless-statement
+        names = tuple(builder.info.features["label"].names)
+    except Exception as e:  # pylint: disable=broad-except  (tfds raises many kinds)
+        raise ConfigError(f"tensorflow-datasets imagenet2012 is not prepared in {data_dir} "
+                          f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
+    num_classes = _num_classes(config, len(names), "tfds imagenet2012")
+    return DataInfo("tfds", data_dir, num_classes, names, 0, int(train_examples))
+
+
+def describe_data(config, data_dir):
+    """Checks the data source and describes it.
+
+    Args:
+      config: TrainConfig (data_source, patterns, num_classes, label_offset, batch_size...).
+      data_dir: the data directory (the demo's generated one with --demo).
+
+    Returns:
+      A DataInfo.
+
+    Raises:
+      ConfigError: missing or empty data dir, no matching files, a labels file that does not
+        agree with --num_classes, unknown label offset, tfds data not prepared.
+    """
+    if config.data_source == "tfrecord":
+        return _describe_tfrecords(config, data_dir)
+    if config.data_source == "tfds":
+        return _describe_tfds(config, data_dir)
+    steps = config.steps_per_epoch or SYNTHETIC_STEPS_PER_EPOCH
+    return DataInfo("synthetic", data_dir, config.num_classes or DEFAULT_NUM_CLASSES, None, 0,
+                    steps * config.batch_size)
+
+
+def make_input_fns(config, info, seed):
+    """The dataset functions of a run.
+
+    Args:
+      config: TrainConfig.
+      info: DataInfo from describe_data.
+      seed: shuffle seed of the training data, or None.
+
+    Returns:
+      InputFns.
+    """
+    common = dict(image_size=config.image_size)
+    train_glob = os.path.join(info.data_dir, config.train_pattern)
+    eval_glob = os.path.join(info.data_dir, config.eval_pattern)
+    record_args = dict(label_offset=info.label_offset, num_classes=info.num_classes,
+                       skip_corrupt=config.skip_corrupt, **common)
+
+    def train(input_context=None, batch_size=config.batch_size, shuffle_buffer_size=10_000):
+        if info.source == "tfrecord":
+            return data.make_dataset(train_glob, batch_size, True, augment=config.augment,
+                                     input_context=input_context, seed=seed,
+                                     shuffle_buffer_size=shuffle_buffer_size, **record_args)
+        if info.source == "tfds":
+            return data.make_tfds_dataset(info.data_dir, "train", batch_size, True, augment=config.augment,
+                                          input_context=input_context, seed=seed,
+                                          shuffle_buffer_size=shuffle_buffer_size, **common)
+        return data.synthetic_dataset(batch_size, num_classes=info.num_classes,
+                                      input_context=input_context, seed=seed or 0, **common)
+
+    def evaluation(input_context=None, ten_crop=False):
+        if info.source == "tfrecord":
+            dataset = data.make_dataset(eval_glob, config.batch_size, False, ten_crop=ten_crop,
+                                        input_context=input_context, **record_args)
+        elif info.source == "tfds":
+            dataset = data.make_tfds_dataset(info.data_dir, "validation", config.batch_size, False,
+                                             ten_crop=ten_crop, input_context=input_context, **common)
+        else:
+            dataset = data.synthetic_dataset(config.batch_size, num_classes=info.num_classes,
+                                             ten_crop=ten_crop, input_context=input_context, seed=1,
+                                             **common).take(config.eval_steps or SYNTHETIC_EVAL_STEPS)
+        return dataset.take(config.eval_steps) if config.eval_steps else dataset
+
+    def preview():
+        images, _ = next(iter(train(batch_size=min(16, config.batch_size), shuffle_buffer_size=64)))
+        return images.numpy()
+
+    return InputFns(train, evaluation, preview)

@@ -1,0 +1,293 @@
+"""Owns the loop of one training run: resume, train to each epoch end, evaluate, checkpoint, export.
+
+`TrainLoop(...).fit()` is what `alexnet_tf.train.run` calls once the strategy, the data and
+the precision policy are settled. Progress lives in Python counters (step, epoch) that are
+copied into the checkpoint at every save. The loop runs training in chunks of at most
+--steps_per_execution steps that end on every logging, checkpoint, epoch and profiler
+boundary; between chunks it checks the loss (NaN/inf stops training without saving) and
+the workers' summed SIGTERM flag (all workers save and stop at the same step).
+"""
+
+import dataclasses
+import json
+import os
+import time
+
+from absl import logging
+import keras
+import numpy as np
+import tensorflow as tf
+
+from alexnet_tf import export, summaries
+from alexnet_tf.checkpointing import CHECKPOINT_SUBDIR, Checkpointer, PreemptionSignal
+from alexnet_tf.checkpointing import check_model_spec, check_writable
+from alexnet_tf.config import ConfigError
+from alexnet_tf.distribute import is_chief, worker_name
+from alexnet_tf.inputs import make_input_fns
+from alexnet_tf.steps import Preempted, TrainingDiverged, build_model, build_state, make_eval_function
+from alexnet_tf.steps import make_train_function, run_evaluation
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainResult:
+    """What a finished run reports (also written to <model_dir>/results.json by the chief)."""
+
+    model_dir: str
+    global_step: int
+    optimizer_iterations: int
+    epochs_completed: int
+    learning_rate: float
+    validation: dict  # loss, top1, top5 (centre crop) of the last evaluation
+    validation_ten_crop: dict  # empty unless ten_crop_eval
+    checkpoint: str
+    export_path: str
+    precision: str
+    num_replicas: int
+    images_per_sec: float  # training throughput of the last logging interval
+
+
+def _steps_to_boundary(step, every):
+    return every - step % every
+
+
+class _Meter:
+    """Sums the train function's outputs between log lines and times the images."""
+
+    def __init__(self):
+        self.sums, self.steps, self.images, self.seconds = np.zeros(6), 0, 0, 0.0
+
+    def add(self, sums, steps, images, seconds):
+        self.sums += sums
+        self.steps += steps
+        if seconds is not None:  # None: a chunk that included tracing
+            self.images += images
+            self.seconds += seconds
+
+    def metrics(self):
+        ce, loss, top1, top5, count, _ = self.sums
+        count = max(count, 1.0)
+        values = {"loss": ce / count, "total_loss": loss / max(self.steps, 1), "top1": top1 / count,
+                  "top5": top5 / count}
+        if self.seconds:
+            values["images_per_sec"] = self.images / self.seconds
+        return values
+
+
+class TrainLoop:
+    """One training run: restore, train to each epoch end, evaluate, checkpoint, export."""
+
+    def __init__(self, config, strategy, info, model_dir, precision):
+        self.config, self.strategy, self.info, self.precision = config, strategy, info, precision
+        self.model_dir = model_dir
+        self.chief = is_chief(strategy)
+        self.name = worker_name(strategy)
+        self.steps_per_epoch = config.steps_per_epoch or info.train_examples // config.batch_size
+        if self.steps_per_epoch < 1:
+            raise ConfigError(f"batch_size {config.batch_size} is larger than the {info.train_examples} "
+                              "training examples")
+        self.total_steps = config.train_steps or config.epochs * self.steps_per_epoch
+        self.num_epochs = -(-self.total_steps // self.steps_per_epoch)
+        checkpoint_dir = os.path.join(model_dir, CHECKPOINT_SUBDIR)
+        if self.chief:
+            check_writable(model_dir)
+        spec = {"variant": config.variant, "num_classes": info.num_classes, "image_size": config.image_size}
+        check_model_spec(checkpoint_dir, spec, write=self.chief)
+        self.seed = config.seed if config.seed is not None else (0 if config.deterministic else None)
+        if self.seed is not None:
+            keras.utils.set_random_seed(self.seed)
+        if config.deterministic:
+            tf.config.experimental.enable_op_determinism()
+        loss_scaling = precision == "mixed_float16"
+        self.state = build_state(config, strategy, info.num_classes, self.steps_per_epoch,
+                                 self.total_steps, loss_scaling)
+        self.train_fn = make_train_function(strategy, self.state, config.batch_size, config.jit_compile,
+                                            loss_scaling)
+        self.eval_fn = make_eval_function(strategy, self.state.model, ten_crop=False)
+        self.checkpointer = Checkpointer(self.state.checkpoint, checkpoint_dir, self.chief,
+                                         config.keep_checkpoints)
+        self.writers = summaries.SummaryWriters(model_dir, self.chief)
+        self.step = self.epoch = 0
+        self.saved = None  # (step, epoch) of the newest checkpoint
+        self.last_images_per_sec = 0.0
+        self.preemption = None
+        self.profiling = False
+
+    # -- the loop ---------------------------------------------------------------------------
+
+    def fit(self):
+        try:
+            with PreemptionSignal() as self.preemption:
+                return self._fit()
+        finally:
+            if self.profiling:
+                tf.profiler.experimental.stop()
+            self.writers.close()
+            self.checkpointer.close()
+
+    def _fit(self):
+        restored = self.checkpointer.restore_latest()
+        self.step, self.epoch = int(self.state.step.numpy()), int(self.state.epoch.numpy())
+        if restored:
+            self.saved = (self.step, self.epoch)
+            logging.info("Resuming from %s at step %d (epoch %d).", restored, self.step, self.epoch)
+        logging.info("%s: %d replica(s), %s, global batch %d, %d steps per epoch, %d steps in %d epochs.",
+                     self.name, self.strategy.num_replicas_in_sync, self.precision, self.config.batch_size,
+                     self.steps_per_epoch, self.total_steps, self.num_epochs)
+        # A resumed run reshuffles with another seed, so it does not replay the epoch's start.
+        seed = None if self.seed is None else self.seed + self.step
+        self.inputs = make_input_fns(self.config, self.info, seed)
+        if self.step == 0 and self.chief:
+            self._write_images()
+        iterator = iter(self.strategy.distribute_datasets_from_function(self.inputs.train))
+        validation = {}
+        while self.epoch < self.num_epochs:
+            self._train_until(iterator, min((self.epoch + 1) * self.steps_per_epoch, self.total_steps))
+            validation = self._end_epoch()
+        if not validation:  # the run was already complete
+            validation = run_evaluation(self.strategy, self.eval_fn, self.inputs.evaluation)
+        ten_crop = {}
+        if self.config.ten_crop_eval:
+            ten_crop_fn = make_eval_function(self.strategy, self.state.model, ten_crop=True)
+            ten_crop = run_evaluation(self.strategy, ten_crop_fn,
+                                      lambda context: self.inputs.evaluation(context, ten_crop=True))
+            self.writers.scalars("validation", self.step, {"ten_crop_top1": ten_crop["top1"],
+                                                           "ten_crop_top5": ten_crop["top5"]})
+        return self._finish(validation, ten_crop)
+
+    def _train_until(self, iterator, end):
+        config, meter, traced = self.config, _Meter(), False
+        while self.step < end:
+            steps = min(config.steps_per_execution, end - self.step,
+                        _steps_to_boundary(self.step, config.log_every_steps),
+                        _steps_to_boundary(self.step, config.checkpoint_every_steps), self._profile(end))
+            stop = 1.0 if self.preemption.requested else 0.0
+            start = time.time()
+            sums = self.train_fn(iterator, tf.constant(steps), tf.constant(stop)).numpy()
+            seconds = time.time() - start
+            self.step += steps
+            if not np.all(np.isfinite(sums[:2])):
+                raise TrainingDiverged(self._diverged_message(f"the loss became {sums[1]}"))
+            meter.add(sums, steps, steps * config.batch_size, seconds if traced else None)
+            traced = True
+            if self.step % config.log_every_steps == 0 or self.step == end:
+                self._log_train(meter)
+                meter = _Meter()
+            if sums[5] > 0:
+                path = self._save()
+                raise Preempted(f"preempted (signal {self.preemption.received or 'on another worker'}): "
+                                f"checkpoint {path} at step {self.step}; re-run the same command to resume")
+            if self.step % config.checkpoint_every_steps == 0 and self.step != end:
+                self._save()
+        self._profile(end)  # stops a trace that ends with the epoch
+
+    def _profile(self, end):
+        """Starts or stops the profiler trace of steps [first, last] here; steps to its next boundary."""
+        if not self.config.profile_steps or not self.chief:
+            return end - self.step
+        first, last = self.config.profile_steps
+        if self.step == first - 1 and not self.profiling:
+            tf.profiler.experimental.start(os.path.join(self.model_dir, "train"))
+            self.profiling = True
+        elif self.step >= last and self.profiling:
+            tf.profiler.experimental.stop()
+            self.profiling = False
+        later = [b - self.step for b in (first - 1, last) if b > self.step]
+        return min(later + [end - self.step])
+
+    def _end_epoch(self):
+        metrics = run_evaluation(self.strategy, self.eval_fn, self.inputs.evaluation)
+        self.epoch += 1
+        self.writers.scalars("validation", self.step, {k: metrics[k] for k in
+                                                       ("loss", "top1", "top5", "images_per_sec")})
+        message = ""
+        if self.config.lr_schedule == "paper" and self.state.plateau.update(metrics["top1"]):
+            message = ("; validation top-1 stopped improving: learning rate now "
+                       f"{self.state.learning_rate():.6g}")
+        if self.chief:
+            conv1 = self.state.model.get_layer("conv1").weights[0]
+            self.writers.image("train", self.step, "conv1_filters", summaries.filter_grid(conv1.numpy()),
+                               description="First-layer filters, each stretched to [0, 1] (paper Fig. 3).")
+            if self.config.histograms:
+                self.writers.histograms("train", self.step, self.state.model.trainable_variables)
+        logging.info("%s: epoch %d/%d (step %d): validation top-1 %.2f%% top-5 %.2f%% loss %.4f%s",
+                     self.name, self.epoch, self.num_epochs, self.step, 100 * metrics["top1"],
+                     100 * metrics["top5"], metrics["loss"], message)
+        self._save()
+        return metrics
+
+    # -- side effects -----------------------------------------------------------------------
+
+    def _log_train(self, meter):
+        values = meter.metrics()
+        values["learning_rate"] = self.state.learning_rate()
+        self.last_images_per_sec = values.get("images_per_sec", self.last_images_per_sec)
+        self.writers.scalars("train", self.step, values)
+        logging.info("%s: step %d/%d: loss %.4f top-1 %.2f%% top-5 %.2f%% lr %.6g %s", self.name,
+                     self.step, self.total_steps, values["loss"], 100 * values["top1"], 100 * values["top5"],
+                     values["learning_rate"],
+                     f"{values['images_per_sec']:.1f} images/sec" if "images_per_sec" in values else "")
+
+    def _write_images(self):
+        grid = summaries.tile_images(summaries.displayable_inputs(self.inputs.preview()))
+        self.writers.image("train", 0, "augmented_inputs", grid,
+                           description="Training inputs after augmentation, mean added back.")
+        conv1 = self.state.model.get_layer("conv1").weights[0]
+        self.writers.image("train", 0, "conv1_filters", summaries.filter_grid(conv1.numpy()))
+
+    def _weights_finite(self):
+        return all(bool(tf.reduce_all(tf.math.is_finite(v.value)))
+                   for v in self.state.model.trainable_variables)
+
+    def _diverged_message(self, what):
+        last = tf.train.latest_checkpoint(self.checkpointer.directory)
+        return (f"{what} at step {self.step}; stopped without saving. Last good checkpoint: "
+                f"{last or 'none'}. Lower --learning_rate (now {self.config.learning_rate:g} at batch 128) "
+                "or check the data, then re-run.")
+
+    def _save(self):
+        if self.saved == (self.step, self.epoch):
+            return tf.train.latest_checkpoint(self.checkpointer.directory)
+        if not self._weights_finite():
+            raise TrainingDiverged(self._diverged_message("the weights became NaN or infinite"))
+        self.state.step.assign(self.step)
+        self.state.epoch.assign(self.epoch)
+        path = self.checkpointer.save(self.step)
+        self.saved = (self.step, self.epoch)
+        logging.info("%s: saved checkpoint %s", self.name, path)
+        return path
+
+    def _finish(self, validation, ten_crop):
+        export_path = self._export() if self.chief else ""
+        weights = [v.numpy().ravel() for v in self.state.model.trainable_variables]
+        logging.info("%s: final weights fingerprint %.12e %.12e", self.name,  # workers must agree
+                     sum(np.sum(w, dtype=np.float64) for w in weights), sum(float(w @ w) for w in weights))
+        result = TrainResult(
+            model_dir=self.model_dir, global_step=self.step,
+            optimizer_iterations=int(self.state.optimizer.iterations.numpy()),
+            epochs_completed=self.epoch, learning_rate=self.state.learning_rate(),
+            validation=validation, validation_ten_crop=ten_crop,
+            checkpoint=(tf.train.latest_checkpoint(self.checkpointer.directory) or "") if self.chief else "",
+            export_path=export_path, precision=self.precision,
+            num_replicas=self.strategy.num_replicas_in_sync, images_per_sec=self.last_images_per_sec)
+        if self.chief:
+            with tf.io.gfile.GFile(os.path.join(self.model_dir, "results.json"), "w") as f:
+                json.dump(dataclasses.asdict(result), f, indent=2)
+        # A last collective: the other workers wait for the chief's export and everyone exits
+        # together (a worker that leaves early is reported as crashed by the others).
+        ones = self.strategy.run(lambda: tf.constant(1.0))
+        self.strategy.reduce(tf.distribute.ReduceOp.SUM, ones, axis=None)
+        return result
+
+    def _export(self):
+        """Exports a float32 copy of the model: serving must not depend on the training policy."""
+        previous = keras.mixed_precision.global_policy()
+        keras.mixed_precision.set_global_policy("float32")
+        try:
+            serving_model = build_model(self.config, self.info.num_classes)
+        finally:
+            keras.mixed_precision.set_global_policy(previous)
+        serving_model.set_weights([v.numpy() for v in self.state.model.weights])
+        export_dir = self.config.export_dir or os.path.join(self.model_dir, "export")
+        path = export.export_saved_model(serving_model, export_dir, labels=self.info.labels)
+        logging.info("Exported the SavedModel to %s", path)
+        return path

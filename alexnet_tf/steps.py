@@ -1,0 +1,181 @@
+"""Owns the training state and the distributed train and evaluation steps of the trainer.
+
+`build_state` makes the model, the SGD optimizer with its schedule, and the counters that
+a checkpoint holds; `make_train_function` and `make_eval_function` return the tf.functions
+that run under any tf.distribute strategy. `alexnet_tf.train.run` drives them.
+"""
+
+import dataclasses
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from alexnet_tf import evaluate
+from alexnet_tf.checkpointing import model_weights
+from alexnet_tf.model import build_alexnet
+from alexnet_tf.schedules import AlexNetSchedule, PlateauState
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss or the weights became NaN or infinite."""
+
+
+class Preempted(RuntimeError):
+    """SIGTERM arrived; a checkpoint was written."""
+
+
+def resolve_precision(precision):
+    """Maps "auto" to the fastest policy this machine runs correctly."""
+    if precision != "auto":
+        return precision
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
+        capability = tf.config.experimental.get_device_details(gpus[0]).get("compute_capability", (0, 0))
+        if capability >= (8, 0):
+            return "mixed_bfloat16"
+        return "mixed_float16" if capability >= (7, 0) else "float32"
+    try:  # bfloat16 is only fast on CPUs with native bf16 dot products (AVX512_BF16, AMX).
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            cpu_flags = set(f.read().split())
+    except OSError:
+        return "float32"
+    return "mixed_bfloat16" if cpu_flags & {"avx512_bf16", "amx_bf16"} else "float32"
+
+
+def build_model(config, num_classes):
+    """The AlexNet this config trains (the global dtype policy decides its compute dtype)."""
+    return build_alexnet(
+        num_classes=num_classes, variant=config.variant,
+        input_shape=(config.image_size, config.image_size, 3), dropout_rate=config.dropout_rate,
+        weight_decay=0.0 if config.decoupled_weight_decay else config.weight_decay,
+        weight_init_stddev=config.weight_init_stddev, hidden_bias=config.hidden_bias)
+
+
+def build_optimizer(config, schedule, loss_scaling):
+    """SGD with momentum; the paper's decay sits in the loss unless decoupled_weight_decay.
+
+    Keras' SGD updates `v <- m v - lr g; w <- w + v`, the paper's form (PAPER.md) with the
+    L2 term `wd w` inside `g`; decoupled decay instead shrinks `w` by `lr wd w` (biases excluded).
+    """
+    optimizer = keras.optimizers.SGD(
+        learning_rate=schedule, momentum=config.momentum,
+        weight_decay=config.weight_decay if config.decoupled_weight_decay else None)
+    if config.decoupled_weight_decay:
+        optimizer.exclude_from_weight_decay(var_names=["bias"])
+    return keras.optimizers.LossScaleOptimizer(optimizer) if loss_scaling else optimizer
+
+
+@dataclasses.dataclass
+class TrainState:
+    """Everything a checkpoint holds, and the checkpoint object itself."""
+
+    model: keras.Model
+    optimizer: keras.optimizers.Optimizer
+    schedule: AlexNetSchedule
+    plateau: PlateauState
+    step: tf.Variable
+    epoch: tf.Variable
+    checkpoint: tf.train.Checkpoint
+
+    def learning_rate(self):
+        return float(self.schedule(self.optimizer.iterations))
+
+
+def build_state(config, strategy, num_classes, steps_per_epoch, total_steps, loss_scaling):
+    """Creates model, optimizer and counters under the strategy's scope."""
+    with strategy.scope():
+        model = build_model(config, num_classes)
+        plateau = PlateauState(config.plateau_patience, config.max_lr_drops)
+        schedule = AlexNetSchedule(
+            config.lr_schedule, config.scaled_learning_rate, total_steps,
+            warmup_steps=round(config.warmup_epochs * steps_per_epoch),
+            boundaries=[round(e * steps_per_epoch) for e in config.lr_decay_epochs],
+            decay_factor=config.lr_decay_factor, plateau=plateau)
+        optimizer = build_optimizer(config, schedule, loss_scaling)
+        optimizer.build(model.trainable_variables)  # slots exist before a restore fills them
+        step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
+        epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
+    checkpoint = tf.train.Checkpoint(model=model_weights(model), optimizer=optimizer, plateau=plateau,
+                                     step=step, epoch=epoch)
+    return TrainState(model, optimizer, schedule, plateau, step, epoch, checkpoint)
+
+
+def make_train_function(strategy, state, global_batch, jit_compile, loss_scaling):
+    """Returns train(iterator, num_steps, stop) -> summed [ce, total loss, top1, top5, count, stop].
+
+    Each replica's loss is its share of the global mean, so the optimizer's all-reduce SUM
+    of gradients gives the gradient of the global batch's mean loss (plus weight decay).
+    `stop` (this worker's SIGTERM flag) is summed over replicas and workers, so every
+    worker learns of a preemption at the same step.
+    """
+    model, optimizer = state.model, state.optimizer
+    num_replicas = strategy.num_replicas_in_sync
+
+    def forward_backward(images, labels):
+        with tf.GradientTape() as tape:
+            logits = model(images, training=True)
+            per_example = keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True)
+            loss = tf.reduce_sum(per_example) / global_batch
+            if model.losses:
+                loss += tf.add_n(model.losses) / num_replicas
+            scaled = optimizer.scale_loss(loss) if loss_scaling else loss
+        gradients = tape.gradient(scaled, model.trainable_variables)
+        return gradients, tf.stack([tf.reduce_sum(per_example), loss]), logits
+
+    if jit_compile:  # the optimizer update stays outside XLA: it may call merge_call
+        forward_backward = tf.function(forward_backward, jit_compile=True)
+
+    def replica_step(images, labels, stop):
+        gradients, losses, logits = forward_backward(images, labels)
+        optimizer.apply_gradients(zip(gradients, model.trainable_variables))
+        return tf.concat([losses, evaluate.correct_counts(tf.nn.softmax(logits), labels), [stop]], 0)
+
+    @tf.function
+    def train(iterator, num_steps, stop):
+        sums = tf.zeros([6])
+        for _ in tf.range(num_steps):
+            images, labels = next(iterator)
+            per_replica = strategy.run(replica_step, args=(images, labels, stop))
+            sums += strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
+        return sums
+
+    return train
+
+
+def make_eval_function(strategy, model, ten_crop):
+    """Returns eval(distributed batch) -> summed [-log p(label), top1, top5, count]."""
+
+    def batch_sums(images, labels):
+        if ten_crop:
+            crops = tf.reshape(images, [-1] + images.shape[2:].as_list())
+            logits = model(crops, training=False)
+            logits = tf.reshape(logits, [-1, 10, logits.shape[-1]])
+            probabilities = evaluate.average_crop_probabilities(logits)
+        else:
+            probabilities = tf.nn.softmax(model(images, training=False))
+        return evaluate.classification_sums(probabilities, labels)
+
+    def replica_step(images, labels):
+        # The last validation batch leaves some replicas an empty batch, and oneDNN's CPU
+        # convolution returns a wrongly shaped output for one (TF 2.21), so skip the model.
+        return tf.cond(tf.shape(images)[0] > 0, lambda: batch_sums(images, labels),
+                       lambda: tf.zeros([4]))
+
+    @tf.function(reduce_retracing=True)
+    def evaluate_batch(batch):
+        per_replica = strategy.run(replica_step, args=batch)
+        return strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
+
+    return evaluate_batch
+
+
+def run_evaluation(strategy, eval_fn, dataset_fn):
+    """One pass over the validation data; returns evaluate.summarize's dict plus images/sec."""
+    start, sums = time.time(), np.zeros(4)
+    for batch in strategy.distribute_datasets_from_function(dataset_fn):
+        sums += eval_fn(batch).numpy()
+    metrics = evaluate.summarize(sums)
+    metrics["images_per_sec"] = metrics["count"] / max(time.time() - start, 1e-9)
+    return metrics

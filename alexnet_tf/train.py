@@ -1,0 +1,223 @@
+"""Trains AlexNet: the command `python -m alexnet_tf.train` and the library function `run`.
+
+    python -m alexnet_tf.train --demo        # generated 10-class data, ~3 minutes on 2 CPU cores
+    python -m alexnet_tf.train --data_dir=/data/imagenet --model_dir=/runs/alexnet
+
+The defaults are the paper's recipe (see alexnet_tf/config.py). Every epoch ends with an
+evaluation on the validation split and a checkpoint; checkpoints also come every
+--checkpoint_every_steps. Re-running the same command resumes from the newest checkpoint;
+SIGTERM writes one and exits with status 143. TensorBoard logs go to --model_dir and a
+SavedModel for TF Serving to --export_dir (default <model_dir>/export/<version>).
+"""
+
+import dataclasses
+import os
+import re
+import sys
+import time
+
+from absl import app, flags, logging
+import keras
+import tensorflow as tf
+
+from alexnet_tf.config import DATA_SOURCES, DISTRIBUTIONS, LR_SCHEDULES, PRECISIONS, VARIANTS
+from alexnet_tf.config import ConfigError, TrainConfig, demo_config
+from alexnet_tf.distribute import create_strategy
+from alexnet_tf.inputs import describe_data
+from alexnet_tf.loop import TrainLoop
+from alexnet_tf.steps import Preempted, TrainingDiverged, resolve_precision
+
+FLAGS = flags.FLAGS
+PREEMPTED_EXIT_CODE = 143  # 128 + SIGTERM: job controllers (TFJob ExitCode policy) retry it
+
+
+def define_flags(flag_values=FLAGS):
+    """Defines the flags on `flag_values` (only the entry point calls this: importing defines none)."""
+    d, fv = TrainConfig(), dict(flag_values=flag_values)
+    flags.DEFINE_bool("demo", False,
+                      "Generate the 10-class demo dataset and train on it with small settings.", **fv)
+    flags.DEFINE_string("demo_cache_dir", d.demo_cache_dir,
+                        "Where --demo keeps its dataset and runs.", **fv)
+    flags.DEFINE_string("data_dir", d.data_dir,
+                        "TFRecord shards + labels.txt (or a tfds data dir).", **fv)
+    flags.DEFINE_enum("data_source", d.data_source, DATA_SOURCES, "Where the images come from.", **fv)
+    flags.DEFINE_string("train_pattern", d.train_pattern,
+                        "Glob of training shards inside data_dir.", **fv)
+    flags.DEFINE_string("eval_pattern", d.eval_pattern,
+                        "Glob of validation shards inside data_dir.", **fv)
+    flags.DEFINE_integer("label_offset", d.label_offset,
+                         "Subtracted from stored labels; default: detect.", **fv)
+    flags.DEFINE_integer("num_classes", d.num_classes,
+                         "Classes; default and check: the labels file.", **fv)
+    flags.DEFINE_integer("image_size", d.image_size, "Crop size.", **fv)
+    flags.DEFINE_enum("augment", d.augment, ["paper", "inception"], "Training crops.", **fv)
+    flags.DEFINE_bool("skip_corrupt", d.skip_corrupt,
+                      "Skip corrupt shards/images instead of failing.", **fv)
+    flags.DEFINE_integer("steps_per_epoch", d.steps_per_epoch,
+                         "Default: training examples // batch.", **fv)
+    flags.DEFINE_integer("eval_steps", d.eval_steps,
+                         "Validation batches per evaluation; default: all.", **fv)
+    flags.DEFINE_enum("variant", d.variant, VARIANTS, "AlexNet variant.", **fv)
+    flags.DEFINE_float("dropout_rate", d.dropout_rate, "Dropout before fc6 and fc7.", **fv)
+    flags.DEFINE_float("hidden_bias", d.hidden_bias,
+                       "Bias init of conv2/4/5, fc6, fc7; default 1.0 (paper).", **fv)
+    flags.DEFINE_float("weight_init_stddev", d.weight_init_stddev,
+                       "Stddev of the N(0, s) kernel init.", **fv)
+    flags.DEFINE_integer("epochs", d.epochs, "Passes over the training set.", **fv)
+    flags.DEFINE_integer("train_steps", d.train_steps,
+                         "Total optimizer steps; overrides --epochs.", **fv)
+    flags.DEFINE_integer("batch_size", d.batch_size, "Global batch, split over replicas.", **fv)
+    flags.DEFINE_float("learning_rate", d.learning_rate,
+                       "Rate at batch 128; scaled by batch_size / 128.", **fv)
+    flags.DEFINE_enum("lr_schedule", d.lr_schedule, LR_SCHEDULES,
+                      "paper: /10 on a validation plateau.", **fv)
+    flags.DEFINE_list("lr_decay_epochs", [str(e) for e in d.lr_decay_epochs],
+                      "Boundaries of --lr_schedule=step.", **fv)
+    flags.DEFINE_float("lr_decay_factor", d.lr_decay_factor,
+                       "Factor of each drop (paper and step).", **fv)
+    flags.DEFINE_integer("plateau_patience", d.plateau_patience,
+                         "Epochs without improvement before a drop.", **fv)
+    flags.DEFINE_integer("max_lr_drops", d.max_lr_drops, "Most drops of the paper schedule.", **fv)
+    flags.DEFINE_float("warmup_epochs", d.warmup_epochs, "Linear warm-up length.", **fv)
+    flags.DEFINE_float("momentum", d.momentum, "SGD momentum.", **fv)
+    flags.DEFINE_float("weight_decay", d.weight_decay, "Weight decay of the kernels.", **fv)
+    flags.DEFINE_bool("decoupled_weight_decay", d.decoupled_weight_decay,
+                      "Decay in the optimizer, not the loss.", **fv)
+    flags.DEFINE_enum("precision", d.precision, PRECISIONS,
+                      "auto: mixed_bfloat16 where supported.", **fv)
+    flags.DEFINE_enum("distribution", d.distribution, DISTRIBUTIONS, "tf.distribute strategy.", **fv)
+    flags.DEFINE_integer("steps_per_execution", d.steps_per_execution,
+                         "Train steps per tf.function call.", **fv)
+    flags.DEFINE_bool("jit_compile", d.jit_compile, "Compile the forward/backward pass with XLA.", **fv)
+    flags.DEFINE_integer("seed", d.seed, "Random seed; default: random (0 with --deterministic).", **fv)
+    flags.DEFINE_bool("deterministic", d.deterministic, "Deterministic ops and seeds (slower).", **fv)
+    flags.DEFINE_string("model_dir", d.model_dir, "Checkpoints and TensorBoard logs.", **fv)
+    flags.DEFINE_string("export_dir", d.export_dir,
+                        "SavedModel base path; default <model_dir>/export.", **fv)
+    flags.DEFINE_integer("checkpoint_every_steps", d.checkpoint_every_steps,
+                         "Also at every epoch end.", **fv)
+    flags.DEFINE_integer("keep_checkpoints", d.keep_checkpoints, "Checkpoints kept.", **fv)
+    flags.DEFINE_integer("log_every_steps", d.log_every_steps, "Training scalars every N steps.", **fv)
+    flags.DEFINE_bool("ten_crop_eval", d.ten_crop_eval, "Also evaluate ten crops after training.", **fv)
+    flags.DEFINE_bool("histograms", d.histograms, "Weight histograms every epoch.", **fv)
+    flags.DEFINE_list("profile_steps", None, "first,last step of a profiler trace, e.g. 20,25.", **fv)
+
+
+def config_from_flags(flag_values):
+    """TrainConfig from parsed flags; with --demo, flags not given keep the demo values."""
+    base = demo_config() if flag_values.demo else TrainConfig()
+    overrides = {}
+    for field in dataclasses.fields(TrainConfig):
+        if field.name in flag_values and flag_values[field.name].present:
+            overrides[field.name] = flag_values[field.name].value
+    if "lr_decay_epochs" in overrides:
+        overrides["lr_decay_epochs"] = tuple(float(e) for e in overrides["lr_decay_epochs"])
+    if overrides.get("profile_steps") is not None:
+        overrides["profile_steps"] = tuple(int(s) for s in overrides["profile_steps"])
+    return dataclasses.replace(base, **overrides)
+
+
+def run(config):
+    """Trains, evaluates every epoch, checkpoints, logs to TensorBoard and exports at the end.
+
+    Re-running with the same config and model_dir resumes from the newest checkpoint.
+
+    Args:
+      config: TrainConfig.
+
+    Returns:
+      TrainResult.
+
+    Raises:
+      ConfigError: bad flags, data dir or model dir (one-line message).
+      TrainingDiverged: the loss or weights became NaN/inf; no checkpoint of them is written.
+      Preempted: SIGTERM arrived; a checkpoint was written first.
+    """
+    config.validate()
+    # The strategy comes first: MultiWorkerMirroredStrategy must exist before any op runs.
+    strategy = create_strategy(config.distribution)
+    replicas = strategy.num_replicas_in_sync
+    if config.batch_size % replicas:
+        raise ConfigError(
+            f"global batch_size {config.batch_size} is not divisible by the {replicas} replicas")
+    data_dir, model_dir = config.data_dir, config.model_dir
+    if config.demo:
+        data_dir, model_dir = _demo_dirs(config)
+    info = describe_data(config, data_dir)
+    precision = resolve_precision(config.precision)
+    on_cpu = not tf.config.list_physical_devices("GPU")
+    if precision == "mixed_float16" and config.variant != "one_weird_trick" and on_cpu:
+        raise ConfigError(f"mixed_float16 needs a GPU for the {config.variant} variant: TensorFlow's CPU "
+                          "kernels have no float16 gradient of grouped convolutions; use mixed_bfloat16")
+    previous_policy = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy(precision)
+    try:
+        return TrainLoop(config, strategy, info, model_dir, precision).fit()
+    finally:
+        keras.mixed_precision.set_global_policy(previous_policy)
+
+
+def _demo_dirs(config):
+    """Builds (or reuses) the demo dataset; a fresh timestamped run dir unless --model_dir is given."""
+    from alexnet_tf import demo_data  # pylint: disable=g-import-not-at-top  (only the demo needs it)
+
+    cache_dir = os.path.expanduser(config.demo_cache_dir)
+    logging.info("Preparing the demo dataset in %s", cache_dir)
+    data_dir = demo_data.build_demo_dataset(cache_dir, seed=0)
+    model_dir = config.model_dir or os.path.join(cache_dir, "runs", time.strftime("%Y%m%d-%H%M%S"))
+    return data_dir, model_dir
+
+
+def main(argv):
+    """Hands the flags to `run`; expected failures end with one line on stderr, no traceback."""
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    config = config_from_flags(FLAGS)
+    try:
+        result = run(config)
+    except ConfigError as e:
+        _exit(2, f"error: {e}")
+    except TrainingDiverged as e:
+        _exit(1, f"training diverged: {e}")
+    except Preempted as e:
+        _exit(PREEMPTED_EXIT_CODE, str(e))
+    except KeyboardInterrupt:
+        _exit(130, "interrupted; re-run the same command to resume from the last checkpoint")
+    except tf.errors.OpError as e:  # e.g. a corrupt shard or a label out of range
+        logging.debug("TensorFlow error", exc_info=True)
+        _exit(1, f"error: {type(e).__name__}: {_op_error_summary(e)} (--v=1 shows the traceback)")
+    print_report(result)
+
+
+def _exit(status, message):
+    print(f"alexnet_tf.train: {message}", file=sys.stderr)
+    sys.exit(status)
+
+
+def _op_error_summary(error):
+    """The informative line of a TensorFlow error: the last one that is not a node or op tag."""
+    lines = [re.sub(r"\s*\[Op:[^\]]*\]$", "", line).strip() for line in str(error.message).splitlines()]
+    lines = [line for line in lines if line and not line.startswith("[[")]
+    return lines[-1] if lines else "unknown error"
+
+
+def print_report(result):
+    """Prints where the run's outputs went and how to look at them."""
+    v = result.validation
+    print(f"\nTrained {result.global_step} steps ({result.epochs_completed} epochs), "
+          f"final learning rate {result.learning_rate:.6g}, {result.num_replicas} replica(s), "
+          f"{result.precision}, {result.images_per_sec:.1f} images/sec.")
+    if v:
+        print(f"Validation (centre crop): top-1 {100 * v['top1']:.2f}%  top-5 {100 * v['top5']:.2f}%  "
+              f"loss {v['loss']:.4f}  ({int(v['count'])} images)")
+    if result.validation_ten_crop:
+        t = result.validation_ten_crop
+        print(f"Validation (ten crop):    top-1 {100 * t['top1']:.2f}%  top-5 {100 * t['top5']:.2f}%")
+    print(f"TensorBoard logs: {result.model_dir}   (open with: tensorboard --logdir {result.model_dir})")
+    print(f"Checkpoints:      {os.path.dirname(result.checkpoint) if result.checkpoint else '-'}")
+    print(f"SavedModel:       {result.export_path or '-'}")
+
+
+if __name__ == "__main__":
+    define_flags()
+    app.run(main)
