@@ -1,0 +1,215 @@
+"""Owns evaluation: top-1/top-5 with the centre crop and the paper's ten crops, and their metrics.
+
+    python -m alexnet_tf.evaluate --data_dir=/data/imagenet --checkpoint=/runs/alexnet
+    python -m alexnet_tf.evaluate --data_dir=/data/imagenet --saved_model=/runs/alexnet/export
+
+prints top-1 and top-5 accuracy of a training checkpoint (a model dir, its checkpoints dir
+or one checkpoint prefix) or of an exported SavedModel (a version dir, or the base dir for
+its newest version), with the centre crop and with ten crops (four corners, centre and
+their mirror images, softmax averaged; the paper's test protocol). The crops come from
+`alexnet_tf.data`, the same functions the serving signatures use. The metric functions
+here are also what the trainer reports.
+"""
+
+import dataclasses
+import os
+import re
+import sys
+from typing import Optional
+
+from absl import app, flags
+import numpy as np
+import tensorflow as tf
+
+from alexnet_tf import data
+from alexnet_tf.checkpointing import CHECKPOINT_SUBDIR, model_weights, read_model_spec
+from alexnet_tf.config import ConfigError
+from alexnet_tf.model import build_alexnet
+
+FLAGS = flags.FLAGS
+
+
+def define_flags(flag_values=FLAGS):
+    """Defines the flags on `flag_values` (only the entry point calls this: importing defines none)."""
+    d, fv = EvalConfig(), dict(flag_values=flag_values)
+    flags.DEFINE_string("data_dir", d.data_dir,
+                        "Directory of the validation shards (or tfds data dir).", **fv)
+    flags.DEFINE_string("checkpoint", d.checkpoint,
+                        "Model dir, checkpoints dir or checkpoint prefix.", **fv)
+    flags.DEFINE_string("saved_model", d.saved_model, "SavedModel version dir or export base dir.", **fv)
+    flags.DEFINE_enum("data_source", d.data_source, ["tfrecord",
+                      "tfds"], "Where the images come from.", **fv)
+    flags.DEFINE_string("eval_pattern", d.eval_pattern,
+                        "Glob of validation shards inside data_dir.", **fv)
+    flags.DEFINE_integer("label_offset", d.label_offset,
+                         "Subtracted from stored labels; default: detect.", **fv)
+    flags.DEFINE_integer("batch_size", d.batch_size, "Images per batch (ten crop: x10 crops).", **fv)
+    flags.DEFINE_integer("max_batches", d.max_batches,
+                         "Stop after this many batches; default: all.", **fv)
+    flags.DEFINE_bool("ten_crop", d.ten_crop, "Also evaluate with ten crops.", **fv)
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalConfig:
+    """What `run` evaluates, and on which data."""
+
+    data_dir: str = ""
+    checkpoint: Optional[str] = None
+    saved_model: Optional[str] = None
+    data_source: str = "tfrecord"
+    eval_pattern: str = "validation-*"
+    label_offset: Optional[int] = None
+    batch_size: int = 100
+    max_batches: Optional[int] = None
+    ten_crop: bool = True
+
+
+# ----------------------------------------------------------------------------- metrics
+
+
+def correct_counts(probabilities, labels):
+    """float32 [top-1 hits, top-5 hits, count] of a batch (top-5 is top-C when C < 5)."""
+    k = min(5, probabilities.shape[-1])
+    labels = tf.cast(labels, tf.int32)
+    hits = [tf.reduce_sum(tf.cast(tf.math.in_top_k(labels, probabilities, n), tf.float32)) for n in (1, k)]
+    return tf.stack(hits + [tf.cast(tf.shape(labels)[0], tf.float32)])
+
+
+def classification_sums(probabilities, labels):
+    """float32 [sum of -log p(label), top-1 hits, top-5 hits, count] of a batch."""
+    picked = tf.gather(probabilities, tf.cast(labels, tf.int32), batch_dims=1)
+    nll = -tf.reduce_sum(tf.math.log(tf.maximum(picked, 1e-12)))
+    return tf.concat([[nll], correct_counts(probabilities, labels)], axis=0)
+
+
+def average_crop_probabilities(logits):
+    """[B, crops, C] logits -> [B, C] softmax averaged over the crops (the paper's ten-crop test)."""
+    return tf.reduce_mean(tf.nn.softmax(tf.cast(logits, tf.float32), axis=-1), axis=1)
+
+
+def summarize(sums):
+    """Summed [nll, top1, top5, count] -> {"loss", "top1", "top5", "count"} (accuracies in [0, 1])."""
+    nll, top1, top5, count = (float(x) for x in sums)
+    count_or_one = max(count, 1.0)
+    return {"loss": nll / count_or_one, "top1": top1 / count_or_one, "top5": top5 / count_or_one,
+            "count": count}
+
+
+def evaluate_dataset(logits_fn, dataset, ten_crop=False, max_batches=None):
+    """Runs `logits_fn` over (images, labels) batches; returns summarize's dict.
+
+    Args:
+      logits_fn: float32 [N, S, S, 3] crops -> logits [N, C].
+      dataset: batches from data.make_dataset(..., training=False, ten_crop=ten_crop).
+      ten_crop: images are [B, 10, S, S, 3]; their softmax is averaged.
+      max_batches: stop after this many batches.
+    """
+
+    @tf.function(reduce_retracing=True)
+    def batch_sums(images, labels):
+        if ten_crop:
+            logits = logits_fn(tf.reshape(images, [-1] + images.shape[2:].as_list()))
+            probabilities = average_crop_probabilities(tf.reshape(logits, [-1, 10, logits.shape[-1]]))
+        else:
+            probabilities = tf.nn.softmax(tf.cast(logits_fn(images), tf.float32))
+        return classification_sums(probabilities, labels)
+
+    sums = np.zeros(4)
+    for i, (images, labels) in enumerate(dataset):
+        if max_batches is not None and i >= max_batches:
+            break
+        sums += batch_sums(images, labels).numpy()
+    return summarize(sums)
+
+
+# ----------------------------------------------------------------------------- models
+
+
+def _latest_version(export_dir):
+    versions = [int(n.rstrip("/")) for n in tf.io.gfile.listdir(export_dir) if re.fullmatch(r"\d+/?", n)]
+    return os.path.join(export_dir, str(max(versions))) if versions else export_dir
+
+
+def load_saved_model(path):
+    """(logits_fn, image_size) of an exported SavedModel (a version dir or the base dir)."""
+    if not tf.io.gfile.exists(os.path.join(path, "saved_model.pb")):
+        if tf.io.gfile.isdir(path):
+            path = _latest_version(path)
+        if not tf.io.gfile.exists(os.path.join(path, "saved_model.pb")):
+            raise ConfigError(f"no SavedModel in {path}")
+    loaded = tf.saved_model.load(path)
+    # The closure keeps `loaded` (and so its variables) alive as long as the function.
+    return (lambda images: loaded.logits(images)), int(loaded.image_size.numpy())
+
+
+def load_checkpoint(path):
+    """(logits_fn, image_size) of a training checkpoint: a model dir, checkpoints dir or prefix."""
+    prefix = None
+    for directory in (os.path.join(path, CHECKPOINT_SUBDIR), path):
+        if tf.io.gfile.isdir(directory):
+            prefix = tf.train.latest_checkpoint(directory)
+            if prefix:
+                break
+    if prefix is None and tf.io.gfile.exists(path + ".index"):
+        prefix = path
+    if prefix is None:
+        raise ConfigError(f"no checkpoint in {path}")
+    spec = read_model_spec(os.path.dirname(prefix))
+    if spec is None:
+        raise ConfigError(f"no model_spec.json beside {prefix}: cannot tell which model it holds")
+    size = spec["image_size"]
+    model = build_alexnet(num_classes=spec["num_classes"], variant=spec["variant"],
+                          input_shape=(size, size, 3), dropout_rate=0.0, weight_decay=0.0)
+    status = tf.train.Checkpoint(model=model_weights(model)).read(prefix)
+    status.expect_partial().assert_existing_objects_matched()
+    return (lambda images: model(images, training=False)), size
+
+
+def run(config):
+    """Evaluates a checkpoint or SavedModel; returns {"centre_crop": {...}, "ten_crop": {...}}."""
+    if bool(config.checkpoint) == bool(config.saved_model):
+        raise ConfigError("pass exactly one of --checkpoint and --saved_model")
+    if not config.data_dir or not tf.io.gfile.isdir(config.data_dir):
+        raise ConfigError(f"data dir {config.data_dir!r} does not exist")
+    if config.checkpoint:
+        logits_fn, image_size = load_checkpoint(config.checkpoint)
+    else:
+        logits_fn, image_size = load_saved_model(config.saved_model)
+
+    def dataset(ten_crop):
+        if config.data_source == "tfds":
+            return data.make_tfds_dataset(config.data_dir, "validation", config.batch_size, False,
+                                          image_size=image_size, ten_crop=ten_crop)
+        pattern = os.path.join(config.data_dir, config.eval_pattern)
+        if not tf.io.gfile.glob(pattern):
+            raise ConfigError(f"no files match {pattern}")
+        try:
+            return data.make_dataset(pattern, config.batch_size, False, image_size=image_size,
+                                     ten_crop=ten_crop, label_offset=config.label_offset)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+
+    results = {"centre_crop": evaluate_dataset(logits_fn, dataset(False), max_batches=config.max_batches)}
+    if config.ten_crop:
+        results["ten_crop"] = evaluate_dataset(logits_fn, dataset(True), ten_crop=True,
+                                               max_batches=config.max_batches)
+    return results
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    config = EvalConfig(**{f.name: FLAGS[f.name].value for f in dataclasses.fields(EvalConfig)})
+    try:
+        results = run(config)
+    except ConfigError as e:
+        print(f"alexnet_tf.evaluate: error: {e}", file=sys.stderr)
+        sys.exit(2)
+    for name, metrics in results.items():
+        print(f"{name.replace('_', ' '):12s} top-1 {100 * metrics['top1']:6.2f}%  top-5 "
+              f"{100 * metrics['top5']:6.2f}%  loss {metrics['loss']:.4f}  ({int(metrics['count'])} images)")
+
+
+if __name__ == "__main__":
+    define_flags()
+    app.run(main)
