@@ -1,0 +1,103 @@
+"""Tests of alexnet_tf.evaluate: the metrics, and checkpoint vs SavedModel vs a direct computation."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from alexnet_tf import data, evaluate, export
+from alexnet_tf.checkpointing import CHECKPOINT_SUBDIR, check_model_spec, model_weights
+from alexnet_tf.config import ConfigError
+from alexnet_tf.model import build_alexnet
+from tfrecord_fixtures import write_fake_tfrecords
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CLASSES = 5
+
+
+def test_classification_sums_count_top1_top5_and_negative_log_likelihood():
+    probabilities = tf.constant([[0.5, 0.2, 0.1, 0.1, 0.05, 0.05],
+                                 [0.01, 0.09, 0.1, 0.1, 0.2, 0.5],
+                                 [0.3, 0.3, 0.1, 0.1, 0.1, 0.1]])
+    labels = tf.constant([0, 0, 1])
+    nll, top1, top5, count = evaluate.classification_sums(probabilities, labels).numpy()
+    assert nll == pytest.approx(-np.log(0.5) - np.log(0.01) - np.log(0.3))
+    assert (top5, count) == (2.0, 3.0)  # label 0 in row 2 is outside the top 5
+    assert top1 == 2.0  # row 3 is a tie at the top: in_top_k counts the label as a hit
+    metrics = evaluate.summarize([nll, 1.0, top5, count])
+    assert metrics["top1"] == pytest.approx(1 / 3) and metrics["top5"] == pytest.approx(2 / 3)
+
+
+def test_ten_crop_averages_the_softmax_not_the_logits():
+    logits = tf.constant([[[10.0, 0.0], [0.0, 1.0]]])  # two crops of one image
+    expected = (tf.nn.softmax(logits[0, 0]) + tf.nn.softmax(logits[0, 1])) / 2
+    np.testing.assert_allclose(evaluate.average_crop_probabilities(logits)[0], expected, rtol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    """An (untrained) paper AlexNet saved as a training checkpoint and exported, plus data."""
+    root = tmp_path_factory.mktemp("evaluate")
+    data_dir = str(root / "data")
+    records = write_fake_tfrecords(data_dir, num_records=6, num_shards=1, split="validation",
+                                   num_classes=CLASSES, seed=3)
+    tf.keras.utils.set_random_seed(0)
+    # hidden_bias 0.1 keeps the untrained logits spread out, so that top-1 is not a tie.
+    model = build_alexnet(num_classes=CLASSES, hidden_bias=0.1, weight_init_stddev=0.02)
+    model_dir = str(root / "model")
+    checkpoint_dir = os.path.join(model_dir, CHECKPOINT_SUBDIR)
+    check_model_spec(checkpoint_dir, {"variant": "paper", "num_classes": CLASSES, "image_size": 224}, write=True)
+    tf.train.CheckpointManager(tf.train.Checkpoint(model=model_weights(model)), checkpoint_dir, 1).save()
+    export_path = export.export_saved_model(model, os.path.join(model_dir, "export"))
+    images = tf.stack([data.preprocess_for_eval(data.decode_image(r.jpeg)) for r in records])
+    probabilities = tf.nn.softmax(model(images)).numpy()
+    labels = np.array([r.label for r in records])
+    direct = {"top1": float(np.mean(probabilities.argmax(1) == labels)),
+              "loss": float(-np.mean(np.log(probabilities[np.arange(len(labels)), labels])))}
+    return data_dir, model_dir, export_path, direct
+
+
+def test_checkpoint_and_saved_model_give_the_same_numbers_as_a_direct_computation(saved):
+    data_dir, model_dir, export_path, direct = saved
+    from_checkpoint = evaluate.run(evaluate.EvalConfig(data_dir=data_dir, checkpoint=model_dir, batch_size=4))
+    from_export = evaluate.run(evaluate.EvalConfig(data_dir=data_dir, saved_model=os.path.dirname(export_path),
+                                                   batch_size=4))
+    for results in (from_checkpoint, from_export):
+        assert results["centre_crop"]["count"] == results["ten_crop"]["count"] == 6
+        assert results["centre_crop"]["top1"] == pytest.approx(direct["top1"])
+        assert results["centre_crop"]["loss"] == pytest.approx(direct["loss"], rel=1e-4)
+    for crop in ("centre_crop", "ten_crop"):
+        assert from_checkpoint[crop]["top1"] == from_export[crop]["top1"]
+        assert from_checkpoint[crop]["loss"] == pytest.approx(from_export[crop]["loss"], rel=1e-5)
+    assert from_checkpoint["ten_crop"]["loss"] != pytest.approx(from_checkpoint["centre_crop"]["loss"], rel=1e-6)
+
+
+def test_bad_arguments_raise_config_errors(saved, tmp_path):
+    data_dir, model_dir, _, _ = saved
+    with pytest.raises(ConfigError, match="exactly one of"):
+        evaluate.run(evaluate.EvalConfig(data_dir=data_dir))
+    with pytest.raises(ConfigError, match="no checkpoint in"):
+        evaluate.run(evaluate.EvalConfig(data_dir=data_dir, checkpoint=str(tmp_path)))
+    with pytest.raises(ConfigError, match="no SavedModel in"):
+        evaluate.run(evaluate.EvalConfig(data_dir=data_dir, saved_model=str(tmp_path)))
+    with pytest.raises(ConfigError, match="does not exist"):
+        evaluate.run(evaluate.EvalConfig(data_dir=str(tmp_path / "nope"), checkpoint=model_dir))
+
+
+@pytest.mark.slow
+def test_command_prints_centre_and_ten_crop_top1_top5(saved):
+    data_dir, _, export_path, direct = saved
+    command = [sys.executable, "-m", "alexnet_tf.evaluate", f"--data_dir={data_dir}"]
+    good, bad = (subprocess.Popen(command + extra, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                  text=True) for extra in ([f"--saved_model={export_path}", "--batch_size=3"], []))
+    stdout, stderr = good.communicate(timeout=180)
+    assert good.returncode == 0, stderr[-3000:]
+    lines = stdout.strip().splitlines()
+    assert lines[0].startswith("centre crop") and lines[1].startswith("ten crop")
+    assert f"top-1 {100 * direct['top1']:6.2f}%" in lines[0] and "top-5" in lines[0] and "(6 images)" in lines[0]
+    _, stderr = bad.communicate(timeout=180)
+    assert bad.returncode == 2
+    assert "alexnet_tf.evaluate: error: pass exactly one of --checkpoint and --saved_model" in stderr

@@ -1,0 +1,393 @@
+"""Tests of alexnet_tf.train: the real entry point end to end, resume, preemption, bad input.
+
+One module-scoped training run (8 steps at batch 4 on a 16-image dataset) serves every
+check of its outputs; the resume test repeats the same command and compares with it.
+"""
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+import urllib.request
+
+from absl import flags
+import numpy as np
+import pytest
+import tensorflow as tf
+from tensorboard.backend.event_processing import event_accumulator
+
+from alexnet_tf import train
+from alexnet_tf.config import ConfigError, TrainConfig, demo_config
+from alexnet_tf.schedules import AlexNetSchedule, PlateauState
+from alexnet_tf import summaries
+from tiny_dataset import write_jpeg, write_tiny_dataset
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# 16 training images at batch 4: 4 steps per epoch, 8 steps; the step schedule divides the
+# rate by 10 after epoch 1, so the final rate tells whether a resumed run lost its place.
+TRAIN_FLAGS = ["--batch_size=4", "--epochs=2", "--lr_schedule=step", "--lr_decay_epochs=1",
+               "--log_every_steps=1", "--keep_checkpoints=2", "--seed=0"]
+FINAL_LR = 0.01 * 4 / 128 * 0.1
+TIMEOUT = 300
+
+
+def train_command(data_dir, model_dir, *extra):
+    return [sys.executable, "-m", "alexnet_tf.train", f"--data_dir={data_dir}", f"--model_dir={model_dir}",
+            *TRAIN_FLAGS, *extra]
+
+
+def run_command(command, timeout=TIMEOUT):
+    return subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=timeout)
+
+
+def checkpoint_step(model_dir):
+    latest = tf.train.latest_checkpoint(os.path.join(model_dir, "checkpoints"))
+    return int(latest.rsplit("-", 1)[1]) if latest else None
+
+
+def read_results(model_dir):
+    with open(os.path.join(model_dir, "results.json")) as f:
+        return json.load(f)
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    return write_tiny_dataset(tmp_path_factory.mktemp("data"))
+
+
+@pytest.fixture(scope="module")
+def trained(dataset, tmp_path_factory):
+    model_dir = str(tmp_path_factory.mktemp("run") / "model")
+    result = run_command(train_command(dataset, model_dir, "--ten_crop_eval", "--histograms"))
+    assert result.returncode == 0, result.stderr[-4000:]
+    return model_dir, result
+
+
+# ----------------------------------------------------------------------------- in-process units
+
+
+def test_flags_default_to_the_paper_recipe_and_demo_keeps_given_flags():
+    flag_values = flags.FlagValues()
+    train.define_flags(flag_values)
+    flag_values(["train", "--data_dir=/d", "--model_dir=/m"])
+    config = train.config_from_flags(flag_values)
+    assert config == TrainConfig(data_dir="/d", model_dir="/m")
+    assert (config.batch_size, config.momentum, config.weight_decay, config.learning_rate) == (128, 0.9, 5e-4, 0.01)
+    assert (config.lr_schedule, config.max_lr_drops, config.epochs) == ("paper", 3, 90)
+    assert not config.decoupled_weight_decay
+
+    flag_values = flags.FlagValues()
+    train.define_flags(flag_values)
+    flag_values(["train", "--demo", "--epochs=2", "--lr_decay_epochs=1,2", "--profile_steps=3,4"])
+    config = train.config_from_flags(flag_values)
+    assert config == demo_config(epochs=2, lr_decay_epochs=(1.0, 2.0), profile_steps=(3, 4))
+
+
+def test_the_variant_choices_are_the_models():
+    from alexnet_tf import config, model  # pylint: disable=g-import-not-at-top
+    assert set(config.VARIANTS) == set(model.VARIANTS)
+
+
+def test_learning_rate_scales_linearly_with_the_global_batch():
+    assert TrainConfig(batch_size=256).scaled_learning_rate == pytest.approx(0.02)
+    assert TrainConfig(batch_size=32, learning_rate=0.04).scaled_learning_rate == pytest.approx(0.01)
+
+
+@pytest.mark.parametrize("changes, message", [
+    (dict(data_dir=""), "--data_dir is required"),
+    (dict(model_dir=""), "--model_dir is required"),
+    (dict(variant="vgg"), "variant='vgg'"),
+    (dict(batch_size=0), "batch_size must be >= 1"),
+    (dict(image_size=200), "the paper variant needs image_size >= 224"),
+    (dict(profile_steps=(5, 2)), "profile_steps"),
+])
+def test_config_validation_names_the_bad_field(changes, message):
+    config = TrainConfig(**{**dict(data_dir="/d", model_dir="/m"), **changes})
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        config.validate()
+
+
+def test_plateau_divides_by_ten_after_patience_at_most_max_drops_times():
+    state = PlateauState(patience=2, max_drops=3)
+    schedule = AlexNetSchedule("paper", 0.01, total_steps=100, plateau=state)
+    drops = [state.update(top1) for top1 in (0.1, 0.2, 0.2, 0.15, 0.3, 0.3, 0.3, 0.3, 0.3, 0.3, 0.3)]
+    assert drops == [False, False, False, True, False, False, True, False, True, False, False]
+    assert int(state.drops.numpy()) == 3
+    assert float(schedule(0)) == pytest.approx(0.01 * 0.1 ** 3)
+
+
+def test_step_and_cosine_schedules_with_warmup():
+    step = AlexNetSchedule("step", 0.1, total_steps=100, boundaries=(30, 60))
+    assert [float(step(s)) for s in (0, 29, 30, 60, 99)] == pytest.approx([0.1, 0.1, 0.01, 0.001, 0.001])
+    cosine = AlexNetSchedule("cosine", 0.1, total_steps=110, warmup_steps=10)
+    assert float(cosine(0)) == pytest.approx(0.01)  # the first step trains at 1/warmup
+    assert float(cosine(9)) == pytest.approx(0.1)
+    assert float(cosine(60)) == pytest.approx(0.05)
+    assert float(cosine(110)) == pytest.approx(0.0, abs=1e-9)
+
+
+def test_filter_grid_tiles_96_filters_in_8_rows_of_12_each_stretched_to_0_1():
+    kernel = np.random.default_rng(0).normal(size=(11, 11, 3, 96)).astype(np.float32)
+    kernel[..., 5] *= 100.0
+    grid = summaries.filter_grid(kernel)
+    assert grid.shape == (1, 8 * 12 - 1, 12 * 12 - 1, 3)
+    assert grid.min() == 0.0 and grid.max() == 1.0
+    tile = grid[0, 0:11, 5 * 12:5 * 12 + 11]  # filter 5 is normalised on its own
+    assert tile.min() == 0.0 and tile.max() == 1.0
+
+
+# ----------------------------------------------------------------------------- end to end
+
+
+@pytest.mark.slow
+def test_training_run_writes_checkpoint_results_and_export(trained, dataset):
+    model_dir, result = trained
+    results = read_results(model_dir)
+    assert results["global_step"] == results["optimizer_iterations"] == 8
+    assert results["epochs_completed"] == 2
+    assert results["learning_rate"] == pytest.approx(FINAL_LR)
+    assert 0.0 <= results["validation"]["top1"] <= 1.0 and results["validation"]["count"] == 8
+    assert results["validation_ten_crop"]["count"] == 8
+    assert checkpoint_step(model_dir) == 8
+    with open(os.path.join(model_dir, "checkpoints", "model_spec.json")) as f:
+        assert json.load(f) == {"variant": "paper", "num_classes": 5, "image_size": 224}
+    assert results["export_path"] == os.path.join(model_dir, "export", "1")
+    assert os.path.exists(os.path.join(results["export_path"], "saved_model.pb"))
+    with open(os.path.join(results["export_path"], "assets", "labels.txt")) as f:
+        assert f.read().splitlines() == [f"class {c}" for c in range(5)]
+    assert f"tensorboard --logdir {model_dir}" in result.stdout
+    assert "Traceback" not in result.stderr
+
+
+def _tensor_events(log_dir):
+    accumulator = event_accumulator.EventAccumulator(
+        log_dir, size_guidance={event_accumulator.TENSORS: 0})
+    accumulator.Reload()
+    events = {}
+    for tag in accumulator.Tags()["tensors"]:
+        plugin = accumulator.SummaryMetadata(tag).plugin_data.plugin_name
+        events[tag] = (plugin, accumulator.Tensors(tag))
+    return events
+
+
+@pytest.mark.slow
+def test_tensorboard_events_hold_scalars_input_grid_and_conv1_filters(trained):
+    model_dir, _ = trained
+    train_events = _tensor_events(os.path.join(model_dir, "train"))
+    for tag in ("loss", "top1", "top5", "learning_rate", "images_per_sec"):
+        assert train_events[tag][0] == "scalars", tag
+    assert [e.step for e in train_events["loss"][1]] == list(range(1, 9))
+    rates = [float(tf.make_ndarray(e.tensor_proto)) for e in train_events["learning_rate"][1]]
+    assert rates[-1] == pytest.approx(FINAL_LR)
+
+    plugin, inputs = train_events["augmented_inputs"]
+    assert plugin == "images" and [e.step for e in inputs] == [0]
+    width, height = (int(x) for x in tf.make_ndarray(inputs[0].tensor_proto)[:2])
+    assert (width, height) == (2 * 225 - 1, 2 * 225 - 1)  # 4 inputs of 224 px in a 2 x 2 grid
+    png = tf.io.decode_png(tf.make_ndarray(inputs[0].tensor_proto)[2])
+    assert png.shape == (height, width, 3) and int(tf.reduce_max(png)) > 0
+
+    plugin, filters = train_events["conv1_filters"]
+    assert plugin == "images" and [e.step for e in filters] == [0, 4, 8]  # start and every epoch
+    width, height = (int(x) for x in tf.make_ndarray(filters[-1].tensor_proto)[:2])
+    assert (width, height) == (12 * 12 - 1, 8 * 12 - 1)  # 96 filters of 11 x 11, 8 rows of 12
+    assert train_events["conv1/kernel"][0] == "histograms"
+
+    validation_events = _tensor_events(os.path.join(model_dir, "validation"))
+    for tag in ("loss", "top1", "top5", "images_per_sec"):
+        assert [e.step for e in validation_events[tag][1]] == [4, 8], tag
+    assert "ten_crop_top1" in validation_events
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_tensorboard_serves_the_scalar_tags(trained):
+    model_dir, _ = trained
+    port = _free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "tensorboard.main", f"--logdir={model_dir}", "--host=127.0.0.1",
+         f"--port={port}", "--load_fast=false"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline, tags = time.time() + 90, {}
+        while time.time() < deadline and not ({"train", "validation"} <= set(tags)):
+            time.sleep(1.0)
+            assert server.poll() is None, server.stderr.read()[-2000:]
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/data/plugin/scalars/tags", timeout=5) as r:
+                    tags = json.load(r)
+            except OSError:
+                continue
+        assert {"loss", "top1", "top5", "learning_rate", "images_per_sec"} <= set(tags["train"])
+        assert {"loss", "top1", "top5", "images_per_sec"} <= set(tags["validation"])
+    finally:
+        server.kill()
+        server.wait(timeout=30)
+
+
+@pytest.mark.slow
+def test_saved_model_classifies_a_real_jpeg_in_a_fresh_process(trained, tmp_path):
+    model_dir, _ = trained
+    jpeg_path = tmp_path / "photo.jpg"
+    write_jpeg(jpeg_path, 333, 500)
+    script = textwrap.dedent(f"""
+        import json, numpy as np, tensorflow as tf
+        loaded = tf.saved_model.load({os.path.join(model_dir, 'export', '1')!r})
+        image_bytes = tf.io.read_file({str(jpeg_path)!r})
+        out = loaded.signatures["serving_default"](image_bytes=tf.stack([image_bytes, image_bytes]))
+        pixels = tf.io.decode_jpeg(image_bytes)[tf.newaxis]
+        by_pixels = loaded.predict_images(pixels)  # uint8: the very same preprocessing
+        print(json.dumps({{
+            "shape": out["probabilities"].shape.as_list(),
+            "sums": out["probabilities"].numpy().sum(axis=1).tolist(),
+            "labels": out["top_k_labels"].numpy()[0].astype(str).tolist(),
+            "classes": out["top_k_classes"].numpy()[0].tolist(),
+            "same_as_pixels": float(np.abs(out["probabilities"][:1] - by_pixels["probabilities"]).max()),
+        }}))
+    """)
+    result = run_command([sys.executable, "-c", script], timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    assert out["shape"] == [2, 5]
+    assert out["sums"] == pytest.approx([1.0, 1.0], abs=1e-5)
+    assert out["labels"] == [f"class {c}" for c in out["classes"]]
+    assert out["same_as_pixels"] < 1e-6
+
+
+# ----------------------------------------------------------------------------- resume
+
+
+def _wait_for(predicate, process, what, timeout=180):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate():
+            return
+        if process.poll() is not None:
+            raise AssertionError(f"process exited ({process.returncode}) before {what}")
+        time.sleep(0.2)
+    process.kill()
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.mark.slow
+def test_sigkill_then_sigterm_then_resume_matches_an_uninterrupted_run(trained, dataset, tmp_path):
+    model_dir = str(tmp_path / "model")
+    command = train_command(dataset, model_dir, "--checkpoint_every_steps=3")  # also mid-epoch
+
+    # 1. SIGKILL as soon as the first checkpoint exists.
+    first = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _wait_for(lambda: checkpoint_step(model_dir) is not None, first, "the first checkpoint")
+    first.send_signal(signal.SIGKILL)
+    first.wait(timeout=60)
+    killed_at = checkpoint_step(model_dir)
+    assert killed_at is not None and killed_at < 8
+
+    # 2. Resume, and send SIGTERM once it has trained a step past the checkpoint.
+    log_path = tmp_path / "second.log"
+    with open(log_path, "w") as log:
+        second = subprocess.Popen(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+
+        def trained_after_resume():
+            text = log_path.read_text()
+            return "Resuming from" in text and re.search(r"step [1-9]\d*/8", text.split("Resuming from", 1)[1])
+
+        _wait_for(trained_after_resume, second, "a step after resuming")
+        second.send_signal(signal.SIGTERM)
+        returncode = second.wait(timeout=TIMEOUT)
+    text = log_path.read_text()
+    assert returncode == train.PREEMPTED_EXIT_CODE, text[-3000:]
+    assert "preempted" in text and "re-run the same command to resume" in text
+    assert "Traceback" not in text
+    assert f"Resuming from {os.path.join(model_dir, 'checkpoints', f'ckpt-{killed_at}')}" in text
+    assert checkpoint_step(model_dir) > killed_at  # the checkpoint written on SIGTERM
+
+    # 3. Finish: the same step count and learning rate as the uninterrupted run.
+    third = run_command(command)
+    assert third.returncode == 0, third.stderr[-3000:]
+    resumed, uninterrupted = read_results(model_dir), read_results(trained[0])
+    assert resumed["optimizer_iterations"] == uninterrupted["optimizer_iterations"] == 8
+    assert resumed["global_step"] == 8 and resumed["epochs_completed"] == 2
+    assert resumed["learning_rate"] == pytest.approx(uninterrupted["learning_rate"])
+    steps = [e.step for e in _tensor_events(os.path.join(model_dir, "train"))["loss"][1]]
+    assert max(steps) == 8 and set(range(1, 9)) <= set(steps)  # curves continue across restarts
+
+
+# ----------------------------------------------------------------------------- bad input
+
+
+@pytest.fixture
+def bad_inputs(dataset, tmp_path):
+    """name -> (TrainConfig fields, expected message) of every bad-input case run() rejects."""
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    unrelated = tmp_path / "unrelated"
+    unrelated.mkdir()
+    (unrelated / "notes.txt").write_text("no shards here")
+    a_file = tmp_path / "a_file"
+    a_file.write_text("")
+    other_model = tmp_path / "other_model"
+    (other_model / "checkpoints").mkdir(parents=True)
+    (other_model / "checkpoints" / "model_spec.json").write_text(
+        json.dumps({"variant": "one_weird_trick", "num_classes": 5, "image_size": 224}))
+    model_dir = str(tmp_path / "model")
+    return {
+        "missing data dir": (dict(data_dir=str(tmp_path / "nope"), model_dir=model_dir), "does not exist"),
+        "empty data dir": (dict(data_dir=str(empty), model_dir=model_dir), "is empty"),
+        "no shards": (dict(data_dir=str(unrelated), model_dir=model_dir), "no training files match 'train-*'"),
+        "no data_dir": (dict(model_dir=model_dir), "--data_dir is required"),
+        "num_classes": (dict(data_dir=dataset, model_dir=model_dir, num_classes=7), "--num_classes=7 but"),
+        "unwritable model dir": (dict(data_dir=dataset, model_dir=str(a_file / "model")), "is not writable"),
+        "other variant": (dict(data_dir=dataset, model_dir=str(other_model)),
+                          "holds checkpoints of another model: variant='one_weird_trick'"),
+    }
+
+
+def test_run_rejects_bad_input_with_a_config_error(bad_inputs):
+    for name, (fields, message) in bad_inputs.items():
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            train.run(TrainConfig(batch_size=4, **fields))
+        assert not os.path.exists(os.path.join(fields["model_dir"], "checkpoints", "checkpoint")), name
+
+
+def _cli_flags(fields):
+    return [f"--{name}={value}" for name, value in fields.items()]
+
+
+@pytest.mark.slow
+def test_bad_input_gives_one_clear_line_and_a_nonzero_exit(bad_inputs, dataset, tmp_path):
+    # The command line maps every ConfigError the same way; three cases prove the mapping,
+    # the in-process test above covers every message. Divergence has its own exit status.
+    nan_dir = str(tmp_path / "nan")
+    cases = {name: (_cli_flags(bad_inputs[name][0]), 2, bad_inputs[name][1])
+             for name in ("missing data dir", "num_classes", "other variant")}
+    cases["diverging"] = (
+        [f"--data_dir={dataset}", f"--model_dir={nan_dir}", "--learning_rate=1e9", "--train_steps=4",
+         "--checkpoint_every_steps=1", "--precision=float32"], 1, "training diverged")
+    processes = {name: subprocess.Popen(
+        [sys.executable, "-m", "alexnet_tf.train", "--batch_size=4", "--train_steps=2", *flag_list],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for name, (flag_list, _, _) in cases.items()}
+    for name, process in processes.items():
+        _, stderr = process.communicate(timeout=TIMEOUT)
+        _, returncode, message = cases[name]
+        assert process.returncode == returncode, (name, stderr[-3000:])
+        ours = [line for line in stderr.splitlines() if line.startswith("alexnet_tf.train:")]
+        assert len(ours) == 1 and message in ours[0], (name, ours, stderr[-2000:])
+        assert "Traceback" not in stderr, name
+    assert "Last good checkpoint" in ours[0]  # the diverging case, last in `cases`
+    # Divergence keeps the last good checkpoint, if any, and never writes non-finite weights.
+    latest = tf.train.latest_checkpoint(os.path.join(nan_dir, "checkpoints"))
+    if latest:
+        for name, _ in tf.train.list_variables(latest):
+            if name.startswith("model/"):
+                assert np.all(np.isfinite(tf.train.load_variable(latest, name))), name
