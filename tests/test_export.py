@@ -1,13 +1,17 @@
 """Tests of alexnet_tf.export on a small stand-in classifier (the export takes any Keras model)."""
 
 import os
+import subprocess
+import sys
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from alexnet_tf import data, export
+from alexnet_tf import data, evaluate, export
+from alexnet_tf.config import ConfigError
+from alexnet_tf.layers import GroupedConv2D, LocalResponseNormalization
 from tiny_dataset import write_jpeg
 
 LABELS = [f"label {c}" for c in range(7)]
@@ -92,3 +96,162 @@ def test_versions_count_up_and_labels_default_to_class_numbers(tmp_path):
         export.export_saved_model(model, base, version=2)
     with pytest.raises(ValueError, match="2 labels for a model with 3 classes"):
         export.export_saved_model(model, base, labels=["a", "b"])
+
+
+# ----------------------------------------------------------------------------- issue 5: serving
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TIMEOUT = 240
+# Reads the export in a fresh interpreter and calls every signature, batch 1 and batch N.
+FRESH_PROCESS_SCRIPT = """
+import sys
+import numpy as np
+import tensorflow as tf
+path, out, *files = sys.argv[1:]
+loaded = tf.saved_model.load(path)
+encoded = [open(f, "rb").read() for f in files]
+results = {}
+for name in ("serving_default", "serving_ten_crop"):
+    signature = loaded.signatures[name]
+    results[name + "/batch"] = signature(image_bytes=tf.constant(encoded))["probabilities"].numpy()
+    results[name + "/single"] = signature(image_bytes=tf.constant(encoded[:1]))["top_k_labels"].numpy().astype(bytes)
+pixels = np.stack([tf.io.decode_image(encoded[0], channels=3).numpy()] * 3)
+results["predict_images/batch"] = loaded.signatures["predict_images"](
+    images=tf.constant(pixels, tf.float32))["probabilities"].numpy()
+results["predict_images/uint8"] = loaded.predict_images(tf.constant(pixels[:1]))["probabilities"].numpy()
+np.savez(out, **results)
+"""
+
+
+def encoded_images(directory):
+    """Real files of four formats and sizes: JPEG 300x451, PNG 257x256, GIF 240x320, BMP 400x230."""
+    from PIL import Image  # pylint: disable=g-import-not-at-top
+
+    paths = [os.path.join(directory, "a.jpg")]
+    write_jpeg(paths[0], 300, 451, seed=3)
+    rng = np.random.default_rng(4)
+    for name, (h, w) in (("b.png", (257, 256)), ("c.gif", (240, 320)), ("d.bmp", (400, 230))):
+        pixels = np.repeat(np.repeat(rng.integers(0, 256, (h // 8 + 1, w // 8 + 1, 3), np.uint8), 8, 0), 8, 1)
+        paths.append(os.path.join(directory, name))
+        Image.fromarray(pixels[:h, :w]).save(paths[-1])
+    return paths
+
+
+def in_memory_probabilities(model, encoded, ten_crop=False):
+    image = data.decode_image(encoded)
+    if ten_crop:
+        return evaluate.average_crop_probabilities(model(data.ten_crop(image))[tf.newaxis]).numpy()[0]
+    return tf.nn.softmax(model(data.preprocess_for_eval(image)[tf.newaxis]))[0].numpy()
+
+
+@pytest.mark.slow
+def test_fresh_process_serves_every_signature_like_the_in_memory_model(exported, tmp_path):
+    model, _, path, _ = exported
+    files = encoded_images(str(tmp_path))
+    out = str(tmp_path / "out.npz")
+    result = subprocess.run([sys.executable, "-c", FRESH_PROCESS_SCRIPT, path, out, *files], cwd=REPO,
+                            capture_output=True, text=True, timeout=TIMEOUT)
+    assert result.returncode == 0, result.stderr[-3000:]
+    got = np.load(out)
+    encoded = [open(f, "rb").read() for f in files]
+    for signature, ten in (("serving_default", False), ("serving_ten_crop", True)):
+        expected = np.stack([in_memory_probabilities(model, e, ten) for e in encoded])
+        np.testing.assert_allclose(got[signature + "/batch"], expected, atol=1e-5, err_msg=signature)
+        top = [LABELS[c] for c in np.argsort(-expected[0])[:5]]
+        assert got[signature + "/single"].astype(str)[0].tolist() == top
+    first = in_memory_probabilities(model, encoded[0])
+    # Float pixels are resized without rounding to uint8: compare on the same float input.
+    as_float = tf.cast(data.decode_image(encoded[0]), tf.float32)
+    first_float = tf.nn.softmax(model(data.preprocess_for_eval(as_float)[tf.newaxis]))[0].numpy()
+    np.testing.assert_allclose(got["predict_images/batch"], np.stack([first_float] * 3), atol=1e-5)
+    np.testing.assert_allclose(got["predict_images/uint8"], first[np.newaxis], atol=1e-5)
+
+
+def test_bytes_that_are_no_image_fail_with_a_clear_error(exported, tmp_path):
+    _, _, _, loaded = exported
+    jpeg = write_jpeg(tmp_path / "a.jpg", 64, 80)
+    for name in (export.SERVING_SIGNATURE, export.TEN_CROP_SIGNATURE):
+        with pytest.raises(tf.errors.InvalidArgumentError, match=r"image_bytes\[1\] is not a JPEG, PNG, GIF or BMP"):
+            loaded.signatures[name](image_bytes=tf.constant([jpeg, b"hello, not an image"]))
+    with pytest.raises(tf.errors.InvalidArgumentError, match="Invalid JPEG data"):
+        loaded.signatures[export.SERVING_SIGNATURE](image_bytes=tf.constant([jpeg[:200]]))  # truncated
+    # The process and the model go on serving.
+    assert loaded.signatures[export.SERVING_SIGNATURE](image_bytes=tf.constant([jpeg]))["probabilities"].shape == (1, 7)
+
+
+def test_warmup_file_holds_prediction_logs_that_replay(exported):
+    from tensorflow_serving.apis import prediction_log_pb2  # pylint: disable=g-import-not-at-top
+
+    _, base, path, loaded = exported
+    records = list(tf.data.TFRecordDataset(os.path.join(path, export.WARMUP_FILE)).as_numpy_iterator())
+    seen = set()
+    for record in records:
+        request = prediction_log_pb2.PredictionLog.FromString(record).predict_log.request
+        assert request.model_spec.name == os.path.basename(base)
+        seen.add(request.model_spec.signature_name)
+        inputs = {name: tf.make_ndarray(proto) for name, proto in request.inputs.items()}
+        outputs = loaded.signatures[request.model_spec.signature_name](**inputs)
+        assert outputs["probabilities"].shape[0] == len(next(iter(inputs.values())))
+    assert seen == {export.SERVING_SIGNATURE, export.PIXELS_SIGNATURE, export.TEN_CROP_SIGNATURE}
+
+
+@pytest.mark.slow
+def test_saved_model_cli_shows_and_runs_the_signatures(exported, tmp_path):
+    _, _, path, _ = exported
+    cli = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
+    show = subprocess.run([cli, "show", "--all", "--dir", path], capture_output=True, text=True, timeout=TIMEOUT)
+    assert show.returncode == 0, show.stderr[-2000:]
+    for text in ("signature_def['serving_default']", "inputs['image_bytes']", "signature_def['predict_images']",
+                 "signature_def['serving_ten_crop']", "outputs['top_k_labels']", "dtype: DT_STRING"):
+        assert text in show.stdout
+    np.save(tmp_path / "bytes.npy", np.array([write_jpeg(tmp_path / "a.jpg", 120, 90)]))
+    runs = [["--signature_def", "serving_default", "--inputs", f"image_bytes={tmp_path / 'bytes.npy'}"],
+            ["--signature_def", "predict_images", "--inputs", f"images={tmp_path / 'pixels.npy'}"]]
+    np.save(tmp_path / "pixels.npy", np.full((2, 250, 300, 3), 90.0, np.float32))
+    for args in runs:
+        result = subprocess.run([cli, "run", "--dir", path, "--tag_set", "serve", *args],
+                                capture_output=True, text=True, timeout=TIMEOUT)
+        assert result.returncode == 0, result.stderr[-2000:]
+        assert "top_k_labels" in result.stdout and "probabilities" in result.stdout
+
+
+def test_cli_run_exports_a_keras_file_with_synset_labels(tmp_path):
+    model = small_classifier(num_classes=3)
+    model.save(tmp_path / "m.keras")
+    (tmp_path / "labels.txt").write_text("0\tn01\ttench\n1\tn02\tgoldfish\n2\tn03\tshark\n")
+    path = export.run(str(tmp_path / "m.keras"), str(tmp_path / "models"), version=4)
+    assert path == str(tmp_path / "models" / "4")
+    with open(os.path.join(path, "assets", export.LABELS_ASSET)) as f:
+        assert f.read().splitlines() == ["n01 tench", "n02 goldfish", "n03 shark"]
+    with pytest.raises(ConfigError, match="no checkpoint"):
+        export.run(str(tmp_path / "nothing"), str(tmp_path / "models"))
+
+
+def test_onnx_pixel_model_matches_the_pixel_signature(tmp_path):
+    """AlexNet's own layers (grouped convolution, LRN) through tf2onnx and onnxruntime.
+
+    A shrunk stack keeps the test fast; tools/benchmark_serving.py converts the full network.
+    """
+    from alexnet_tf import onnx_export  # pylint: disable=g-import-not-at-top
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((224, 224, 3))
+    x = keras.layers.Conv2D(8, 11, strides=4, activation="relu")(inputs)
+    x = LocalResponseNormalization()(x)
+    x = GroupedConv2D(16, 5, groups=2, padding="same", activation="relu")(x)
+    x = LocalResponseNormalization()(keras.layers.MaxPooling2D(3, 2)(x))
+    model = keras.Model(inputs, keras.layers.Dense(10)(keras.layers.GlobalAveragePooling2D()(x)))
+    path = onnx_export.export_onnx(model, str(tmp_path / "alexnet.onnx"))
+    labels_path = tmp_path / "labels.txt"
+    labels_path.write_text("\n".join(map(str, range(10))) + "\n")
+    module = export.ServingModule(model, str(labels_path), 224, 5)
+    rng = np.random.default_rng(5)
+    for shape in ((1, 300, 451, 3), (3, 256, 256, 3)):
+        pixels = rng.integers(0, 256, size=shape).astype(np.uint8)
+        inputs = np.stack([onnx_export.to_onnx_input(p).numpy() for p in pixels])
+        expected = module.predict_images(tf.constant(pixels))["probabilities"].numpy()
+        np.testing.assert_allclose(onnx_export.onnxruntime_probabilities(path, inputs), expected, atol=1e-4)
+    model.save(tmp_path / "m.keras")  # the command line's path: .keras file -> .onnx file
+    written = export.run(str(tmp_path / "m.keras"), str(tmp_path / "out" / "m.onnx"), export_format="onnx")
+    np.testing.assert_allclose(onnx_export.onnxruntime_probabilities(written, inputs),
+                               onnx_export.onnxruntime_probabilities(path, inputs), atol=1e-6)
