@@ -1,0 +1,166 @@
+"""Owns the TF Serving client: the REST and gRPC predict requests for image files, and their replies.
+
+    python -m alexnet_tf.client --server=localhost:8501 --protocol=rest image.jpg [more.jpg ...]
+    python -m alexnet_tf.client --server=localhost:8500 --protocol=grpc image.jpg [more.jpg ...]
+
+sends all readable files in one request to the `serving_default` signature of model
+--model_name (REST: `POST /v1/models/<name>[/versions/<v>]:predict` with
+`{"signature_name": ..., "instances": [{"b64": ...}, ...]}`; gRPC:
+`PredictionService.Predict` with a `PredictRequest` whose `image_bytes` input is a DT_STRING
+[N] tensor) and prints what `alexnet_tf.predict` prints. Unreadable files, unreachable
+servers and server errors give one line each on stderr; the exit status is 1 if any.
+"""
+
+import base64
+import json
+import socket
+import sys
+import urllib.error
+import urllib.request
+
+from absl import app, flags
+
+from alexnet_tf.predict import error_line, error_message, format_result, top_k
+
+FLAGS = flags.FLAGS
+PROGRAM = "alexnet_tf.client"
+INPUT_NAME = "image_bytes"
+
+
+class ServingError(Exception):
+    """The server could not be reached or answered with an error."""
+
+
+def define_flags(flag_values=FLAGS):
+    """Defines the flags on `flag_values` (only the entry point calls this: importing defines none)."""
+    fv = dict(flag_values=flag_values)
+    flags.DEFINE_string("server", "localhost:8501", "TF Serving HOST:PORT (REST 8501, gRPC 8500).", **fv)
+    flags.DEFINE_enum("protocol", "rest", ["rest", "grpc"], "How to talk to the server.", **fv)
+    flags.DEFINE_string("model_name", "alexnet", "The model's name on the server.", **fv)
+    flags.DEFINE_integer("model_version", None, "Version to ask for; default: the server's choice.", **fv)
+    flags.DEFINE_string("signature_name", "serving_default", "Image-bytes signature.", **fv)
+    flags.DEFINE_float("timeout", 30.0, "Seconds to wait for the answer.", **fv)
+    flags.DEFINE_bool("json", False, "Print one JSON object per file.", **fv)
+
+
+# ----------------------------------------------------------------------------- REST
+
+
+def rest_url(server, model_name, model_version=None):
+    """TF Serving's REST predict URL."""
+    version = f"/versions/{int(model_version)}" if model_version is not None else ""
+    return f"http://{server}/v1/models/{model_name}{version}:predict"
+
+
+def rest_request_body(images, signature_name="serving_default"):
+    """The row-format JSON body: binary inputs go as {"b64": base64} objects (TF Serving's REST API)."""
+    return {"signature_name": signature_name,
+            "instances": [{"b64": base64.b64encode(image).decode("ascii")} for image in images]}
+
+
+def rest_predict(server, images, model_name="alexnet", model_version=None,
+                 signature_name="serving_default", timeout=30.0):
+    """Sends the REST request; returns the `predictions` list (one dict of named outputs per image)."""
+    body = json.dumps(rest_request_body(images, signature_name)).encode("utf-8")
+    request = urllib.request.Request(rest_url(server, model_name, model_version), data=body,
+                                     headers={"Content-Type": "application/json"}, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            reply = json.loads(response.read().decode("utf-8"))
+    except urllib.error.HTTPError as e:
+        detail = e.read().decode("utf-8", "replace")
+        try:
+            detail = json.loads(detail).get("error", detail)
+        except ValueError:
+            pass
+        raise ServingError(f"server error {e.code}: {error_message(ValueError(detail))}") from None
+    except (urllib.error.URLError, socket.timeout, ConnectionError) as e:
+        reason = getattr(e, "reason", e)
+        raise ServingError(f"cannot reach TF Serving (REST): {reason}") from None
+    except ValueError as e:
+        raise ServingError(f"the server's answer is not JSON: {e}") from None
+    if "error" in reply:
+        raise ServingError(f"server error: {error_message(ValueError(reply['error']))}")
+    return reply["predictions"]
+
+
+# ----------------------------------------------------------------------------- gRPC
+
+
+def grpc_request(images, model_name="alexnet", model_version=None, signature_name="serving_default"):
+    """The PredictRequest proto: `image_bytes` as a DT_STRING tensor of shape [N]."""
+    from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2  # pylint: disable=g-import-not-at-top
+    from tensorflow_serving.apis import predict_pb2  # pylint: disable=g-import-not-at-top
+
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = model_name
+    request.model_spec.signature_name = signature_name
+    if model_version is not None:
+        request.model_spec.version.value = int(model_version)
+    request.inputs[INPUT_NAME].CopyFrom(tensor_pb2.TensorProto(
+        dtype=types_pb2.DT_STRING, string_val=list(images),
+        tensor_shape=tensor_shape_pb2.TensorShapeProto(dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=len(images))])))
+    return request
+
+
+def grpc_predict(server, images, model_name="alexnet", model_version=None,
+                 signature_name="serving_default", timeout=30.0):
+    """Sends the gRPC request; returns one dict of named outputs (lists) per image, like REST."""
+    import grpc  # pylint: disable=g-import-not-at-top
+    from tensorflow.python.framework import tensor_util  # pylint: disable=g-import-not-at-top
+    from tensorflow_serving.apis import prediction_service_pb2_grpc  # pylint: disable=g-import-not-at-top
+
+    request = grpc_request(images, model_name, model_version, signature_name)
+    with grpc.insecure_channel(server) as channel:
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+        try:
+            response = stub.Predict(request, timeout=timeout)
+        except grpc.RpcError as e:
+            if e.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                raise ServingError(f"cannot reach TF Serving (gRPC): {e.code().name}: "
+                                   f"{(e.details() or '').splitlines()[0] if e.details() else ''}") from None
+            raise ServingError(f"server error {e.code().name}: {error_message(ValueError(e.details()))}") from None
+    outputs = {name: tensor_util.MakeNdarray(proto) for name, proto in response.outputs.items()}
+    return [{name: value[i].tolist() for name, value in outputs.items()} for i in range(len(images))]
+
+
+# ----------------------------------------------------------------------------- command line
+
+
+def run(server, files, protocol="rest", model_name="alexnet", model_version=None,
+        signature_name="serving_default", timeout=30.0, as_json=False, out=None, err=None):
+    """Reads the files, sends one request and prints the results; returns how many things failed."""
+    out, err = out or sys.stdout, err or sys.stderr
+    names, images, failures = [], [], 0
+    for name in files:
+        try:
+            with open(name, "rb") as f:
+                images.append(f.read())
+            names.append(name)
+        except OSError as e:
+            failures += 1
+            print(error_line(PROGRAM, name, e.strerror or e), file=err)
+    if not images:
+        return failures
+    predict = rest_predict if protocol == "rest" else grpc_predict
+    try:
+        predictions = predict(server, images, model_name, model_version, signature_name, timeout)
+    except ServingError as e:
+        print(error_line(PROGRAM, f"{server} ({protocol})", e), file=err)
+        return failures + len(images)
+    for name, outputs in zip(names, predictions):
+        print(format_result(name, top_k({k: [v] for k, v in outputs.items()}), as_json), file=out)
+    return failures
+
+
+def main(argv):
+    if len(argv) < 2:
+        raise app.UsageError("usage: python -m alexnet_tf.client --server=HOST:PORT image [image ...]")
+    failures = run(FLAGS.server, argv[1:], FLAGS.protocol, FLAGS.model_name, FLAGS.model_version,
+                   FLAGS.signature_name, FLAGS.timeout, FLAGS.json)
+    sys.exit(1 if failures else 0)
+
+
+if __name__ == "__main__":
+    define_flags()
+    app.run(main)
