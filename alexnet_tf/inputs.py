@@ -29,7 +29,7 @@ class DataInfo:
     source: str
     data_dir: str
     num_classes: int
-    labels: Optional[Tuple[str, ...]]  # class names in label order, if known
+    labels: Optional[Tuple[data.LabelEntry, ...]]  # labels.txt entries in label order, if known
     label_offset: int
     train_examples: int
 
@@ -105,7 +105,7 @@ def _describe_tfrecords(config, data_dir):
     labels = None
     if tf.io.gfile.exists(labels_path):
         try:
-            labels = tuple(entry.name for entry in data.read_labels_file(labels_path))
+            labels = tuple(data.read_labels_file(labels_path))
         except ValueError as e:
             raise ConfigError(str(e)) from None
         num_classes = _num_classes(config, len(labels), labels_path)

@@ -159,7 +159,8 @@ def test_training_run_writes_checkpoint_results_and_export(trained, dataset):
     assert results["export_path"] == os.path.join(model_dir, "export", "1")
     assert os.path.exists(os.path.join(results["export_path"], "saved_model.pb"))
     with open(os.path.join(results["export_path"], "assets", "labels.txt")) as f:
-        assert f.read().splitlines() == [f"class {c}" for c in range(5)]
+        # "synset name", from the data dir's labels.txt
+        assert f.read().splitlines() == [f"n{9000000 + c:08d} class {c}" for c in range(5)]
     assert f"tensorboard --logdir {model_dir}" in result.stdout
     assert "Traceback" not in result.stderr
 
@@ -260,7 +261,7 @@ def test_saved_model_classifies_a_real_jpeg_in_a_fresh_process(trained, tmp_path
     out = json.loads(result.stdout.strip().splitlines()[-1])
     assert out["shape"] == [2, 5]
     assert out["sums"] == pytest.approx([1.0, 1.0], abs=1e-5)
-    assert out["labels"] == [f"class {c}" for c in out["classes"]]
+    assert out["labels"] == [f"n{9000000 + c:08d} class {c}" for c in out["classes"]]
     assert out["same_as_pixels"] < 1e-6
 
 
