@@ -37,7 +37,22 @@ setup(
         "gpu": [f"tensorflow[and-cuda]>={_TF_VERSION}"],
         # Importing Caffe/ONNX-zoo and torchvision weights (tools/import_weights.py).
         "import": ["onnx>=1.17", "onnxruntime>=1.20", "safetensors>=0.4"],
-        "test": ["pytest>=8.0", "pillow>=10.0", "importlib_resources", "onnx>=1.17", "onnxruntime>=1.20", "safetensors>=0.4"],
+        # TF Serving clients and warm-up records. tensorflow-serving-api itself declares a
+        # dependency on the full `tensorflow` wheel, which would sit beside tensorflow-cpu:
+        # install it with `pip install --no-deps tensorflow-serving-api` (BUILD.md).
+        "serving": ["grpcio>=1.60", "protobuf>=4.21"],
+        # ONNX export of the pixel signature and its onnxruntime check.
+        "onnx": ["tf2onnx>=1.17.0", "onnx>=1.17", "onnxruntime>=1.20"],
+        "test": [
+            "pytest>=8.0",
+            "pillow>=10.0",
+            "importlib_resources",
+            "onnx>=1.17",
+            "onnxruntime>=1.20",
+            "safetensors>=0.4",
+            "tf2onnx>=1.17.0",
+            "grpcio>=1.60",
+        ],
     },
     entry_points={
         "console_scripts": [
