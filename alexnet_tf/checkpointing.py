@@ -54,6 +54,41 @@ def read_model_spec(checkpoint_dir):
         return json.load(f)
 
 
+def restore_model(path):
+    """Rebuilds the model a training checkpoint holds and reads its weights into it.
+
+    Args:
+      path: a model dir, its checkpoints dir, or a checkpoint prefix.
+
+    Returns:
+      (keras.Model for inference (dropout and weight decay off), checkpoint prefix).
+
+    Raises:
+      ConfigError: no checkpoint there, or no model_spec.json saying which network it is.
+    """
+    from alexnet_tf.model import build_alexnet  # pylint: disable=g-import-not-at-top
+
+    prefix = None
+    for directory in (os.path.join(path, CHECKPOINT_SUBDIR), path):
+        if tf.io.gfile.isdir(directory):
+            prefix = tf.train.latest_checkpoint(directory)
+            if prefix:
+                break
+    if prefix is None and tf.io.gfile.exists(path + ".index"):
+        prefix = path
+    if prefix is None:
+        raise ConfigError(f"no checkpoint in {path}")
+    spec = read_model_spec(os.path.dirname(prefix))
+    if spec is None:
+        raise ConfigError(f"no model_spec.json beside {prefix}: cannot tell which model it holds")
+    size = spec["image_size"]
+    model = build_alexnet(num_classes=spec["num_classes"], variant=spec["variant"],
+                          input_shape=(size, size, 3), dropout_rate=0.0, weight_decay=0.0)
+    status = tf.train.Checkpoint(model=model_weights(model)).read(prefix)
+    status.expect_partial().assert_existing_objects_matched()
+    return model, prefix
+
+
 def check_model_spec(checkpoint_dir, spec, write):
     """Fails if `checkpoint_dir` holds checkpoints of another model; records `spec` otherwise.
 

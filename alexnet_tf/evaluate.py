@@ -22,9 +22,8 @@ import numpy as np
 import tensorflow as tf
 
 from alexnet_tf import data
-from alexnet_tf.checkpointing import CHECKPOINT_SUBDIR, model_weights, read_model_spec
+from alexnet_tf.checkpointing import restore_model
 from alexnet_tf.config import ConfigError
-from alexnet_tf.model import build_alexnet
 
 FLAGS = flags.FLAGS
 
@@ -144,25 +143,8 @@ def load_saved_model(path):
 
 def load_checkpoint(path):
     """(logits_fn, image_size) of a training checkpoint: a model dir, checkpoints dir or prefix."""
-    prefix = None
-    for directory in (os.path.join(path, CHECKPOINT_SUBDIR), path):
-        if tf.io.gfile.isdir(directory):
-            prefix = tf.train.latest_checkpoint(directory)
-            if prefix:
-                break
-    if prefix is None and tf.io.gfile.exists(path + ".index"):
-        prefix = path
-    if prefix is None:
-        raise ConfigError(f"no checkpoint in {path}")
-    spec = read_model_spec(os.path.dirname(prefix))
-    if spec is None:
-        raise ConfigError(f"no model_spec.json beside {prefix}: cannot tell which model it holds")
-    size = spec["image_size"]
-    model = build_alexnet(num_classes=spec["num_classes"], variant=spec["variant"],
-                          input_shape=(size, size, 3), dropout_rate=0.0, weight_decay=0.0)
-    status = tf.train.Checkpoint(model=model_weights(model)).read(prefix)
-    status.expect_partial().assert_existing_objects_matched()
-    return (lambda images: model(images, training=False)), size
+    model, _ = restore_model(path)
+    return (lambda images: model(images, training=False)), int(model.input_shape[1])
 
 
 def run(config):

@@ -37,9 +37,8 @@ import numpy as np
 import tensorflow as tf
 
 from alexnet_tf import data
-from alexnet_tf.checkpointing import CHECKPOINT_SUBDIR, model_weights, read_model_spec
+from alexnet_tf.checkpointing import restore_model
 from alexnet_tf.config import ConfigError
-from alexnet_tf.model import build_alexnet
 
 FLAGS = flags.FLAGS
 
@@ -268,24 +267,9 @@ def load_model(path):
         if not tf.io.gfile.exists(path):
             raise ConfigError(f"no such file: {path}")
         return keras.models.load_model(path, compile=False), os.path.dirname(path)
-    prefix = None
-    for directory in (os.path.join(path, CHECKPOINT_SUBDIR), path):
-        if tf.io.gfile.isdir(directory):
-            prefix = tf.train.latest_checkpoint(directory)
-            if prefix:
-                break
-    if prefix is None and tf.io.gfile.exists(path + ".index"):
-        prefix = path
-    if prefix is None:
+    if not tf.io.gfile.exists(path):
         raise ConfigError(f"no checkpoint or .keras file at {path}")
-    spec = read_model_spec(os.path.dirname(prefix))
-    if spec is None:
-        raise ConfigError(f"no model_spec.json beside {prefix}: cannot tell which model it holds")
-    size = spec["image_size"]
-    model = build_alexnet(num_classes=spec["num_classes"], variant=spec["variant"],
-                          input_shape=(size, size, 3), dropout_rate=0.0, weight_decay=0.0)
-    status = tf.train.Checkpoint(model=model_weights(model)).read(prefix)
-    status.expect_partial().assert_existing_objects_matched()
+    model, prefix = restore_model(path)
     return model, os.path.dirname(os.path.dirname(prefix))
 
 
