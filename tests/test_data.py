@@ -168,9 +168,15 @@ def test_train_crop_is_a_window_of_the_256_square_possibly_mirrored(run):
     jpeg = tf.io.encode_jpeg(image, quality=95)
     square = _square_np(tf.io.decode_jpeg(jpeg).numpy())
     fn = lambda b: data.preprocess_for_train(b, pca_std=0.0)
+    if run == "eager":
+        outputs = [fn(jpeg) for _ in range(6)]
+    else:
+        # One dataset for all six: a fresh dataset per crop would repeat the same crop
+        # whenever an earlier test has set a global seed.
+        outputs = list(tf.data.Dataset.from_tensors(jpeg).repeat(6).map(fn))
     found = set()
-    for _ in range(6):
-        out = (fn(jpeg) if run == "eager" else _in_map(fn, jpeg)).numpy()
+    for out in outputs:
+        out = out.numpy()
         assert out.shape == (224, 224, 3) and out.dtype == np.float32
         window = _find_window(np.round(out + MEAN).astype(np.uint8), square)
         assert window is not None
