@@ -118,6 +118,29 @@ def test_lrn_under_mixed_bfloat16_computes_in_float32(policy):
     assert np.mean(got32 == exp32) > 0.99
 
 
+def test_lrn_bfloat16_training_gradient_is_float32_math_rounded_once(policy):
+    """The bf16 kernels upcast inside XLA: the gradient is LRNGrad's float32 result, rounded once."""
+    policy("mixed_bfloat16")
+    rng = np.random.default_rng(9)
+    a = tf.cast(tf.constant(np.abs(rng.normal(scale=40.0, size=(2, 5, 5, 32))), tf.float32), tf.bfloat16)
+    upstream = tf.cast(tf.constant(rng.normal(size=(2, 5, 5, 32)), tf.float32), tf.bfloat16)
+    layer = LocalResponseNormalization()
+    with tf.GradientTape() as tape:
+        tape.watch(a)
+        out = layer(a, training=True)
+        loss = tf.reduce_sum(tf.cast(out, tf.float32) * tf.cast(upstream, tf.float32))
+    got = tape.gradient(loss, a)
+    assert out.dtype == tf.bfloat16 and got.dtype == tf.bfloat16
+    a32, up32 = tf.cast(a, tf.float32), tf.cast(upstream, tf.float32)
+    with tf.GradientTape() as tape:
+        tape.watch(a32)
+        core = tf.reduce_sum(up32 * tf.nn.local_response_normalization(a32, 2, 2.0, 1e-4, 0.75))
+    expected = tf.cast(tf.cast(tape.gradient(core, a32), tf.bfloat16), tf.float32).numpy()
+    got32 = tf.cast(got, tf.float32).numpy()
+    np.testing.assert_allclose(got32, expected, rtol=2.0 ** -7, atol=1e-6)
+    assert np.mean(got32 == expected) > 0.95
+
+
 def test_lrn_under_mixed_bfloat16_inside_xla(policy):
     policy("mixed_bfloat16")
     layer = LocalResponseNormalization()
