@@ -15,6 +15,7 @@ import tensorflow as tf
 from alexnet_tf import evaluate
 from alexnet_tf.checkpointing import model_weights
 from alexnet_tf.model import build_alexnet
+from alexnet_tf.optim import MomentumSGD
 from alexnet_tf.schedules import AlexNetSchedule, PlateauState
 
 
@@ -58,8 +59,9 @@ def build_optimizer(config, schedule, loss_scaling):
 
     Keras' SGD updates `v <- m v - lr g; w <- w + v`, the paper's form (PAPER.md) with the
     L2 term `wd w` inside `g`; decoupled decay instead shrinks `w` by `lr wd w` (biases excluded).
+    `MomentumSGD` is that SGD with the update fused into one kernel per variable.
     """
-    optimizer = keras.optimizers.SGD(
+    optimizer = MomentumSGD(
         learning_rate=schedule, momentum=config.momentum,
         weight_decay=config.weight_decay if config.decoupled_weight_decay else None)
     if config.decoupled_weight_decay:

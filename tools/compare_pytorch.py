@@ -79,11 +79,12 @@ def torch_step_fn(torch, variant, precision, images, labels):
 
 def tf_step_fn(keras, tf, variant, precision, images, labels):
     from alexnet_tf.model import build_alexnet
+    from alexnet_tf.optim import MomentumSGD
 
     keras.mixed_precision.set_global_policy("mixed_bfloat16" if precision == "bfloat16" else "float32")
     try:
         model = build_alexnet(variant=variant)
-        model.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9),
+        model.compile(optimizer=MomentumSGD(0.01, momentum=0.9),
                       loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     finally:
         keras.mixed_precision.set_global_policy("float32")
