@@ -1,181 +1,267 @@
-"""Training-speed benchmark: images/sec of AlexNet forward+backward+SGD on in-memory data.
+"""The benchmark command: training, input-pipeline, end-to-end and serving speed on this machine.
 
-    python -m alexnet_tf.benchmark --precision=float32 --precision=mixed_bfloat16
+    python -m alexnet_tf.benchmark                     # --mode=train: the model alone, ~1.5 min
+    python -m alexnet_tf.benchmark --mode=input        # the input pipeline, ~1 min
+    python -m alexnet_tf.benchmark --mode=end_to_end   # training from TFRecords vs synthetic, ~3 min
+    python -m alexnet_tf.benchmark --mode=serve        # SavedModel latency and throughput, ~1.5 min
+    python -m alexnet_tf.benchmark --mode=end_to_end --data_dir=/data/imagenet-tfrecords --json
 
-takes about 3 minutes on a 2-core CPU with the defaults (batch 128, 3 repeats of 5 steps
-per precision). Every precision given is built once and the repeats are interleaved
-round-robin, so background noise hits all of them alike and their ratio is meaningful
-even on a shared machine. Also measures this machine's bfloat16 matrix-multiply rate
-(a 4096x4096 `tf.matmul`) in the same process, the practical ceiling for training, and
-reports each precision's share of it at about 4.1 GFLOP per training image.
+(times with the defaults on this project's 2-core CPU: paper variant, batch 128, float32 and
+mixed_bfloat16, 3 repeats; serve --onnx adds a minute and ~10 GiB of memory converting the
+model to ONNX). The modes:
+  train       the trainer's own train step (alexnet_tf.steps) on synthetic batches held in
+              memory: model and optimizer speed, with the machine's bfloat16 matmul rate (a
+              4096x4096 tf.matmul, the practical ceiling) and each precision's share of it.
+  input       the trainer's training pipeline against the bare JPEG-decoding bound and a
+              PIL + multiprocessing loader (alexnet_tf.bench_input).
+  end_to_end  the same train step fed by the trainer's TFRecord pipeline and by synthetic
+              batches, interleaved; their ratio is what the input costs a real run.
+  serve       SavedModel batch-1 latency (median, p99) and batch-64 throughput, and the same
+              through onnxruntime with --onnx (alexnet_tf.bench_serve).
+input and end_to_end read --data_dir's train-* shards, or the generated demo dataset (that of
+`alexnet_tf.train --demo`: 1,000 small rendered images, built once, ~20 s) without it.
+
+Every precision or row is built once and the repeats go round-robin over all of them, so
+noise from other jobs hits them alike and their ratios stay meaningful on a shared machine.
+Images/sec are medians over --repeats with min-max. The report also gives the peak resident
+memory, the settings and the environment (versions, CPU model and flags, GPUs): a markdown
+table, or one JSON object on stdout with --json. Progress and TensorFlow's logs go to stderr.
 """
 
-import dataclasses
+import contextlib
 import json
 import os
 import platform
 import resource
-import statistics
 import sys
-import time
 
 from absl import app, flags
 
+from alexnet_tf.config import VARIANTS, ConfigError
+
 FLAGS = flags.FLAGS
+MODES = ("train", "input", "end_to_end", "serve")
+# (warm-up steps, timed steps) per mode when the flags are not given; input's are batches.
+DEFAULT_STEPS = {"train": (2, 5), "end_to_end": (2, 5), "input": (10, 40), "serve": (1, 5)}
+CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8")
 
 
 def define_flags():
     """Defines the command-line flags; only the entry point calls this, so that importing
     this module for its functions defines no flags."""
-    flags.DEFINE_enum("variant", "paper", ["paper", "one_weird_trick"], "AlexNet variant.")
-    flags.DEFINE_integer("batch_size", 128, "Global batch size.")
+    flags.DEFINE_enum("mode", "train", MODES, "What to time (see the module docstring).")
+    flags.DEFINE_enum("variant", "paper", VARIANTS, "AlexNet variant.")
+    flags.DEFINE_integer("batch_size", 128, "Global batch size (train, end_to_end, input).")
     flags.DEFINE_multi_enum("precision", ["float32", "mixed_bfloat16"],
-                            ["float32", "mixed_bfloat16", "mixed_float16"], "Precision policies to time.")
-    flags.DEFINE_bool("jit_compile", False, "Compile the train step with XLA.")
+                            ["float32", "mixed_bfloat16", "mixed_float16"],
+                            "Precision policies to time (train, end_to_end); repeat the flag for several.")
+    flags.DEFINE_bool("jit_compile", False, "Compile the forward/backward pass with XLA (as the trainer).")
     flags.DEFINE_integer("steps_per_execution", 1, "Train steps per tf.function call.")
-    flags.DEFINE_integer("warmup_steps", 2, "Untimed steps after tracing.")
-    flags.DEFINE_integer("steps", 5, "Timed steps per repeat.")
-    flags.DEFINE_integer("repeats", 3, "Repeats per precision; the median is reported.")
-    flags.DEFINE_integer("num_classes", 1000, "Number of classes.")
-    flags.DEFINE_bool("matmul", True, "Also time a 4096x4096 bfloat16 matmul (the machine's ceiling).")
-    flags.DEFINE_bool("json", False, "Print JSON instead of a table.")
+    flags.DEFINE_integer("replicas", 1, "Replicas (train, end_to_end): >1 mirrors over that many GPUs, "
+                         "or logical CPU devices on a machine without GPUs.")
+    flags.DEFINE_integer("warmup_steps", None, "Untimed steps (batches) before timing; default: "
+                         + ", ".join(f"{m} {w}" for m, (w, _) in DEFAULT_STEPS.items()) + ".")
+    flags.DEFINE_integer("steps", None, "Timed steps (batches) per repeat; default: "
+                         + ", ".join(f"{m} {s}" for m, (_, s) in DEFAULT_STEPS.items()) + ".")
+    flags.DEFINE_integer("repeats", 3, "Rounds over the rows; medians are reported.")
+    flags.DEFINE_integer("num_classes", None, "Classes; default 1000 (train, serve) or the data's.")
+    flags.DEFINE_integer("label_offset", None, "Subtracted from stored labels; default: detect.")
+    flags.DEFINE_string("data_dir", None, "Folder of train-* TFRecord shards (input, end_to_end); "
+                        "default: the demo dataset.")
+    flags.DEFINE_bool("matmul", True, "train: also time a bfloat16 matmul (the machine's ceiling).")
+    flags.DEFINE_integer("matmul_size", 4096, "train: n of the n x n x n matmul.")
+    flags.DEFINE_integer("pil_processes", 2, "input: worker processes of the PIL loader.")
+    flags.DEFINE_integer("requests", 200, "serve: timed batch-1 requests per latency row.")
+    flags.DEFINE_integer("serve_batch_size", 64, "serve: images per throughput batch.")
+    flags.DEFINE_bool("onnx", False, "serve: also time onnxruntime (needs tf2onnx and onnxruntime: "
+                      "pip install '.[onnx]'); converting takes ~1 min and ~10 GiB of memory.")
+    flags.DEFINE_bool("json", False, "Print one JSON object instead of markdown tables.")
 
 
-@dataclasses.dataclass
-class TrainResult:
-    precision: str
-    images_per_sec: float  # median over repeats
-    images_per_sec_min: float
-    images_per_sec_max: float
-    tflops: float  # achieved, at the model's training FLOPs per image
+def _progress(message):
+    print(f"alexnet_tf.benchmark: {message}", file=sys.stderr, flush=True)
 
 
-def matmul_tflops(tf, dtype="bfloat16", n=4096, iters=10, repeats=3):
-    """Best-of-`repeats` FLOP rate (in TFLOP/s) of an n x n x n `tf.matmul` in `dtype`."""
-    a = tf.cast(tf.random.normal([n, n]), dtype)
-    b = tf.cast(tf.random.normal([n, n]), dtype)
-    step = tf.function(lambda x, y: tf.reduce_sum(tf.cast(tf.matmul(x, y)[:1, :1], tf.float32)))
-    step(a, b).numpy()
-    best = 0.0
-    for _ in range(repeats):
-        start = time.perf_counter()
-        for _ in range(iters):
-            out = step(a, b)
-        out.numpy()
-        best = max(best, 2 * n**3 * iters / (time.perf_counter() - start) / 1e12)
-    return best
-
-
-def build_trainer(keras, precision, variant, num_classes, jit_compile, steps_per_execution):
-    """Builds and compiles the model with the paper's optimiser under `precision`."""
-    from alexnet_tf.model import build_alexnet
-
-    keras.mixed_precision.set_global_policy(precision)
-    try:
-        model = build_alexnet(num_classes=num_classes, variant=variant)
-        optimizer = keras.optimizers.SGD(0.01, momentum=0.9)
-        if precision == "mixed_float16":
-            optimizer = keras.mixed_precision.LossScaleOptimizer(optimizer)
-        model.compile(optimizer=optimizer,
-                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                      jit_compile=jit_compile, steps_per_execution=steps_per_execution)
-    finally:
-        keras.mixed_precision.set_global_policy("float32")
-    return model
+def settings_from_flags(flag_values):
+    """The settings the chosen mode uses, as a dict; raises ConfigError naming a bad flag."""
+    fv, mode = flag_values, flag_values.mode
+    warmup, steps = DEFAULT_STEPS[mode]
+    warmup = warmup if fv.warmup_steps is None else fv.warmup_steps
+    steps = steps if fv.steps is None else fv.steps
+    positive = {"batch_size": fv.batch_size, "steps_per_execution": fv.steps_per_execution,
+                "replicas": fv.replicas, "steps": steps, "repeats": fv.repeats, "requests": fv.requests,
+                "serve_batch_size": fv.serve_batch_size, "pil_processes": fv.pil_processes,
+                "matmul_size": fv.matmul_size}
+    if fv.num_classes is not None:
+        positive["num_classes"] = fv.num_classes
+    for name, value in positive.items():
+        if value < 1:
+            raise ConfigError(f"--{name}={value} must be >= 1")
+    if warmup < 0:
+        raise ConfigError(f"--warmup_steps={warmup} must be >= 0")
+    if fv.replicas > 1 and mode not in ("train", "end_to_end"):
+        raise ConfigError(f"--replicas={fv.replicas} applies to --mode=train and end_to_end only")
+    if fv.data_dir is not None and mode not in ("input", "end_to_end"):
+        raise ConfigError(f"--data_dir={fv.data_dir} applies to --mode=input and end_to_end only")
+    settings = {"warmup_steps": warmup, "steps": steps, "repeats": fv.repeats}
+    if mode in ("train", "end_to_end"):
+        for name, value in (("steps", steps), ("warmup_steps", warmup)):
+            if value % fv.steps_per_execution:
+                raise ConfigError(f"--{name}={value} is not a multiple of "
+                                  f"--steps_per_execution={fv.steps_per_execution}")
+        if fv.batch_size % fv.replicas:
+            raise ConfigError(f"--batch_size={fv.batch_size} is not divisible by --replicas={fv.replicas}")
+        settings.update(variant=fv.variant, batch_size=fv.batch_size,
+                        precisions=list(dict.fromkeys(fv.precision)), jit_compile=fv.jit_compile,
+                        steps_per_execution=fv.steps_per_execution, replicas=fv.replicas)
+    if mode == "train":
+        settings.update(num_classes=fv.num_classes or 1000, matmul_size=fv.matmul_size if fv.matmul else None)
+    if mode in ("input", "end_to_end"):
+        settings.update(batch_size=fv.batch_size, data_dir=fv.data_dir, num_classes=fv.num_classes,
+                        label_offset=fv.label_offset)
+    if mode == "input":
+        settings["pil_processes"] = fv.pil_processes
+    if mode == "serve":
+        settings.update(variant=fv.variant, num_classes=fv.num_classes or 1000, requests=fv.requests,
+                        serve_batch_size=fv.serve_batch_size, onnx=fv.onnx)
+    return settings
 
 
 def environment(tf, keras):
     """Versions and hardware the figures were measured on."""
-    gpus = tf.config.list_physical_devices("GPU")
-    cpu_flags = ""
+    cpu_model, cpu_flags = "", []
     if os.path.exists("/proc/cpuinfo"):
-        with open("/proc/cpuinfo") as f:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
             for line in f:
-                if line.startswith("flags"):
-                    wanted = ("avx512f", "avx512_bf16", "amx_bf16", "amx_tile", "avx512_vnni")
-                    cpu_flags = " ".join(fl for fl in line.split() if fl in wanted)
+                key, _, value = line.partition(":")
+                if key.strip() == "model name" and not cpu_model:
+                    cpu_model = value.strip()
+                elif key.strip() == "flags":
+                    cpu_flags = [flag for flag in CPU_FLAGS if flag in value.split()]
                     break
+    gpus = tf.config.list_physical_devices("GPU")
     return {
         "tensorflow": tf.__version__,
         "keras": keras.__version__,
         "python": platform.python_version(),
-        "cpus": os.cpu_count(),
+        "cpu_model": cpu_model or platform.processor(),
         "cpu_flags": cpu_flags,
+        "cpus": os.cpu_count(),
         "gpus": [tf.config.experimental.get_device_details(g).get("device_name", g.name) for g in gpus],
     }
 
 
+def _demo_data_dir():
+    from alexnet_tf import demo_data  # pylint: disable=g-import-not-at-top  (only without --data_dir)
+    from alexnet_tf.config import DEFAULT_DEMO_CACHE_DIR  # pylint: disable=g-import-not-at-top
+
+    cache_dir = os.path.expanduser(DEFAULT_DEMO_CACHE_DIR)
+    _progress(f"no --data_dir: using the demo dataset in {cache_dir} (built the first time, ~20 s)")
+    return demo_data.build_demo_dataset(cache_dir, seed=0)
+
+
+def run(mode, settings):
+    """Runs one mode; returns (its result dict, a function that formats that dict as markdown).
+
+    Raises:
+      ConfigError: a flag the machine or the data cannot satisfy (one line naming it).
+    """
+    from alexnet_tf import bench_input, bench_serve, bench_train  # pylint: disable=g-import-not-at-top
+
+    s = settings
+    timing = dict(warmup_steps=s["warmup_steps"], timed_steps=s["steps"], repeats=s["repeats"],
+                  progress=_progress)
+    if mode == "serve":
+        return bench_serve.run(variant=s["variant"], num_classes=s["num_classes"], requests=s["requests"],
+                               batch_size=s["serve_batch_size"], onnx=s["onnx"], **timing), bench_serve.table
+    if mode in ("train", "end_to_end"):
+        strategy = bench_train.create_strategy(s["replicas"])  # before any other TensorFlow op
+        for precision in s["precisions"]:
+            bench_train.check_precision(precision, s["variant"])
+        timing.update(variant=s["variant"], batch_size=s["batch_size"], precisions=s["precisions"],
+                      jit_compile=s["jit_compile"], steps_per_execution=s["steps_per_execution"])
+    if mode == "train":
+        result = bench_train.run_train(strategy, num_classes=s["num_classes"], matmul_size=s["matmul_size"],
+                                       **timing)
+        return result, bench_train.train_table
+    data_dir = s["data_dir"] or _demo_data_dir()
+    try:
+        if mode == "input":
+            result, table = bench_input.run(
+                data_dir, batch_size=s["batch_size"], num_classes=s["num_classes"],
+                label_offset=s["label_offset"], pil_processes=s["pil_processes"], **timing), bench_input.table
+        else:
+            result, table = bench_train.run_end_to_end(
+                strategy, data_dir, num_classes=s["num_classes"], label_offset=s["label_offset"],
+                **timing), bench_train.end_to_end_table
+    except ConfigError as e:
+        raise ConfigError(f"--data_dir={data_dir}: {e}") from None
+    result["data"]["demo"] = s["data_dir"] is None
+    return result, table
+
+
+def _title(mode, settings, result):
+    s = settings
+    if mode == "serve":
+        return (f"AlexNet {s['variant']} ({s['num_classes']} classes) serving from a SavedModel in this "
+                f"process: {s['requests']} batch-1 requests, median of {s['repeats']} x {s['steps']} batches "
+                f"of {s['serve_batch_size']}")
+    rounds = f"median of {s['repeats']} x {s['steps']} {'batches' if mode == 'input' else 'steps'}"
+    data = result.get("data", {})
+    source = f"{data.get('data_dir')}{' (the generated demo dataset)' if s.get('data_dir') is None else ''}"
+    if mode == "input":
+        return f"Training input pipeline, batch {s['batch_size']}, {source}; {rounds}"
+    what = "synthetic in-memory data" if mode == "train" else f"TFRecords from {source} and synthetic data"
+    return (f"AlexNet {s['variant']} training with the trainer's train step, global batch {s['batch_size']} "
+            f"on {s['replicas']} replica(s), {what}, jit_compile={s['jit_compile']}, "
+            f"steps_per_execution={s['steps_per_execution']}; {rounds}")
+
+
+@contextlib.contextmanager
+def _stdout_to_stderr():
+    """Sends everything written to stdout (also by C++ code and child processes) to stderr."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    try:
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
 def main(argv):
-    del argv
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import keras
-    import numpy as np
-    import tensorflow as tf
-
-    from alexnet_tf.info import layer_table, training_flops
-    from alexnet_tf.model import build_alexnet
-
-    if FLAGS.steps % FLAGS.steps_per_execution or FLAGS.warmup_steps % FLAGS.steps_per_execution:
-        print("alexnet_tf.benchmark: --steps and --warmup_steps must be multiples of "
-              f"--steps_per_execution ({FLAGS.steps_per_execution}).", file=sys.stderr)
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    try:
+        settings = settings_from_flags(FLAGS)
+    except ConfigError as e:
+        print(f"alexnet_tf.benchmark: error: {e}", file=sys.stderr)
         return 2
-    flops_per_image = training_flops(layer_table(build_alexnet(FLAGS.num_classes, FLAGS.variant)))
-    keras.backend.clear_session()
-    rng = np.random.default_rng(0)
-    images = rng.normal(scale=50.0, size=(FLAGS.batch_size, 224, 224, 3)).astype("float32")
-    labels = rng.integers(0, FLAGS.num_classes, size=(FLAGS.batch_size,)).astype("int32")
-    data = tf.data.Dataset.from_tensors((images, labels)).repeat().prefetch(2)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    with _stdout_to_stderr():  # only the report goes to stdout
+        import keras  # pylint: disable=g-import-not-at-top
+        import tensorflow as tf  # pylint: disable=g-import-not-at-top
 
-    models = {p: build_trainer(keras, p, FLAGS.variant, FLAGS.num_classes, FLAGS.jit_compile,
-                               FLAGS.steps_per_execution) for p in FLAGS.precision}
-    for model in models.values():  # trace, compile, warm up
-        model.fit(data, steps_per_epoch=max(FLAGS.warmup_steps, FLAGS.steps_per_execution), epochs=1, verbose=0, shuffle=False)
-    rates = {p: [] for p in models}
-    for _ in range(FLAGS.repeats):
-        for precision, model in models.items():
-            start = time.perf_counter()
-            model.fit(data, steps_per_epoch=FLAGS.steps, epochs=1, verbose=0, shuffle=False)
-            rates[precision].append(FLAGS.steps * FLAGS.batch_size / (time.perf_counter() - start))
-    results = []
-    for precision, r in rates.items():
-        median = statistics.median(r)
-        results.append(TrainResult(precision, median, min(r), max(r), median * flops_per_image / 1e12))
-    peak_tflops = matmul_tflops(tf) if FLAGS.matmul else None
-    peak_rss_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-
-    report = {
-        "mode": "train",
-        "variant": FLAGS.variant,
-        "batch_size": FLAGS.batch_size,
-        "jit_compile": FLAGS.jit_compile,
-        "steps_per_execution": FLAGS.steps_per_execution,
-        "steps": FLAGS.steps,
-        "repeats": FLAGS.repeats,
-        "training_gflop_per_image": flops_per_image / 1e9,
-        "bf16_matmul_tflops": peak_tflops,
-        "peak_rss_gib": peak_rss_gib,
-        "results": [dataclasses.asdict(r) for r in results],
-        "environment": environment(tf, keras),
-    }
+        try:
+            result, table = run(FLAGS.mode, settings)
+        except ConfigError as e:
+            print(f"alexnet_tf.benchmark: error: {e}", file=sys.stderr)
+            return 2
+        env = environment(tf, keras)
+    peak_rss_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # ru_maxrss is in KiB
+    report = {"mode": FLAGS.mode, "settings": settings, **result, "peak_rss_gib": peak_rss_gib,
+              "environment": env}
     if FLAGS.json:
         print(json.dumps(report, indent=2))
         return 0
-    env = report["environment"]
-    print(f"AlexNet {FLAGS.variant} training, batch {FLAGS.batch_size}, synthetic in-memory data, "
-          f"jit_compile={FLAGS.jit_compile}, steps_per_execution={FLAGS.steps_per_execution}; "
-          f"median of {FLAGS.repeats} x {FLAGS.steps} steps")
-    print(f"TensorFlow {env['tensorflow']}, Keras {env['keras']}, {env['cpus']} CPUs "
-          f"[{env['cpu_flags']}] GPUs: {env['gpus'] or 'none'}")
-    print("| precision | images/sec (median) | min-max | achieved TFLOP/s | share of bf16 matmul |")
-    print("|---|---|---|---|---|")
-    for r in results:
-        share = f"{100 * r.tflops / peak_tflops:.0f}%" if peak_tflops else "-"
-        print(f"| {r.precision} | {r.images_per_sec:.1f} | {r.images_per_sec_min:.1f}-"
-              f"{r.images_per_sec_max:.1f} | {r.tflops:.3f} | {share} |")
-    if peak_tflops:
-        print(f"bf16 4096x4096 matmul: {peak_tflops:.3f} TFLOP/s; {flops_per_image / 1e9:.2f} GFLOP "
-              "per training image")
-    print(f"peak resident memory: {peak_rss_gib:.2f} GiB (all precisions' models together)")
+    print(_title(FLAGS.mode, settings, result))
+    gpus = ", ".join(env["gpus"]) or "none"
+    print(f"TensorFlow {env['tensorflow']}, Keras {env['keras']}, Python {env['python']}; {env['cpus']} "
+          f"CPUs: {env['cpu_model']} [{' '.join(env['cpu_flags'])}]; GPUs: {gpus}\n")
+    print(table(result))
+    print(f"\npeak resident memory: {peak_rss_gib:.2f} GiB (this process)")
     return 0
 
 

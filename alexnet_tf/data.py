@@ -328,7 +328,7 @@ def _flip_and_offset(images, flip, offset):
 
 # Op by op, TensorFlow's CPU kernels spend ~0.4 ms per 224 image on this (a generic broadcasting
 # add over 3-channel pixels, and a reverse); one XLA loop over the batch spends ~0.04 ms
-# (tools/benchmark_input.py). The random draws stay outside: XLA ignores op seeds.
+# (python -m alexnet_tf.benchmark --mode=input). The random draws stay outside: XLA ignores op seeds.
 _flip_and_offset_jit = tf.function(_flip_and_offset, jit_compile=True)
 
 
@@ -450,7 +450,7 @@ def _count_corrupt_shards(groups):
 
 def _options(training):
     # A private thread pool and max_intra_op_parallelism=1 made no difference we could measure
-    # on 2 cores (tools/benchmark_input.py), so tf.data's defaults stay.
+    # on 2 cores (python -m alexnet_tf.benchmark --mode=input), so tf.data's defaults stay.
     options = tf.data.Options()
     options.deterministic = not training
     options.autotune.enabled = True

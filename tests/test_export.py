@@ -230,7 +230,8 @@ def test_cli_run_exports_a_keras_file_with_synset_labels(tmp_path):
 def test_onnx_pixel_model_matches_the_pixel_signature(tmp_path):
     """AlexNet's own layers (grouped convolution, LRN) through tf2onnx and onnxruntime.
 
-    A shrunk stack keeps the test fast; tools/benchmark_serving.py converts the full network.
+    A shrunk stack keeps the test fast; `python -m alexnet_tf.benchmark --mode=serve` converts the
+    full network.
     """
     from alexnet_tf import onnx_export  # pylint: disable=g-import-not-at-top
 

@@ -12,6 +12,10 @@ medians are reported with the TensorFlow / PyTorch ratio per precision.
 The PyTorch models are the same architectures: "paper" with LRN (PyTorch divides alpha by the
 window size, so alpha=5e-4 there equals the paper's 1e-4) and groups=2 in conv2/4/5 on a
 224 input padded by 2; "one_weird_trick" is torchvision's layout.
+
+Before/after figures: run it with an older checkout first on PYTHONPATH, e.g.
+`git worktree add /tmp/before fe1a50a && PYTHONPATH=/tmp/before python tools/compare_pytorch.py`
+(fe1a50a: the first complete model, with TensorFlow's LRN op in training and Keras' SGD).
 """
 
 import json
@@ -79,12 +83,16 @@ def torch_step_fn(torch, variant, precision, images, labels):
 
 def tf_step_fn(keras, tf, variant, precision, images, labels):
     from alexnet_tf.model import build_alexnet
-    from alexnet_tf.optim import MomentumSGD
+
+    try:
+        from alexnet_tf.optim import MomentumSGD as SGD
+    except ImportError:  # an older checkout on PYTHONPATH, for before/after figures
+        SGD = keras.optimizers.SGD
 
     keras.mixed_precision.set_global_policy("mixed_bfloat16" if precision == "bfloat16" else "float32")
     try:
         model = build_alexnet(variant=variant)
-        model.compile(optimizer=MomentumSGD(0.01, momentum=0.9),
+        model.compile(optimizer=SGD(0.01, momentum=0.9),
                       loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     finally:
         keras.mixed_precision.set_global_policy("float32")
@@ -132,10 +140,18 @@ def main(argv):
             rates[key].append(FLAGS.steps * FLAGS.batch_size / (time.perf_counter() - start))
     rows = [{"framework": f, "precision": p, "images_per_sec": statistics.median(r),
              "min": min(r), "max": max(r)} for (f, p), r in rates.items()]
-    ratios = {p: statistics.median(rates[("tensorflow", p)]) / statistics.median(rates[("pytorch", p)])
-              for p in FLAGS.precision}
+    median = {key: statistics.median(r) for key, r in rates.items()}
+    ratios = {p: median[("tensorflow", p)] / median[("pytorch", p)] for p in FLAGS.precision}
+    best_torch = max(FLAGS.precision, key=lambda p: median[("pytorch", p)])
+    best_tf = max(FLAGS.precision, key=lambda p: median[("tensorflow", p)])
+    import alexnet_tf  # pylint: disable=g-import-not-at-top
+
     report = {"variant": FLAGS.variant, "batch_size": FLAGS.batch_size, "rows": rows,
-              "tensorflow_over_pytorch": ratios, "torch": torch.__version__, "tensorflow": tf.__version__,
+              "tensorflow_over_pytorch": ratios,
+              "best_over_best": {"tensorflow": best_tf, "pytorch": best_torch,
+                                 "ratio": median[("tensorflow", best_tf)] / median[("pytorch", best_torch)]},
+              "alexnet_tf": os.path.dirname(os.path.abspath(alexnet_tf.__file__)),
+              "torch": torch.__version__, "tensorflow": tf.__version__,
               "torch_threads": torch.get_num_threads()}
     if FLAGS.json:
         print(json.dumps(report, indent=2))
@@ -149,6 +165,9 @@ def main(argv):
         print(f"| {r['framework']} | {r['precision']} | {r['images_per_sec']:.1f} | {r['min']:.1f}-{r['max']:.1f} |")
     for p, ratio in ratios.items():
         print(f"TensorFlow / PyTorch, {p}: {ratio:.2f}x")
+    best = report["best_over_best"]
+    print(f"TensorFlow {best['tensorflow']} / PyTorch's best ({best['pytorch']}): {best['ratio']:.2f}x")
+    print(f"alexnet_tf measured: {report['alexnet_tf']}")
     return 0
 
 

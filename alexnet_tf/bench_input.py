@@ -1,0 +1,270 @@
+"""Owns the input mode of `python -m alexnet_tf.benchmark`: the training pipeline against its bounds.
+
+    python -m alexnet_tf.benchmark --mode=input --data_dir=/data/imagenet-tfrecords
+
+takes about a minute on 2 cores with the defaults (3 rounds of 40 batches of 128 per row).
+The README's figures come from 1600 records of 256 x 256..340 JPEGs (natural-looking
+smoothed noise, quality 90) in the converter's schema, written from a checkout with
+
+    python -c "import sys; sys.path.insert(0, 'tests'); import tfrecord_fixtures as f; \
+        f.write_fake_tfrecords('/tmp/bench_data', num_records=1600, num_shards=8, num_classes=1000)"
+
+Rows, timed round-robin so that machine noise (other jobs on the CPU) hits them alike; each
+figure is the median over --repeats rounds of --steps batches of --batch_size images, after
+--warmup_steps batches. "CPU ms/image" counts the CPU time of the process (and of the PIL
+workers) per image: unlike images/sec it barely moves when other jobs share the cores, so
+its ratios are the steadier comparison.
+  decode:   read the train-* shards and tf.io.decode_jpeg every image, in parallel over all
+            cores. Nothing else: the stage's physical bound on this machine.
+  pipeline: the trainer's training dataset (alexnet_tf.inputs.make_input_fns -> data.make_dataset,
+            paper augmentation), float32 batches.
+  pil:      a multiprocessing.Pool of --pil_processes, each decoding the same records' JPEG bytes
+            with PIL and doing the same work (random crop of the 256 square, flip, PCA lighting,
+            mean subtraction) into float32 batches in shared memory. The JPEG bytes are read into
+            memory up front (only as many records as one round uses), which favours this row.
+            Skipped, with a note, when Pillow is not installed.
+
+TensorFlow is imported inside the functions: the PIL workers import this module and stay
+free of it.
+"""
+
+import gc
+import io
+import os
+import statistics
+import time
+
+import numpy as np
+
+
+def describe_train_shards(data_dir, num_classes=None, label_offset=None, **config_fields):
+    """The trainer's (TrainConfig, DataInfo) of the train-* shards in `data_dir`; no validation split needed.
+
+    Raises:
+      ConfigError: no train-* shards, undetectable label offset, disagreeing num_classes.
+    """
+    from alexnet_tf.config import TrainConfig  # pylint: disable=g-import-not-at-top
+    from alexnet_tf.inputs import describe_data  # pylint: disable=g-import-not-at-top
+
+    # Pointing the validation pattern at the training shards skips the validation check; a set
+    # steps_per_epoch skips counting the records when the manifest does not say.
+    config = TrainConfig(data_dir=data_dir, num_classes=num_classes, label_offset=label_offset,
+                         eval_pattern=TrainConfig.train_pattern, steps_per_epoch=1, **config_fields)
+    return config, describe_data(config, data_dir)
+
+
+def _cpu_seconds(pids):
+    """User + system CPU seconds used so far by this process (all threads) and `pids`."""
+    total = time.process_time()  # ns resolution; os.times() counts 10 ms ticks
+    for pid in pids:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+def _timed(batches, warmup_batches, timed_batches, batch_size, pids=()):
+    """(images/sec, CPU ms/image) of `timed_batches` batches of an iterator, after `warmup_batches`."""
+    for _ in range(warmup_batches):
+        next(batches)
+    start, cpu = time.perf_counter(), _cpu_seconds(pids)
+    for _ in range(timed_batches):
+        next(batches)
+    images = timed_batches * batch_size
+    return images / (time.perf_counter() - start), (_cpu_seconds(pids) - cpu) * 1e3 / images
+
+
+def _decode_only(tf, files, batch_size):
+    def decode(record):
+        encoded = tf.io.parse_single_example(
+            record, {"image/encoded": tf.io.FixedLenFeature([], tf.string)})["image/encoded"]
+        image = tf.io.decode_jpeg(encoded, channels=3)
+        return tf.shape(image)[0] + tf.cast(image[0, 0, 0], tf.int32)  # keeps the decode alive
+
+    dataset = tf.data.TFRecordDataset(files, num_parallel_reads=tf.data.AUTOTUNE).repeat()
+    dataset = dataset.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
+    dataset = dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    return (batch for batch in dataset)
+
+
+def _pipeline(train_dataset):
+    return (images for images, _ in train_dataset())
+
+
+# ----------------------------------------------------------------------------- PIL loader
+
+_WORKER = {}
+
+
+def _pil_init(jpegs, shm_name, slots, batch_size, mean, eigval, eigvec):
+    from multiprocessing import shared_memory  # pylint: disable=g-import-not-at-top
+
+    # Constants come from alexnet_tf.data in the parent: workers stay free of TensorFlow.
+    _WORKER["mean"] = np.asarray(mean, np.float32)
+    _WORKER["eigval"] = np.asarray(eigval, np.float32) * 255.0
+    _WORKER["eigvec"] = np.asarray(eigvec, np.float32)
+    _WORKER["jpegs"] = jpegs
+    _WORKER["shm"] = shared_memory.SharedMemory(name=shm_name)
+    _WORKER["out"] = np.ndarray((slots, batch_size, 224, 224, 3), np.float32, _WORKER["shm"].buf)
+
+
+def _pil_batch(task):
+    from PIL import Image  # pylint: disable=g-import-not-at-top
+
+    start, slot, seed = task
+    jpegs, out = _WORKER["jpegs"], _WORKER["out"][slot]
+    rng = np.random.default_rng(seed)
+    for i in range(out.shape[0]):
+        image = Image.open(io.BytesIO(jpegs[(start + i) % len(jpegs)])).convert("RGB")
+        side = min(image.size)
+        left, top = (image.size[0] - side) // 2, (image.size[1] - side) // 2
+        image = image.crop((left, top, left + side, top + side))
+        if side != 256:
+            image = image.resize((256, 256), Image.BILINEAR)
+        dy, dx = rng.integers(0, 33, size=2)
+        crop = np.asarray(image)[dy:dy + 224, dx:dx + 224]
+        if rng.random() < 0.5:
+            crop = crop[:, ::-1]
+        alpha = rng.normal(0.0, 0.1, 3).astype(np.float32)
+        offset = _WORKER["eigvec"] @ (alpha * _WORKER["eigval"]) - _WORKER["mean"]
+        np.add(crop, offset, out=out[i])
+    return slot
+
+
+class _PilLoader:
+    """Batches from a process pool writing into a ring of shared-memory slots (as torch's loader)."""
+
+    SLOTS = 6
+
+    def __init__(self, jpegs, processes, batch_size, constants):
+        import multiprocessing  # pylint: disable=g-import-not-at-top
+        from multiprocessing import shared_memory  # pylint: disable=g-import-not-at-top
+
+        self._batch_size, slots = batch_size, self.SLOTS
+        self._shm = shared_memory.SharedMemory(create=True, size=slots * batch_size * 224 * 224 * 3 * 4)
+        self._out = np.ndarray((slots, batch_size, 224, 224, 3), np.float32, self._shm.buf)
+        # spawn, not fork: the parent runs TensorFlow's threads.
+        self._pool = multiprocessing.get_context("spawn").Pool(
+            processes, _pil_init, (jpegs, self._shm.name, slots, batch_size) + constants)
+        self._pool.map(_pil_batch, [(0, s, s) for s in range(processes)])  # start-up off the clock
+
+    @property
+    def pids(self):
+        return [process.pid for process in self._pool._pool]  # pylint: disable=protected-access
+
+    def batches(self):
+        pending, step = [], 0
+        try:
+            while True:
+                while len(pending) < self.SLOTS - 1:
+                    pending.append(self._pool.apply_async(
+                        _pil_batch, ((step * self._batch_size, step % self.SLOTS, step),)))
+                    step += 1
+                yield self._out[pending.pop(0).get()]
+        finally:  # let the workers go idle before the next row is timed
+            for result in pending:
+                result.wait()
+
+    def close(self):
+        self._pool.terminate()
+        self._pool.join()
+        del self._out
+        self._shm.close()
+        self._shm.unlink()
+
+
+def _read_jpegs(tf, files, count):
+    spec = {"image/encoded": tf.io.FixedLenFeature([], tf.string)}
+    return [tf.io.parse_single_example(r, spec)["image/encoded"].numpy()
+            for r in tf.data.TFRecordDataset(files).take(count)]
+
+
+def run(data_dir, *, batch_size, num_classes, label_offset, warmup_steps, timed_steps, repeats, pil_processes,
+        progress=lambda message: None):
+    """Times the rows round-robin.
+
+    Args:
+      data_dir: folder with train-* shards (and manifest.json or labels.txt).
+      batch_size: images per batch.
+      num_classes, label_offset: None: from the data, as the trainer does.
+      warmup_steps, timed_steps: untimed and timed batches of every row in every round.
+      repeats: rounds; medians are reported.
+      pil_processes: worker processes of the PIL loader.
+      progress: called with a line of progress.
+
+    Returns:
+      A JSON-able dict: data, results (one per row: images/sec median/min/max, CPU ms/image,
+      per round), ratios, skipped (rows not run, with the reason).
+
+    Raises:
+      ConfigError: no train-* shards, undetectable label offset, disagreeing num_classes.
+    """
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+
+    from alexnet_tf import data  # pylint: disable=g-import-not-at-top
+    from alexnet_tf.inputs import make_input_fns  # pylint: disable=g-import-not-at-top
+
+    config, info = describe_train_shards(data_dir, num_classes, label_offset, batch_size=batch_size)
+    files = sorted(tf.io.gfile.glob(os.path.join(data_dir, config.train_pattern)))
+    train_dataset = make_input_fns(config, info, seed=None).train
+    rows = {
+        "decode": lambda: _decode_only(tf, files, batch_size),
+        "pipeline": lambda: _pipeline(train_dataset),
+    }
+    loader, skipped = None, []
+    try:
+        import PIL  # pylint: disable=g-import-not-at-top,unused-import
+    except ImportError:
+        skipped.append({"row": "pil", "reason": "skipped: Pillow is not installed (pip install pillow)"})
+    else:
+        progress(f"starting {pil_processes} PIL worker processes")
+        constants = (data.MEAN_RGB, data.PCA_EIGVAL, data.PCA_EIGVEC)
+        records = (warmup_steps + timed_steps + _PilLoader.SLOTS) * batch_size  # one round's worth
+        loader = _PilLoader(_read_jpegs(tf, files, records), pil_processes, batch_size, constants)
+        rows["pil"] = loader.batches
+    # Startup leaves ~1M Python objects that every full collection would walk again.
+    gc.freeze()
+    rounds = {name: [] for name in rows}
+    try:
+        for repeat in range(repeats):
+            progress(f"repeat {repeat + 1}/{repeats}")
+            for name, make in rows.items():
+                batches = make()
+                pids = loader.pids if name == "pil" else ()
+                rounds[name].append(_timed(batches, warmup_steps, timed_steps, batch_size, pids))
+                batches.close()  # stops a tf.data iterator's threads, drains the PIL pool
+                del batches
+    finally:
+        if loader is not None:
+            loader.close()
+    results = []
+    for name, rs in rounds.items():
+        rates = [r[0] for r in rs]
+        results.append({"row": name, "images_per_sec": statistics.median(rates),
+                        "images_per_sec_min": min(rates), "images_per_sec_max": max(rates),
+                        "cpu_ms_per_image": statistics.median(r[1] for r in rs),
+                        "rounds_images_per_sec": rates})
+    cpu_ms = {r["row"]: r["cpu_ms_per_image"] for r in results}
+    ratio = lambda a, b: statistics.median(x[0] / y[0] for x, y in zip(rounds[a], rounds[b]))  # noqa: E731
+    # None when a run too short to register CPU time (the PIL workers' /proc counters tick at 10 ms).
+    cpu_ratio = lambda a, b: cpu_ms[b] / cpu_ms[a] if cpu_ms[a] > 0 and cpu_ms[b] > 0 else None  # noqa: E731
+    ratios = {"pipeline/decode": ratio("pipeline", "decode"),
+              "pipeline/decode by CPU time": cpu_ratio("pipeline", "decode")}
+    if "pil" in rounds:
+        ratios["pipeline/pil"] = ratio("pipeline", "pil")
+        ratios["pipeline/pil by CPU time"] = cpu_ratio("pipeline", "pil")
+    return {"data": {"data_dir": data_dir, "shards": len(files), "num_classes": info.num_classes,
+                     "label_offset": info.label_offset, "train_examples": info.train_examples or None},
+            "results": results, "ratios": ratios, "skipped": skipped}
+
+
+def table(result):
+    """Markdown rows of run's result."""
+    lines = ["| row | images/sec (median) | min-max | CPU ms/image |", "|---|---:|---|---:|"]
+    for r in result["results"]:
+        lines.append(f"| {r['row']} | {r['images_per_sec']:.0f} | {r['images_per_sec_min']:.0f}-"
+                     f"{r['images_per_sec_max']:.0f} | {r['cpu_ms_per_image']:.3f} |")
+    lines += [f"| {s['row']} | {s['reason']} | | |" for s in result["skipped"]]
+    lines += ["", "| ratio | value |", "|---|---:|"]
+    lines += [f"| {name} | {'-' if value is None else f'{value:.2f}'} |" for name, value in result["ratios"].items()]
+    return "\n".join(lines)

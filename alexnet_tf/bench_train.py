@@ -1,0 +1,249 @@
+"""Owns the training-speed modes of `python -m alexnet_tf.benchmark`: train and end_to_end.
+
+Both time the trainer's own compiled train step (`steps.make_train_function`, called as
+`alexnet_tf.train` calls it), not `model.fit`. `train` feeds it synthetic batches held in
+memory, so it measures the model and the optimizer alone; `end_to_end` alternates the
+training TFRecords read and augmented exactly as the trainer does with the same synthetic
+batches, so the ratio of the two is the cost of the input pipeline in a real run. Every
+precision is built once, all of them share one dataset per source, and the repeats go
+round-robin over all rows, so noise from other jobs on the machine hits them alike; before
+each timed TFRecord round, --warmup_steps untimed steps use up the batches its pipeline
+prefetched while the other rows ran. `matmul_tflops` measures the machine's bfloat16
+matrix-multiply rate, the practical ceiling of a training step.
+"""
+
+import dataclasses
+import statistics
+import time
+
+import keras
+import tensorflow as tf
+
+from alexnet_tf import steps
+from alexnet_tf.bench_input import describe_train_shards
+from alexnet_tf.config import ConfigError, TrainConfig
+from alexnet_tf.info import layer_table, training_flops
+from alexnet_tf.inputs import describe_data, make_input_fns
+
+# build_state needs a schedule length; a benchmark never reaches it.
+_SCHEDULE_STEPS = 1_000_000
+
+
+@dataclasses.dataclass
+class TrainRow:
+    precision: str
+    data: str  # "synthetic" or "tfrecord"
+    images_per_sec: float  # median over repeats
+    images_per_sec_min: float
+    images_per_sec_max: float
+    rounds_images_per_sec: list
+    tflops: float  # achieved, at the model's training FLOPs per image
+
+
+def create_strategy(replicas):
+    """The default strategy for one replica, else MirroredStrategy over `replicas` devices.
+
+    The first `replicas` GPUs when there are GPUs, else that many logical CPU devices; call
+    this before any TensorFlow op runs (logical devices cannot be added later).
+
+    Raises:
+      ConfigError: the machine has GPUs, but fewer than `replicas`.
+    """
+    if replicas == 1:
+        return tf.distribute.get_strategy()
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
+        if len(gpus) < replicas:
+            raise ConfigError(f"--replicas={replicas} but this machine has {len(gpus)} GPU(s)")
+        return tf.distribute.MirroredStrategy([f"/gpu:{i}" for i in range(replicas)])
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * replicas)
+    return tf.distribute.MirroredStrategy([d.name for d in tf.config.list_logical_devices("CPU")])
+
+
+def check_precision(precision, variant):
+    """Raises ConfigError where the trainer would refuse the precision (see alexnet_tf.train.run)."""
+    on_cpu = not tf.config.list_physical_devices("GPU")
+    if precision == "mixed_float16" and variant != "one_weird_trick" and on_cpu:
+        raise ConfigError(f"--precision=mixed_float16 needs a GPU for --variant={variant}: TensorFlow's CPU "
+                          "kernels have no float16 gradient of grouped convolutions")
+
+
+def matmul_tflops(dtype="bfloat16", n=4096, iters=10, repeats=3):
+    """Best-of-`repeats` FLOP rate (in TFLOP/s) of an n x n x n `tf.matmul` in `dtype`."""
+    a = tf.cast(tf.random.normal([n, n]), dtype)
+    b = tf.cast(tf.random.normal([n, n]), dtype)
+    step = tf.function(lambda x, y: tf.reduce_sum(tf.cast(tf.matmul(x, y)[:1, :1], tf.float32)))
+    step(a, b).numpy()
+    best = 0.0
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for _ in range(iters):
+            out = step(a, b)
+        out.numpy()
+        best = max(best, 2 * n**3 * iters / (time.perf_counter() - start) / 1e12)
+    return best
+
+
+class _Trainer:
+    """One precision's training state and its train function."""
+
+    def __init__(self, config, strategy, num_classes, iterators, warmup_steps):
+        self.steps_per_execution = config.steps_per_execution
+        loss_scaling = config.precision == "mixed_float16"
+        keras.mixed_precision.set_global_policy(config.precision)
+        try:  # the first calls trace under the policy, as in the trainer
+            self.state = steps.build_state(config, strategy, num_classes, steps_per_epoch=100,
+                                           total_steps=_SCHEDULE_STEPS, loss_scaling=loss_scaling)
+            self.train = steps.make_train_function(strategy, self.state, config.batch_size,
+                                                   config.jit_compile, loss_scaling)
+            for iterator in iterators.values():
+                self.run(iterator, max(warmup_steps, self.steps_per_execution))
+        finally:
+            keras.mixed_precision.set_global_policy("float32")
+
+    def run(self, iterator, num_steps):
+        """Runs `num_steps` steps (a multiple of steps_per_execution); returns the seconds taken."""
+        chunk, stop = tf.constant(self.steps_per_execution), tf.constant(0.0)
+        start = time.perf_counter()
+        for _ in range(num_steps // self.steps_per_execution):
+            self.train(iterator, chunk, stop).numpy()  # the trainer waits for every call's sums too
+        return time.perf_counter() - start
+
+
+def _time_rows(config, strategy, num_classes, precisions, input_fns, warmup_steps, timed_steps, repeats,
+               progress):
+    """Builds every precision, then times every (precision, source) row round-robin.
+
+    Returns:
+      (TrainRows in (precision, source) order, training FLOPs per image).
+    """
+    # One distributed dataset per source, shared by all precisions, as the trainer has one.
+    iterators = {name: iter(strategy.distribute_datasets_from_function(fn)) for name, fn in input_fns.items()}
+    trainers = {}
+    for precision in precisions:
+        progress(f"building the {precision} model and tracing its train step")
+        keras.utils.set_random_seed(0)
+        trainers[precision] = _Trainer(dataclasses.replace(config, precision=precision), strategy,
+                                       num_classes, iterators, warmup_steps)
+    flops_per_image = training_flops(layer_table(trainers[precisions[0]].state.model))
+    rates = {(p, s): [] for p in precisions for s in iterators}
+    for repeat in range(repeats):
+        progress(f"repeat {repeat + 1}/{repeats}")
+        for (precision, source), rounds in rates.items():
+            trainer, iterator = trainers[precision], iterators[source]
+            if source == "tfrecord" and warmup_steps:
+                # Batches the pipeline prefetched while other rows ran must not count.
+                trainer.run(iterator, warmup_steps)
+            rounds.append(timed_steps * config.batch_size / trainer.run(iterator, timed_steps))
+    rows = []
+    for (precision, source), rounds in rates.items():
+        median = statistics.median(rounds)
+        rows.append(TrainRow(precision, source, median, min(rounds), max(rounds), rounds,
+                             median * flops_per_image / 1e12))
+    return rows, flops_per_image
+
+
+def run_train(strategy, *, variant, batch_size, precisions, num_classes, jit_compile, steps_per_execution,
+              warmup_steps, timed_steps, repeats, matmul_size, progress=lambda message: None):
+    """Training speed on synthetic in-memory batches.
+
+    Args:
+      strategy: from create_strategy.
+      variant, batch_size, num_classes, jit_compile, steps_per_execution: as TrainConfig's.
+      precisions: policies to time, each built once.
+      warmup_steps: untimed steps after tracing.
+      timed_steps: steps per repeat (multiples of steps_per_execution, as warmup_steps).
+      repeats: rounds over the precisions; medians are reported.
+      matmul_size: n of the n x n x n bfloat16 matmul whose rate is measured; None: skip it.
+      progress: called with a line of progress.
+
+    Returns:
+      A JSON-able dict: training_gflop_per_image, bf16_matmul_tflops, results (one per precision).
+    """
+    config = TrainConfig(variant=variant, batch_size=batch_size, num_classes=num_classes,
+                         data_source="synthetic", jit_compile=jit_compile,
+                         steps_per_execution=steps_per_execution)
+    info = describe_data(config, "")
+    input_fns = {"synthetic": make_input_fns(config, info, seed=0).train}
+    rows, flops = _time_rows(config, strategy, num_classes, precisions, input_fns, warmup_steps, timed_steps,
+                             repeats, progress)
+    peak = None
+    if matmul_size:
+        progress(f"timing a {matmul_size}x{matmul_size} bfloat16 matmul")
+        peak = matmul_tflops(n=matmul_size)
+    results = []
+    for row in rows:
+        entry = dataclasses.asdict(row)
+        del entry["data"]
+        entry["share_of_bf16_matmul"] = row.tflops / peak if peak else None
+        results.append(entry)
+    return {"training_gflop_per_image": flops / 1e9, "bf16_matmul_tflops": peak, "matmul_size": matmul_size,
+            "results": results}
+
+
+def run_end_to_end(strategy, data_dir, *, variant, batch_size, precisions, num_classes, label_offset,
+                   jit_compile, steps_per_execution, warmup_steps, timed_steps, repeats,
+                   progress=lambda message: None):
+    """Training speed from the TFRecords in `data_dir` and from synthetic batches, interleaved.
+
+    Args:
+      strategy: from create_strategy.
+      data_dir: folder with train-* shards (and manifest.json or labels.txt).
+      num_classes: None: from the data's labels file or manifest (checked against it otherwise).
+      label_offset: None: detected as the trainer does.
+      Others: as run_train.
+
+    Returns:
+      A JSON-able dict: data (what was read), training_gflop_per_image, results (one per
+      precision and source), ratios ("<precision> tfrecord/synthetic": median over rounds).
+
+    Raises:
+      ConfigError: no train-* shards, undetectable label offset, disagreeing num_classes.
+    """
+    config, info = describe_train_shards(
+        data_dir, num_classes, label_offset, variant=variant, batch_size=batch_size,
+        jit_compile=jit_compile, steps_per_execution=steps_per_execution)
+    synthetic = dataclasses.replace(info, source="synthetic")
+    input_fns = {"tfrecord": make_input_fns(config, info, seed=None).train,
+                 "synthetic": make_input_fns(config, synthetic, seed=0).train}
+    rows, flops = _time_rows(config, strategy, info.num_classes, precisions, input_fns, warmup_steps,
+                             timed_steps, repeats, progress)
+    by_key = {(r.precision, r.data): r for r in rows}
+    ratios = {f"{p} tfrecord/synthetic": statistics.median(
+        t / s for t, s in zip(by_key[p, "tfrecord"].rounds_images_per_sec,
+                              by_key[p, "synthetic"].rounds_images_per_sec)) for p in precisions}
+    return {"data": {"data_dir": data_dir, "num_classes": info.num_classes, "label_offset": info.label_offset,
+                     "train_examples": info.train_examples or None},
+            "training_gflop_per_image": flops / 1e9,
+            "results": [dataclasses.asdict(r) for r in rows], "ratios": ratios}
+
+
+def train_table(result):
+    """Markdown rows of run_train's result."""
+    peak = result["bf16_matmul_tflops"]
+    lines = ["| precision | images/sec (median) | min-max | achieved TFLOP/s | share of bf16 matmul |",
+             "|---|---:|---|---:|---:|"]
+    for r in result["results"]:
+        share = f"{100 * r['share_of_bf16_matmul']:.0f}%" if peak else "-"
+        lines.append(f"| {r['precision']} | {r['images_per_sec']:.1f} | {r['images_per_sec_min']:.1f}-"
+                     f"{r['images_per_sec_max']:.1f} | {r['tflops']:.3f} | {share} |")
+    if peak:
+        n = result["matmul_size"]
+        lines.append(f"\nbf16 {n}x{n} matmul: {peak:.3f} TFLOP/s; ")
+    else:
+        lines.append("\nbf16 matmul not measured (--nomatmul); ")
+    lines[-1] += f"{result['training_gflop_per_image']:.2f} GFLOP per training image"
+    return "\n".join(lines)
+
+
+def end_to_end_table(result):
+    """Markdown rows of run_end_to_end's result."""
+    lines = ["| precision | data | images/sec (median) | min-max | achieved TFLOP/s |",
+             "|---|---|---:|---|---:|"]
+    for r in result["results"]:
+        lines.append(f"| {r['precision']} | {r['data']} | {r['images_per_sec']:.1f} | "
+                     f"{r['images_per_sec_min']:.1f}-{r['images_per_sec_max']:.1f} | {r['tflops']:.3f} |")
+    lines += ["", "| ratio | value |", "|---|---:|"]
+    lines += [f"| {name} | {value:.2f} |" for name, value in result["ratios"].items()]
+    return "\n".join(lines)
