@@ -1,33 +1,99 @@
-"""Owns the trainer's optimizer: Keras SGD with momentum, updated by one fused kernel per variable.
+"""Owns the trainer's optimizer: SGD with momentum and the paper's weight decay, one fused pass.
 
-Keras' `SGD.update_step` spells the paper's update (PAPER.md)
+The paper's update (PAPER.md) is
 
-    v <- momentum * v - lr * g;  w <- w + v
+    v <- momentum * v - lr * (g + wd * w);  w <- w + v
 
-as five separate element-wise ops (two multiplies, a subtract, an assign, an assign-add),
-five passes over memory for each of AlexNet's 61 M parameters. `MomentumSGD` runs the
-same arithmetic as TensorFlow's `ResourceApplyKerasMomentum` kernel, one pass on CPU and
-GPU, and is otherwise Keras' SGD: same variables (so checkpoints are interchangeable),
-same config, same distribution behaviour. BUILD.md ("Performance notes") has its effect.
+Written the usual Keras way, with `wd * w` coming from an L2 regulariser in the loss and
+`keras.optimizers.SGD.update_step`, that is a square-and-sum over every kernel in the
+forward pass, a multiply and an add in the backward pass, and five element-wise ops in the
+update: about ten passes over memory for each of AlexNet's 61 M parameters. `MomentumSGD`
+does the update in one pass: TensorFlow's `ResourceApplyKerasMomentum` kernel where there
+is no decay, and an XLA-fused kernel that also adds `l2 * w` where there is. It is
+otherwise Keras' SGD: same slot variables (checkpoints are interchangeable), same config,
+same behaviour under tf.distribute. `l2_loss` gives the decay's term of the loss for
+reporting. BUILD.md ("Performance notes") has the measured effect.
 """
 
 import keras
 import tensorflow as tf
 
 
+def decays(variable):
+    """True for the variables the paper's weight decay applies to: kernels, not biases."""
+    return variable.name.split(":")[0].endswith("kernel")
+
+
+@tf.function(jit_compile=True)
+def _l2_momentum_update(var_handle, accum_handle, gradient, learning_rate, momentum, l2, nesterov):
+    """accum <- momentum * accum - lr * (g + l2 * w); w <- w + accum (Nesterov: the Keras form)."""
+    weights = tf.raw_ops.ReadVariableOp(resource=var_handle, dtype=gradient.dtype)
+    accum = tf.raw_ops.ReadVariableOp(resource=accum_handle, dtype=gradient.dtype)
+    step = learning_rate * (gradient + l2 * weights)
+    accum = momentum * accum - step
+    tf.raw_ops.AssignVariableOp(resource=accum_handle, value=accum)
+    delta = momentum * accum - step if nesterov else accum
+    tf.raw_ops.AssignVariableOp(resource=var_handle, value=weights + delta)
+
+
+@tf.function(jit_compile=True)
+def _sum_of_squares(tensors):
+    return tf.add_n([tf.reduce_sum(tf.square(t)) for t in tensors])
+
+
+def l2_loss(l2, variables):
+    """`l2 / 2 * sum(w ** 2)` over the decayed variables: the loss whose gradient is `l2 * w`."""
+    decayed = [tf.convert_to_tensor(v) for v in variables if decays(v)]
+    if not l2 or not decayed:
+        return tf.constant(0.0)
+    return 0.5 * l2 * _sum_of_squares(decayed)
+
+
 @keras.saving.register_keras_serializable(package="alexnet_tf")
 class MomentumSGD(keras.optimizers.SGD):
-    """`keras.optimizers.SGD` whose dense momentum update is one fused TensorFlow kernel."""
+    """`keras.optimizers.SGD` with the paper's L2 weight decay, updating in one fused kernel.
+
+    Args:
+        learning_rate, momentum, nesterov, **kwargs: as `keras.optimizers.SGD`.
+        l2: the paper's weight decay `wd`: `wd * w` is added to the gradient of every kernel
+            (`decays`) inside the update, as an L2 loss `wd / 2 * |w|^2` would add it. 0 (the
+            default) leaves the gradients alone; Keras' decoupled `weight_decay` still works.
+    """
+
+    def __init__(self, learning_rate=0.01, momentum=0.0, nesterov=False, l2=0.0, **kwargs):
+        super().__init__(learning_rate=learning_rate, momentum=momentum, nesterov=nesterov, **kwargs)
+        if l2 < 0:
+            raise ValueError(f"MomentumSGD: l2 must be >= 0, got {l2!r}.")
+        self.l2 = float(l2)
+        self._decayed = []
+
+    def build(self, variables):
+        super().build(variables)
+        # By index, decided on the model's variables: a mirrored copy is named "kernel/replica_1".
+        self._decayed = [decays(v) for v in variables]
 
     def update_step(self, gradient, variable, learning_rate):
+        index = self._get_variable_index(variable)
         if self.momentum == 0 or isinstance(gradient, tf.IndexedSlices):
+            if self.l2 and self._decayed[index]:
+                gradient = tf.convert_to_tensor(gradient) + self.l2 * tf.convert_to_tensor(variable)
             return super().update_step(gradient, variable, learning_rate)
         if isinstance(variable, keras.Variable):
             variable = variable.value
-        momentum = self.momentums[self._get_variable_index(variable)]
+        momentum = self.momentums[index]
         dtype = variable.dtype
-        tf.raw_ops.ResourceApplyKerasMomentum(
-            var=variable.handle, accum=momentum.value.handle, lr=tf.cast(learning_rate, dtype),
-            grad=tf.cast(gradient, dtype), momentum=tf.cast(self.momentum, dtype),
-            use_locking=False, use_nesterov=self.nesterov)
+        lr, gradient = tf.cast(learning_rate, dtype), tf.cast(gradient, dtype)
+        if self.l2 and self._decayed[index]:
+            _l2_momentum_update(variable.handle, momentum.value.handle, gradient, lr,
+                                tf.constant(self.momentum, dtype), tf.constant(self.l2, dtype),
+                                self.nesterov)
+        else:
+            tf.raw_ops.ResourceApplyKerasMomentum(
+                var=variable.handle, accum=momentum.value.handle, lr=lr, grad=gradient,
+                momentum=tf.cast(self.momentum, dtype), use_locking=False, use_nesterov=self.nesterov)
         return None
+
+    def get_config(self):
+        config = super().get_config()
+        config["l2"] = self.l2
+        return config

@@ -15,7 +15,7 @@ import tensorflow as tf
 from alexnet_tf import evaluate
 from alexnet_tf.checkpointing import model_weights
 from alexnet_tf.model import build_alexnet
-from alexnet_tf.optim import MomentumSGD
+from alexnet_tf import optim
 from alexnet_tf.schedules import AlexNetSchedule, PlateauState
 
 
@@ -50,20 +50,22 @@ def build_model(config, num_classes):
     return build_alexnet(
         num_classes=num_classes, variant=config.variant,
         input_shape=(config.image_size, config.image_size, 3), dropout_rate=config.dropout_rate,
-        weight_decay=0.0 if config.decoupled_weight_decay else config.weight_decay,
+        weight_decay=0.0,  # the optimizer applies it (build_optimizer)
         weight_init_stddev=config.weight_init_stddev, hidden_bias=config.hidden_bias)
 
 
 def build_optimizer(config, schedule, loss_scaling):
-    """SGD with momentum; the paper's decay sits in the loss unless decoupled_weight_decay.
+    """SGD with momentum and the paper's weight decay, or decoupled decay if decoupled_weight_decay.
 
-    Keras' SGD updates `v <- m v - lr g; w <- w + v`, the paper's form (PAPER.md) with the
-    L2 term `wd w` inside `g`; decoupled decay instead shrinks `w` by `lr wd w` (biases excluded).
-    `MomentumSGD` is that SGD with the update fused into one kernel per variable.
+    `MomentumSGD` updates `v <- m v - lr (g + wd w); w <- w + v`, the paper's form (PAPER.md):
+    the L2 term `wd w` of the kernels inside the gradient, added in the same fused kernel as the
+    update rather than through a regulariser in the loss (the trainer still reports the loss
+    with its `wd/2 |w|^2` term). Decoupled decay instead shrinks `w` by `lr wd w` (biases excluded).
     """
-    optimizer = MomentumSGD(
-        learning_rate=schedule, momentum=config.momentum,
-        weight_decay=config.weight_decay if config.decoupled_weight_decay else None)
+    decoupled = config.decoupled_weight_decay
+    optimizer = optim.MomentumSGD(
+        learning_rate=schedule, momentum=config.momentum, l2=0.0 if decoupled else config.weight_decay,
+        weight_decay=config.weight_decay if decoupled else None)
     if config.decoupled_weight_decay:
         optimizer.exclude_from_weight_decay(var_names=["bias"])
     return keras.optimizers.LossScaleOptimizer(optimizer) if loss_scaling else optimizer
@@ -114,6 +116,7 @@ def make_train_function(strategy, state, global_batch, jit_compile, loss_scaling
     """
     model, optimizer = state.model, state.optimizer
     num_replicas = strategy.num_replicas_in_sync
+    l2 = getattr(getattr(optimizer, "inner_optimizer", optimizer), "l2", 0.0)
 
     def forward_backward(images, labels):
         with tf.GradientTape() as tape:
@@ -131,6 +134,8 @@ def make_train_function(strategy, state, global_batch, jit_compile, loss_scaling
 
     def replica_step(images, labels, stop):
         gradients, losses, logits = forward_backward(images, labels)
+        if l2:  # the decay's term of the reported total loss, from the weights before the update
+            losses += tf.stack([0.0, optim.l2_loss(l2, model.trainable_variables) / num_replicas])
         optimizer.apply_gradients(zip(gradients, model.trainable_variables))
         return tf.concat([losses, evaluate.correct_counts(tf.nn.softmax(logits), labels), [stop]], 0)
 

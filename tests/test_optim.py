@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from alexnet_tf.optim import MomentumSGD
+from alexnet_tf.optim import MomentumSGD, l2_loss
 
 
 def _train(optimizer, steps=4, seed=0):
@@ -74,7 +74,69 @@ def test_keras_sgd_checkpoint_restores_into_momentum_sgd(tmp_path):
 
 
 def test_momentum_sgd_config_roundtrip():
-    optimizer = MomentumSGD(0.05, momentum=0.8, nesterov=True)
+    optimizer = MomentumSGD(0.05, momentum=0.8, nesterov=True, l2=5e-4)
     restored = keras.optimizers.deserialize(keras.optimizers.serialize(optimizer))
     assert isinstance(restored, MomentumSGD)
-    assert restored.momentum == pytest.approx(0.8) and restored.nesterov
+    assert restored.momentum == pytest.approx(0.8) and restored.nesterov and restored.l2 == 5e-4
+
+
+def _train_with_l2(optimizer, l2_in_loss, steps=4, seed=0):
+    """A kernel and a bias trained with the decay either in the optimizer or as an L2 loss."""
+    rng = np.random.default_rng(seed)
+    kernel = keras.Variable(rng.normal(size=(6, 3)).astype(np.float32), name="kernel")
+    bias = keras.Variable(np.ones(3, np.float32), name="bias")
+    optimizer.build([kernel, bias])
+    x = tf.constant(rng.normal(size=(8, 6)).astype(np.float32))
+    for _ in range(steps):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(tf.square(tf.matmul(x, kernel) + bias))
+            if l2_in_loss:
+                loss += l2_in_loss / 2 * tf.reduce_sum(tf.square(kernel))
+        optimizer.apply_gradients(zip(tape.gradient(loss, [kernel, bias]), [kernel, bias]))
+    return kernel.numpy(), bias.numpy()
+
+
+@pytest.mark.parametrize("kwargs", [{"momentum": 0.9}, {"momentum": 0.9, "nesterov": True}, {"momentum": 0.0}])
+def test_l2_in_the_update_equals_the_papers_l2_loss(kwargs):
+    """v <- m v - lr (g + wd w) on kernels only: what an L2 loss wd/2 |w|^2 on the kernels gives."""
+    fused = _train_with_l2(MomentumSGD(0.01, l2=0.05, **kwargs), l2_in_loss=0.0)
+    reference = _train_with_l2(keras.optimizers.SGD(0.01, **kwargs), l2_in_loss=0.05)
+    undecayed = _train_with_l2(MomentumSGD(0.01, **kwargs), l2_in_loss=0.0)
+    np.testing.assert_allclose(fused[0], reference[0], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(fused[1], reference[1], rtol=1e-5, atol=1e-6)
+    assert np.abs(fused[0] - undecayed[0]).max() > 1e-4  # the decay did something
+
+
+def test_l2_loss_is_half_wd_times_the_kernels_squared_norm():
+    kernel = keras.Variable(np.full((2, 2), 3.0, np.float32), name="kernel")
+    bias = keras.Variable(np.full(2, 100.0, np.float32), name="bias")
+    assert float(l2_loss(0.1, [kernel, bias])) == pytest.approx(0.5 * 0.1 * 4 * 9.0)
+    assert float(l2_loss(0.0, [kernel, bias])) == 0.0
+
+
+def test_negative_l2_is_refused():
+    with pytest.raises(ValueError, match="l2 must be >= 0, got -0.1"):
+        MomentumSGD(0.01, momentum=0.9, l2=-0.1)
+
+
+def test_trainer_reports_the_loss_with_its_decay_term_and_applies_the_decay():
+    """The trainer's train step: total loss = cross-entropy + wd/2 |kernels|^2 before the update."""
+    from alexnet_tf import steps
+    from alexnet_tf.config import TrainConfig
+
+    keras.utils.set_random_seed(0)
+    config = TrainConfig(num_classes=10, batch_size=2, dropout_rate=0.0, precision="float32")
+    strategy = tf.distribute.get_strategy()
+    state = steps.build_state(config, strategy, 10, steps_per_epoch=10, total_steps=10, loss_scaling=False)
+    assert state.model.losses == []  # no regulariser: the optimizer owns the decay
+    assert state.optimizer.l2 == config.weight_decay
+    kernels = [v for v in state.model.trainable_variables if v.name == "kernel"]
+    expected_l2 = 0.5 * config.weight_decay * sum(float(np.sum(np.square(k.numpy()))) for k in kernels)
+    rng = np.random.default_rng(0)
+    images = rng.normal(scale=50.0, size=(2, 224, 224, 3)).astype(np.float32)
+    labels = np.array([1, 7], np.int32)
+    iterator = iter(tf.data.Dataset.from_tensors((images, labels)).repeat())
+    train = steps.make_train_function(strategy, state, 2, jit_compile=False, loss_scaling=False)
+    sums = train(iterator, tf.constant(1), tf.constant(0.0)).numpy()
+    cross_entropy, total = sums[0] / 2, sums[1]
+    assert total - cross_entropy == pytest.approx(expected_l2, rel=1e-4)
