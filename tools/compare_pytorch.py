@@ -15,7 +15,8 @@ window size, so alpha=5e-4 there equals the paper's 1e-4) and groups=2 in conv2/
 
 Before/after figures: run it with an older checkout first on PYTHONPATH, e.g.
 `git worktree add /tmp/before fe1a50a && PYTHONPATH=/tmp/before python tools/compare_pytorch.py`
-(fe1a50a: the first complete model, with TensorFlow's LRN op in training and Keras' SGD).
+(fe1a50a: the first complete model, with TensorFlow's LRN op in training, Keras' SGD and
+the weight decay as an L2 loss).
 """
 
 import json
@@ -84,16 +85,18 @@ def torch_step_fn(torch, variant, precision, images, labels):
 def tf_step_fn(keras, tf, variant, precision, images, labels):
     from alexnet_tf.model import build_alexnet
 
-    try:
-        from alexnet_tf.optim import MomentumSGD as SGD
-    except ImportError:  # an older checkout on PYTHONPATH, for before/after figures
-        SGD = keras.optimizers.SGD
+    try:  # as the trainer: weight decay 5e-4 inside MomentumSGD's fused update
+        from alexnet_tf.optim import MomentumSGD
+
+        make = lambda: (build_alexnet(variant=variant, weight_decay=0.0),  # noqa: E731
+                        MomentumSGD(0.01, momentum=0.9, l2=5e-4))
+    except ImportError:  # an older checkout on PYTHONPATH, for before/after figures: L2 in the loss
+        make = lambda: (build_alexnet(variant=variant), keras.optimizers.SGD(0.01, momentum=0.9))  # noqa: E731
 
     keras.mixed_precision.set_global_policy("mixed_bfloat16" if precision == "bfloat16" else "float32")
     try:
-        model = build_alexnet(variant=variant)
-        model.compile(optimizer=SGD(0.01, momentum=0.9),
-                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        model, optimizer = make()
+        model.compile(optimizer=optimizer, loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     finally:
         keras.mixed_precision.set_global_policy("float32")
     data = tf.data.Dataset.from_tensors((images, labels)).repeat().prefetch(2)
