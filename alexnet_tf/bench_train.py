@@ -112,7 +112,7 @@ class _Trainer:
 
 
 def _time_rows(config, strategy, num_classes, precisions, input_fns, warmup_steps, timed_steps, repeats,
-               progress):
+               progress, each_round=None):
     """Builds every precision, then times every (precision, source) row round-robin.
 
     Returns:
@@ -130,6 +130,8 @@ def _time_rows(config, strategy, num_classes, precisions, input_fns, warmup_step
     rates = {(p, s): [] for p in precisions for s in iterators}
     for repeat in range(repeats):
         progress(f"repeat {repeat + 1}/{repeats}")
+        if each_round is not None:
+            each_round()
         for (precision, source), rounds in rates.items():
             trainer, iterator = trainers[precision], iterators[source]
             if source == "tfrecord" and warmup_steps:
@@ -166,19 +168,28 @@ def run_train(strategy, *, variant, batch_size, precisions, num_classes, jit_com
                          steps_per_execution=steps_per_execution)
     info = describe_data(config, "")
     input_fns = {"synthetic": make_input_fns(config, info, seed=0).train}
-    rows, flops = _time_rows(config, strategy, num_classes, precisions, input_fns, warmup_steps, timed_steps,
-                             repeats, progress)
-    peak = None
-    if matmul_size:
+    # The ceiling is timed in every round, next to the training it is compared with, so a
+    # machine whose speed drifts (shared cores, a VM's neighbours) skews neither side.
+    ceilings = []
+
+    def time_ceiling():
         progress(f"timing a {matmul_size}x{matmul_size} bfloat16 matmul")
-        peak = matmul_tflops(n=matmul_size)
+        ceilings.append(matmul_tflops(n=matmul_size, repeats=2))
+
+    rows, flops = _time_rows(config, strategy, num_classes, precisions, input_fns, warmup_steps, timed_steps,
+                             repeats, progress, time_ceiling if matmul_size else None)
+    peak = statistics.median(ceilings) if ceilings else None
     results = []
     for row in rows:
         entry = dataclasses.asdict(row)
         del entry["data"]
-        entry["share_of_bf16_matmul"] = row.tflops / peak if peak else None
+        # Median over rounds of (round's TFLOP/s / that round's matmul TFLOP/s).
+        entry["share_of_bf16_matmul"] = statistics.median(
+            rate * flops / 1e12 / ceiling for rate, ceiling in zip(row.rounds_images_per_sec, ceilings)
+        ) if ceilings else None
         results.append(entry)
-    return {"training_gflop_per_image": flops / 1e9, "bf16_matmul_tflops": peak, "matmul_size": matmul_size,
+    return {"training_gflop_per_image": flops / 1e9, "bf16_matmul_tflops": peak,
+            "bf16_matmul_tflops_rounds": ceilings, "matmul_size": matmul_size,
             "results": results}
 
 
@@ -230,7 +241,7 @@ def train_table(result):
                      f"{r['images_per_sec_max']:.1f} | {r['tflops']:.3f} | {share} |")
     if peak:
         n = result["matmul_size"]
-        lines.append(f"\nbf16 {n}x{n} matmul: {peak:.3f} TFLOP/s; ")
+        lines.append(f"\nbf16 {n}x{n} matmul: {peak:.3f} TFLOP/s (median of the rounds); ")
     else:
         lines.append("\nbf16 matmul not measured (--nomatmul); ")
     lines[-1] += f"{result['training_gflop_per_image']:.2f} GFLOP per training image"

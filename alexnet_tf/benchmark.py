@@ -11,7 +11,8 @@ mixed_bfloat16, 3 repeats; serve --onnx adds a minute and ~10 GiB of memory conv
 model to ONNX). The modes:
   train       the trainer's own train step (alexnet_tf.steps) on synthetic batches held in
               memory: model and optimizer speed, with the machine's bfloat16 matmul rate (a
-              4096x4096 tf.matmul, the practical ceiling) and each precision's share of it.
+              4096x4096 tf.matmul, the practical ceiling, timed in every round) and each
+              precision's share of it (median over rounds of round rate / round ceiling).
   input       the trainer's training pipeline against the bare JPEG-decoding bound and a
               PIL + multiprocessing loader (alexnet_tf.bench_input).
   end_to_end  the same train step fed by the trainer's TFRecord pipeline and by synthetic

@@ -66,6 +66,7 @@ def test_train_mode_times_every_precision_with_the_matmul_ceiling():
     report = _report("train", *TINY, "--num_classes=10", "--matmul_size=256")
     assert [r["precision"] for r in report["results"]] == ["float32", "mixed_bfloat16"]
     assert report["bf16_matmul_tflops"] > 0
+    assert len(report["bf16_matmul_tflops_rounds"]) == 1  # timed in every round, next to training
     assert 3.5 < report["training_gflop_per_image"] < 4.5  # the paper network's ~4.1
     for row in report["results"]:
         assert row["tflops"] > 0 and row["share_of_bf16_matmul"] > 0
