@@ -262,7 +262,9 @@ def test_saved_model_classifies_a_real_jpeg_in_a_fresh_process(trained, tmp_path
     assert out["shape"] == [2, 5]
     assert out["sums"] == pytest.approx([1.0, 1.0], abs=1e-5)
     assert out["labels"] == [f"n{9000000 + c:08d} class {c}" for c in out["classes"]]
-    assert out["same_as_pixels"] < 1e-6
+    # Batch 2 and batch 1 run different oneDNN kernel blockings: float rounding only (a
+    # preprocessing difference moves probabilities by 1e-3 and more).
+    assert out["same_as_pixels"] < 1e-5
 
 
 # ----------------------------------------------------------------------------- resume
