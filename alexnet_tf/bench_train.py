@@ -61,14 +61,6 @@ def create_strategy(replicas):
     return tf.distribute.MirroredStrategy([d.name for d in tf.config.list_logical_devices("CPU")])
 
 
-def check_precision(precision, variant):
-    """Raises ConfigError where the trainer would refuse the precision (see alexnet_tf.train.run)."""
-    on_cpu = not tf.config.list_physical_devices("GPU")
-    if precision == "mixed_float16" and variant != "one_weird_trick" and on_cpu:
-        raise ConfigError(f"--precision=mixed_float16 needs a GPU for --variant={variant}: TensorFlow's CPU "
-                          "kernels have no float16 gradient of grouped convolutions")
-
-
 def matmul_tflops(dtype="bfloat16", n=4096, iters=10, repeats=3):
     """Best-of-`repeats` FLOP rate (in TFLOP/s) of an n x n x n `tf.matmul` in `dtype`."""
     a = tf.cast(tf.random.normal([n, n]), dtype)

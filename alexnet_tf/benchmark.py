@@ -167,7 +167,7 @@ def run(mode, settings):
     Raises:
       ConfigError: a flag the machine or the data cannot satisfy (one line naming it).
     """
-    from alexnet_tf import bench_input, bench_serve, bench_train  # pylint: disable=g-import-not-at-top
+    from alexnet_tf import bench_input, bench_serve, bench_train, steps  # pylint: disable=g-import-not-at-top
 
     s = settings
     timing = dict(warmup_steps=s["warmup_steps"], timed_steps=s["steps"], repeats=s["repeats"],
@@ -178,7 +178,7 @@ def run(mode, settings):
     if mode in ("train", "end_to_end"):
         strategy = bench_train.create_strategy(s["replicas"])  # before any other TensorFlow op
         for precision in s["precisions"]:
-            bench_train.check_precision(precision, s["variant"])
+            steps.check_precision(precision, s["variant"])
         timing.update(variant=s["variant"], batch_size=s["batch_size"], precisions=s["precisions"],
                       jit_compile=s["jit_compile"], steps_per_execution=s["steps_per_execution"])
     if mode == "train":

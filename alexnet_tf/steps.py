@@ -14,6 +14,7 @@ import tensorflow as tf
 
 from alexnet_tf import evaluate
 from alexnet_tf.checkpointing import model_weights
+from alexnet_tf.config import ConfigError
 from alexnet_tf.model import build_alexnet
 from alexnet_tf import optim
 from alexnet_tf.schedules import AlexNetSchedule, PlateauState
@@ -43,6 +44,14 @@ def resolve_precision(precision):
     except OSError:
         return "float32"
     return "mixed_bfloat16" if cpu_flags & {"avx512_bf16", "amx_bf16"} else "float32"
+
+
+def check_precision(precision, variant):
+    """Raises ConfigError for a resolved precision this machine cannot train `variant` in."""
+    on_cpu = not tf.config.list_physical_devices("GPU")
+    if precision == "mixed_float16" and variant != "one_weird_trick" and on_cpu:
+        raise ConfigError(f"mixed_float16 needs a GPU for the {variant} variant: TensorFlow's CPU "
+                          "kernels have no float16 gradient of grouped convolutions; use mixed_bfloat16")
 
 
 def build_model(config, num_classes):

@@ -25,7 +25,7 @@ from alexnet_tf.config import ConfigError, TrainConfig, demo_config
 from alexnet_tf.distribute import create_strategy
 from alexnet_tf.inputs import describe_data
 from alexnet_tf.loop import TrainLoop
-from alexnet_tf.steps import Preempted, TrainingDiverged, resolve_precision
+from alexnet_tf.steps import Preempted, TrainingDiverged, check_precision, resolve_precision
 
 FLAGS = flags.FLAGS
 PREEMPTED_EXIT_CODE = 143  # 128 + SIGTERM: job controllers (TFJob ExitCode policy) retry it
@@ -145,10 +145,7 @@ def run(config):
         data_dir, model_dir = _demo_dirs(config)
     info = describe_data(config, data_dir)
     precision = resolve_precision(config.precision)
-    on_cpu = not tf.config.list_physical_devices("GPU")
-    if precision == "mixed_float16" and config.variant != "one_weird_trick" and on_cpu:
-        raise ConfigError(f"mixed_float16 needs a GPU for the {config.variant} variant: TensorFlow's CPU "
-                          "kernels have no float16 gradient of grouped convolutions; use mixed_bfloat16")
+    check_precision(precision, config.variant)
     previous_policy = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy(precision)
     try:

@@ -156,3 +156,9 @@ def test_bad_flags_exit_2_with_one_line_naming_the_flag(args, message):
     result = _benchmark(*args)
     assert result.returncode == 2
     assert result.stderr.strip() == f"alexnet_tf.benchmark: error: {message}"
+
+
+def test_mixed_float16_with_grouped_convolutions_on_cpu_exits_2_as_the_trainer_refuses_it():
+    result = _benchmark("--precision=mixed_float16", *TINY)
+    assert result.returncode == 2
+    assert "mixed_float16 needs a GPU for the paper variant" in result.stderr.splitlines()[-1]

@@ -140,3 +140,4 @@ def test_trainer_reports_the_loss_with_its_decay_term_and_applies_the_decay():
     sums = train(iterator, tf.constant(1), tf.constant(0.0)).numpy()
     cross_entropy, total = sums[0] / 2, sums[1]
     assert total - cross_entropy == pytest.approx(expected_l2, rel=1e-4)
+

@@ -394,3 +394,14 @@ def test_bad_input_gives_one_clear_line_and_a_nonzero_exit(bad_inputs, dataset, 
         for name, _ in tf.train.list_variables(latest):
             if name.startswith("model/"):
                 assert np.all(np.isfinite(tf.train.load_variable(latest, name))), name
+
+
+def test_check_precision_refuses_mixed_float16_grouped_convolutions_on_cpu():
+    from alexnet_tf import steps
+    from alexnet_tf.config import ConfigError
+
+    steps.check_precision("mixed_float16", "one_weird_trick")  # no groups: fine on CPU
+    steps.check_precision("mixed_bfloat16", "paper")
+    if not tf.config.list_physical_devices("GPU"):
+        with pytest.raises(ConfigError, match="mixed_float16 needs a GPU for the paper variant"):
+            steps.check_precision("mixed_float16", "paper")

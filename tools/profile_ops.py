@@ -83,7 +83,7 @@ def main():
     print("| group | ms/step | share |\n|---|---:|---:|")
     for name, ms in grouped.most_common():
         print(f"| {name} | {ms:.1f} | {100 * ms / overall:.1f}% |")
-    print(f"\n| largest ops | ms/step |\n|---|---:|")
+    print("\n| largest ops | ms/step |\n|---|---:|")
     for name, ms in totals.most_common(args.top):
         print(f"| {name[:110]} | {ms / steps:.1f} |")
 
