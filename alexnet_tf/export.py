@@ -39,6 +39,7 @@ import tensorflow as tf
 from alexnet_tf import data
 from alexnet_tf.checkpointing import restore_model
 from alexnet_tf.config import ConfigError
+from alexnet_tf.layers import grouped_conv_implementation
 
 FLAGS = flags.FLAGS
 
@@ -234,18 +235,21 @@ def export_saved_model(model, export_dir, labels=None, version=None, warmup=True
         labels_path = os.path.join(staging, LABELS_ASSET)
         with open(labels_path, "w", encoding="utf-8") as f:
             f.write("\n".join(labels) + "\n")
-        module = ServingModule(model, labels_path, image_size, min(TOP_K, num_classes))
-        signatures = {
-            SERVING_SIGNATURE: module.serve_image_bytes,
-            TEN_CROP_SIGNATURE: module.serve_ten_crop,
-            PIXELS_SIGNATURE: module.predict_images.get_concrete_function(
-                tf.TensorSpec([None, None, None, 3], tf.float32, name="images")),
-        }
         local = "://" not in export_dir
         # TF Serving polls the base path: build the version in a hidden folder beside it and
         # rename it into place, so a half-written version is never loaded.
         target = os.path.join(export_dir, f".{version}.tmp-{uuid.uuid4().hex}") if local else final_path
-        tf.saved_model.save(module, target, signatures=signatures)
+        # Graphs are traced with one Conv2D per group: the Eigen CPU kernels (TF Serving's CPU
+        # build, any TF_ENABLE_ONEDNN_OPTS=0 process) have no fused grouped convolution.
+        with grouped_conv_implementation("split"):
+            module = ServingModule(model, labels_path, image_size, min(TOP_K, num_classes))
+            signatures = {
+                SERVING_SIGNATURE: module.serve_image_bytes,
+                TEN_CROP_SIGNATURE: module.serve_ten_crop,
+                PIXELS_SIGNATURE: module.predict_images.get_concrete_function(
+                    tf.TensorSpec([None, None, None, 3], tf.float32, name="images")),
+            }
+            tf.saved_model.save(module, target, signatures=signatures)
         if warmup:
             try:
                 write_warmup_requests(target, model_name=os.path.basename(os.path.normpath(export_dir)))

@@ -1,14 +1,63 @@
-"""Generic Keras layers AlexNet needs and Keras lacks: local response normalisation and a
-grouped 2-D convolution that runs everywhere (CPU/GPU, eager/graph, XLA on or off,
-SavedModel, ONNX).
+"""Generic Keras layers AlexNet needs and Keras lacks: local response normalisation, a
+grouped 2-D convolution that runs everywhere (CPU with or without oneDNN, GPU, eager/graph,
+XLA on or off, SavedModel, TF Serving, ONNX), and the input-convention conversion that
+lets imported weights take this project's preprocessed images.
 
 Nothing here knows AlexNet's shape; `alexnet_tf.model` composes these layers.
 """
 
+import contextlib
+
 import keras
 import tensorflow as tf
 
+from alexnet_tf import hardware
+
 _FLOAT16_TYPES = ("float16", "bfloat16")
+
+GROUPED_CONV_IMPLEMENTATIONS = ("auto", "native", "split")
+_grouped_conv_implementation = "auto"
+
+
+@contextlib.contextmanager
+def grouped_conv_implementation(name):
+    """Chooses how `GroupedConv2D` layers traced inside the block compute (not thread-safe).
+
+    - "auto" (the default): "native" where the running kernels have a grouped convolution
+      (a GPU, or oneDNN on the CPU in float32, or in bfloat16 on CPUs with native bfloat16),
+      else "split".
+    - "native": one Conv2D op with a grouped kernel. Fast, but TensorFlow's Eigen CPU kernels
+      (oneDNN off) have neither its gradient nor its Conv2D+BiasAdd+ReLU fusion, and oneDNN
+      has no bfloat16 filter gradient for it on CPUs without native bfloat16.
+    - "split": one Conv2D per group and a concat: runs on every kernel family. Exports use it
+      (`alexnet_tf.export`), so a SavedModel written anywhere serves anywhere.
+
+    The choice is made when a function is traced: eager calls and new traces inside the block
+    see it, functions traced before it keep theirs.
+    """
+    global _grouped_conv_implementation
+    if name not in GROUPED_CONV_IMPLEMENTATIONS:
+        raise ValueError(f"grouped convolution implementation must be one of "
+                         f"{', '.join(GROUPED_CONV_IMPLEMENTATIONS)}; got {name!r}")
+    saved, _grouped_conv_implementation = _grouped_conv_implementation, name
+    try:
+        yield
+    finally:
+        _grouped_conv_implementation = saved
+
+
+def resolve_grouped_conv_implementation(dtype, name=None):
+    """The implementation ("native" or "split") a grouped convolution in `dtype` uses here."""
+    name = _grouped_conv_implementation if name is None else name
+    if name != "auto":
+        return name
+    if hardware.has_gpu():  # cuDNN has grouped convolutions in every precision
+        return "native"
+    if not hardware.onednn_enabled():
+        return "split"
+    native_dtype = tf.as_dtype(dtype) == tf.float32 or (
+        tf.as_dtype(dtype) == tf.bfloat16 and hardware.cpu_has_native_bfloat16())
+    return "native" if native_dtype else "split"
 
 
 @keras.saving.register_keras_serializable(package="alexnet_tf")
@@ -126,9 +175,10 @@ class GroupedConv2D(keras.layers.Layer):
     (kh, kw, in_channels // groups, filters) whose last axis is grouped, and one bias.
 
     Keras' own `Conv2D(groups>1)` runs on CPU through an XLA-compiled inner function that
-    tf2onnx cannot convert; this layer calls `tf.nn.conv2d` with a grouped kernel instead
-    (BUILD.md, "Grouped convolution", has the measurements behind that choice against a
-    split-and-concat implementation).
+    tf2onnx cannot convert. This layer calls `tf.nn.conv2d` with a grouped kernel where the
+    running kernels support it (cuDNN, oneDNN), and one convolution per group plus a concat
+    elsewhere (TensorFlow's Eigen CPU kernels, which have no grouped gradient); see
+    `grouped_conv_implementation` and BUILD.md, "Grouped convolution" and "Portability".
 
     Args:
         filters: int, total output channels; divisible by `groups`.
@@ -213,11 +263,18 @@ class GroupedConv2D(keras.layers.Layer):
 
     def call(self, inputs):
         kernel = tf.cast(self.kernel, inputs.dtype)
-        # One Conv2D op whose kernel has in_channels // groups input channels: TensorFlow
-        # infers the group count from the shapes (oneDNN on CPU, cuDNN on GPU,
-        # feature_group_count in XLA, the `group` attribute in ONNX). No XLA wrapper, so
-        # it runs in any SavedModel consumer.
-        outputs = tf.nn.conv2d(inputs, kernel, strides=self.strides, padding=self.padding.upper())
+        strides, padding = self.strides, self.padding.upper()
+        if self.groups == 1 or resolve_grouped_conv_implementation(inputs.dtype) == "native":
+            # One Conv2D op whose kernel has in_channels // groups input channels: TensorFlow
+            # infers the group count from the shapes (oneDNN on CPU, cuDNN on GPU,
+            # feature_group_count in XLA, the `group` attribute in ONNX).
+            outputs = tf.nn.conv2d(inputs, kernel, strides=strides, padding=padding)
+        else:
+            # Group g's input channels meet group g's filters: the kernel's last axis is grouped.
+            outputs = tf.concat(
+                [tf.nn.conv2d(x, k, strides=strides, padding=padding)
+                 for x, k in zip(tf.split(inputs, self.groups, axis=-1),
+                                 tf.split(kernel, self.groups, axis=-1))], axis=-1)
         if self.use_bias:
             outputs = tf.nn.bias_add(outputs, tf.cast(self.bias, outputs.dtype))
         if self.activation is not None:
@@ -247,6 +304,78 @@ class GroupedConv2D(keras.layers.Layer):
             }
         )
         return config
+
+
+@keras.saving.register_keras_serializable(package="alexnet_tf")
+class InputConversion(keras.layers.Layer):
+    """Converts this project's input images into the convention of imported weights.
+
+    The input is what `alexnet_tf.data` produces: RGB pixels in [0, 255] minus the per-channel
+    mean `input_mean`. For output channel j this layer computes
+
+        y[..., j] = ((x[..., c] + input_mean[c]) * scale - mean[j]) / std[j]
+
+    with c = j for `channel_order="rgb"` and c = 2 - j for "bgr"; `mean` and `std` are in the
+    target's channel order and units (after `scale`). Caffe's bvlc_alexnet: "bgr", scale 1,
+    its mean pixel, std 1. torchvision: "rgb", scale 1/255, mean (0.485, 0.456, 0.406), std
+    (0.229, 0.224, 0.225). Computed in float32, returned in the compute dtype.
+
+    Args:
+        input_mean: 3 floats, the RGB mean already subtracted from the input ([0, 255] units).
+        channel_order: "rgb" or "bgr", the order the weights expect.
+        scale: float > 0, multiplies the [0, 255] pixels (1/255 for [0, 1] inputs).
+        mean: 3 floats subtracted after scaling, in `channel_order`.
+        std: 3 floats > 0 dividing the result, in `channel_order`.
+        **kwargs: standard Keras layer arguments.
+    """
+
+    def __init__(self, input_mean=(0.0, 0.0, 0.0), channel_order="rgb", scale=1.0,
+                 mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), **kwargs):
+        super().__init__(**kwargs)
+        self.input_mean = _triple(input_mean, "input_mean")
+        self.channel_order = str(channel_order).lower()
+        if self.channel_order not in ("rgb", "bgr"):
+            raise ValueError(f"InputConversion: channel_order must be 'rgb' or 'bgr', got {channel_order!r}.")
+        if not scale > 0:
+            raise ValueError(f"InputConversion: scale must be > 0, got {scale!r}.")
+        self.scale = float(scale)
+        self.mean = _triple(mean, "mean")
+        self.std = _triple(std, "std")
+        if not all(s > 0 for s in self.std):
+            raise ValueError(f"InputConversion: std must be > 0, got {std!r}.")
+
+    def build(self, input_shape):
+        if input_shape[-1] != 3:
+            raise ValueError(f"InputConversion expects 3 channels last, got shape {tuple(input_shape)}.")
+        self.built = True
+
+    def call(self, inputs):
+        x = tf.cast(inputs, tf.float32) + tf.constant(self.input_mean, tf.float32)
+        if self.channel_order == "bgr":
+            x = tf.reverse(x, axis=[-1])
+        x = (x * self.scale - tf.constant(self.mean, tf.float32)) / tf.constant(self.std, tf.float32)
+        return tf.cast(x, self.compute_dtype)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({
+            "input_mean": list(self.input_mean),
+            "channel_order": self.channel_order,
+            "scale": self.scale,
+            "mean": list(self.mean),
+            "std": list(self.std),
+        })
+        return config
+
+
+def _triple(values, name):
+    values = tuple(float(v) for v in values)
+    if len(values) != 3:
+        raise ValueError(f"InputConversion: {name} must have 3 values, got {values!r}.")
+    return values
 
 
 def _pair(value, name):

@@ -31,7 +31,7 @@ import dataclasses
 import keras
 import tensorflow as tf
 
-from alexnet_tf.layers import GroupedConv2D, LocalResponseNormalization
+from alexnet_tf.layers import GroupedConv2D, InputConversion, LocalResponseNormalization
 
 
 @dataclasses.dataclass(frozen=True)
@@ -116,78 +116,6 @@ VARIANTS = {
         hidden_bias=0.1,
     ),
 }
-
-
-@keras.saving.register_keras_serializable(package="alexnet_tf")
-class InputConversion(keras.layers.Layer):
-    """Converts this project's input images into the convention of imported weights.
-
-    The input is what `alexnet_tf.data` produces: RGB pixels in [0, 255] minus the per-channel
-    mean `input_mean`. For output channel j this layer computes
-
-        y[..., j] = ((x[..., c] + input_mean[c]) * scale - mean[j]) / std[j]
-
-    with c = j for `channel_order="rgb"` and c = 2 - j for "bgr"; `mean` and `std` are in the
-    target's channel order and units (after `scale`). Caffe's bvlc_alexnet: "bgr", scale 1,
-    its mean pixel, std 1. torchvision: "rgb", scale 1/255, mean (0.485, 0.456, 0.406), std
-    (0.229, 0.224, 0.225). Computed in float32, returned in the compute dtype.
-
-    Args:
-        input_mean: 3 floats, the RGB mean already subtracted from the input ([0, 255] units).
-        channel_order: "rgb" or "bgr", the order the weights expect.
-        scale: float > 0, multiplies the [0, 255] pixels (1/255 for [0, 1] inputs).
-        mean: 3 floats subtracted after scaling, in `channel_order`.
-        std: 3 floats > 0 dividing the result, in `channel_order`.
-        **kwargs: standard Keras layer arguments.
-    """
-
-    def __init__(self, input_mean=(0.0, 0.0, 0.0), channel_order="rgb", scale=1.0,
-                 mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), **kwargs):
-        super().__init__(**kwargs)
-        self.input_mean = _triple(input_mean, "input_mean")
-        self.channel_order = str(channel_order).lower()
-        if self.channel_order not in ("rgb", "bgr"):
-            raise ValueError(f"InputConversion: channel_order must be 'rgb' or 'bgr', got {channel_order!r}.")
-        if not scale > 0:
-            raise ValueError(f"InputConversion: scale must be > 0, got {scale!r}.")
-        self.scale = float(scale)
-        self.mean = _triple(mean, "mean")
-        self.std = _triple(std, "std")
-        if not all(s > 0 for s in self.std):
-            raise ValueError(f"InputConversion: std must be > 0, got {std!r}.")
-
-    def build(self, input_shape):
-        if input_shape[-1] != 3:
-            raise ValueError(f"InputConversion expects 3 channels last, got shape {tuple(input_shape)}.")
-        self.built = True
-
-    def call(self, inputs):
-        x = tf.cast(inputs, tf.float32) + tf.constant(self.input_mean, tf.float32)
-        if self.channel_order == "bgr":
-            x = tf.reverse(x, axis=[-1])
-        x = (x * self.scale - tf.constant(self.mean, tf.float32)) / tf.constant(self.std, tf.float32)
-        return tf.cast(x, self.compute_dtype)
-
-    def compute_output_shape(self, input_shape):
-        return input_shape
-
-    def get_config(self):
-        config = super().get_config()
-        config.update({
-            "input_mean": list(self.input_mean),
-            "channel_order": self.channel_order,
-            "scale": self.scale,
-            "mean": list(self.mean),
-            "std": list(self.std),
-        })
-        return config
-
-
-def _triple(values, name):
-    values = tuple(float(v) for v in values)
-    if len(values) != 3:
-        raise ValueError(f"InputConversion: {name} must have 3 values, got {values!r}.")
-    return values
 
 
 def _pad_for_ceil_mode(x, pool_size, strides, name):

@@ -12,7 +12,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from alexnet_tf import evaluate
+from alexnet_tf import evaluate, hardware
 from alexnet_tf.checkpointing import model_weights
 from alexnet_tf.config import ConfigError
 from alexnet_tf.model import build_alexnet
@@ -38,12 +38,11 @@ def resolve_precision(precision):
         if capability >= (8, 0):
             return "mixed_bfloat16"
         return "mixed_float16" if capability >= (7, 0) else "float32"
-    try:  # bfloat16 is only fast on CPUs with native bf16 dot products (AVX512_BF16, AMX).
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            cpu_flags = set(f.read().split())
-    except OSError:
-        return "float32"
-    return "mixed_bfloat16" if cpu_flags & {"avx512_bf16", "amx_bf16"} else "float32"
+    # bfloat16 is only fast where the CPU multiplies it natively (AVX512_BF16, AMX) and oneDNN's
+    # kernels run: TensorFlow's Eigen kernels emulate it, many times slower than float32.
+    if hardware.cpu_has_native_bfloat16() and hardware.onednn_enabled():
+        return "mixed_bfloat16"
+    return "float32"
 
 
 def check_precision(precision, variant):
