@@ -19,7 +19,7 @@ import time
 import keras
 import tensorflow as tf
 
-from alexnet_tf import steps
+from alexnet_tf import layers, steps
 from alexnet_tf.bench_input import describe_train_shards
 from alexnet_tf.config import ConfigError, TrainConfig
 from alexnet_tf.info import layer_table, training_flops
@@ -32,6 +32,7 @@ _SCHEDULE_STEPS = 1_000_000
 @dataclasses.dataclass
 class TrainRow:
     precision: str
+    grouped_conv: str  # the GroupedConv2D implementation the row ran ("native" or "split")
     data: str  # "synthetic" or "tfrecord"
     images_per_sec: float  # median over repeats
     images_per_sec_min: float
@@ -78,19 +79,23 @@ def matmul_tflops(dtype="bfloat16", n=4096, iters=10, repeats=3):
 
 
 class _Trainer:
-    """One precision's training state and its train function."""
+    """One precision's (and grouped-convolution implementation's) training state and train function."""
 
-    def __init__(self, config, strategy, num_classes, iterators, warmup_steps):
+    def __init__(self, config, strategy, num_classes, iterators, warmup_steps, grouped_conv="auto"):
         self.steps_per_execution = config.steps_per_execution
         loss_scaling = config.precision == "mixed_float16"
         keras.mixed_precision.set_global_policy(config.precision)
-        try:  # the first calls trace under the policy, as in the trainer
-            self.state = steps.build_state(config, strategy, num_classes, steps_per_epoch=100,
-                                           total_steps=_SCHEDULE_STEPS, loss_scaling=loss_scaling)
-            self.train = steps.make_train_function(strategy, self.state, config.batch_size,
-                                                   config.jit_compile, loss_scaling)
-            for iterator in iterators.values():
-                self.run(iterator, max(warmup_steps, self.steps_per_execution))
+        # The first calls trace under the policy and the grouped-convolution choice, as in the trainer.
+        try:
+            with layers.grouped_conv_implementation(grouped_conv):
+                self.grouped_conv = layers.resolve_grouped_conv_implementation(
+                    keras.mixed_precision.global_policy().compute_dtype)
+                self.state = steps.build_state(config, strategy, num_classes, steps_per_epoch=100,
+                                               total_steps=_SCHEDULE_STEPS, loss_scaling=loss_scaling)
+                self.train = steps.make_train_function(strategy, self.state, config.batch_size,
+                                                       config.jit_compile, loss_scaling)
+                for iterator in iterators.values():
+                    self.run(iterator, max(warmup_steps, self.steps_per_execution))
         finally:
             keras.mixed_precision.set_global_policy("float32")
 
@@ -104,42 +109,47 @@ class _Trainer:
 
 
 def _time_rows(config, strategy, num_classes, precisions, input_fns, warmup_steps, timed_steps, repeats,
-               progress, each_round=None):
-    """Builds every precision, then times every (precision, source) row round-robin.
+               progress, each_round=None, grouped_convs=("auto",)):
+    """Builds every (precision, grouped_conv), then times every (precision, grouped_conv, source) row
+    round-robin.
 
     Returns:
-      (TrainRows in (precision, source) order, training FLOPs per image).
+      (TrainRows in (precision, grouped_conv, source) order, training FLOPs per image).
     """
-    # One distributed dataset per source, shared by all precisions, as the trainer has one.
+    # One distributed dataset per source, shared by all models, as the trainer has one.
     iterators = {name: iter(strategy.distribute_datasets_from_function(fn)) for name, fn in input_fns.items()}
     trainers = {}
     for precision in precisions:
-        progress(f"building the {precision} model and tracing its train step")
-        keras.utils.set_random_seed(0)
-        trainers[precision] = _Trainer(dataclasses.replace(config, precision=precision), strategy,
-                                       num_classes, iterators, warmup_steps)
-    flops_per_image = training_flops(layer_table(trainers[precisions[0]].state.model))
-    rates = {(p, s): [] for p in precisions for s in iterators}
+        for grouped_conv in grouped_convs:
+            progress(f"building the {precision} model (grouped convolutions: {grouped_conv}) and tracing "
+                     "its train step")
+            keras.utils.set_random_seed(0)
+            trainers[precision, grouped_conv] = _Trainer(
+                dataclasses.replace(config, precision=precision), strategy, num_classes, iterators,
+                warmup_steps, grouped_conv)
+    flops_per_image = training_flops(layer_table(next(iter(trainers.values())).state.model))
+    rates = {(key, s): [] for key in trainers for s in iterators}
     for repeat in range(repeats):
         progress(f"repeat {repeat + 1}/{repeats}")
         if each_round is not None:
             each_round()
-        for (precision, source), rounds in rates.items():
-            trainer, iterator = trainers[precision], iterators[source]
+        for (key, source), rounds in rates.items():
+            trainer, iterator = trainers[key], iterators[source]
             if source == "tfrecord" and warmup_steps:
                 # Batches the pipeline prefetched while other rows ran must not count.
                 trainer.run(iterator, warmup_steps)
             rounds.append(timed_steps * config.batch_size / trainer.run(iterator, timed_steps))
     rows = []
-    for (precision, source), rounds in rates.items():
+    for ((precision, grouped_conv), source), rounds in rates.items():
         median = statistics.median(rounds)
-        rows.append(TrainRow(precision, source, median, min(rounds), max(rounds), rounds,
-                             median * flops_per_image / 1e12))
+        rows.append(TrainRow(precision, trainers[precision, grouped_conv].grouped_conv, source, median,
+                             min(rounds), max(rounds), rounds, median * flops_per_image / 1e12))
     return rows, flops_per_image
 
 
 def run_train(strategy, *, variant, batch_size, precisions, num_classes, jit_compile, steps_per_execution,
-              warmup_steps, timed_steps, repeats, matmul_size, progress=lambda message: None):
+              warmup_steps, timed_steps, repeats, matmul_size, grouped_convs=("auto",),
+              progress=lambda message: None):
     """Training speed on synthetic in-memory batches.
 
     Args:
@@ -150,6 +160,8 @@ def run_train(strategy, *, variant, batch_size, precisions, num_classes, jit_com
       timed_steps: steps per repeat (multiples of steps_per_execution, as warmup_steps).
       repeats: rounds over the precisions; medians are reported.
       matmul_size: n of the n x n x n bfloat16 matmul whose rate is measured; None: skip it.
+      grouped_convs: GroupedConv2D implementations to time ("auto", "native", "split"), each
+        with every precision.
       progress: called with a line of progress.
 
     Returns:
@@ -169,7 +181,7 @@ def run_train(strategy, *, variant, batch_size, precisions, num_classes, jit_com
         ceilings.append(matmul_tflops(n=matmul_size, repeats=2))
 
     rows, flops = _time_rows(config, strategy, num_classes, precisions, input_fns, warmup_steps, timed_steps,
-                             repeats, progress, time_ceiling if matmul_size else None)
+                             repeats, progress, time_ceiling if matmul_size else None, grouped_convs)
     peak = statistics.median(ceilings) if ceilings else None
     results = []
     for row in rows:
@@ -225,11 +237,11 @@ def run_end_to_end(strategy, data_dir, *, variant, batch_size, precisions, num_c
 def train_table(result):
     """Markdown rows of run_train's result."""
     peak = result["bf16_matmul_tflops"]
-    lines = ["| precision | images/sec (median) | min-max | achieved TFLOP/s | share of bf16 matmul |",
-             "|---|---:|---|---:|---:|"]
+    lines = ["| precision | grouped conv | images/sec (median) | min-max | achieved TFLOP/s | share of bf16 matmul |",
+             "|---|---|---:|---|---:|---:|"]
     for r in result["results"]:
         share = f"{100 * r['share_of_bf16_matmul']:.0f}%" if peak else "-"
-        lines.append(f"| {r['precision']} | {r['images_per_sec']:.1f} | {r['images_per_sec_min']:.1f}-"
+        lines.append(f"| {r['precision']} | {r['grouped_conv']} | {r['images_per_sec']:.1f} | {r['images_per_sec_min']:.1f}-"
                      f"{r['images_per_sec_max']:.1f} | {r['tflops']:.3f} | {share} |")
     if peak:
         n = result["matmul_size"]

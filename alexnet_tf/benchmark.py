@@ -56,6 +56,9 @@ def define_flags():
     flags.DEFINE_multi_enum("precision", ["float32", "mixed_bfloat16"],
                             ["float32", "mixed_bfloat16", "mixed_float16"],
                             "Precision policies to time (train, end_to_end); repeat the flag for several.")
+    flags.DEFINE_multi_enum("grouped_conv", ["auto"], ["auto", "native", "split"],
+                            "GroupedConv2D implementation(s) to time (train): auto picks native where the "
+                            "kernels have grouped convolutions (GPU, oneDNN), else split; repeat to A/B.")
     flags.DEFINE_bool("jit_compile", False, "Compile the forward/backward pass with XLA (as the trainer).")
     flags.DEFINE_integer("steps_per_execution", 1, "Train steps per tf.function call.")
     flags.DEFINE_integer("replicas", 1, "Replicas (train, end_to_end): >1 mirrors over that many GPUs, "
@@ -116,7 +119,10 @@ def settings_from_flags(flag_values):
                         precisions=list(dict.fromkeys(fv.precision)), jit_compile=fv.jit_compile,
                         steps_per_execution=fv.steps_per_execution, replicas=fv.replicas)
     if mode == "train":
-        settings.update(num_classes=fv.num_classes or 1000, matmul_size=fv.matmul_size if fv.matmul else None)
+        settings.update(num_classes=fv.num_classes or 1000, matmul_size=fv.matmul_size if fv.matmul else None,
+                        grouped_convs=list(dict.fromkeys(fv.grouped_conv)))
+    elif fv.grouped_conv != ["auto"]:
+        raise ConfigError(f"--grouped_conv={','.join(fv.grouped_conv)} applies to --mode=train only")
     if mode in ("input", "end_to_end"):
         settings.update(batch_size=fv.batch_size, data_dir=fv.data_dir, num_classes=fv.num_classes,
                         label_offset=fv.label_offset)
@@ -183,7 +189,7 @@ def run(mode, settings):
                       jit_compile=s["jit_compile"], steps_per_execution=s["steps_per_execution"])
     if mode == "train":
         result = bench_train.run_train(strategy, num_classes=s["num_classes"], matmul_size=s["matmul_size"],
-                                       **timing)
+                                       grouped_convs=s["grouped_convs"], **timing)
         return result, bench_train.train_table
     data_dir = s["data_dir"] or _demo_data_dir()
     try:
