@@ -23,7 +23,9 @@ def readme_commands():
 def test_readme_has_exactly_two_setup_commands():
     main, tests = readme_commands()
     assert "pip install" in main and main.endswith("python -m alexnet_tf.train --demo")
-    assert "pip install" in tests and tests.endswith("python -m pytest")
+    assert "pip install" in tests and "python -m pytest" in tests
+    # Both kernel families: the portability pass runs with oneDNN's kernels off.
+    assert tests.endswith('python -m pytest -m "not portability" && TF_ENABLE_ONEDNN_OPTS=0 python -m pytest -m portability')
 
 
 def test_ci_runs_the_readme_test_command_verbatim():

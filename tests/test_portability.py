@@ -1,0 +1,251 @@
+"""What must run on every CPU TensorFlow runs on, with oneDNN's kernels on or off.
+
+TensorFlow turns oneDNN on by default only on CPUs with AVX512_VNNI, AVX512_BF16 or AMX; its
+Eigen kernels elsewhere have no grouped-convolution gradient and no fused grouped
+Conv2D+BiasAdd+ReLU. The README's test command runs this file a second time with
+`TF_ENABLE_ONEDNN_OPTS=0` (`-m portability`), so both kernel families pass it on any machine;
+the commands run as fresh processes that inherit the setting.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from alexnet_tf import hardware, layers
+from conftest import run_command
+from tiny_dataset import write_jpeg, write_tiny_dataset
+
+pytestmark = pytest.mark.portability
+
+ONEDNN_SETTING = os.environ.get("TF_ENABLE_ONEDNN_OPTS")
+
+
+def test_the_process_runs_the_kernels_the_environment_asks_for():
+    if ONEDNN_SETTING in ("0", "1"):
+        assert hardware.onednn_enabled() == (ONEDNN_SETTING == "1")
+    expected = "native" if hardware.onednn_enabled() or hardware.has_gpu() else "split"
+    assert layers.resolve_grouped_conv_implementation(tf.float32) == expected
+
+
+def _block_diagonal(kernel, groups):
+    """The dense kernel equal to a grouped one: group g's filters see only group g's channels."""
+    kh, kw, per_group, filters = kernel.shape
+    dense = np.zeros((kh, kw, per_group * groups, filters), kernel.dtype)
+    out = filters // groups
+    for g in range(groups):
+        dense[:, :, g * per_group:(g + 1) * per_group, g * out:(g + 1) * out] = kernel[..., g * out:(g + 1) * out]
+    return dense
+
+
+def _diagonal_blocks(dense, groups):
+    """The grouped kernel inside a block-diagonal dense one (the inverse of `_block_diagonal`)."""
+    per_group, out = dense.shape[2] // groups, dense.shape[3] // groups
+    return np.concatenate([dense[:, :, g * per_group:(g + 1) * per_group, g * out:(g + 1) * out]
+                           for g in range(groups)], axis=-1)
+
+
+@pytest.mark.parametrize("jit_compile", [False, True])
+@pytest.mark.parametrize("implementation", ["auto", "split"])
+def test_grouped_conv_forward_and_gradients_in_tf_function(implementation, jit_compile):
+    """Against an ungrouped convolution with the equivalent block-diagonal kernel: every kernel
+    family has that one, forward and backward, so it is an independent reference."""
+    rng = np.random.default_rng(0)
+    x = tf.constant(rng.normal(size=(2, 13, 13, 8)), tf.float32)
+    layer = layers.GroupedConv2D(12, 3, groups=2, padding="same", activation="relu")
+    layer.build(x.shape)
+    kernel = rng.normal(size=layer.kernel.shape).astype(np.float32)
+    layer.kernel.assign(kernel)
+    layer.bias.assign(rng.normal(size=12).astype(np.float32))
+    weights = tf.constant(rng.normal(size=(2, 13, 13, 12)), tf.float32)
+
+    @tf.function(jit_compile=jit_compile)
+    def grouped(x):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = layer(x)
+            loss = tf.reduce_sum(y * weights)
+        return y, tape.gradient(loss, [x, layer.kernel, layer.bias])
+
+    dense_kernel = tf.Variable(_block_diagonal(kernel, 2))
+
+    @tf.function
+    def reference(x):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = tf.nn.relu(tf.nn.conv2d(x, dense_kernel, 1, "SAME") + layer.bias)
+            loss = tf.reduce_sum(y * weights)
+        return y, tape.gradient(loss, [x, dense_kernel, layer.bias])
+
+    with layers.grouped_conv_implementation(implementation):
+        y, (dx, dkernel, dbias) = grouped(x)
+    y_ref, (dx_ref, dkernel_ref, dbias_ref) = reference(x)
+    np.testing.assert_allclose(y.numpy(), y_ref.numpy(), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(dx.numpy(), dx_ref.numpy(), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(dkernel.numpy(), _diagonal_blocks(dkernel_ref.numpy(), 2), rtol=1e-4, atol=1e-3)
+    np.testing.assert_allclose(dbias.numpy(), dbias_ref.numpy(), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("jit_compile", [False, True])
+def test_paper_model_trains_in_bfloat16_in_tf_function(jit_compile):
+    """mixed_bfloat16 picks the grouped convolution that this process's kernels have."""
+    from alexnet_tf import build_alexnet  # pylint: disable=g-import-not-at-top
+
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        keras.utils.set_random_seed(0)
+        model = build_alexnet(num_classes=3, variant="paper", input_shape=(224, 224, 3))
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    optimizer = keras.optimizers.SGD(0.01, momentum=0.9)
+    x = tf.random.stateless_uniform([2, 224, 224, 3], [1, 2], -100.0, 100.0)
+    y = tf.constant([0, 2])
+
+    @tf.function(jit_compile=jit_compile)
+    def gradients(x, y):
+        with tf.GradientTape() as tape:
+            logits = model(x, training=True)
+            loss = tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True))
+        return loss, tape.gradient(loss, model.trainable_variables)
+
+    before = [v.numpy() for v in model.trainable_variables]
+    loss, grads = gradients(x, y)
+    optimizer.apply_gradients(zip(grads, model.trainable_variables))
+    assert np.isfinite(loss.numpy())
+    assert all(np.all(np.isfinite(g.numpy())) for g in grads)
+    conv2 = model.get_layer("conv2").kernel
+    assert not np.array_equal(before[[v.path for v in model.trainable_variables].index(conv2.path)], conv2.numpy())
+
+
+def test_lrn_training_kernels_match_the_core_op_and_its_gradient():
+    x = tf.constant(np.random.default_rng(1).normal(size=(2, 5, 5, 16)) * 10, tf.float32)
+    layer = layers.LocalResponseNormalization()
+
+    @tf.function
+    def both(x):
+        with tf.GradientTape(persistent=True) as tape:
+            tape.watch(x)
+            ours = layer(x, training=True)
+            core = tf.nn.local_response_normalization(x, depth_radius=2, bias=2.0, alpha=1e-4, beta=0.75)
+            w = tf.sin(x)
+            ours_loss, core_loss = tf.reduce_sum(ours * w), tf.reduce_sum(core * w)
+        return ours, core, tape.gradient(ours_loss, x), tape.gradient(core_loss, x)
+
+    ours, core, d_ours, d_core = both(x)
+    np.testing.assert_allclose(ours.numpy(), core.numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(d_ours.numpy(), d_core.numpy(), rtol=1e-4, atol=1e-6)
+
+
+# ----------------------------------------------------------------------------- the commands
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """The paper variant trained and exported by the trainer's command line (3 steps, float32)."""
+    data_dir = write_tiny_dataset(tmp_path_factory.mktemp("data"), train_records=12, validation_records=4,
+                                  num_classes=3)
+    model_dir = str(tmp_path_factory.mktemp("run") / "model")
+    result = run_command(["-m", "alexnet_tf.train", f"--data_dir={data_dir}", f"--model_dir={model_dir}",
+                          "--variant=paper", "--batch_size=4", "--train_steps=3", "--precision=float32",
+                          "--seed=0"])
+    assert result.returncode == 0, result.stderr[-4000:]
+    return data_dir, model_dir, os.path.join(model_dir, "export", "1")
+
+
+def test_train_command_trains_exports_and_evaluates(trained):
+    _, model_dir, saved_model = trained
+    assert os.path.isfile(os.path.join(saved_model, "saved_model.pb"))
+    with open(os.path.join(model_dir, "results.json")) as f:
+        results = json.load(f)
+    assert (results["global_step"], results["precision"]) == (3, "float32")
+    assert results["validation"]["count"] == 4 and 0.0 <= results["validation"]["top1"] <= 1.0
+    assert results["export_path"] == saved_model
+
+
+@pytest.mark.slow
+def test_train_command_in_mixed_bfloat16(tmp_path):
+    """Slow where bfloat16 is emulated (no AVX512_BF16/AMX, or oneDNN off), but it must work."""
+    data_dir = write_tiny_dataset(tmp_path / "data", train_records=4, validation_records=2, num_classes=2)
+    result = run_command(["-m", "alexnet_tf.train", f"--data_dir={data_dir}", f"--model_dir={tmp_path / 'm'}",
+                          "--batch_size=2", "--train_steps=2", "--precision=mixed_bfloat16"])
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert "Trained 2 steps" in result.stdout
+
+
+SERVE_SCRIPT = textwrap.dedent("""
+    import json, sys, numpy as np, tensorflow as tf
+    from tensorflow.python.util import _pywrap_util_port
+    loaded = tf.saved_model.load(sys.argv[1])
+    image = tf.io.read_file(sys.argv[2])
+    out = loaded.signatures["serving_default"](image_bytes=tf.stack([image, image]))
+    ten = loaded.signatures["serving_ten_crop"](image_bytes=tf.stack([image]))
+    print(json.dumps({"onednn": bool(_pywrap_util_port.IsMklEnabled()),
+                      "probabilities": out["probabilities"].numpy().tolist(),
+                      "ten_crop": ten["probabilities"].numpy().tolist()}))
+""")
+
+
+def serve(saved_model, jpeg, onednn):
+    result = run_command(["-c", SERVE_SCRIPT, saved_model, str(jpeg)], env={"TF_ENABLE_ONEDNN_OPTS": onednn})
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_an_export_serves_in_fresh_processes_with_onednn_on_and_off(trained, tmp_path):
+    _, _, saved_model = trained
+    jpeg = tmp_path / "photo.jpg"
+    write_jpeg(jpeg, 240, 320)
+    on, off = serve(saved_model, jpeg, "1"), serve(saved_model, jpeg, "0")
+    assert (on["onednn"], off["onednn"]) == (True, False)
+    for out in (on, off):
+        assert np.allclose(np.sum(out["probabilities"], axis=1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(on["probabilities"], off["probabilities"], atol=1e-5)
+    np.testing.assert_allclose(on["ten_crop"], off["ten_crop"], atol=1e-5)
+
+
+def test_saved_model_cli_runs_the_export(trained, tmp_path):
+    _, _, saved_model = trained
+    cli = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
+    np.save(tmp_path / "bytes.npy", np.array([write_jpeg(tmp_path / "a.jpg", 120, 90)]))
+    result = subprocess.run([cli, "run", "--dir", saved_model, "--tag_set", "serve", "--signature_def",
+                             "serving_default", "--inputs", f"image_bytes={tmp_path / 'bytes.npy'}"],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "probabilities" in result.stdout and "top_k_labels" in result.stdout
+
+
+def test_evaluate_command_on_the_export_and_the_checkpoint(trained):
+    data_dir, model_dir, saved_model = trained
+    for source in (f"--saved_model={saved_model}", f"--checkpoint={model_dir}"):
+        result = run_command(["-m", "alexnet_tf.evaluate", f"--data_dir={data_dir}", source, "--batch_size=2"])
+        assert result.returncode == 0, (source, result.stderr[-3000:])
+        assert "top-1" in result.stdout or "top_1" in result.stdout, result.stdout
+
+
+def test_predict_command_on_the_export(trained, tmp_path):
+    _, _, saved_model = trained
+    write_jpeg(tmp_path / "cat.jpg", 200, 300)
+    result = run_command(["-m", "alexnet_tf.predict", f"--saved_model={saved_model}", str(tmp_path / "cat.jpg")])
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "cat.jpg" in result.stdout and "class" in result.stdout, result.stdout
+
+
+def test_export_command_from_a_keras_file_in_a_fresh_process(trained, tmp_path):
+    """`import alexnet_tf` (which `python -m alexnet_tf.export` does) must register the layers."""
+    _, model_dir, _ = trained
+    keras_file = tmp_path / "model.keras"
+    save = run_command(["-c", textwrap.dedent(f"""
+        from alexnet_tf.export import load_model
+        model, _ = load_model({model_dir!r})
+        model.save({str(keras_file)!r})
+    """)])
+    assert save.returncode == 0, save.stderr[-3000:]
+    result = run_command(["-m", "alexnet_tf.export", f"--checkpoint={keras_file}",
+                          f"--export_dir={tmp_path / 'models' / 'alexnet'}", "--version=7"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert os.path.isfile(tmp_path / "models" / "alexnet" / "7" / "saved_model.pb")
