@@ -3,12 +3,14 @@
     python -m alexnet_tf.client --server=localhost:8501 --protocol=rest image.jpg [more.jpg ...]
     python -m alexnet_tf.client --server=localhost:8500 --protocol=grpc image.jpg [more.jpg ...]
 
-sends all readable files in one request to the `serving_default` signature of model
---model_name (REST: `POST /v1/models/<name>[/versions/<v>]:predict` with
+sends the readable files (up to --batch_size per request) to the `serving_default` signature
+of model --model_name (REST: `POST /v1/models/<name>[/versions/<v>]:predict` with
 `{"signature_name": ..., "instances": [{"b64": ...}, ...]}`; gRPC:
 `PredictionService.Predict` with a `PredictRequest` whose `image_bytes` input is a DT_STRING
-[N] tensor) and prints what `alexnet_tf.predict` prints. Unreadable files, unreachable
-servers and server errors give one line each on stderr; the exit status is 1 if any.
+[N] tensor) and prints what `alexnet_tf.predict` prints. A request the server refuses for its
+content (one bad image fails all of it) is sent again one file at a time: the good files get
+their predictions and each bad one a line naming it. Unreadable files, unreachable servers
+and server errors give one line each on stderr; the exit status is 1 if any file failed.
 """
 
 import base64
@@ -28,7 +30,16 @@ INPUT_NAME = "image_bytes"
 
 
 class ServingError(Exception):
-    """The server could not be reached or answered with an error."""
+    """The server could not be reached or answered with an error.
+
+    `bad_request` is True when the server refused the request's content (HTTP 400,
+    INVALID_ARGUMENT): then one bad image fails the whole request, and the files are worth
+    sending one at a time to tell which.
+    """
+
+    def __init__(self, message, bad_request=False):
+        super().__init__(message)
+        self.bad_request = bad_request
 
 
 def define_flags(flag_values=FLAGS):
@@ -41,6 +52,8 @@ def define_flags(flag_values=FLAGS):
     flags.DEFINE_string("signature_name", "serving_default", "Image-bytes signature.", **fv)
     flags.DEFINE_float("timeout", 30.0, "Seconds to wait for the answer.", **fv)
     flags.DEFINE_bool("json", False, "Print one JSON object per file.", **fv)
+    flags.DEFINE_integer("batch_size", 32, "Files per request (TF Serving exports of this package "
+                         "refuse more than their --max_batch, 64 by default).", **fv)
 
 
 # ----------------------------------------------------------------------------- REST
@@ -73,7 +86,8 @@ def rest_predict(server, images, model_name="alexnet", model_version=None,
             detail = json.loads(detail).get("error", detail)
         except ValueError:
             pass
-        raise ServingError(f"server error {e.code}: {error_message(ValueError(detail))}") from None
+        raise ServingError(f"server error {e.code}: {error_message(ValueError(detail))}",
+                           bad_request=e.code == 400) from None
     except (urllib.error.URLError, socket.timeout, ConnectionError) as e:
         reason = getattr(e, "reason", e)
         raise ServingError(f"cannot reach TF Serving (REST): {reason}") from None
@@ -119,7 +133,8 @@ def grpc_predict(server, images, model_name="alexnet", model_version=None,
             if e.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
                 raise ServingError(f"cannot reach TF Serving (gRPC): {e.code().name}: "
                                    f"{(e.details() or '').splitlines()[0] if e.details() else ''}") from None
-            raise ServingError(f"server error {e.code().name}: {error_message(ValueError(e.details()))}") from None
+            raise ServingError(f"server error {e.code().name}: {error_message(ValueError(e.details()))}",
+                               bad_request=e.code() == grpc.StatusCode.INVALID_ARGUMENT) from None
     outputs = {name: tensor_util.MakeNdarray(proto) for name, proto in response.outputs.items()}
     return [{name: value[i].tolist() for name, value in outputs.items()} for i in range(len(images))]
 
@@ -128,8 +143,14 @@ def grpc_predict(server, images, model_name="alexnet", model_version=None,
 
 
 def run(server, files, protocol="rest", model_name="alexnet", model_version=None,
-        signature_name="serving_default", timeout=30.0, as_json=False, out=None, err=None):
-    """Reads the files, sends one request and prints the results; returns how many things failed."""
+        signature_name="serving_default", timeout=30.0, as_json=False, out=None, err=None,
+        batch_size=32):
+    """Reads the files, sends them and prints the results; returns how many files failed.
+
+    Files go in requests of up to `batch_size`. When the server refuses a request's content
+    (one bad or oversized image fails all of it), its files are sent again one at a time, so
+    that the good ones get their predictions and each bad one its own error line.
+    """
     out, err = out or sys.stdout, err or sys.stderr
     names, images, failures = [], [], 0
     for name in files:
@@ -140,16 +161,30 @@ def run(server, files, protocol="rest", model_name="alexnet", model_version=None
         except OSError as e:
             failures += 1
             print(error_line(PROGRAM, name, e.strerror or e), file=err)
-    if not images:
-        return failures
     predict = rest_predict if protocol == "rest" else grpc_predict
-    try:
-        predictions = predict(server, images, model_name, model_version, signature_name, timeout)
-    except ServingError as e:
-        print(error_line(PROGRAM, f"{server} ({protocol})", e), file=err)
-        return failures + len(images)
-    for name, outputs in zip(names, predictions):
-        print(format_result(name, top_k({k: [v] for k, v in outputs.items()}), as_json), file=out)
+
+    def send(batch_names, batch_images):
+        """Prints one request's results; returns the number of failed files, or None if the server failed."""
+        try:
+            predictions = predict(server, batch_images, model_name, model_version, signature_name, timeout)
+        except ServingError as e:
+            if not e.bad_request:
+                print(error_line(PROGRAM, f"{server} ({protocol})", e), file=err)
+                return None
+            if len(batch_images) == 1:
+                print(error_line(PROGRAM, batch_names[0], e), file=err)
+                return 1
+            return sum(send([n], [i]) or 0 for n, i in zip(batch_names, batch_images))
+        for name, outputs in zip(batch_names, predictions):
+            print(format_result(name, top_k({k: [v] for k, v in outputs.items()}), as_json), file=out)
+        return 0
+
+    batch_size = max(1, int(batch_size))
+    for start in range(0, len(images), batch_size):
+        failed = send(names[start:start + batch_size], images[start:start + batch_size])
+        if failed is None:  # unreachable or failing server: one line, every file left counts
+            return failures + len(images) - start
+        failures += failed
     return failures
 
 
@@ -157,7 +192,7 @@ def main(argv):
     if len(argv) < 2:
         raise app.UsageError("usage: python -m alexnet_tf.client --server=HOST:PORT image [image ...]")
     failures = run(FLAGS.server, argv[1:], FLAGS.protocol, FLAGS.model_name, FLAGS.model_version,
-                   FLAGS.signature_name, FLAGS.timeout, FLAGS.json)
+                   FLAGS.signature_name, FLAGS.timeout, FLAGS.json, batch_size=FLAGS.batch_size)
     sys.exit(1 if failures else 0)
 
 

@@ -2,8 +2,10 @@
 
 Every input is judged by its bytes, never its name: CMYK/grayscale JPEGs and PNG/GIF/BMP/WebP
 content become RGB JPEGs ("repaired"); empty, truncated, corrupt and non-image files are
-"skipped". Both lists, the per-shard record counts and sha256s, and a fingerprint of the input
-go into manifest.json, which is rewritten atomically as each shard completes so that a killed
+"skipped", and so are entries the scan cannot use (names that are not UTF-8, broken symlinks,
+symlink loops, unreadable folders, pipes): one bad entry never stops a run. Both lists, the
+per-shard record counts and sha256s, and a fingerprint of the input (names, sizes and
+modification times) go into manifest.json, which is rewritten atomically as each shard completes so that a killed
 run resumes where it stopped.
 """
 
@@ -13,6 +15,7 @@ import collections
 import concurrent.futures
 import contextlib
 import dataclasses
+import errno
 import hashlib
 import importlib.util
 import json
@@ -20,6 +23,7 @@ import multiprocessing
 import os
 import random
 import re
+import stat
 import sys
 import tarfile
 import time
@@ -86,6 +90,7 @@ class _Item(NamedTuple):
     offset: int | None
     size: int
     synset: str | None  # class folder or class tar; None for a file outside any class folder
+    mtime_ns: int = 0  # of the file, or of the tar that holds it: part of the fingerprint
 
 
 def shard_name(split: str, index: int, num_shards: int) -> str:
@@ -291,9 +296,15 @@ def make_example(image: ConvertedImage, filename: str, label: int, synset: str,
 
 
 def _tar_items(path: str, base: int, prefix: str, synset_of: Callable[[str], str | None],
-               classes: set[str], fileobj=None) -> list[_Item]:
-    """Lists a tar's files as byte ranges of `path`, descending into per-class member tars."""
+               classes: set[str], problems: list[tuple[str, str]], fileobj=None,
+               mtime_ns: int | None = None) -> list[_Item]:
+    """Lists a tar's files as byte ranges of `path`, descending into per-class member tars.
+
+    Members whose names are not UTF-8 go to `problems` as (path, reason) instead.
+    """
     items = []
+    if mtime_ns is None:
+        mtime_ns = os.stat(path).st_mtime_ns
     try:
         archive = tarfile.open(path if fileobj is None else None, mode="r:", fileobj=fileobj)
     except tarfile.ReadError as e:
@@ -304,53 +315,149 @@ def _tar_items(path: str, base: int, prefix: str, synset_of: Callable[[str], str
             name = member.name.strip("/")
             if not member.isfile() or os.path.basename(name).startswith("."):
                 continue
+            shown = f"{prefix}/{name}" if prefix else name
+            if not _is_utf8(shown):
+                problems.append((_printable(shown), _NOT_UTF8))
+                continue
             if fileobj is None and "/" not in name and name.endswith(".tar"):
                 classes.add(name[:-4])
                 items += _tar_items(path, member.offset_data, name, lambda _, s=name[:-4]: s,
-                                    classes, fileobj=archive.extractfile(member))
+                                    classes, problems, fileobj=archive.extractfile(member),
+                                    mtime_ns=mtime_ns)
             else:
                 synset = synset_of(name)
                 classes.update([synset] if synset else [])
-                items.append(_Item(f"{prefix}/{name}" if prefix else name, path,
-                                   base + member.offset_data, member.size, synset))
+                items.append(_Item(shown, path, base + member.offset_data, member.size, synset,
+                                   mtime_ns))
     return items
 
 
-def _scan(root: str, flag: str) -> tuple[list[_Item], list[str]]:
-    """Lists every file under an input folder or tar, and the class folders/tars found.
+_NOT_UTF8 = "file name is not valid UTF-8; rename it"
+
+
+def _is_utf8(name: str) -> bool:
+    """False for names holding bytes that are not UTF-8 (os/tarfile keep them as surrogates)."""
+    try:
+        name.encode("utf-8")
+        return True
+    except UnicodeEncodeError:
+        return False
+
+
+def _printable(name: str) -> str:
+    """The name with its non-UTF-8 bytes written as \\xNN, for the manifest and messages."""
+    return os.fsencode(name).decode("utf-8", "backslashreplace")
+
+
+def _entry_problem(error: OSError, entry: os.DirEntry | None = None) -> str:
+    """Why a directory entry cannot be used, from the error that following it raised."""
+    try:
+        is_folder = entry is not None and entry.is_dir(follow_symlinks=False)
+    except OSError:
+        is_folder = False
+    if is_folder:
+        return f"unreadable folder: {error.strerror or error}"
+    if error.errno == errno.ELOOP:
+        return "symlink loop: following it never reaches a file"
+    if isinstance(error, FileNotFoundError):
+        return "broken symlink: its target does not exist"
+    return f"cannot read: {error.strerror or error}"
+
+
+def _walk_class_folder(root: str, folder: str, synset: str, items: list[_Item],
+                       problems: list[tuple[str, str]], seen: set[tuple[int, int]]) -> None:
+    """Lists the files under one class folder (following symlinks), recording what it cannot use.
+
+    Unlike os.walk, a folder that cannot be listed is recorded, not silently left out, and a
+    folder already in `seen` (the input folder, a class folder, or one reached by another path:
+    a symlink to an ancestor loops) is recorded and not scanned again.
+    """
+    relpath = os.path.relpath(folder, root).replace(os.sep, "/")
+    try:
+        entries = sorted(os.scandir(folder), key=lambda e: e.name)
+    except OSError as e:
+        problems.append((_printable(relpath), f"unreadable folder: {e.strerror or e}"))
+        return
+    for entry in entries:
+        if entry.name.startswith("."):
+            continue
+        path = os.path.join(folder, entry.name)
+        shown = f"{relpath}/{entry.name}"
+        if not _is_utf8(entry.name):
+            problems.append((_printable(shown), _NOT_UTF8))
+            continue
+        try:
+            info = os.stat(path)  # follows symlinks
+        except OSError as e:
+            problems.append((shown, _entry_problem(e, entry)))
+            continue
+        if stat.S_ISDIR(info.st_mode):
+            if (info.st_dev, info.st_ino) in seen:
+                problems.append((shown, "folder already scanned through another path (a symlink "
+                                        "loop, or a second link to it)"))
+                continue
+            seen.add((info.st_dev, info.st_ino))
+            _walk_class_folder(root, path, synset, items, problems, seen)
+        elif stat.S_ISREG(info.st_mode):
+            items.append(_Item(shown, path, None, info.st_size, synset, info.st_mtime_ns))
+        else:
+            problems.append((shown, "not a regular file (a pipe, socket or device)"))
+
+
+def _scan(root: str, flag: str) -> tuple[list[_Item], list[str], list[tuple[str, str]]]:
+    """Lists every file under an input folder or tar, the class folders/tars found, and problems.
 
     Returns:
-      (items, classes): items outside any class folder have synset None; classes include
-      empty class folders, so an empty class never shifts the labels of the others.
+      (items, classes, problems): items outside any class folder have synset None; classes
+      include empty class folders, so an empty class never shifts the labels of the others;
+      problems are (path, reason) of entries that cannot be used (names that are not UTF-8,
+      broken symlinks, symlink loops, unreadable folders, pipes): they are skipped.
     """
     if not os.path.exists(root):
         raise ConversionError(f"{flag} {root} does not exist; pass the folder that holds one "
                               "sub-folder per class (or the ILSVRC .tar file)")
-    classes = set()
+    classes, problems = set(), []
     if os.path.isfile(root):
         if not tarfile.is_tarfile(root):
             raise ConversionError(f"{flag} {root} is a file but not a tar archive; pass a folder "
                                   "or an uncompressed .tar")
-        items = _tar_items(root, 0, "", lambda n: n.split("/")[0] if "/" in n else None, classes)
-        return items, sorted(classes)
+        items = _tar_items(root, 0, "", lambda n: n.split("/")[0] if "/" in n else None, classes,
+                           problems)
+        return items, sorted(classes), problems
     items = []
-    for entry in sorted(os.scandir(root), key=lambda e: e.name):
+    try:
+        entries = sorted(os.scandir(root), key=lambda e: e.name)
+    except OSError as e:
+        raise ConversionError(f"cannot list {flag} {root} ({e.strerror or e}); pass a readable "
+                              "folder") from None
+    kinds = []  # (entry, stat) of the usable top-level entries
+    for entry in entries:
         if entry.name.startswith("."):
             continue
-        if entry.is_dir():
+        if not _is_utf8(entry.name):
+            problems.append((_printable(entry.name), _NOT_UTF8))
+            continue
+        try:
+            kinds.append((entry, os.stat(entry.path)))  # follows symlinks
+        except OSError as e:
+            problems.append((entry.name, _entry_problem(e, entry)))
+    root_info = os.stat(root)
+    seen = {(root_info.st_dev, root_info.st_ino)} | {
+        (info.st_dev, info.st_ino) for _, info in kinds if stat.S_ISDIR(info.st_mode)}
+    for entry, info in kinds:
+        if stat.S_ISDIR(info.st_mode):
             classes.add(entry.name)
-            for folder, dirs, files in os.walk(entry.path, followlinks=True):
-                dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-                for name in sorted(f for f in files if not f.startswith(".")):
-                    path = os.path.join(folder, name)
-                    items.append(_Item(os.path.relpath(path, root).replace(os.sep, "/"), path,
-                                       None, os.path.getsize(path), entry.name))
+            _walk_class_folder(root, entry.path, entry.name, items, problems, seen)
+        elif not stat.S_ISREG(info.st_mode):
+            problems.append((entry.name, "not a regular file (a pipe, socket or device)"))
         elif entry.name.endswith(".tar") and tarfile.is_tarfile(entry.path):
             classes.add(entry.name[:-4])
-            items += _tar_items(entry.path, 0, entry.name, lambda _, s=entry.name[:-4]: s, classes)
-        elif entry.is_file():
-            items.append(_Item(entry.name, entry.path, None, entry.stat().st_size, None))
-    return items, sorted(classes)
+            items += _tar_items(entry.path, 0, entry.name, lambda _, s=entry.name[:-4]: s, classes,
+                                problems)
+        else:
+            items.append(_Item(entry.name, entry.path, None, info.st_size, None,
+                               info.st_mtime_ns))
+    return items, sorted(classes), problems
 
 
 def _read_labels_file(path: str) -> list[list[str]]:
@@ -415,8 +522,9 @@ class _Plan:
 
 def _split_items(split: str, root: str, validation_labels: str | None):
     """Returns (labelled items, class list, skip notes) of one split's input tree or tar."""
-    items, classes = _scan(root, f"--{split}_dir")
-    skipped = []
+    items, classes, problems = _scan(root, f"--{split}_dir")
+    skipped = [{"split": split, "shard": None, "path": path, "reason": reason}
+               for path, reason in problems]
     if split == "train" and not classes:
         raise ConversionError(f"no class folders found in --train_dir {root}; expected one "
                               f"sub-folder (or per-class .tar) per class, e.g. "
@@ -424,8 +532,8 @@ def _split_items(split: str, root: str, validation_labels: str | None):
     if classes:  # class-per-folder tree; loose files belong to no class
         if split == "validation" and validation_labels:
             logging.warning("--validation_labels ignored: %s has class folders", root)
-        skipped = [{"split": split, "shard": None, "path": i.relpath,
-                    "reason": "file outside any class folder"} for i in items if i.synset is None]
+        skipped += [{"split": split, "shard": None, "path": i.relpath,
+                     "reason": "file outside any class folder"} for i in items if i.synset is None]
         items = [i for i in items if i.synset is not None]
     elif items:  # flat validation folder: labels from the ground-truth list
         items = _label_flat_validation(items, validation_labels, root)
@@ -460,7 +568,8 @@ def _plan(train_dir, validation_dir, validation_labels, class_names, train_shard
     for split, items in scans.items():
         items.sort(key=lambda i: i.relpath)
         for i in items:
-            listing.update(f"{split}\t{i.synset}\t{i.relpath}\t{i.size}\n".encode())
+            # The modification time too: a file replaced by another of the same size is new.
+            listing.update(f"{split}\t{i.synset}\t{i.relpath}\t{i.size}\t{i.mtime_ns}\n".encode())
         if split == "train":  # model-garden habit: mix classes across training shards
             random.Random(shuffle_seed).shuffle(items)
         wanted = train_shards if split == "train" else validation_shards

@@ -178,6 +178,13 @@ def run(config):
     return results
 
 
+def _first_line(error):
+    """The informative line of an error (TensorFlow's graph errors start with boilerplate)."""
+    from alexnet_tf.predict import error_message  # pylint: disable=g-import-not-at-top
+
+    return error_message(error)
+
+
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
@@ -186,6 +193,12 @@ def main(argv):
         results = run(config)
     except ConfigError as e:
         print(f"alexnet_tf.evaluate: error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except (tf.errors.OpError, ValueError, OSError) as e:
+        model = f"--checkpoint={config.checkpoint}" if config.checkpoint else f"--saved_model={config.saved_model}"
+        print(f"alexnet_tf.evaluate: error: {type(e).__name__}: {_first_line(e)} ({model}, "
+              f"--data_dir={config.data_dir}): check that the model loads and that the shards are "
+              "whole (tools/build_imagenet_tfrecords.py --verify), then run again", file=sys.stderr)
         sys.exit(2)
     for name, metrics in results.items():
         print(f"{name.replace('_', ' '):12s} top-1 {100 * metrics['top1']:6.2f}%  top-5 "

@@ -8,8 +8,9 @@ assets.extra/tf_serving_warmup_requests}`, which `tensorflow_model_server
 --model_base_path=/models/alexnet` serves as it is (docs/serving.md). Signatures:
 
 - `serving_default`: `image_bytes` (tf.string [N], encoded JPEG/PNG/GIF/BMP; REST clients
-  send `{"instances": [{"b64": "..."}]}`); bytes that are no image fail the request with an
-  InvalidArgumentError naming the item;
+  send `{"instances": [{"b64": "..."}]}`); bytes that are no image, a truncated JPEG, an image
+  over `max_pixels` (read from its header before decoding) and a request over `max_batch`
+  images fail the request with an InvalidArgumentError naming the item (docs/serving.md);
 - `predict_images`: `images` (float32 [N, H, W, 3] pixels in [0, 255], any H and W; the
   loaded object's `predict_images` function also takes uint8);
 - `serving_ten_crop`: `image_bytes` like `serving_default`, softmax averaged over the paper's
@@ -52,6 +53,21 @@ TOP_K = 5
 # Leading bytes of what tf.io.decode_image reads; checked first so that a request with other
 # bytes fails with a message that names the item, not only "Unknown image file format".
 _MAGIC = (b"\xff\xd8\xff", b"\x89PNG", b"GIF8", b"BM")
+# What one request may cost (docs/serving.md). 40 MP is above any camera photo in ImageNet
+# (its largest are ~12 MP) and a 40 MP image costs ~0.6 GB while it is decoded and resized
+# (uint8 pixels + the float32 square the antialiased resize reads); 64 images per request.
+DEFAULT_MAX_PIXELS = 40_000_000
+DEFAULT_MAX_BATCH = 64
+# A JPEG is decoded at 1/2, 1/4 or 1/8 scale (libjpeg's DCT scaling: cost and memory drop
+# with the square of the ratio) only while its shorter side stays >= this many times the
+# 256-pixel resize target. With 4 the antialiased resize still shrinks by >= 4x and the
+# 224 crop differs from the full decode's by < 1 grey level on average (tests/test_export.py);
+# with 2 (the converter's margin) a texture near the crop's Nyquist limit differed by up to
+# 6 levels, from the central square's offset rounding to whole pixels at the smaller scale.
+_JPEG_SCALE_MARGIN = 4
+_JPEG_RATIOS = (1, 2, 4, 8)
+# Most JPEG segments scanned for the frame header (real files have < 30 before it).
+_JPEG_MAX_SEGMENTS = 1000
 
 
 def define_flags(flag_values=FLAGS):
@@ -65,6 +81,10 @@ def define_flags(flag_values=FLAGS):
     flags.DEFINE_string("labels", None, "Labels file (index<TAB>synset<TAB>name lines, or one "
                         "label per line); default: labels.txt beside the checkpoint, else class numbers.", **fv)
     flags.DEFINE_enum("format", "saved_model", ["saved_model", "onnx"], "What to write.", **fv)
+    flags.DEFINE_integer("max_pixels", DEFAULT_MAX_PIXELS, "Serving refuses an image with more "
+                         "pixels than this (width x height from its header, before decoding).", **fv)
+    flags.DEFINE_integer("max_batch", DEFAULT_MAX_BATCH, "Serving refuses a request with more "
+                         "images than this.", **fv)
 
 
 class ServingModule(tf.Module):
@@ -75,10 +95,18 @@ class ServingModule(tf.Module):
       labels_path: text file with one label per line, C lines, class order.
       image_size: S, the crop size the model takes.
       top_k: how many classes the top-k outputs hold (min(5, C) by default).
+      max_pixels: an image with more pixels (width x height, read from its header before
+        anything is decoded) fails the request with an InvalidArgumentError naming it.
+      max_batch: a request with more images fails with an InvalidArgumentError.
     """
 
-    def __init__(self, model, labels_path, image_size, top_k):
+    def __init__(self, model, labels_path, image_size, top_k, max_pixels=DEFAULT_MAX_PIXELS,
+                 max_batch=DEFAULT_MAX_BATCH):
         super().__init__(name="alexnet_serving")
+        if int(max_pixels) < 1 or int(max_batch) < 1:
+            raise ValueError(f"export: max_pixels ({max_pixels}) and max_batch ({max_batch}) must "
+                             "be at least 1")
+        self.max_pixels, self.max_batch = int(max_pixels), int(max_batch)
         self.model = model
         # Keras 3 variables wrap tf.Variables; unless those are tracked here too, the SavedModel's
         # TF1 restore ops miss them and TF Serving / `saved_model_cli run` fail with "Could not
@@ -117,20 +145,98 @@ class ServingModule(tf.Module):
             "top_k_labels": self.labels_table.lookup(tf.cast(classes, tf.int64)),
         }
 
-    def _decode_all(self, image_bytes, preprocess, spec):
-        def decode_one(args):
-            index, encoded = args
-            head = tf.strings.substr(encoded, 0, 4)
-            known = tf.reduce_any([tf.strings.substr(head, 0, len(m)) == m for m in _MAGIC])
-            message = tf.strings.format(
-                "image_bytes[{}] is not a JPEG, PNG, GIF or BMP image ({} bytes starting with {})",
-                (index, tf.strings.length(encoded), head))
-            check = tf.debugging.Assert(known, [message])
-            with tf.control_dependencies([check]):
-                return preprocess(data.decode_image(tf.identity(encoded)), self.crop_size)
+    def _check_batch(self, batch_size, what):
+        message = tf.strings.format(
+            "request has {} " + what + ", over the limit of " + str(self.max_batch) +
+            " per request (max_batch); send them in smaller requests", batch_size)
+        return tf.debugging.Assert(batch_size <= self.max_batch, [message])
 
-        indices = tf.range(tf.shape(image_bytes, out_type=tf.int32)[0])
-        return tf.map_fn(decode_one, (indices, image_bytes), fn_output_signature=spec)
+    def _header(self, index, encoded):
+        """int32 [height, width, ratio] of one encoded image, from its header; asserts the limits.
+
+        Nothing is decoded: the size comes from the JPEG frame header (SOFn), PNG IHDR, GIF
+        logical screen or BMP info header, so an image over `max_pixels` costs only this. A
+        JPEG must also hold an end-of-image marker after its frame header: a truncated one
+        would otherwise fail inside the decoder with no word of which item it was.
+        """
+        length = tf.strings.length(encoded)
+        head = _bytes_at(encoded, 0, 26)
+        fmt = tf.stack([tf.reduce_all(head[:len(m)] == list(m)) for m in _MAGIC])
+        is_jpeg, is_png, is_gif, _ = tf.unstack(fmt)
+        known = tf.reduce_any(fmt)
+        shown = tf.strings.substr(encoded, 0, 4)
+        check_known = tf.debugging.Assert(known, [tf.strings.format(
+            "image_bytes[{}] is not a JPEG, PNG, GIF or BMP image ({} bytes starting with {})",
+            (index, length, shown))])
+        with tf.control_dependencies([check_known]):
+            jpeg_height, jpeg_width, jpeg_state = tf.cond(is_jpeg, lambda: _jpeg_size(encoded),
+                                                          lambda: (0, 0, _JPEG_FOUND))
+        b = tf.cast(head, tf.int64)
+        height = tf.case([
+            (is_jpeg, lambda: tf.cast(jpeg_height, tf.int64)),
+            (is_png, lambda: b[20] * 2 ** 24 + b[21] * 2 ** 16 + b[22] * 2 ** 8 + b[23]),
+            (is_gif, lambda: b[8] + b[9] * 2 ** 8)],
+            default=lambda: tf.abs(_int32_le(head[22:26])))  # BMP: negative = top-down
+        width = tf.case([
+            (is_jpeg, lambda: tf.cast(jpeg_width, tf.int64)),
+            (is_png, lambda: b[16] * 2 ** 24 + b[17] * 2 ** 16 + b[18] * 2 ** 8 + b[19]),
+            (is_gif, lambda: b[6] + b[7] * 2 ** 8)],
+            default=lambda: tf.abs(_int32_le(head[18:22])))
+        min_length = tf.where(is_jpeg, 4, tf.where(is_png, 24, tf.where(is_gif, 10, 26)))
+        check_header = tf.debugging.Assert(
+            tf.logical_and(length >= min_length, tf.equal(jpeg_state, _JPEG_FOUND)),
+            [tf.strings.join([tf.strings.format("image_bytes[{}] is a truncated or corrupt image: ",
+                                                index), tf.gather(_JPEG_PROBLEMS, jpeg_state),
+                              "; send the whole file"])])
+        with tf.control_dependencies([check_header]):
+            pixels = height * width
+        check_size = tf.debugging.Assert(pixels <= self.max_pixels, [tf.strings.format(
+            "image_bytes[{}] is {}x{} pixels ({}), over the limit of " + str(self.max_pixels) +
+            " pixels per image (max_pixels); send a smaller image", (index, width, height, pixels))])
+        with tf.control_dependencies([check_size]):
+            check_end = tf.cond(is_jpeg, lambda: _jpeg_has_end(encoded), lambda: True)
+        check_whole = tf.debugging.Assert(check_end, [tf.strings.format(
+            "image_bytes[{}] is a truncated JPEG: no end-of-image marker after its {}x{} frame "
+            "header; send the whole file", (index, width, height))])
+        shorter = tf.minimum(height, width)
+        target = _JPEG_SCALE_MARGIN * data.RESIZE_SHORTER
+        ratio = tf.constant(1, tf.int64)
+        for r in _JPEG_RATIOS[1:]:
+            ratio = tf.where(tf.logical_and(is_jpeg, shorter >= r * target), tf.constant(r, tf.int64),
+                             ratio)
+        with tf.control_dependencies([check_whole]):
+            return tf.cast(tf.stack([height, width, ratio]), tf.int32)
+
+    def _decode_all(self, image_bytes, preprocess, spec):
+        """Checks every item's header (limits, format, truncation), then decodes and preprocesses.
+
+        All headers are checked before anything is decoded. Decoding runs up to 10 items at once
+        (tf.map_fn's default) only while the request's decoded pixels add up to at most
+        `max_pixels`; a heavier request decodes one item at a time, so that its peak memory is
+        that of its largest image, whatever the batch size.
+        """
+        batch_size = tf.shape(image_bytes, out_type=tf.int32)[0]
+        with tf.control_dependencies([self._check_batch(batch_size, "images")]):
+            indices = tf.range(batch_size)
+        headers = tf.map_fn(lambda args: self._header(*args), (indices, image_bytes),
+                            fn_output_signature=tf.TensorSpec([3], tf.int32))
+
+        def decode_one(args):
+            encoded, ratio = args
+            branches = [lambda: data.decode_image(encoded)] + [
+                (lambda r=r: tf.io.decode_jpeg(encoded, channels=3, ratio=r)) for r in _JPEG_RATIOS[1:]]
+            image = tf.switch_case(tf.reduce_sum(tf.cast(ratio >= _JPEG_RATIOS[1:], tf.int32)), branches)
+            image.set_shape([None, None, 3])
+            return preprocess(image, self.crop_size)
+
+        decoded = tf.reduce_sum(tf.cast(headers[:, 0] // headers[:, 2], tf.int64) *
+                                tf.cast(headers[:, 1] // headers[:, 2], tf.int64))
+
+        def decode(parallel):
+            return lambda: tf.map_fn(decode_one, (image_bytes, headers[:, 2]),
+                                     fn_output_signature=spec, parallel_iterations=parallel)
+
+        return tf.cond(decoded <= self.max_pixels, decode(10), decode(1))
 
     def _serve_image_bytes(self, image_bytes):
         crops = self._decode_all(image_bytes, data.preprocess_for_eval, self._crop_spec)
@@ -144,9 +250,76 @@ class ServingModule(tf.Module):
         return self._outputs(probabilities)
 
     def _predict_images(self, images):
+        shape = tf.shape(images, out_type=tf.int64)
+        checks = [self._check_batch(shape[0], "images"), tf.debugging.Assert(
+            shape[1] * shape[2] <= self.max_pixels, [tf.strings.format(
+                "images are {}x{} pixels, over the limit of " + str(self.max_pixels) +
+                " pixels per image (max_pixels); send smaller images", (shape[2], shape[1]))])]
+        with tf.control_dependencies(checks):
+            images = tf.identity(images)
         crops = tf.map_fn(lambda image: data.preprocess_for_eval(image, self.crop_size),
                           images, fn_output_signature=self._crop_spec)
         return self._outputs(tf.nn.softmax(self._logits(crops), axis=-1))
+
+
+# States of the JPEG frame-header scan, and what they mean as an error.
+_JPEG_SCANNING, _JPEG_FOUND, _JPEG_NO_FRAME, _JPEG_NOT_MARKER, _JPEG_CUT = range(5)
+_JPEG_PROBLEMS = ["the JPEG frame header was not found in the first segments", "",
+                  "the JPEG has no frame header before its image data",
+                  "the JPEG's segments do not follow one another",
+                  "the file ends inside the JPEG header"]
+
+
+def _bytes_at(encoded, position, count):
+    """uint8 [count]: the bytes of a scalar string from `position`, zero-padded past its end."""
+    position = tf.minimum(tf.cast(position, tf.int32), tf.strings.length(encoded))
+    piece = tf.strings.join([tf.strings.substr(encoded, position, count), b"\0" * count])
+    return tf.reshape(tf.io.decode_raw(tf.strings.substr(piece, 0, count), tf.uint8), [count])
+
+
+def _int32_le(four):
+    value = tf.reduce_sum(tf.cast(four, tf.int64) * [1, 2 ** 8, 2 ** 16, 2 ** 24])
+    return tf.where(value >= 2 ** 31, value - 2 ** 32, value)
+
+
+def _jpeg_size(encoded):
+    """(height, width, state) of a JPEG from its frame header (SOF0..SOF15), walking the segments."""
+    length = tf.strings.length(encoded)
+
+    def body(position, state, height, width):
+        b = tf.cast(_bytes_at(encoded, position, 9), tf.int32)
+        marker = b[1]
+        is_frame = ((marker >= 0xC0) & (marker <= 0xCF) & (marker != 0xC4) & (marker != 0xC8) &
+                    (marker != 0xCC))
+        standalone = (marker == 0x01) | ((marker >= 0xD0) & (marker <= 0xD8))
+        state = tf.where(position + 4 > length, _JPEG_CUT,
+                tf.where(b[0] != 0xFF, _JPEG_NOT_MARKER,
+                tf.where(is_frame, tf.where(position + 9 > length, _JPEG_CUT, _JPEG_FOUND),
+                tf.where((marker == 0xD9) | (marker == 0xDA), _JPEG_NO_FRAME, _JPEG_SCANNING))))
+        step = tf.where(marker == 0xFF, 1, tf.where(standalone, 2, 2 + b[2] * 256 + b[3]))
+        found = tf.equal(state, _JPEG_FOUND)
+        return (tf.where(tf.equal(state, _JPEG_SCANNING), position + step, position), state,
+                tf.where(found, b[5] * 256 + b[6], height), tf.where(found, b[7] * 256 + b[8], width))
+
+    _, state, height, width = tf.while_loop(
+        lambda position, state, *_: tf.equal(state, _JPEG_SCANNING), body,
+        (tf.constant(2), tf.constant(_JPEG_SCANNING), tf.constant(0), tf.constant(0)),
+        maximum_iterations=_JPEG_MAX_SEGMENTS)
+    return height, width, state
+
+
+def _jpeg_has_end(encoded):
+    """Whether a JPEG holds an end-of-image marker (FF D9) after its first 2 bytes.
+
+    Entropy-coded data never holds FF D9 (a data byte FF is stuffed as FF 00), so a file cut
+    short has none, unless an embedded EXIF thumbnail ends before the cut; bytes after the
+    marker (e.g. a phone's appended video) are allowed. The last 64 bytes are looked at first.
+    """
+    length = tf.strings.length(encoded)
+    tail = tf.strings.substr(encoded, tf.maximum(length - 64, 2), 64)
+    found_in_tail = tf.size(tf.strings.split(tail, sep=b"\xff\xd9")) > 1
+    return tf.cond(found_in_tail, lambda: True, lambda: tf.size(tf.strings.split(
+        tf.strings.substr(encoded, 2, length), sep=b"\xff\xd9")) > 1)
 
 
 def next_version(export_dir):
@@ -201,7 +374,8 @@ def write_warmup_requests(version_dir, model_name="alexnet"):
     return path
 
 
-def export_saved_model(model, export_dir, labels=None, version=None, warmup=True):
+def export_saved_model(model, export_dir, labels=None, version=None, warmup=True,
+                       max_pixels=DEFAULT_MAX_PIXELS, max_batch=DEFAULT_MAX_BATCH):
     """Writes `model` as a TF Serving SavedModel under `export_dir/<version>/`.
 
     Args:
@@ -213,6 +387,8 @@ def export_saved_model(model, export_dir, labels=None, version=None, warmup=True
       version: integer version; None takes the next free one.
       warmup: also write `assets.extra/tf_serving_warmup_requests` (skipped with a
         warning when tensorflow-serving-api is not installed).
+      max_pixels: the signatures refuse an image with more pixels (read from its header).
+      max_batch: the signatures refuse a request with more images.
 
     Returns:
       The path of the written version directory.
@@ -242,7 +418,8 @@ def export_saved_model(model, export_dir, labels=None, version=None, warmup=True
         # Graphs are traced with one Conv2D per group: the Eigen CPU kernels (TF Serving's CPU
         # build, any TF_ENABLE_ONEDNN_OPTS=0 process) have no fused grouped convolution.
         with grouped_conv_implementation("split"):
-            module = ServingModule(model, labels_path, image_size, min(TOP_K, num_classes))
+            module = ServingModule(model, labels_path, image_size, min(TOP_K, num_classes),
+                                   max_pixels=max_pixels, max_batch=max_batch)
             signatures = {
                 SERVING_SIGNATURE: module.serve_image_bytes,
                 TEN_CROP_SIGNATURE: module.serve_ten_crop,
@@ -286,7 +463,8 @@ def read_labels(path):
     return [line.strip() for line in lines]
 
 
-def run(checkpoint, export_dir, version=None, labels_path=None, export_format="saved_model"):
+def run(checkpoint, export_dir, version=None, labels_path=None, export_format="saved_model",
+        max_pixels=DEFAULT_MAX_PIXELS, max_batch=DEFAULT_MAX_BATCH):
     """The command line's work: loads the model and writes a SavedModel version or an ONNX file.
 
     Returns:
@@ -300,7 +478,8 @@ def run(checkpoint, export_dir, version=None, labels_path=None, export_format="s
     if labels_path is None and tf.io.gfile.exists(os.path.join(model_dir, data.LABELS_FILENAME)):
         labels_path = os.path.join(model_dir, data.LABELS_FILENAME)
     labels = read_labels(labels_path) if labels_path else None
-    return export_saved_model(model, export_dir, labels=labels, version=version)
+    return export_saved_model(model, export_dir, labels=labels, version=version,
+                              max_pixels=max_pixels, max_batch=max_batch)
 
 
 def main(argv):
@@ -309,7 +488,8 @@ def main(argv):
     if not FLAGS.checkpoint or not FLAGS.export_dir:
         raise app.UsageError("--checkpoint and --export_dir are required")
     try:
-        path = run(FLAGS.checkpoint, FLAGS.export_dir, FLAGS.version, FLAGS.labels, FLAGS.format)
+        path = run(FLAGS.checkpoint, FLAGS.export_dir, FLAGS.version, FLAGS.labels, FLAGS.format,
+                   FLAGS.max_pixels, FLAGS.max_batch)
     except (ConfigError, ValueError, OSError) as e:
         print(f"alexnet_tf.export: error: {e}", file=sys.stderr)
         sys.exit(2)

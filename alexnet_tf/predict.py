@@ -3,9 +3,11 @@
     python -m alexnet_tf.predict --saved_model=models/alexnet/1 image.jpg [more.jpg ...] [--json]
 
 runs each file through the SavedModel's `serving_default` signature (the bytes as they are
-on disk, so preprocessing is the export's) and prints its top-5 labels and scores; with
+on disk, so preprocessing is the export's; `--signature=predict_images` sends the decoded
+pixels instead) and prints its top-5 labels and scores; with
 --json one JSON object per file. A file that cannot be read or decoded is reported on stderr
-by name and the others go on; the exit status is 1 if any failed. `format_result` is shared
+by name and the others go on; the exit status is 1 if any failed. A SavedModel that cannot be
+loaded ends the program with one `alexnet_tf.predict: error: ...` line and status 2. `format_result` is shared
 with `alexnet_tf.client`, so both print the same thing.
 """
 
@@ -48,6 +50,7 @@ def format_result(name, predictions, as_json=False):
 def error_message(error):
     """The informative line of an error: TensorFlow's graph errors start with boilerplate lines."""
     message = getattr(error, "message", None) or str(error) or type(error).__name__
+    message = re.sub(r"\{\{function_node [^}]*\}\}\s*", "", message)
     for line in message.splitlines():
         line = line.strip()
         if line and not line.startswith(("Graph execution error", "Detected at node", "<stack traces",
@@ -74,33 +77,64 @@ def resolve_saved_model(path):
 
 
 def run(saved_model, files, as_json=False, signature="serving_default", out=None, err=None):
-    """Predicts every file and prints the results; returns how many files failed."""
+    """Predicts every file and prints the results; returns how many files failed.
+
+    A bytes signature (`serving_default`, `serving_ten_crop`) gets each file's bytes as they
+    are; a pixel signature (`predict_images`) gets them decoded to [1, H, W, 3] pixels.
+
+    Raises:
+      FileNotFoundError: no SavedModel at `saved_model`.
+      KeyError: the SavedModel has no signature `signature`.
+      (tf.errors.OpError, ValueError, OSError): the SavedModel cannot be loaded.
+    """
     out, err = out or sys.stdout, err or sys.stderr
     import tensorflow as tf  # pylint: disable=g-import-not-at-top  (keeps --help fast)
 
-    serve = tf.saved_model.load(resolve_saved_model(saved_model)).signatures[signature]
+    signatures = tf.saved_model.load(resolve_saved_model(saved_model)).signatures
+    if signature not in signatures:
+        raise KeyError(f"no signature {signature!r}; it has {', '.join(sorted(signatures))}")
+    serve = signatures[signature]
+    (input_name, spec), = serve.structured_input_signature[1].items()
     failures = 0
     for name in files:
         try:
             with open(name, "rb") as f:
                 encoded = f.read()
-            outputs = serve(image_bytes=tf.constant([encoded]))
+            if spec.dtype == tf.string:
+                inputs = tf.constant([encoded])
+            else:
+                pixels = tf.io.decode_image(encoded, channels=3, expand_animations=False)
+                inputs = tf.cast(pixels, spec.dtype)[tf.newaxis]
+            outputs = serve(**{input_name: inputs})
             print(format_result(name, top_k({k: v.numpy() for k, v in outputs.items()}), as_json), file=out)
-        except (OSError, tf.errors.InvalidArgumentError) as e:
+        except (OSError, ValueError, tf.errors.OpError) as e:  # this file only: the others go on
             failures += 1
-            print(error_line("alexnet_tf.predict", name, e), file=err)
+            print(error_line("alexnet_tf.predict", name, getattr(e, "strerror", None) or e), file=err)
     return failures
 
 
 def main(argv):
     if not FLAGS.saved_model or len(argv) < 2:
         raise app.UsageError("usage: python -m alexnet_tf.predict --saved_model=DIR image [image ...]")
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+
+    where = FLAGS.saved_model
     try:
         failures = run(FLAGS.saved_model, argv[1:], FLAGS.json, FLAGS.signature)
-    except (FileNotFoundError, KeyError) as e:
-        print(f"alexnet_tf.predict: error: {e}", file=sys.stderr)
-        sys.exit(2)
+    except FileNotFoundError as e:
+        fail(f"{e} ({where})", "pass --saved_model=<export dir or version dir> written by alexnet_tf.export")
+    except KeyError as e:
+        fail(f"{e.args[0]} ({where})", "pass one of them as --signature")
+    except (tf.errors.OpError, ValueError, OSError) as e:
+        fail(f"cannot load the SavedModel: {error_message(e)} ({where})",
+             "check the path, or export the model again with python -m alexnet_tf.export")
     sys.exit(1 if failures else 0)
+
+
+def fail(what, todo, program="alexnet_tf.predict"):
+    """Ends the program with one line `<program>: error: <what> (<input>): <what to do>`, status 2."""
+    print(f"{program}: error: {what}: {todo}", file=sys.stderr)
+    sys.exit(2)
 
 
 if __name__ == "__main__":

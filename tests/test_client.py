@@ -10,7 +10,10 @@ import base64
 import concurrent.futures
 import http.server
 import json
+import os
 import socket
+import subprocess
+import sys
 import threading
 
 import numpy as np
@@ -179,7 +182,7 @@ def test_server_errors_give_one_line(protocol, rest_server, grpc_server, files, 
     bad.write_bytes(b"not an image at all")
     assert client.run(server, [str(bad)], protocol=protocol, timeout=30) == 1
     err = capsys.readouterr().err.splitlines()
-    assert len(err) == 1 and err[0].startswith(f"alexnet_tf.client: {server} ({protocol}): server error")
+    assert len(err) == 1 and err[0].startswith(f"alexnet_tf.client: {bad}: server error")  # names the file
     assert "image_bytes[0] is not a JPEG, PNG, GIF or BMP image" in err[0]
     assert client.run(server, paths, protocol=protocol, model_name="resnet", timeout=30) == 2
     err = capsys.readouterr().err.splitlines()
@@ -195,3 +198,36 @@ def test_server_that_is_not_there(protocol, files, capsys):
     assert out == ""
     assert err.splitlines() == [err.strip()] and err.startswith(
         f"alexnet_tf.client: {server} ({protocol}): cannot reach TF Serving")
+
+
+@pytest.mark.parametrize("protocol", ["rest", "grpc"])
+def test_one_bad_file_among_good_ones_is_named_and_the_others_predicted(protocol, rest_server, grpc_server,
+                                                                        loaded, files, tmp_path, capsys):
+    """One bad image fails TF Serving's whole request: the client resends file by file."""
+    paths, images = files
+    server = rest_server if protocol == "rest" else grpc_server
+    broken = str(tmp_path / "broken.jpg")
+    with open(broken, "wb") as f:
+        f.write(images[0][:len(images[0]) // 2])  # valid magic bytes, cut short
+    assert client.run(server, [paths[0], broken, paths[1]], protocol=protocol, timeout=30) == 1
+    out, err = capsys.readouterr()
+    got, want = out.strip().split("\n"), "\n".join(expected_lines(loaded, paths, images)).split("\n")
+    assert [l.split()[-2:] for l in got] == [l.split()[-2:] for l in want]  # both files, labels and classes
+    assert len(err.splitlines()) == 1 and err.startswith(f"alexnet_tf.client: {broken}: server error")
+    assert "truncated JPEG" in err
+
+
+@pytest.mark.slow
+def test_command_line_reports_each_file_and_exits_nonzero(rest_server, files, tmp_path):
+    paths, images = files
+    broken = str(tmp_path / "broken.jpg")
+    with open(broken, "wb") as f:
+        f.write(images[1][:300])
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    result = subprocess.run([sys.executable, "-m", "alexnet_tf.client", f"--server={rest_server}", paths[0], broken,
+                             paths[1]], cwd=repo, env={**os.environ, "PYTHONPATH": repo}, capture_output=True,
+                            text=True, timeout=240)
+    assert result.returncode == 1
+    assert [line for line in result.stdout.splitlines() if not line.startswith(" ")] == paths
+    errors = [line for line in result.stderr.splitlines() if line.startswith("alexnet_tf.client:")]
+    assert len(errors) == 1 and errors[0].startswith(f"alexnet_tf.client: {broken}: ") and "Traceback" not in result.stderr

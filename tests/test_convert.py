@@ -489,3 +489,89 @@ def test_cli_input_error_is_one_line_and_nonzero(tmp_path):
     lines = [l for l in result.stderr.splitlines() if l.startswith("error:")]
     assert len(lines) == 1 and missing in lines[0] and "Traceback" not in result.stderr
     assert not os.path.exists(tmp_path / "out")
+
+
+# ----------------------------------------------------------------------------- hostile trees
+
+
+def _deep_unreachable_folder(parent, synset_dir):
+    """A real folder whose path is longer than PATH_MAX: os.scandir on it fails even for root.
+
+    Built with dir_fd-relative mkdir/open, as no absolute path can name it. Returns the name of
+    its top component under `synset_dir` (the first folder the scan cannot enter lies below).
+    """
+    component = "d" * 250
+    fd = os.open(synset_dir, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for _ in range(20):  # 20 * 251 bytes > 4096
+            os.mkdir(component, dir_fd=fd)
+            child = os.open(component, os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+            os.close(fd)
+            fd = child
+        leaf = os.open("deep.JPEG", os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=fd)
+        os.write(leaf, encode(smooth_image(7, 40, 50), "JPEG"))
+        os.close(leaf)
+    finally:
+        os.close(fd)
+    return component
+
+
+def test_hostile_entries_are_skipped_with_reasons_and_the_rest_converted(good_tree, tmp_path):
+    """Non-UTF-8 name, dangling symlink, symlink loops, a FIFO, an unreachable folder: listed, not fatal."""
+    train = good_tree[0]
+    first = os.path.join(train, SYNSETS[0])
+    jpeg = encode(smooth_image(5, 40, 50), "JPEG")
+    with open(os.path.join(os.fsencode(first), b"\xff\xfe.JPEG"), "wb") as f:  # not UTF-8
+        f.write(jpeg)
+    os.symlink(os.path.join(first, "gone.JPEG"), os.path.join(first, "dangling.JPEG"))
+    os.symlink("self.JPEG", os.path.join(first, "self.JPEG"))  # ELOOP
+    os.symlink("..", os.path.join(first, "up"))  # a folder that leads back to train/
+    os.mkfifo(os.path.join(first, "pipe.JPEG"))  # reading it would block for ever
+    os.symlink(os.path.join(first, f"{SYNSETS[0]}_0.JPEG"), os.path.join(first, "link.JPEG"))
+    deep = _deep_unreachable_folder(tmp_path, os.path.join(train, SYNSETS[1]))
+    manifest = run_convert(good_tree, tmp_path / "out")
+    skipped = {s["path"]: s["reason"] for s in manifest["skipped"]}
+    f = f"{SYNSETS[0]}/"
+    assert skipped.pop(f + "\\xff\\xfe.JPEG").startswith("file name is not valid UTF-8")
+    assert skipped.pop(f + "dangling.JPEG").startswith("broken symlink")
+    assert skipped.pop(f + "self.JPEG").startswith("symlink loop")
+    assert skipped.pop(f + "up").startswith("folder already scanned through another path")
+    assert skipped.pop(f + "pipe.JPEG").startswith("not a regular file")
+    deep_path, reason = skipped.popitem()
+    assert deep_path.startswith(f"{SYNSETS[1]}/{deep}/") and reason.startswith("unreadable folder"), reason
+    assert not skipped
+    train_split = manifest["splits"]["train"]
+    assert train_split["num_examples"] == 3 * 3 + 1  # the good files and the working symlink
+    assert train_split["per_class"] == {SYNSETS[0]: 4, SYNSETS[1]: 3, SYNSETS[2]: 3}
+    assert manifest["complete"] and convert.verify(str(tmp_path / "out"), 1, progress=False) == []
+    with open(tmp_path / "out" / "manifest.json", encoding="utf-8") as f:
+        assert json.load(f)["skipped"] == manifest["skipped"]
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads a chmod 000 folder anyway; the PATH_MAX "
+                    "folder of the test above is the unreadable-folder case that runs as root")
+def test_chmod_000_folder_is_listed(good_tree, tmp_path):
+    locked = os.path.join(good_tree[0], SYNSETS[2], "locked")
+    os.makedirs(locked)
+    os.chmod(locked, 0)
+    try:
+        manifest = run_convert(good_tree, tmp_path / "out")
+    finally:
+        os.chmod(locked, 0o755)
+    assert {s["path"]: s["reason"] for s in manifest["skipped"]}[f"{SYNSETS[2]}/locked"].startswith(
+        "unreadable folder: Permission denied")
+
+
+def test_replaced_file_of_the_same_size_changes_the_fingerprint(good_tree, tmp_path):
+    output_dir = str(tmp_path / "out")
+    run_convert(good_tree, output_dir)
+    path = os.path.join(good_tree[0], SYNSETS[0], f"{SYNSETS[0]}_0.JPEG")
+    with open(path, "rb") as f:
+        data = bytearray(f.read())
+    data[-3] ^= 0x01  # other entropy-coded bytes, same size
+    with open(path, "wb") as f:
+        f.write(bytes(data))
+    stat = os.stat(path)
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 2_000_000_000))
+    with pytest.raises(convert.ConversionError, match="different dataset"):
+        run_convert(good_tree, output_dir)  # not a silent resume over stale shards

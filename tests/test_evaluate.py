@@ -101,3 +101,22 @@ def test_command_prints_centre_and_ten_crop_top1_top5(saved):
     _, stderr = bad.communicate(timeout=180)
     assert bad.returncode == 2
     assert "alexnet_tf.evaluate: error: pass exactly one of --checkpoint and --saved_model" in stderr
+
+
+@pytest.mark.slow
+def test_tensorflow_errors_end_with_one_line_naming_the_input(tmp_path):
+    """A shard that is no TFRecord fails inside TensorFlow: one line and status 2, no traceback."""
+    from test_export import small_classifier  # pylint: disable=g-import-not-at-top
+
+    export_path = export.export_saved_model(small_classifier(), str(tmp_path / "model"), warmup=False)
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    (data_dir / "validation-00000-of-00001").write_bytes(np.random.default_rng(0).bytes(5000))
+    result = subprocess.run([sys.executable, "-m", "alexnet_tf.evaluate", f"--data_dir={data_dir}",
+                             f"--saved_model={export_path}", "--label_offset=0"], cwd=REPO,
+                            env={**os.environ, "PYTHONPATH": REPO}, capture_output=True, text=True, timeout=240)
+    assert result.returncode == 2, result.stderr[-3000:]
+    lines = [line for line in result.stderr.splitlines() if line.startswith("alexnet_tf.evaluate:")]
+    assert "Traceback" not in result.stderr and len(lines) == 1, result.stderr[-3000:]
+    assert lines[0].startswith("alexnet_tf.evaluate: error: InvalidArgumentError: corrupt or truncated TFRecord")
+    assert f"--data_dir={data_dir}" in lines[0] and lines[0].endswith("then run again")

@@ -173,8 +173,12 @@ def test_bytes_that_are_no_image_fail_with_a_clear_error(exported, tmp_path):
     for name in (export.SERVING_SIGNATURE, export.TEN_CROP_SIGNATURE):
         with pytest.raises(tf.errors.InvalidArgumentError, match=r"image_bytes\[1\] is not a JPEG, PNG, GIF or BMP"):
             loaded.signatures[name](image_bytes=tf.constant([jpeg, b"hello, not an image"]))
-    with pytest.raises(tf.errors.InvalidArgumentError, match="Invalid JPEG data"):
-        loaded.signatures[export.SERVING_SIGNATURE](image_bytes=tf.constant([jpeg[:200]]))  # truncated
+    for cut in (jpeg[:200], jpeg[:len(jpeg) // 2]):  # truncated: valid magic bytes, named by index
+        with pytest.raises(tf.errors.InvalidArgumentError, match=r"image_bytes\[1\] is a truncated JPEG"):
+            loaded.signatures[export.SERVING_SIGNATURE](image_bytes=tf.constant([jpeg, cut]))
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"image_bytes\[0\] is a truncated or corrupt "
+                       r"image: the file ends inside the JPEG header"):
+        loaded.signatures[export.SERVING_SIGNATURE](image_bytes=tf.constant([jpeg[:20]]))
     # The process and the model go on serving.
     assert loaded.signatures[export.SERVING_SIGNATURE](image_bytes=tf.constant([jpeg]))["probabilities"].shape == (1, 7)
 
@@ -256,3 +260,136 @@ def test_onnx_pixel_model_matches_the_pixel_signature(tmp_path):
     written = export.run(str(tmp_path / "m.keras"), str(tmp_path / "out" / "m.onnx"), export_format="onnx")
     np.testing.assert_allclose(onnx_export.onnxruntime_probabilities(written, inputs),
                                onnx_export.onnxruntime_probabilities(path, inputs), atol=1e-6)
+
+
+# ----------------------------------------------------------------------------- issue 12: serving limits
+
+
+def black_png(height, width):
+    """A valid 8-bit grayscale PNG of zeros, written with zlib: 20000x20000 is ~380 KiB."""
+    import struct  # pylint: disable=g-import-not-at-top
+    import zlib  # pylint: disable=g-import-not-at-top
+
+    def chunk(kind, payload):
+        return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
+
+    compressor, row = zlib.compressobj(9), bytes(width + 1)  # filter byte 0, then the pixels
+    idat = b"".join(compressor.compress(row) for _ in range(height)) + compressor.flush()
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
+            + chunk(b"IDAT", idat) + chunk(b"IEND", b""))
+
+
+# Calls serving_default of a SavedModel in a fresh interpreter, one request per argument file
+# (a .npy array of encoded images); prints one JSON line per request: the outcome and the peak
+# RSS of the process before and after it.
+LIMITS_SCRIPT = """
+import json, sys
+import numpy as np
+import tensorflow as tf
+def peak_kib():  # this process image's peak RSS (getrusage's ru_maxrss keeps the parent's across exec)
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
+serve = tf.saved_model.load(sys.argv[1]).signatures["serving_default"]
+serve(image_bytes=tf.constant([open(sys.argv[2], "rb").read()]))  # trace and warm up
+for path in sys.argv[3:]:
+    before = peak_kib()
+    try:
+        result = {"shape": serve(image_bytes=tf.constant(np.load(path)))["probabilities"].shape.as_list()}
+    except tf.errors.InvalidArgumentError as e:
+        result = {"error": e.message}
+    result["rss_kib"] = peak_kib()
+    result["rss_before_kib"] = before
+    print(json.dumps(result), flush=True)
+"""
+
+
+def run_limits_script(path, requests, tmp_path):
+    """Sends each request (a list of encoded images) in one fresh process; returns their results."""
+    files = []
+    for k, images in enumerate(requests):
+        files.append(str(tmp_path / f"request{k}.npy"))
+        np.save(files[-1], np.array(images, dtype=object), allow_pickle=True)
+    write_jpeg(tmp_path / "warm.jpg", 64, 80)
+    script = LIMITS_SCRIPT.replace("np.load(path)", "np.load(path, allow_pickle=True).tolist()")
+    result = subprocess.run([sys.executable, "-c", script, path, str(tmp_path / "warm.jpg"), *files],
+                            cwd=REPO, capture_output=True, text=True, timeout=TIMEOUT)
+    assert result.returncode == 0, result.stderr[-3000:]
+    import json  # pylint: disable=g-import-not-at-top
+    return [json.loads(line) for line in result.stdout.splitlines()]
+
+
+@pytest.mark.slow
+def test_decompression_bomb_is_refused_before_decoding_in_a_fresh_process(exported, tmp_path):
+    """A 20000x20000 black PNG (~380 KiB, 1.2 GB decoded) is refused from its header, cheaply."""
+    _, _, path, _ = exported
+    bomb = black_png(20000, 20000)
+    assert len(bomb) < 1 << 20
+    small = write_jpeg(tmp_path / "a.jpg", 64, 80)
+    bomb_result, batch_result, large_png = run_limits_script(
+        path, [[small, bomb], [small] * 65, [black_png(6000, 6000)]], tmp_path)
+    assert "image_bytes[1] is 20000x20000 pixels (400000000), over the limit of 40000000 pixels per " \
+           "image (max_pixels)" in bomb_result["error"]
+    # Refused from the header: the process grew by far less than the 1.2 GB a decode takes.
+    assert bomb_result["rss_kib"] - bomb_result["rss_before_kib"] < 100 * 1024, bomb_result
+    assert "request has 65 images, over the limit of 64 per request (max_batch)" in batch_result["error"]
+    assert large_png["shape"] == [1, 7]  # 36 MP: under the limit, served
+
+
+def test_limits_are_export_options(tmp_path):
+    path = export.export_saved_model(small_classifier(), str(tmp_path), warmup=False, max_pixels=100 * 100,
+                                     max_batch=2)
+    serve = tf.saved_model.load(path).signatures[export.SERVING_SIGNATURE]
+    small, large = write_jpeg(tmp_path / "a.jpg", 100, 100), write_jpeg(tmp_path / "b.jpg", 100, 101)
+    assert serve(image_bytes=tf.constant([small, small]))["probabilities"].shape == (2, 7)
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"image_bytes\[1\] is 101x100 pixels \(10100\), "
+                       r"over the limit of 10000 pixels"):
+        serve(image_bytes=tf.constant([small, large]))
+    with pytest.raises(tf.errors.InvalidArgumentError, match="request has 3 images, over the limit of 2"):
+        serve(image_bytes=tf.constant([small] * 3))
+    pixels = tf.saved_model.load(path).signatures[export.PIXELS_SIGNATURE]
+    with pytest.raises(tf.errors.InvalidArgumentError, match="images are 101x100 pixels"):
+        pixels(images=tf.zeros([1, 100, 101, 3]))
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "GIF", "BMP", "BMP-top-down", "JPEG-progressive"])
+def test_header_sizes_match_the_decoder(fmt):
+    """The sizes read from headers are those the decoder produces, for every format served."""
+    from PIL import Image  # pylint: disable=g-import-not-at-top
+    import io  # pylint: disable=g-import-not-at-top
+
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (37, 53, 3), np.uint8))
+    buffer = io.BytesIO()
+    if fmt == "JPEG-progressive":
+        image.save(buffer, "JPEG", progressive=True)
+    else:
+        image.save(buffer, fmt.split("-")[0])
+    encoded = buffer.getvalue()
+    if fmt == "BMP-top-down":  # negative height: rows stored top to bottom
+        height = int.from_bytes(encoded[22:26], "little", signed=True)
+        encoded = encoded[:22] + (-height).to_bytes(4, "little", signed=True) + encoded[26:]
+    header = export.ServingModule._header(  # pylint: disable=protected-access
+        type("Limits", (), {"max_pixels": 10 ** 9})(), tf.constant(0), tf.constant(encoded)).numpy()
+    assert header.tolist() == [37, 53, 1]
+    assert tf.io.decode_image(encoded, channels=3, expand_animations=False).shape == (37, 53, 3)
+
+
+def test_large_jpegs_are_decoded_downscaled_with_the_same_result(exported, tmp_path):
+    """A 4200x5000 JPEG decodes at 1/4 (shorter side 1050 >= 4 x 256): crops match the full decode."""
+    model, _, _, loaded = exported
+    rng = np.random.default_rng(0)
+    from tiny_dataset import natural_image  # pylint: disable=g-import-not-at-top
+
+    for (height, width), ratio in (((1000, 1500), 1), ((2100, 3000), 2), ((4200, 5000), 4)):
+        jpeg = tf.io.encode_jpeg(natural_image(rng, height, width), quality=90).numpy()
+        header = export.ServingModule._header(  # pylint: disable=protected-access
+            type("Limits", (), {"max_pixels": 10 ** 9})(), tf.constant(0), tf.constant(jpeg)).numpy()
+        assert header.tolist() == [height, width, ratio]
+        full = data.preprocess_for_eval(data.decode_image(jpeg))
+        scaled = data.preprocess_for_eval(tf.io.decode_jpeg(jpeg, channels=3, ratio=ratio))
+        assert float(tf.reduce_mean(tf.abs(full - scaled))) < 1.0  # of 255: below JPEG q90 noise
+        served = loaded.signatures[export.SERVING_SIGNATURE](image_bytes=tf.constant([jpeg]))
+        served = served["probabilities"].numpy()[0]
+        np.testing.assert_allclose(served, tf.nn.softmax(model(scaled[tf.newaxis]))[0].numpy(), atol=1e-5)
+        expected = tf.nn.softmax(model(full[tf.newaxis]))[0].numpy()
+        np.testing.assert_allclose(served, expected, atol=1e-2, err_msg=f"{height}x{width}")
+        assert np.argmax(served) == np.argmax(expected)

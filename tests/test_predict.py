@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -66,3 +67,42 @@ def test_command_line_exit_status(saved_model, files):
     assert result.stdout.count("label ") == 10
     errors = [line for line in result.stderr.splitlines() if line.startswith("alexnet_tf.predict:")]
     assert len(errors) == 1 and errors[0].startswith(f"alexnet_tf.predict: {text}: image_bytes[0] is not a JPEG")
+
+
+def run_cli(*args):
+    return subprocess.run([sys.executable, "-m", "alexnet_tf.predict", *args], cwd=REPO,
+                          env={**os.environ, "PYTHONPATH": REPO}, capture_output=True, text=True, timeout=240)
+
+
+@pytest.mark.slow
+def test_pixel_signature_gets_decoded_files(saved_model, files, capsys):
+    """--signature=predict_images decodes each file and sends its pixels (a TypeError before)."""
+    (a, b), text, _ = files
+    assert predict.run(saved_model, [a, b], as_json=True) == 0
+    expected = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    result = run_cli(f"--saved_model={saved_model}", "--signature=predict_images", "--json", a, text, b)
+    assert result.returncode == 1, result.stderr[-2000:]
+    got = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [r["file"] for r in got] == [a, b]
+    for g, e in zip(got, expected):  # float pixels vs bytes: the same classes, scores within 1e-3
+        assert [p["class"] for p in g["predictions"]][:1] == [p["class"] for p in e["predictions"]][:1]
+        assert abs(g["predictions"][0]["score"] - e["predictions"][0]["score"]) < 1e-3
+    errors = [line for line in result.stderr.splitlines() if line.startswith("alexnet_tf.predict:")]
+    assert len(errors) == 1 and errors[0].startswith(f"alexnet_tf.predict: {text}: ") and "Traceback" not in result.stderr
+
+
+@pytest.mark.slow
+def test_model_errors_end_with_one_line_naming_the_input(saved_model, files, tmp_path):
+    (a, _), _, _ = files
+    broken = str(tmp_path / "broken")
+    shutil.copytree(os.path.join(saved_model, "1"), broken)
+    with open(os.path.join(broken, "variables", "variables.index"), "r+b") as f:
+        f.truncate(40)  # a damaged copy: TensorFlow fails to read its variables
+    for args, message in ((["--saved_model=" + broken], "cannot load the SavedModel: "),
+                          (["--saved_model=" + saved_model, "--signature=nope"], "no signature 'nope'")):
+        result = run_cli(*args, a)
+        assert result.returncode == 2, result.stderr[-2000:]
+        lines = [line for line in result.stderr.splitlines() if line.startswith("alexnet_tf.predict:")]
+        assert "Traceback" not in result.stderr and len(lines) == 1, result.stderr[-2000:]
+        assert lines[0].startswith("alexnet_tf.predict: error: " + message), lines[0]
+        assert f"({args[0].split('=', 1)[1]}): " in lines[0]
