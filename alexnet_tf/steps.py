@@ -146,7 +146,8 @@ def make_train_function(strategy, state, global_batch, jit_compile, loss_scaling
         if l2:  # the decay's term of the reported total loss, from the weights before the update
             losses += tf.stack([0.0, optim.l2_loss(l2, model.trainable_variables) / num_replicas])
         optimizer.apply_gradients(zip(gradients, model.trainable_variables))
-        return tf.concat([losses, evaluate.correct_counts(tf.nn.softmax(logits), labels), [stop]], 0)
+        # Ranked by the float32 logits: the softmax's order, without its ties where it saturates.
+        return tf.concat([losses, evaluate.correct_counts(tf.cast(logits, tf.float32), labels), [stop]], 0)
 
     @tf.function
     def train(iterator, num_steps, stop):
