@@ -58,7 +58,9 @@ def define_flags(flag_values=FLAGS):
     flags.DEFINE_integer("eval_steps", d.eval_steps,
                          "Validation batches per evaluation; default: all.", **fv)
     flags.DEFINE_enum("variant", d.variant, VARIANTS, "AlexNet variant.", **fv)
-    flags.DEFINE_float("dropout_rate", d.dropout_rate, "Dropout before fc6 and fc7.", **fv)
+    flags.DEFINE_float("dropout_rate", d.dropout_rate,
+                       "Dropout rate (0: off). paper, caffe: on the outputs of fc6 and fc7; "
+                       "one_weird_trick: on their inputs (torchvision's order).", **fv)
     flags.DEFINE_float("hidden_bias", d.hidden_bias,
                        "Bias init of conv2/4/5, fc6, fc7; default 1.0 (paper).", **fv)
     flags.DEFINE_float("weight_init_stddev", d.weight_init_stddev,
