@@ -159,6 +159,18 @@ def describe_data(config, data_dir):
                     steps * config.batch_size)
 
 
+def pipeline_batches(global_batches, input_context=None):
+    """The per-replica batches one input pipeline yields for `global_batches` global batches.
+
+    `distribute_datasets_from_function` hands a pipeline's consecutive batches to its replicas
+    in turn, so one global batch takes `num_replicas_in_sync / num_input_pipelines` batches
+    from every pipeline.
+    """
+    if input_context is None:
+        return global_batches
+    return global_batches * (input_context.num_replicas_in_sync // input_context.num_input_pipelines)
+
+
 def make_input_fns(config, info, seed):
     """The dataset functions of a run.
 
@@ -198,8 +210,10 @@ def make_input_fns(config, info, seed):
         else:
             dataset = data.synthetic_dataset(config.batch_size, num_classes=info.num_classes,
                                              ten_crop=ten_crop, input_context=input_context, seed=1,
-                                             **common).take(config.eval_steps or SYNTHETIC_EVAL_STEPS)
-        return dataset.take(config.eval_steps) if config.eval_steps else dataset
+                                             **common)
+        steps = config.eval_steps or (SYNTHETIC_EVAL_STEPS if info.source == "synthetic" else None)
+        # --eval_steps counts global batches; this pipeline's dataset holds per-replica ones.
+        return dataset.take(pipeline_batches(steps, input_context)) if steps else dataset
 
     def preview():
         images, _ = next(iter(train(batch_size=min(16, config.batch_size), shuffle_buffer_size=64)))

@@ -56,7 +56,7 @@ def define_flags(flag_values=FLAGS):
     flags.DEFINE_integer("steps_per_epoch", d.steps_per_epoch,
                          "Default: training examples // batch.", **fv)
     flags.DEFINE_integer("eval_steps", d.eval_steps,
-                         "Validation batches per evaluation; default: all.", **fv)
+                         "Global validation batches (of --batch_size images) per evaluation; default: all.", **fv)
     flags.DEFINE_enum("variant", d.variant, VARIANTS, "AlexNet variant.", **fv)
     flags.DEFINE_float("dropout_rate", d.dropout_rate,
                        "Dropout rate (0: off). paper, caffe: on the outputs of fc6 and fc7; "
