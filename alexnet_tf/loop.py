@@ -25,7 +25,7 @@ from alexnet_tf.config import ConfigError
 from alexnet_tf.distribute import is_chief, worker_name
 from alexnet_tf.inputs import make_input_fns
 from alexnet_tf.steps import Preempted, TrainingDiverged, build_model, build_state, make_eval_function
-from alexnet_tf.steps import make_train_function, run_evaluation
+from alexnet_tf.steps import make_train_function, run_evaluation, weight_decay_loss
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,10 +51,16 @@ def _steps_to_boundary(step, every):
 
 
 class _Meter:
-    """Sums the train function's outputs between log lines and times the images."""
+    """Sums the train function's outputs between log lines and times the images.
+
+    `total_loss` is the interval's mean loss plus the weight-decay term of the weights before
+    the chunk that ends at the log line: with one step per log line (or per chunk), the
+    term of that step's weights, as the train step once added it to every step.
+    """
 
     def __init__(self):
         self.sums, self.steps, self.images, self.seconds = np.zeros(6), 0, 0, 0.0
+        self.weight_decay_loss = 0.0  # the decay term, from the weights before the logged chunk
 
     def add(self, sums, steps, images, seconds):
         self.sums += sums
@@ -66,8 +72,8 @@ class _Meter:
     def metrics(self):
         ce, loss, top1, top5, count, _ = self.sums
         count = max(count, 1.0)
-        values = {"loss": ce / count, "total_loss": loss / max(self.steps, 1), "top1": top1 / count,
-                  "top5": top5 / count}
+        values = {"loss": ce / count, "total_loss": loss / max(self.steps, 1) + self.weight_decay_loss,
+                  "top1": top1 / count, "top5": top5 / count}
         if self.seconds:
             values["images_per_sec"] = self.images / self.seconds
         return values
@@ -161,6 +167,9 @@ class TrainLoop:
                         _steps_to_boundary(self.step, config.log_every_steps),
                         _steps_to_boundary(self.step, config.checkpoint_every_steps), self._profile(end))
             stop = 1.0 if self.preemption.requested else 0.0
+            logs = (self.step + steps) % config.log_every_steps == 0 or self.step + steps == end
+            if logs:  # the total loss's decay term: once per log line, not in every step
+                meter.weight_decay_loss = weight_decay_loss(self.state)
             start = time.time()
             sums = self.train_fn(iterator, tf.constant(steps), tf.constant(stop)).numpy()
             seconds = time.time() - start
@@ -169,7 +178,7 @@ class TrainLoop:
                 raise TrainingDiverged(self._diverged_message(f"the loss became {sums[1]}"))
             meter.add(sums, steps, steps * config.batch_size, seconds if traced else None)
             traced = True
-            if self.step % config.log_every_steps == 0 or self.step == end:
+            if logs:
                 self._log_train(meter)
                 meter = _Meter()
             if sums[5] > 0:

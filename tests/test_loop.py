@@ -1,0 +1,44 @@
+"""Tests of alexnet_tf.loop through the real entry point, in process: a 2-step run on synthetic data."""
+
+import os
+
+import pytest
+import tensorflow as tf
+from tensorboard.backend.event_processing import event_accumulator
+
+from alexnet_tf import optim, train
+from alexnet_tf.checkpointing import restore_model
+from alexnet_tf.config import TrainConfig
+
+
+def small_config(model_dir):
+    # one_weird_trick at 128 px: the trainer's full path at a fraction of the paper model's cost.
+    return TrainConfig(data_source="synthetic", model_dir=model_dir, variant="one_weird_trick",
+                       image_size=128, num_classes=5, batch_size=2, train_steps=2, steps_per_epoch=2,
+                       eval_steps=1, log_every_steps=1, checkpoint_every_steps=1, keep_checkpoints=3,
+                       lr_schedule="step", precision="float32", seed=0)
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    model_dir = str(tmp_path_factory.mktemp("loop") / "model")
+    return model_dir, train.run(small_config(model_dir))
+
+
+def _scalars(log_dir, tag):
+    accumulator = event_accumulator.EventAccumulator(log_dir, size_guidance={event_accumulator.TENSORS: 0})
+    accumulator.Reload()
+    return {e.step: float(tf.make_ndarray(e.tensor_proto)) for e in accumulator.Tensors(tag)}
+
+
+@pytest.mark.slow
+def test_total_loss_adds_the_decay_term_of_the_weights_before_the_logged_step(finished_run):
+    model_dir, _ = finished_run
+    loss = _scalars(os.path.join(model_dir, "train"), "loss")
+    total = _scalars(os.path.join(model_dir, "train"), "total_loss")
+    assert sorted(total) == [1, 2]
+    # Step 2 trained from checkpoint 1's weights; the model has no regularisation losses.
+    model, _ = restore_model(os.path.join(model_dir, "checkpoints", "ckpt-1"))
+    decay = float(optim.l2_loss(TrainConfig().weight_decay, model.trainable_variables))
+    assert decay > 0.1
+    assert total[2] - loss[2] == pytest.approx(decay, rel=1e-4)
