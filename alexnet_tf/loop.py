@@ -139,6 +139,12 @@ class TrainLoop:
         logging.info("%s: %d replica(s), %s, global batch %d, %d steps per epoch, %d steps in %d epochs.",
                      self.name, self.strategy.num_replicas_in_sync, self.precision, self.config.batch_size,
                      self.steps_per_epoch, self.total_steps, self.num_epochs)
+        finished = self._finished_result()
+        if finished is not None:
+            logging.info("%s: the run in %s is complete (step %d of %d, %d epochs); nothing to do. "
+                         "Raise --epochs or --train_steps to train further.", self.name, self.model_dir,
+                         self.step, self.total_steps, self.epoch)
+            return finished
         # A resumed run reshuffles with another seed, so it does not replay the epoch's start.
         seed = None if self.seed is None else self.seed + self.step
         self.inputs = make_input_fns(self.config, self.info, seed)
@@ -149,7 +155,7 @@ class TrainLoop:
         while self.epoch < self.num_epochs:
             self._train_until(iterator, min((self.epoch + 1) * self.steps_per_epoch, self.total_steps))
             validation = self._end_epoch()
-        if not validation:  # the run was already complete
+        if not validation:  # trained to the end, but stopped before its results were written
             validation = run_evaluation(self.strategy, self.eval_fn, self.inputs.evaluation)
         ten_crop = {}
         if self.config.ten_crop_eval:
@@ -223,6 +229,26 @@ class TrainLoop:
                      100 * metrics["top5"], metrics["loss"], message)
         self._save()
         return metrics
+
+    def _finished_result(self):
+        """The TrainResult in results.json when the restored state is that run's end, else None.
+
+        results.json is the last thing a finished run writes, so a run stopped after its final
+        checkpoint but before its export still gets evaluated and exported. Every worker reads
+        the same file, so all of them take the same branch.
+        """
+        if self.step < self.total_steps or self.epoch < self.num_epochs:
+            return None
+        path = os.path.join(self.model_dir, "results.json")
+        try:
+            with tf.io.gfile.GFile(path, "r") as f:
+                results = json.load(f)
+            result = TrainResult(**results)
+        except (tf.errors.OpError, ValueError, TypeError):
+            return None  # missing, unreadable, or written by another version
+        if result.global_step != self.step or result.epochs_completed != self.epoch:
+            return None
+        return result
 
     # -- side effects -----------------------------------------------------------------------
 

@@ -1,7 +1,10 @@
 """Tests of alexnet_tf.loop through the real entry point, in process: a 2-step run on synthetic data."""
 
+import json
+import logging
 import os
 
+import numpy as np
 import pytest
 import tensorflow as tf
 from tensorboard.backend.event_processing import event_accumulator
@@ -42,3 +45,25 @@ def test_total_loss_adds_the_decay_term_of_the_weights_before_the_logged_step(fi
     decay = float(optim.l2_loss(TrainConfig().weight_decay, model.trainable_variables))
     assert decay > 0.1
     assert total[2] - loss[2] == pytest.approx(decay, rel=1e-4)
+
+
+@pytest.mark.slow
+def test_rerunning_a_finished_run_says_so_and_writes_nothing(finished_run, caplog):
+    model_dir, first = finished_run
+    assert os.listdir(os.path.join(model_dir, "export")) == ["1"]
+
+    def snapshot():
+        return {os.path.join(root, name): os.stat(os.path.join(root, name)).st_mtime_ns
+                for root, _, names in os.walk(model_dir) for name in names if "events" not in name}
+
+    before = snapshot()
+    with caplog.at_level(logging.INFO, logger="absl"):
+        again = train.run(small_config(model_dir))
+    assert "is complete (step 2 of 2, 1 epochs); nothing to do" in caplog.text
+    assert "Exported" not in caplog.text and "validation top-1" not in caplog.text
+    assert os.listdir(os.path.join(model_dir, "export")) == ["1"]  # no second SavedModel version
+    assert snapshot() == before
+    assert again == first
+    with open(os.path.join(model_dir, "results.json")) as f:
+        assert json.load(f)["global_step"] == 2
+    assert np.isfinite(again.validation["loss"])
