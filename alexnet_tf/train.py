@@ -22,8 +22,8 @@ import tensorflow as tf
 
 from alexnet_tf.config import DATA_SOURCES, DISTRIBUTIONS, LR_SCHEDULES, PRECISIONS, VARIANTS
 from alexnet_tf.config import ConfigError, TrainConfig, demo_config
-from alexnet_tf.distribute import create_strategy
-from alexnet_tf.inputs import describe_data
+from alexnet_tf.distribute import create_strategy, is_chief
+from alexnet_tf.inputs import RECORD_COUNTS_FILENAME, describe_data
 from alexnet_tf.loop import TrainLoop
 from alexnet_tf.steps import Preempted, TrainingDiverged, check_precision, resolve_precision
 
@@ -145,7 +145,8 @@ def run(config):
     data_dir, model_dir = config.data_dir, config.model_dir
     if config.demo:
         data_dir, model_dir = _demo_dirs(config)
-    info = describe_data(config, data_dir)
+    info = describe_data(config, data_dir, count_cache=os.path.join(model_dir, RECORD_COUNTS_FILENAME),
+                         write_count_cache=is_chief(strategy))
     precision = resolve_precision(config.precision)
     check_precision(precision, config.variant)
     previous_policy = keras.mixed_precision.global_policy()
