@@ -46,7 +46,7 @@ class TrainConfig:
     augment: str = "paper"  # paper (random 224 of the 256 square + flip + PCA light) | inception
     skip_corrupt: bool = False
     steps_per_epoch: Optional[int] = None  # None: training examples // global batch
-    eval_steps: Optional[int] = None  # None: the whole validation set
+    eval_steps: Optional[int] = None  # global batches; None: the whole validation set
 
     # Model.
     variant: str = "paper"

@@ -66,12 +66,36 @@ class EvalConfig:
 # ----------------------------------------------------------------------------- metrics
 
 
-def correct_counts(probabilities, labels):
-    """float32 [top-1 hits, top-5 hits, count] of a batch (top-5 is top-C when C < 5)."""
-    k = min(5, probabilities.shape[-1])
+def label_ranks(scores, labels):
+    """int32 [B] rank of each row's label: 0 is the top class. Ties go to the lower class index.
+
+    The rank is `#(score > score[label]) + #(score == score[label] at a lower index)`, so
+    exactly one class has rank 0 and `rank < k` holds for exactly k classes of a row: the
+    order `tf.math.top_k` returns (the serving signature's `top_k_classes`). A row with a
+    NaN score ranks its label last (C): a diverged model gets no hits.
+    """
     labels = tf.cast(labels, tf.int32)
-    hits = [tf.reduce_sum(tf.cast(tf.math.in_top_k(labels, probabilities, n), tf.float32)) for n in (1, k)]
-    return tf.stack(hits + [tf.cast(tf.shape(labels)[0], tf.float32)])
+    num_classes = tf.shape(scores)[-1]
+    picked = tf.gather(scores, labels, batch_dims=1)[:, tf.newaxis]
+    lower = tf.range(num_classes)[tf.newaxis, :] < labels[:, tf.newaxis]
+    ahead = tf.logical_or(scores > picked, tf.logical_and(tf.equal(scores, picked), lower))
+    ranks = tf.reduce_sum(tf.cast(ahead, tf.int32), axis=-1)
+    has_nan = tf.reduce_any(tf.math.is_nan(scores), axis=-1)
+    return tf.where(has_nan, num_classes, ranks)
+
+
+def correct_counts(scores, labels):
+    """float32 [top-1 hits, top-5 hits, count] of a batch of [B, C] scores (probabilities or logits).
+
+    top-5 is top-C when C < 5. A hit for top-k is a label strictly inside the k best classes
+    (`label_ranks(...) < k`): a class tied with the label counts ahead of it when its index is
+    lower, so constant scores hit top-1 only for label 0 (`tf.math.in_top_k` counted every
+    tied label as a hit: 100% top-1 for a dead model).
+    """
+    k = min(5, scores.shape[-1])
+    ranks = label_ranks(scores, labels)
+    hits = [tf.reduce_sum(tf.cast(ranks < n, tf.float32)) for n in (1, k)]
+    return tf.stack(hits + [tf.cast(tf.shape(ranks)[0], tf.float32)])
 
 
 def classification_sums(probabilities, labels):

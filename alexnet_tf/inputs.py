@@ -18,6 +18,7 @@ from alexnet_tf import data
 from alexnet_tf.config import ConfigError
 
 DEFAULT_NUM_CLASSES = 1000
+RECORD_COUNTS_FILENAME = "record_counts.json"  # in the model dir: counts of shards without a manifest
 SYNTHETIC_STEPS_PER_EPOCH = 100
 SYNTHETIC_EVAL_STEPS = 10
 
@@ -68,6 +69,55 @@ def count_records(pattern):
     return int(dataset.reduce(tf.constant(0, tf.int64), lambda count, _: count + 1).numpy())
 
 
+def _shard_fingerprint(files):
+    """[name, size, mtime in ns] of each file, sorted: what a cached record count is valid for."""
+    fingerprint = []
+    for path in sorted(files):
+        stat = tf.io.gfile.stat(path)
+        fingerprint.append([os.path.basename(path), int(stat.length), int(stat.mtime_nsec)])
+    return fingerprint
+
+
+def _read_json(path):
+    try:
+        with tf.io.gfile.GFile(path, "r") as f:
+            value = json.load(f)
+        return value if isinstance(value, dict) else {}
+    except (tf.errors.OpError, ValueError):
+        return {}
+
+
+def cached_record_count(pattern, cache_path=None, write_cache=False):
+    """count_records(pattern), read from the JSON file `cache_path` when its shards are unchanged.
+
+    The cache maps each pattern to its shards' names, sizes and modification times and their
+    record count; a count is reused only for exactly the same files. A fresh count is stored
+    there when `write_cache` (the chief: other workers read what it wrote). A cache that
+    cannot be written only costs a recount at the next start.
+    """
+    if not cache_path:
+        return count_records(pattern)
+    fingerprint = _shard_fingerprint(tf.io.gfile.glob(pattern))
+    cache = _read_json(cache_path)
+    entry = cache.get(pattern)
+    if isinstance(entry, dict) and entry.get("files") == fingerprint and isinstance(entry.get("records"), int):
+        logging.info("Record count of %s: %d, cached in %s.", pattern, entry["records"], cache_path)
+        return entry["records"]
+    logging.warning("No record count in the data dir's %s; counting the records of %s once (set "
+                    "--steps_per_epoch to skip this).", data.MANIFEST_FILENAME, pattern)
+    records = count_records(pattern)
+    if write_cache:
+        cache[pattern] = {"files": fingerprint, "records": records}
+        try:
+            tf.io.gfile.makedirs(os.path.dirname(cache_path))
+            with tf.io.gfile.GFile(cache_path + ".tmp", "w") as f:
+                json.dump(cache, f, indent=1)
+            tf.io.gfile.rename(cache_path + ".tmp", cache_path, overwrite=True)
+        except (tf.errors.OpError, OSError) as e:
+            logging.warning("Could not cache the record count in %s: %s", cache_path, e)
+    return records
+
+
 def _check_data_dir(data_dir):
     if not tf.io.gfile.exists(data_dir):
         raise ConfigError(f"data dir {data_dir} does not exist")
@@ -86,7 +136,7 @@ def _num_classes(config, counted, where):
     return counted
 
 
-def _describe_tfrecords(config, data_dir):
+def _describe_tfrecords(config, data_dir, count_cache, write_count_cache):
     _check_data_dir(data_dir)
     for pattern, what in ((config.train_pattern, "training"), (config.eval_pattern, "validation")):
         if not tf.io.gfile.glob(os.path.join(data_dir, pattern)):
@@ -114,9 +164,8 @@ def _describe_tfrecords(config, data_dir):
             data_dir, data.MANIFEST_FILENAME))
     train_examples = _manifest_count(manifest, "train")
     if train_examples is None and config.steps_per_epoch is None:
-        logging.warning("No record count in %s; counting the training records (set --steps_per_epoch "
-                        "to skip this).", os.path.join(data_dir, data.MANIFEST_FILENAME))
-        train_examples = count_records(os.path.join(data_dir, config.train_pattern))
+        train_examples = cached_record_count(os.path.join(data_dir, config.train_pattern), count_cache,
+                                             write_count_cache)
     return DataInfo("tfrecord", data_dir, num_classes, labels, int(offset), train_examples or 0)
 
 
@@ -136,12 +185,15 @@ def _describe_tfds(config, data_dir):
     return DataInfo("tfds", data_dir, num_classes, names, 0, int(train_examples))
 
 
-def describe_data(config, data_dir):
+def describe_data(config, data_dir, count_cache=None, write_count_cache=False):
     """Checks the data source and describes it.
 
     Args:
       config: TrainConfig (data_source, patterns, num_classes, label_offset, batch_size...).
       data_dir: the data directory (the demo's generated one with --demo).
+      count_cache: JSON file caching the training record count of shards whose manifest has
+        none (counting reads every record); None counts every time.
+      write_count_cache: store a fresh count in `count_cache` (the chief only).
 
     Returns:
       A DataInfo.
@@ -151,12 +203,24 @@ def describe_data(config, data_dir):
         agree with --num_classes, unknown label offset, tfds data not prepared.
     """
     if config.data_source == "tfrecord":
-        return _describe_tfrecords(config, data_dir)
+        return _describe_tfrecords(config, data_dir, count_cache, write_count_cache)
     if config.data_source == "tfds":
         return _describe_tfds(config, data_dir)
     steps = config.steps_per_epoch or SYNTHETIC_STEPS_PER_EPOCH
     return DataInfo("synthetic", data_dir, config.num_classes or DEFAULT_NUM_CLASSES, None, 0,
                     steps * config.batch_size)
+
+
+def pipeline_batches(global_batches, input_context=None):
+    """The per-replica batches one input pipeline yields for `global_batches` global batches.
+
+    `distribute_datasets_from_function` hands a pipeline's consecutive batches to its replicas
+    in turn, so one global batch takes `num_replicas_in_sync / num_input_pipelines` batches
+    from every pipeline.
+    """
+    if input_context is None:
+        return global_batches
+    return global_batches * (input_context.num_replicas_in_sync // input_context.num_input_pipelines)
 
 
 def make_input_fns(config, info, seed):
@@ -198,8 +262,10 @@ def make_input_fns(config, info, seed):
         else:
             dataset = data.synthetic_dataset(config.batch_size, num_classes=info.num_classes,
                                              ten_crop=ten_crop, input_context=input_context, seed=1,
-                                             **common).take(config.eval_steps or SYNTHETIC_EVAL_STEPS)
-        return dataset.take(config.eval_steps) if config.eval_steps else dataset
+                                             **common)
+        steps = config.eval_steps or (SYNTHETIC_EVAL_STEPS if info.source == "synthetic" else None)
+        # --eval_steps counts global batches; this pipeline's dataset holds per-replica ones.
+        return dataset.take(pipeline_batches(steps, input_context)) if steps else dataset
 
     def preview():
         images, _ = next(iter(train(batch_size=min(16, config.batch_size), shuffle_buffer_size=64)))

@@ -25,7 +25,7 @@ from alexnet_tf.config import ConfigError
 from alexnet_tf.distribute import is_chief, worker_name
 from alexnet_tf.inputs import make_input_fns
 from alexnet_tf.steps import Preempted, TrainingDiverged, build_model, build_state, make_eval_function
-from alexnet_tf.steps import make_train_function, run_evaluation
+from alexnet_tf.steps import make_train_function, run_evaluation, weight_decay_loss
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,10 +51,16 @@ def _steps_to_boundary(step, every):
 
 
 class _Meter:
-    """Sums the train function's outputs between log lines and times the images."""
+    """Sums the train function's outputs between log lines and times the images.
+
+    `total_loss` is the interval's mean loss plus the weight-decay term of the weights before
+    the chunk that ends at the log line: with one step per log line (or per chunk), the
+    term of that step's weights, as the train step once added it to every step.
+    """
 
     def __init__(self):
         self.sums, self.steps, self.images, self.seconds = np.zeros(6), 0, 0, 0.0
+        self.weight_decay_loss = 0.0  # the decay term, from the weights before the logged chunk
 
     def add(self, sums, steps, images, seconds):
         self.sums += sums
@@ -66,8 +72,8 @@ class _Meter:
     def metrics(self):
         ce, loss, top1, top5, count, _ = self.sums
         count = max(count, 1.0)
-        values = {"loss": ce / count, "total_loss": loss / max(self.steps, 1), "top1": top1 / count,
-                  "top5": top5 / count}
+        values = {"loss": ce / count, "total_loss": loss / max(self.steps, 1) + self.weight_decay_loss,
+                  "top1": top1 / count, "top5": top5 / count}
         if self.seconds:
             values["images_per_sec"] = self.images / self.seconds
         return values
@@ -133,6 +139,12 @@ class TrainLoop:
         logging.info("%s: %d replica(s), %s, global batch %d, %d steps per epoch, %d steps in %d epochs.",
                      self.name, self.strategy.num_replicas_in_sync, self.precision, self.config.batch_size,
                      self.steps_per_epoch, self.total_steps, self.num_epochs)
+        finished = self._finished_result()
+        if finished is not None:
+            logging.info("%s: the run in %s is complete (step %d of %d, %d epochs); nothing to do. "
+                         "Raise --epochs or --train_steps to train further.", self.name, self.model_dir,
+                         self.step, self.total_steps, self.epoch)
+            return finished
         # A resumed run reshuffles with another seed, so it does not replay the epoch's start.
         seed = None if self.seed is None else self.seed + self.step
         self.inputs = make_input_fns(self.config, self.info, seed)
@@ -143,7 +155,7 @@ class TrainLoop:
         while self.epoch < self.num_epochs:
             self._train_until(iterator, min((self.epoch + 1) * self.steps_per_epoch, self.total_steps))
             validation = self._end_epoch()
-        if not validation:  # the run was already complete
+        if not validation:  # trained to the end, but stopped before its results were written
             validation = run_evaluation(self.strategy, self.eval_fn, self.inputs.evaluation)
         ten_crop = {}
         if self.config.ten_crop_eval:
@@ -161,6 +173,9 @@ class TrainLoop:
                         _steps_to_boundary(self.step, config.log_every_steps),
                         _steps_to_boundary(self.step, config.checkpoint_every_steps), self._profile(end))
             stop = 1.0 if self.preemption.requested else 0.0
+            logs = (self.step + steps) % config.log_every_steps == 0 or self.step + steps == end
+            if logs:  # the total loss's decay term: once per log line, not in every step
+                meter.weight_decay_loss = weight_decay_loss(self.state)
             start = time.time()
             sums = self.train_fn(iterator, tf.constant(steps), tf.constant(stop)).numpy()
             seconds = time.time() - start
@@ -169,7 +184,7 @@ class TrainLoop:
                 raise TrainingDiverged(self._diverged_message(f"the loss became {sums[1]}"))
             meter.add(sums, steps, steps * config.batch_size, seconds if traced else None)
             traced = True
-            if self.step % config.log_every_steps == 0 or self.step == end:
+            if logs:
                 self._log_train(meter)
                 meter = _Meter()
             if sums[5] > 0:
@@ -214,6 +229,26 @@ class TrainLoop:
                      100 * metrics["top5"], metrics["loss"], message)
         self._save()
         return metrics
+
+    def _finished_result(self):
+        """The TrainResult in results.json when the restored state is that run's end, else None.
+
+        results.json is the last thing a finished run writes, so a run stopped after its final
+        checkpoint but before its export still gets evaluated and exported. Every worker reads
+        the same file, so all of them take the same branch.
+        """
+        if self.step < self.total_steps or self.epoch < self.num_epochs:
+            return None
+        path = os.path.join(self.model_dir, "results.json")
+        try:
+            with tf.io.gfile.GFile(path, "r") as f:
+                results = json.load(f)
+            result = TrainResult(**results)
+        except (tf.errors.OpError, ValueError, TypeError):
+            return None  # missing, unreadable, or written by another version
+        if result.global_step != self.step or result.epochs_completed != self.epoch:
+            return None
+        return result
 
     # -- side effects -----------------------------------------------------------------------
 

@@ -19,6 +19,12 @@ into contiguous groups) and a bias; dense layers are `fc6`, `fc7`, `fc8` with ke
 row for (y, x, c) is `(y * 6 + x) * 256 + c`, where PyTorch's is `(c * 6 + y) * 6 + x`, so
 fc6's rows must be permuted when importing channels-first weights.
 
+Dropout (no weights, so no effect on the layout) follows the reference of each variant:
+`paper` and `caffe` apply it to the outputs of fc6 and fc7 (flatten -> fc6 -> ReLU ->
+dropout6 -> fc7 -> ReLU -> dropout7 -> fc8: paper section 4.2, Caffe's drop6/drop7);
+`one_weird_trick` to their inputs, as torchvision's classifier (flatten -> dropout6 -> fc6 ->
+ReLU -> dropout7 -> fc7 -> ReLU -> fc8).
+
 Imported weights expect their own input convention (Caffe: BGR minus a mean pixel;
 torchvision: RGB in [0, 1] normalised by mean/std). `build_alexnet(input_conversion=...)`
 puts an `InputConversion` layer first that converts this project's input into that one, so
@@ -62,6 +68,10 @@ class VariantSpec:
     # edge (padded here; exact because pooled activations are >= 0 after ReLU).
     ceil_mode_pool: bool = False
     hidden_bias: float = 1.0  # the "bias 1" layers' default when build_alexnet gets none
+    # Where dropout sits: False drops the outputs of fc6 and fc7 (the paper's section 4.2 and
+    # Caffe's drop6/drop7 after relu6/relu7); True drops the inputs of fc6 and fc7 (pool5's
+    # features and fc6's output), torchvision's order.
+    dropout_before_fc: bool = False
 
 
 VARIANTS = {
@@ -94,6 +104,7 @@ VARIANTS = {
         fc_bias_init=0.0,
         weight_init="torch",
         adaptive_pool=True,
+        dropout_before_fc=True,
     ),
     # Caffe's bvlc_alexnet: the paper's layers (same 60,965,224 parameters) on 227x227 crops
     # without padding (the ONNX zoo's copy takes 224x224, which the rounded-up pool1 brings
@@ -158,7 +169,10 @@ def build_alexnet(
             and "caffe" variants need at least 224x224 for their 6x6 pool5 (Caffe itself
             used 227x227); "one_weird_trick" pools adaptively to 6x6 like torchvision and
             accepts 63x63 and up.
-        dropout_rate: dropout before fc6 and fc7 (the paper's 0.5); 0 disables it.
+        dropout_rate: the paper's 0.5; 0 disables dropout. "paper" and "caffe" drop the
+            outputs of fc6 and fc7 (fc6 -> ReLU -> dropout -> fc7 -> ReLU -> dropout -> fc8,
+            layers `dropout6`, `dropout7`); "one_weird_trick" drops their inputs as
+            torchvision does (dropout -> fc6 -> ReLU -> dropout -> fc7 -> ReLU -> fc8).
         weight_decay: the paper's weight decay `wd`, added to the gradient as `wd * w` on
             every conv and dense kernel (an L2 penalty of `wd / 2 * sum(w**2)` in the
             loss, i.e. Keras' `L2(wd / 2)`); 0 disables it (e.g. to use a decoupled
@@ -253,7 +267,7 @@ def build_alexnet(
     x = keras.layers.Flatten(name="flatten")(x)
     fc_bias = biased if (spec.fc_bias_init and spec.weight_init == "paper") else spec.fc_bias_init
     for i, units in enumerate(spec.fc_units, start=6):
-        if dropout_rate:
+        if dropout_rate and spec.dropout_before_fc:
             x = keras.layers.Dropout(dropout_rate, name=f"dropout{i}")(x)
         x = keras.layers.Dense(
             units,
@@ -263,6 +277,8 @@ def build_alexnet(
             kernel_regularizer=regularizer,
             name=f"fc{i}",
         )(x)
+        if dropout_rate and not spec.dropout_before_fc:
+            x = keras.layers.Dropout(dropout_rate, name=f"dropout{i}")(x)
     x = keras.layers.Dense(
         num_classes,
         kernel_initializer=kernel_init(),

@@ -114,17 +114,30 @@ def build_state(config, strategy, num_classes, steps_per_epoch, total_steps, los
     return TrainState(model, optimizer, schedule, plateau, step, epoch, checkpoint)
 
 
-def make_train_function(strategy, state, global_batch, jit_compile, loss_scaling):
-    """Returns train(iterator, num_steps, stop) -> summed [ce, total loss, top1, top5, count, stop].
+def weight_decay_loss(state):
+    """float: the optimizer's weight-decay term `wd/2 |kernels|^2` of the loss, for the current weights.
 
-    Each replica's loss is its share of the global mean, so the optimizer's all-reduce SUM
-    of gradients gives the gradient of the global batch's mean loss (plus weight decay).
+    The decay is applied inside the optimizer's update, so the train step's loss leaves this
+    term out; the trainer adds it to the reported total loss when it writes a log line (a
+    square-and-sum over all 61 M weights is too costly for every step).
+    """
+    optimizer = state.optimizer
+    l2 = getattr(getattr(optimizer, "inner_optimizer", optimizer), "l2", 0.0)
+    return float(optim.l2_loss(l2, state.model.trainable_variables)) if l2 else 0.0
+
+
+def make_train_function(strategy, state, global_batch, jit_compile, loss_scaling):
+    """Returns train(iterator, num_steps, stop) -> summed [ce, loss, top1, top5, count, stop].
+
+    `loss` is the global batch's mean cross-entropy plus the model's regularisation losses,
+    without the optimizer's weight decay (`weight_decay_loss` gives that term). Each
+    replica's loss is its share of the global mean, so the optimizer's all-reduce SUM of
+    gradients gives the gradient of the global batch's mean loss (plus weight decay).
     `stop` (this worker's SIGTERM flag) is summed over replicas and workers, so every
     worker learns of a preemption at the same step.
     """
     model, optimizer = state.model, state.optimizer
     num_replicas = strategy.num_replicas_in_sync
-    l2 = getattr(getattr(optimizer, "inner_optimizer", optimizer), "l2", 0.0)
 
     def forward_backward(images, labels):
         with tf.GradientTape() as tape:
@@ -142,10 +155,9 @@ def make_train_function(strategy, state, global_batch, jit_compile, loss_scaling
 
     def replica_step(images, labels, stop):
         gradients, losses, logits = forward_backward(images, labels)
-        if l2:  # the decay's term of the reported total loss, from the weights before the update
-            losses += tf.stack([0.0, optim.l2_loss(l2, model.trainable_variables) / num_replicas])
         optimizer.apply_gradients(zip(gradients, model.trainable_variables))
-        return tf.concat([losses, evaluate.correct_counts(tf.nn.softmax(logits), labels), [stop]], 0)
+        # Ranked by the float32 logits: the softmax's order, without its ties where it saturates.
+        return tf.concat([losses, evaluate.correct_counts(tf.cast(logits, tf.float32), labels), [stop]], 0)
 
     @tf.function
     def train(iterator, num_steps, stop):

@@ -22,8 +22,8 @@ import tensorflow as tf
 
 from alexnet_tf.config import DATA_SOURCES, DISTRIBUTIONS, LR_SCHEDULES, PRECISIONS, VARIANTS
 from alexnet_tf.config import ConfigError, TrainConfig, demo_config
-from alexnet_tf.distribute import create_strategy
-from alexnet_tf.inputs import describe_data
+from alexnet_tf.distribute import create_strategy, is_chief
+from alexnet_tf.inputs import RECORD_COUNTS_FILENAME, describe_data
 from alexnet_tf.loop import TrainLoop
 from alexnet_tf.steps import Preempted, TrainingDiverged, check_precision, resolve_precision
 
@@ -56,9 +56,11 @@ def define_flags(flag_values=FLAGS):
     flags.DEFINE_integer("steps_per_epoch", d.steps_per_epoch,
                          "Default: training examples // batch.", **fv)
     flags.DEFINE_integer("eval_steps", d.eval_steps,
-                         "Validation batches per evaluation; default: all.", **fv)
+                         "Global validation batches (of --batch_size images) per evaluation; default: all.", **fv)
     flags.DEFINE_enum("variant", d.variant, VARIANTS, "AlexNet variant.", **fv)
-    flags.DEFINE_float("dropout_rate", d.dropout_rate, "Dropout before fc6 and fc7.", **fv)
+    flags.DEFINE_float("dropout_rate", d.dropout_rate,
+                       "Dropout rate (0: off). paper, caffe: on the outputs of fc6 and fc7; "
+                       "one_weird_trick: on their inputs (torchvision's order).", **fv)
     flags.DEFINE_float("hidden_bias", d.hidden_bias,
                        "Bias init of conv2/4/5, fc6, fc7; default 1.0 (paper).", **fv)
     flags.DEFINE_float("weight_init_stddev", d.weight_init_stddev,
@@ -143,7 +145,8 @@ def run(config):
     data_dir, model_dir = config.data_dir, config.model_dir
     if config.demo:
         data_dir, model_dir = _demo_dirs(config)
-    info = describe_data(config, data_dir)
+    info = describe_data(config, data_dir, count_cache=os.path.join(model_dir, RECORD_COUNTS_FILENAME),
+                         write_count_cache=is_chief(strategy))
     precision = resolve_precision(config.precision)
     check_precision(precision, config.variant)
     previous_policy = keras.mixed_precision.global_policy()

@@ -97,6 +97,36 @@ def test_two_mirrored_replicas_match_one_replica_with_the_same_global_batch(tmp_
     assert "global batch_size 3 is not divisible by the 2 replicas" in out["error"]
 
 
+EVAL_STEPS_SCRIPT = textwrap.dedent("""
+    import json, sys
+    import tensorflow as tf
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    from alexnet_tf import inputs
+    from alexnet_tf.config import TrainConfig
+    from alexnet_tf.distribute import create_strategy
+
+    strategy = create_strategy("mirrored")
+    config = TrainConfig(data_dir=sys.argv[1], model_dir="/unused", batch_size=4, eval_steps=3)
+    input_fns = inputs.make_input_fns(config, inputs.describe_data(config, sys.argv[1]), seed=0)
+    steps = images = 0
+    for _, labels in strategy.distribute_datasets_from_function(input_fns.evaluation):
+        steps += 1
+        images += sum(int(tf.shape(l)[0]) for l in strategy.experimental_local_results(labels))
+    print(json.dumps({"replicas": strategy.num_replicas_in_sync, "steps": steps, "images": images}))
+""")
+
+
+@pytest.mark.slow
+def test_eval_steps_counts_global_batches_on_two_mirrored_replicas(tmp_path):
+    data_dir = write_tiny_dataset(tmp_path / "data", validation_records=16)
+    result = subprocess.run([sys.executable, "-c", EVAL_STEPS_SCRIPT, data_dir],
+                            cwd=REPO, capture_output=True, text=True, timeout=TIMEOUT)
+    assert result.returncode == 0, result.stderr[-4000:]
+    # --eval_steps=3 at a global batch of 4: 12 of the 16 images (the per-replica take gave 6).
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == {"replicas": 2, "steps": 3, "images": 12}
+
+
 def _free_ports(count):
     sockets = [socket.socket() for _ in range(count)]
     for s in sockets:

@@ -56,12 +56,33 @@ def test_paper_variant_layout(paper_model):
     lrn = [l.name for l in paper_model.layers if isinstance(l, LocalResponseNormalization)]
     assert lrn == ["lrn1", "lrn2"]
     order = [l.name for l in paper_model.layers]
-    # LRN after the ReLU'd conv and before the overlapping 3x3/2 pool; dropout before fc6/fc7.
+    # LRN after the ReLU'd conv and before the overlapping 3x3/2 pool; dropout after fc6/fc7.
     assert order.index("conv1") < order.index("lrn1") < order.index("pool1")
-    assert order.index("dropout6") + 1 == order.index("fc6")
-    assert order.index("dropout7") + 1 == order.index("fc7")
+    assert order.index("fc6") + 1 == order.index("dropout6")
+    assert order.index("fc7") + 1 == order.index("dropout7")
     pool = paper_model.get_layer("pool1")
     assert pool.pool_size == (3, 3) and pool.strides == (2, 2)
+
+
+def _inbound(model, name):
+    return model.get_layer(name).input._keras_history.operation.name
+
+
+@pytest.mark.parametrize("variant, inbound", [
+    # The paper (section 4.2) and Caffe's bvlc_alexnet drop the outputs of fc6 and fc7
+    # (fc6's Dense applies the ReLU); torchvision's classifier drops their inputs.
+    ("paper", {"dropout6": "fc6", "fc7": "dropout6", "dropout7": "fc7", "fc8": "dropout7"}),
+    ("caffe", {"dropout6": "fc6", "fc7": "dropout6", "dropout7": "fc7", "fc8": "dropout7"}),
+    ("one_weird_trick", {"dropout6": "flatten", "fc6": "dropout6", "dropout7": "fc6", "fc7": "dropout7",
+                         "fc8": "fc7"}),
+])
+def test_dropout_placement_follows_each_variants_reference(variant, inbound):
+    model = build_alexnet(variant=variant, kernel_initializer="zeros")
+    assert {name: _inbound(model, name) for name in inbound} == inbound
+    assert model.get_layer("fc6").activation is keras.activations.relu
+    without = build_alexnet(variant=variant, dropout_rate=0.0, kernel_initializer="zeros")
+    assert _inbound(without, "fc7") == "fc6" and _inbound(without, "fc8") == "fc7"
+    assert not [layer for layer in without.layers if isinstance(layer, keras.layers.Dropout)]
 
 
 def test_paper_initialisation(paper_model):

@@ -131,6 +131,22 @@ def test_step_and_cosine_schedules_with_warmup():
     assert float(cosine(110)) == pytest.approx(0.0, abs=1e-9)
 
 
+def test_a_train_step_of_a_zero_weight_model_counts_one_top1_hit_not_all():
+    from alexnet_tf import steps  # pylint: disable=g-import-not-at-top
+    config = TrainConfig(batch_size=4, variant="one_weird_trick", image_size=128, precision="float32",
+                         dropout_rate=0.0, lr_schedule="step")
+    strategy = tf.distribute.get_strategy()
+    state = steps.build_state(config, strategy, 5, steps_per_epoch=1, total_steps=1, loss_scaling=False)
+    for variable in state.model.trainable_variables:
+        variable.assign(tf.zeros_like(variable))  # every logit 0: five classes tied
+    train_fn = steps.make_train_function(strategy, state, 4, jit_compile=False, loss_scaling=False)
+    batch = (tf.ones([4, 128, 128, 3]), tf.constant([0, 1, 2, 4]))
+    sums = train_fn(iter(tf.data.Dataset.from_tensors(batch).repeat()), tf.constant(1), tf.constant(0.0))
+    ce, _, top1, top5, count, stop = sums.numpy()
+    assert ce == pytest.approx(4 * np.log(5))
+    assert (top1, top5, count, stop) == (1.0, 4.0, 4.0, 0.0)  # in_top_k said 4 top-1 hits of 4
+
+
 def test_filter_grid_tiles_96_filters_in_8_rows_of_12_each_stretched_to_0_1():
     kernel = np.random.default_rng(0).normal(size=(11, 11, 3, 96)).astype(np.float32)
     kernel[..., 5] *= 100.0
