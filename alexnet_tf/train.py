@@ -21,6 +21,7 @@ import keras
 import tensorflow as tf
 
 from alexnet_tf.config import DATA_SOURCES, DISTRIBUTIONS, LR_SCHEDULES, PRECISIONS, VARIANTS
+from alexnet_tf import hardware
 from alexnet_tf.config import ConfigError, TrainConfig, demo_config
 from alexnet_tf.distribute import create_strategy, is_chief
 from alexnet_tf.inputs import RECORD_COUNTS_FILENAME, describe_data
@@ -149,6 +150,10 @@ def run(config):
                          write_count_cache=is_chief(strategy))
     precision = resolve_precision(config.precision)
     check_precision(precision, config.variant)
+    if not hardware.onednn_enabled() and not hardware.has_gpu() and "TF_ENABLE_ONEDNN_OPTS" not in os.environ:
+        logging.info("TensorFlow runs its Eigen CPU kernels on this CPU (oneDNN off by default); "
+                     "TF_ENABLE_ONEDNN_OPTS=1 may train faster (2x in float32 where measured, BUILD.md "
+                     "'Portability'); bfloat16 is emulated here, so --precision=auto picks float32")
     previous_policy = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy(precision)
     try:
