@@ -34,6 +34,40 @@ def test_the_process_runs_the_kernels_the_environment_asks_for():
     assert layers.resolve_grouped_conv_implementation(tf.float32) == expected
 
 
+def test_auto_precision_is_bfloat16_only_where_it_is_native_and_onednn_runs():
+    from alexnet_tf import steps  # pylint: disable=g-import-not-at-top
+
+    if hardware.has_gpu():
+        pytest.skip("on a GPU the choice follows its compute capability")
+    chosen = steps.resolve_precision("auto")
+    if not hardware.onednn_enabled() or not hardware.cpu_has_native_bfloat16():
+        assert chosen == "float32"  # emulated bfloat16 is many times slower than float32
+    else:
+        assert chosen == "mixed_bfloat16"
+
+
+def test_import_alone_loads_every_keras_file_the_project_writes(tmp_path):
+    """A fresh process that imports nothing but `alexnet_tf` and keras: every custom layer
+    (GroupedConv2D, LRN, the InputConversion of imported weights) must be registered."""
+    from alexnet_tf import build_alexnet  # pylint: disable=g-import-not-at-top
+
+    model = build_alexnet(num_classes=3, variant="caffe", input_conversion={
+        "input_mean": (123.0, 117.0, 104.0), "channel_order": "bgr", "mean": (104.0, 117.0, 123.0)})
+    path = str(tmp_path / "imported.keras")
+    model.save(path)
+    x = np.random.default_rng(0).uniform(-100, 100, (1, 224, 224, 3)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    expected = model(x, training=False).numpy()
+    result = run_command(["-c", textwrap.dedent(f"""
+        import json, numpy as np, keras, alexnet_tf
+        model = keras.saving.load_model({path!r})
+        print(json.dumps(model(np.load({str(tmp_path / 'x.npy')!r}), training=False).numpy().tolist()))
+    """)])
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "input_conversion" in [layer.name for layer in model.layers]
+    np.testing.assert_allclose(json.loads(result.stdout.strip().splitlines()[-1]), expected, rtol=1e-4, atol=1e-4)
+
+
 def _block_diagonal(kernel, groups):
     """The dense kernel equal to a grouped one: group g's filters see only group g's channels."""
     kh, kw, per_group, filters = kernel.shape
