@@ -201,7 +201,7 @@ def run(data_dir, *, batch_size, num_classes, label_offset, warmup_steps, timed_
     """
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
 
-    from alexnet_tf import data  # pylint: disable=g-import-not-at-top
+    from alexnet_tf import preprocessing  # pylint: disable=g-import-not-at-top
     from alexnet_tf.inputs import make_input_fns  # pylint: disable=g-import-not-at-top
 
     config, info = describe_train_shards(data_dir, num_classes, label_offset, batch_size=batch_size)
@@ -218,7 +218,7 @@ def run(data_dir, *, batch_size, num_classes, label_offset, warmup_steps, timed_
         skipped.append({"row": "pil", "reason": "skipped: Pillow is not installed (pip install pillow)"})
     else:
         progress(f"starting {pil_processes} PIL worker processes")
-        constants = (data.MEAN_RGB, data.PCA_EIGVAL, data.PCA_EIGVEC)
+        constants = (preprocessing.MEAN_RGB, preprocessing.PCA_EIGVAL, preprocessing.PCA_EIGVEC)
         records = (warmup_steps + timed_steps + _PilLoader.SLOTS) * batch_size  # one round's worth
         loader = _PilLoader(_read_jpegs(tf, files, records), pil_processes, batch_size, constants)
         rows["pil"] = loader.batches

@@ -32,9 +32,10 @@ from typing import Callable, NamedTuple
 from absl import logging
 import tensorflow as tf
 
-# The TFRecord schema (the model-garden converters', PAPER.md) and file names are owned by
-# alexnet_tf.data, which reads what this module writes.
-from alexnet_tf.data import (  # noqa: E402  (grouped with the schema it names)
+# The on-disk contract (Example keys, labels.txt, manifest.json, label offset) is
+# alexnet_tf.schema's: every reader of what this module writes reads it through that module.
+from alexnet_tf import schema
+from alexnet_tf.schema import (
     CHANNELS_KEY,
     COLORSPACE_KEY,
     ENCODED_KEY,
@@ -42,6 +43,7 @@ from alexnet_tf.data import (  # noqa: E402  (grouped with the schema it names)
     FORMAT_KEY,
     HEIGHT_KEY,
     LABEL_KEY,
+    LABEL_OFFSET,
     LABELS_FILENAME as LABELS_NAME,
     MANIFEST_FILENAME as MANIFEST_NAME,
     SYNSET_KEY,
@@ -49,9 +51,6 @@ from alexnet_tf.data import (  # noqa: E402  (grouped with the schema it names)
     WIDTH_KEY,
 )
 
-# Our labels run 0..num_classes-1 (tensorflow-datasets' convention); the model-garden
-# converters write 1..1000 with 0 for "background". Readers add nothing when this is 0.
-LABEL_OFFSET = 0
 SPLITS = ("train", "validation")
 FORMAT_VERSION = 1
 DEFAULT_RESIZE_SHORTER = 256
@@ -772,13 +771,14 @@ def load_manifest(output_dir: str) -> dict:
     Raises:
       ConversionError: the folder has no readable manifest.
     """
-    path = os.path.join(output_dir, MANIFEST_NAME)
     try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except (OSError, ValueError) as e:
-        raise ConversionError(f"cannot read {path} ({e}); convert the dataset into "
-                              f"{output_dir} first") from None
+        manifest = schema.read_manifest(output_dir)
+    except (ValueError, tf.errors.OpError) as e:
+        raise ConversionError(f"{e}; convert the dataset into {output_dir} first") from None
+    if not manifest:
+        raise ConversionError(f"no {MANIFEST_NAME} in {output_dir}; convert the dataset into "
+                              f"{output_dir} first")
+    return manifest
 
 
 def _previous_manifest(output_dir: str, fingerprint: str, settings: dict,
@@ -892,8 +892,7 @@ def convert(output_dir: str, train_dir: str | None = None, validation_dir: str |
     for name in os.listdir(output_dir):
         if name.startswith(_TMP_PREFIX):  # partial shards of a killed run
             os.remove(os.path.join(output_dir, name))
-    _atomic_write(os.path.join(output_dir, LABELS_NAME), "".join(
-        f"{k}\t{s}\t{n}\n" for k, (s, n) in enumerate(zip(plan.synsets, plan.names))))
+    _atomic_write(os.path.join(output_dir, LABELS_NAME), _labels_text(plan.synsets, plan.names))
 
     results, tasks = _split_work(plan, old, kept, output_dir, resize_shorter, quality)
     if kept:
@@ -921,6 +920,11 @@ def convert(output_dir: str, train_dir: str | None = None, validation_dir: str |
     logging.info("%d files skipped, %d repaired; manifest: %s", len(manifest["skipped"]),
                  len(manifest["repaired"]), os.path.join(output_dir, MANIFEST_NAME))
     return manifest
+
+
+def _labels_text(synsets: list[str], names: list[str]) -> str:
+    entries = [schema.LabelEntry(k + LABEL_OFFSET, s, n) for k, (s, n) in enumerate(zip(synsets, names))]
+    return schema.format_labels(entries)
 
 
 def _manifest(plan: _Plan, settings: dict, results: list[dict], complete: bool) -> dict:
@@ -1028,7 +1032,7 @@ def verify(output_dir: str, num_workers: int | None = None, progress: bool = Tru
     problems = [] if manifest.get("complete") else ["manifest says the conversion is incomplete"]
     synsets = [c["synset"] for c in manifest["classes"]]
     names = [c["name"] for c in manifest["classes"]]
-    labels = "".join(f"{k}\t{s}\t{n}\n" for k, (s, n) in enumerate(zip(synsets, names)))
+    labels = _labels_text(synsets, names)
     try:
         with open(os.path.join(output_dir, LABELS_NAME), encoding="utf-8") as f:
             if f.read() != labels:

@@ -1,73 +1,21 @@
-"""Owns the ImageNet input pipeline: TFRecord schema, decoding, the paper's preprocessing, tf.data datasets.
+"""tf.data pipelines: TFRecord shards (`make_dataset`), tensorflow-datasets, synthetic batches.
 
 Images leave every pipeline as float32 NHWC in the [0, 255] scale with the ImageNet mean
-subtracted (the paper's input convention); labels leave as 0-based int32.
-
-Following the paper (PAPER.md, "Data"), an image is first reduced to the central square of its
-shorter side, rescaled to 256 x 256 when it is not already that size (the converter writes
-images whose shorter side is 256, so rescaling is normally skipped), and then cropped:
-- train ("paper"): a random 224 crop of that square, horizontal flip, PCA lighting noise;
-- eval: the central 224 crop, or ten crops (four corners, centre, and their mirror images).
-The cheap per-pixel work (flip, cast, lighting, mean) runs on whole batches after `batch()`.
+subtracted (the paper's input convention); labels leave as 0-based int32. The pixel work is
+`alexnet_tf.preprocessing`'s; the record format is `alexnet_tf.schema`'s.
 """
 
 import concurrent.futures
-import dataclasses
-import json
 import os
 
 from absl import logging
 import numpy as np
 import tensorflow as tf
 
-IMAGE_SIZE = 224
-RESIZE_SHORTER = 256
-# Per-channel mean of the ImageNet training set, RGB, in [0, 255] pixel units.
-MEAN_RGB = (123.68, 116.78, 103.94)
-# PCA of ImageNet RGB pixels in [0, 1] units (PAPER.md); EIGVEC holds the rows as printed there.
-PCA_EIGVAL = (0.2175, 0.0188, 0.0045)
-PCA_EIGVEC = ((-0.5675, 0.7192, 0.4009),
-              (-0.5808, -0.0045, -0.8140),
-              (-0.5836, -0.6948, 0.4203))
-PCA_STD = 0.1
-AUGMENTATIONS = ("paper", "inception")
-
-MANIFEST_FILENAME = "manifest.json"
-LABELS_FILENAME = "labels.txt"
-
-# tf.train.Example keys of the model-garden ImageNet schema (tools/build_imagenet_tfrecords.py
-# writes the same). Stored labels are 0-based (ours, tfds) or 1-based (model-garden).
-ENCODED_KEY = "image/encoded"
-FORMAT_KEY = "image/format"
-HEIGHT_KEY = "image/height"
-WIDTH_KEY = "image/width"
-CHANNELS_KEY = "image/channels"
-COLORSPACE_KEY = "image/colorspace"
-FILENAME_KEY = "image/filename"
-LABEL_KEY = "image/class/label"
-SYNSET_KEY = "image/class/synset"
-TEXT_KEY = "image/class/text"
-BBOX_XMIN_KEY = "image/object/bbox/xmin"
-BBOX_YMIN_KEY = "image/object/bbox/ymin"
-BBOX_XMAX_KEY = "image/object/bbox/xmax"
-BBOX_YMAX_KEY = "image/object/bbox/ymax"
-
-FEATURE_SPEC = {
-    ENCODED_KEY: tf.io.FixedLenFeature([], tf.string),
-    FORMAT_KEY: tf.io.FixedLenFeature([], tf.string, default_value="JPEG"),
-    HEIGHT_KEY: tf.io.FixedLenFeature([], tf.int64, default_value=-1),
-    WIDTH_KEY: tf.io.FixedLenFeature([], tf.int64, default_value=-1),
-    CHANNELS_KEY: tf.io.FixedLenFeature([], tf.int64, default_value=3),
-    COLORSPACE_KEY: tf.io.FixedLenFeature([], tf.string, default_value="RGB"),
-    FILENAME_KEY: tf.io.FixedLenFeature([], tf.string, default_value=""),
-    LABEL_KEY: tf.io.FixedLenFeature([], tf.int64),
-    SYNSET_KEY: tf.io.FixedLenFeature([], tf.string, default_value=""),
-    TEXT_KEY: tf.io.FixedLenFeature([], tf.string, default_value=""),
-    BBOX_XMIN_KEY: tf.io.VarLenFeature(tf.float32),
-    BBOX_YMIN_KEY: tf.io.VarLenFeature(tf.float32),
-    BBOX_XMAX_KEY: tf.io.VarLenFeature(tf.float32),
-    BBOX_YMAX_KEY: tf.io.VarLenFeature(tf.float32),
-}
+from alexnet_tf import schema
+from alexnet_tf.preprocessing import (AUGMENTATIONS, IMAGE_SIZE, MEAN_RGB, PCA_STD, RESIZE_SHORTER,
+                                      augment_batch, center_crop, check_sizes, decode_and_random_crop,
+                                      decode_image, subtract_mean_batch, ten_crops_uint8)
 
 # A TFRecord frame is an 8-byte length, its 4-byte CRC, the data, and the data's 4-byte CRC.
 _TFRECORD_FRAME_BYTES = 16
@@ -76,314 +24,6 @@ _READ_GROUP = 64
 # Ends each shard's record stream. 0xff opens a protobuf field with wire type 7, which does not
 # exist, so no serialized Example equals it.
 _END_OF_SHARD = b"\xffalexnet_tf:end-of-shard"
-
-
-# ----------------------------------------------------------------------------- labels
-
-
-@dataclasses.dataclass(frozen=True)
-class LabelEntry:
-    """One line of a labels file: `index<TAB>synset<TAB>name`."""
-
-    index: int
-    synset: str
-    name: str
-
-
-def read_labels_file(path):
-    """Reads a labels file written by the converter.
-
-    Args:
-      path: file with one `index<TAB>synset<TAB>name` line per class, indices consecutive
-        (0-based for our converter; the name may be missing).
-
-    Returns:
-      A list of LabelEntry in file order.
-    """
-    entries = []
-    with tf.io.gfile.GFile(path, "r") as f:
-        for line_number, line in enumerate(f, start=1):
-            line = line.rstrip("\r\n")
-            if not line.strip():
-                continue
-            fields = line.split("\t")
-            if len(fields) not in (2, 3) or not fields[0].strip().isdigit():
-                raise ValueError(f"{path}:{line_number}: expected 'index<TAB>synset<TAB>name', got {line!r}")
-            index = int(fields[0])
-            if entries and index != entries[-1].index + 1:
-                raise ValueError(f"{path}:{line_number}: index {index} does not follow {entries[-1].index}")
-            entries.append(LabelEntry(index, fields[1], fields[2] if len(fields) == 3 else fields[1]))
-    return entries
-
-
-def detect_label_offset(data_dir):
-    """Returns the value to subtract from stored labels to make them 0-based, or None if unknown.
-
-    Looks at `manifest.json` (top-level "label_offset") and then `labels.txt` (the first index).
-    Model-garden and tfds data carry neither; pass the offset explicitly for them (1 and 0).
-
-    Args:
-      data_dir: directory that holds the shards.
-    """
-    from_manifest = from_labels = None
-    manifest_path = os.path.join(data_dir, MANIFEST_FILENAME)
-    if tf.io.gfile.exists(manifest_path):
-        with tf.io.gfile.GFile(manifest_path, "r") as f:
-            from_manifest = json.load(f).get("label_offset")
-    labels_path = os.path.join(data_dir, LABELS_FILENAME)
-    if tf.io.gfile.exists(labels_path):
-        entries = read_labels_file(labels_path)
-        from_labels = entries[0].index if entries else None
-    if None not in (from_manifest, from_labels) and from_manifest != from_labels:
-        raise ValueError(f"{data_dir}: {MANIFEST_FILENAME} says label_offset={from_manifest} but "
-                         f"{LABELS_FILENAME} starts at index {from_labels}")
-    return from_labels if from_manifest is None else int(from_manifest)
-
-
-# ----------------------------------------------------------------------------- preprocessing
-
-
-def decode_image(image_bytes):
-    """Decodes JPEG, PNG, GIF (first frame) or BMP bytes to uint8 RGB [H, W, 3] (grey -> RGB).
-
-    Args:
-      image_bytes: scalar string tensor.
-
-    Returns:
-      uint8 tensor [H, W, 3].
-    """
-    image = tf.io.decode_image(image_bytes, channels=3, dtype=tf.uint8, expand_animations=False)
-    image.set_shape([None, None, 3])
-    return image
-
-
-def _central_square_window(height, width):
-    side = tf.minimum(height, width)
-    return (height - side) // 2, (width - side) // 2, side
-
-
-def _resize_square(image, size):
-    """Rescales a square image to size x size, keeping its dtype; a no-op when it already fits."""
-
-    def resize():
-        resized = tf.image.resize(image, [size, size], method="bilinear", antialias=True)
-        if image.dtype == tf.uint8:
-            return tf.saturate_cast(tf.round(resized), tf.uint8)
-        return tf.cast(resized, image.dtype)
-
-    image = tf.cond(tf.equal(tf.shape(image)[0], size), lambda: tf.identity(image), resize)
-    image.set_shape([size, size, 3])
-    return image
-
-
-def _square(image, resize_shorter):
-    """The paper's 256 x 256 central patch of a decoded image of any size."""
-    shape = tf.shape(image)
-    top, left, side = _central_square_window(shape[0], shape[1])
-    return _resize_square(image[top:top + side, left:left + side], resize_shorter)
-
-
-def _check_sizes(image_size, resize_shorter):
-    if not 0 < image_size <= resize_shorter:
-        raise ValueError(f"need 0 < image_size <= resize_shorter, got image_size={image_size}, "
-                         f"resize_shorter={resize_shorter}")
-
-
-def center_crop(image, image_size=IMAGE_SIZE, resize_shorter=RESIZE_SHORTER):
-    """Returns the central image_size crop of the 256 square, same dtype as `image` ([H, W, 3])."""
-    _check_sizes(image_size, resize_shorter)
-    offset = (resize_shorter - image_size) // 2
-    return _square(image, resize_shorter)[offset:offset + image_size, offset:offset + image_size]
-
-
-def subtract_mean(images):
-    """Casts images in [0, 255] to float32 and subtracts the ImageNet RGB mean."""
-    return tf.cast(images, tf.float32) - tf.constant(MEAN_RGB, tf.float32)
-
-
-def preprocess_for_eval(image, image_size=IMAGE_SIZE, resize_shorter=RESIZE_SHORTER):
-    """Single-crop evaluation preprocessing, shared by evaluation and the serving signature.
-
-    Args:
-      image: decoded image [H, W, 3], uint8 or float in [0, 255], any size.
-      image_size: crop size.
-      resize_shorter: the shorter side is rescaled to this first (the paper's 256).
-
-    Returns:
-      float32 [image_size, image_size, 3], mean subtracted.
-    """
-    return subtract_mean(center_crop(image, image_size, resize_shorter))
-
-
-def _ten_crops(image, image_size, resize_shorter):
-    _check_sizes(image_size, resize_shorter)
-    square = _square(image, resize_shorter)
-    far, mid = resize_shorter - image_size, (resize_shorter - image_size) // 2
-    crops = [square[y:y + image_size, x:x + image_size]
-             for y, x in ((0, 0), (0, far), (far, 0), (far, far), (mid, mid))]
-    crops = tf.stack(crops)
-    return tf.concat([crops, tf.reverse(crops, axis=[2])], axis=0)
-
-
-def ten_crop(image, image_size=IMAGE_SIZE, resize_shorter=RESIZE_SHORTER):
-    """The paper's test-time crops of the 256 square: corners TL, TR, BL, BR, centre, then mirrors.
-
-    Args:
-      image: decoded image [H, W, 3], uint8 or float in [0, 255], any size.
-      image_size: crop size.
-      resize_shorter: the shorter side is rescaled to this first.
-
-    Returns:
-      float32 [10, image_size, image_size, 3], mean subtracted.
-    """
-    return subtract_mean(_ten_crops(image, image_size, resize_shorter))
-
-
-def _random_paper_crop(image_bytes, image_size, resize_shorter):
-    """Random image_size crop of the central 256 square, decoding only the crop where possible."""
-    dy, dx = tf.unstack(tf.random.uniform([2], 0, resize_shorter - image_size + 1, tf.int32))
-
-    is_jpeg = tf.io.is_jpeg(image_bytes)
-    shape = tf.cond(is_jpeg, lambda: tf.image.extract_jpeg_shape(image_bytes),
-                    lambda: tf.zeros([3], tf.int32))
-
-    def fused():
-        top, left, _ = _central_square_window(shape[0], shape[1])
-        window = tf.stack([top + dy, left + dx, image_size, image_size])
-        return tf.image.decode_and_crop_jpeg(image_bytes, window, channels=3)
-
-    def general():
-        square = _square(decode_image(image_bytes), resize_shorter)
-        return square[dy:dy + image_size, dx:dx + image_size]
-
-    # Converter output is JPEG with shorter side 256: decode the crop only. Anything else
-    # (other sizes, PNG records) is decoded whole and rescaled.
-    fits = tf.logical_and(is_jpeg, tf.equal(tf.minimum(shape[0], shape[1]), resize_shorter))
-    return tf.cond(fits, fused, general)
-
-
-def _random_inception_crop(image_bytes, image_size):
-    """Random-resized crop (8%-100% of the area, aspect 3/4-4/3) as in Inception/ResNet training."""
-    is_jpeg = tf.io.is_jpeg(image_bytes)
-    shape = tf.cond(is_jpeg, lambda: tf.image.extract_jpeg_shape(image_bytes),
-                    lambda: tf.shape(decode_image(image_bytes)))
-    begin, size, _ = tf.image.sample_distorted_bounding_box(
-        shape, bounding_boxes=tf.constant([[[0.0, 0.0, 1.0, 1.0]]]), min_object_covered=0.1,
-        aspect_ratio_range=(3 / 4, 4 / 3), area_range=(0.08, 1.0), max_attempts=10,
-        use_image_if_no_bounding_boxes=True)
-    window = tf.stack([begin[0], begin[1], size[0], size[1]])
-    crop = tf.cond(is_jpeg, lambda: tf.image.decode_and_crop_jpeg(image_bytes, window, channels=3),
-                   lambda: tf.slice(decode_image(image_bytes), begin, size))
-    resized = tf.image.resize(crop, [image_size, image_size], method="bilinear", antialias=True)
-    return tf.saturate_cast(tf.round(resized), tf.uint8)
-
-
-def decode_and_random_crop(image_bytes, image_size=IMAGE_SIZE, resize_shorter=RESIZE_SHORTER,
-                           augment="paper"):
-    """The per-image part of training preprocessing: decode and random crop, still uint8.
-
-    Args:
-      image_bytes: scalar string tensor (JPEG; PNG/GIF/BMP also work, more slowly).
-      image_size: crop size.
-      resize_shorter: "paper" crops come from the central square rescaled to this size.
-      augment: "paper" (random crop of the 256 square) or "inception" (random-resized crop).
-
-    Returns:
-      uint8 [image_size, image_size, 3].
-    """
-    _check_sizes(image_size, resize_shorter)
-    if augment == "paper":
-        image = _random_paper_crop(image_bytes, image_size, resize_shorter)
-    elif augment == "inception":
-        image = _random_inception_crop(image_bytes, image_size)
-    else:
-        raise ValueError(f"augment must be one of {AUGMENTATIONS}, got {augment!r}")
-    image.set_shape([image_size, image_size, 3])
-    return image
-
-
-def pca_lighting(images, alpha):
-    """Adds the paper's PCA lighting noise `eigvec @ (alpha * eigval)` to every pixel.
-
-    Args:
-      images: float32 [..., H, W, 3] in [0, 255] units.
-      alpha: float32 [..., 3], one draw per image (the paper draws alpha ~ N(0, 0.1)).
-
-    Returns:
-      images + the per-image RGB offset (no clipping, as in the paper).
-    """
-    return images + _lighting_rgb(alpha)[..., tf.newaxis, tf.newaxis, :]
-
-
-def _lighting_rgb(alpha):
-    eigval = tf.constant(PCA_EIGVAL, tf.float32) * 255.0
-    return tf.linalg.matvec(tf.constant(PCA_EIGVEC, tf.float32), alpha * eigval)
-
-
-def _flip_and_offset(images, flip, offset):
-    """float32(images, mirrored where `flip`) + a per-image RGB offset; images [B, H, W, 3]."""
-    images = tf.where(flip[:, tf.newaxis, tf.newaxis, tf.newaxis], tf.reverse(images, axis=[2]), images)
-    return tf.cast(images, tf.float32) + offset[:, tf.newaxis, tf.newaxis, :]
-
-
-# Op by op, TensorFlow's CPU kernels spend ~0.4 ms per 224 image on this (a generic broadcasting
-# add over 3-channel pixels, and a reverse); one XLA loop over the batch spends ~0.04 ms
-# (python -m alexnet_tf.benchmark --mode=input). The random draws stay outside: XLA ignores op seeds.
-_flip_and_offset_jit = tf.function(_flip_and_offset, jit_compile=True)
-
-
-def _flip_and_offset_xla(images, flip, offset):
-    # Pinned to the host, where tf.data runs: a GPU placement would copy the batch twice.
-    with tf.device("/device:CPU:0"):
-        return _flip_and_offset_jit(images, flip, offset)
-
-
-def augment_batch(images, pca_std=PCA_STD, jit_compile=True):
-    """The per-batch part of training preprocessing: flip, float32, PCA lighting, mean.
-
-    Args:
-      images: uint8 [B, H, W, 3].
-      pca_std: standard deviation of the lighting alpha (0 turns lighting off).
-      jit_compile: run the per-pixel work as one XLA kernel (same result, ~10x less CPU).
-
-    Returns:
-      float32 [B, H, W, 3], mean subtracted.
-    """
-    batch = tf.shape(images)[0]
-    flip = tf.random.uniform([batch]) < 0.5
-    alpha = tf.random.normal([batch, 3], stddev=pca_std)
-    # One add does both the lighting and the mean subtraction.
-    offset = _lighting_rgb(alpha) - tf.constant(MEAN_RGB, tf.float32)
-    return (_flip_and_offset_xla if jit_compile else _flip_and_offset)(images, flip, offset)
-
-
-def _subtract_mean_batch(images, jit_compile=True):
-    """subtract_mean for [..., H, W, 3] batches, as one XLA kernel: bit-identical, ~10x cheaper."""
-    if not jit_compile:
-        return subtract_mean(images)
-    shape = tf.shape(images)
-    flat = tf.reshape(images, tf.concat([[-1], shape[-3:]], axis=0))
-    count = tf.shape(flat)[0]
-    offset = tf.broadcast_to(-tf.constant(MEAN_RGB, tf.float32), [count, 3])
-    return tf.reshape(_flip_and_offset_xla(flat, tf.zeros([count], tf.bool), offset), shape)
-
-
-def preprocess_for_train(image_bytes, image_size=IMAGE_SIZE, resize_shorter=RESIZE_SHORTER,
-                         augment="paper", pca_std=PCA_STD):
-    """Full training preprocessing of one image (the pipeline splits it at the batch boundary).
-
-    Args:
-      image_bytes: scalar string tensor.
-      image_size: crop size.
-      resize_shorter: see decode_and_random_crop.
-      augment: "paper" or "inception".
-      pca_std: standard deviation of the lighting alpha.
-
-    Returns:
-      float32 [image_size, image_size, 3], mean subtracted.
-    """
-    image = decode_and_random_crop(image_bytes, image_size, resize_shorter, augment)
-    return augment_batch(image[tf.newaxis], pca_std, jit_compile=False)[0]
 
 
 # ----------------------------------------------------------------------------- datasets
@@ -478,7 +118,7 @@ def _preprocess_and_batch(dataset, parse, *, training, batch_size, image_size, r
     `parse` maps an element to (image bytes, stored label). Per record runs only what must
     (decode and crop); labels and pixels are finished per batch.
     """
-    _check_sizes(image_size, resize_shorter)
+    check_sizes(image_size, resize_shorter)
     if augment not in AUGMENTATIONS:
         raise ValueError(f"augment must be one of {AUGMENTATIONS}, got {augment!r}")
 
@@ -487,7 +127,7 @@ def _preprocess_and_batch(dataset, parse, *, training, batch_size, image_size, r
         if training:
             image = decode_and_random_crop(image_bytes, image_size, resize_shorter, augment)
         elif ten_crop:
-            image = _ten_crops(decode_image(image_bytes), image_size, resize_shorter)
+            image = ten_crops_uint8(decode_image(image_bytes), image_size, resize_shorter)
         else:
             # Full decode, not the fused crop, so evaluation matches serving to the bit.
             image = center_crop(decode_image(image_bytes), image_size, resize_shorter)
@@ -497,7 +137,7 @@ def _preprocess_and_batch(dataset, parse, *, training, batch_size, image_size, r
         labels = _zero_based_labels(labels, label_offset, num_classes)
         if training:
             return augment_batch(images, pca_std, jit_compile), labels
-        return _subtract_mean_batch(images, jit_compile), labels
+        return subtract_mean_batch(images, jit_compile), labels
 
     if training:
         dataset = dataset.shuffle(shuffle_buffer_size, seed=seed)
@@ -552,12 +192,9 @@ def make_dataset(file_pattern, batch_size, training, *, image_size=IMAGE_SIZE,
     """
     files = _list_files(file_pattern)
     if label_offset is None:
-        label_offset = detect_label_offset(os.path.dirname(files[0]))
+        label_offset = schema.detect_label_offset(os.path.dirname(files[0]))
         if label_offset is None:
-            raise ValueError(
-                f"cannot tell whether the labels in {os.path.dirname(files[0])} are 0- or 1-based: "
-                f"no {MANIFEST_FILENAME} or {LABELS_FILENAME} there; pass label_offset=1 for "
-                "model-garden shards (labels 1..1000) or 0 for 0-based labels")
+            raise ValueError(schema.unknown_label_offset(os.path.dirname(files[0])))
     num_pipelines, pipeline_id = 1, 0
     if input_context is not None:
         num_pipelines, pipeline_id = input_context.num_input_pipelines, input_context.input_pipeline_id
@@ -584,8 +221,9 @@ def make_dataset(file_pattern, batch_size, training, *, image_size=IMAGE_SIZE,
 
     def parse(records):
         # Whole groups at once: one vectorised parse instead of 64 function calls.
-        features = tf.io.parse_example(records, {key: FEATURE_SPEC[key] for key in (ENCODED_KEY, LABEL_KEY)})
-        return features[ENCODED_KEY], features[LABEL_KEY]
+        keys = (schema.ENCODED_KEY, schema.LABEL_KEY)
+        features = tf.io.parse_example(records, {key: schema.FEATURE_SPEC[key] for key in keys})
+        return features[schema.ENCODED_KEY], features[schema.LABEL_KEY]
 
     dataset = dataset.map(parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=ordered)
     if skip_corrupt:

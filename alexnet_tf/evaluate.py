@@ -21,7 +21,7 @@ from absl import app, flags
 import numpy as np
 import tensorflow as tf
 
-from alexnet_tf import data
+from alexnet_tf import data, metrics
 from alexnet_tf.checkpointing import restore_model
 from alexnet_tf.config import ConfigError
 
@@ -63,59 +63,7 @@ class EvalConfig:
     ten_crop: bool = True
 
 
-# ----------------------------------------------------------------------------- metrics
-
-
-def label_ranks(scores, labels):
-    """int32 [B] rank of each row's label: 0 is the top class. Ties go to the lower class index.
-
-    The rank is `#(score > score[label]) + #(score == score[label] at a lower index)`, so
-    exactly one class has rank 0 and `rank < k` holds for exactly k classes of a row: the
-    order `tf.math.top_k` returns (the serving signature's `top_k_classes`). A row with a
-    NaN score ranks its label last (C): a diverged model gets no hits.
-    """
-    labels = tf.cast(labels, tf.int32)
-    num_classes = tf.shape(scores)[-1]
-    picked = tf.gather(scores, labels, batch_dims=1)[:, tf.newaxis]
-    lower = tf.range(num_classes)[tf.newaxis, :] < labels[:, tf.newaxis]
-    ahead = tf.logical_or(scores > picked, tf.logical_and(tf.equal(scores, picked), lower))
-    ranks = tf.reduce_sum(tf.cast(ahead, tf.int32), axis=-1)
-    has_nan = tf.reduce_any(tf.math.is_nan(scores), axis=-1)
-    return tf.where(has_nan, num_classes, ranks)
-
-
-def correct_counts(scores, labels):
-    """float32 [top-1 hits, top-5 hits, count] of a batch of [B, C] scores (probabilities or logits).
-
-    top-5 is top-C when C < 5. A hit for top-k is a label strictly inside the k best classes
-    (`label_ranks(...) < k`): a class tied with the label counts ahead of it when its index is
-    lower, so constant scores hit top-1 only for label 0 (`tf.math.in_top_k` counted every
-    tied label as a hit: 100% top-1 for a dead model).
-    """
-    k = min(5, scores.shape[-1])
-    ranks = label_ranks(scores, labels)
-    hits = [tf.reduce_sum(tf.cast(ranks < n, tf.float32)) for n in (1, k)]
-    return tf.stack(hits + [tf.cast(tf.shape(ranks)[0], tf.float32)])
-
-
-def classification_sums(probabilities, labels):
-    """float32 [sum of -log p(label), top-1 hits, top-5 hits, count] of a batch."""
-    picked = tf.gather(probabilities, tf.cast(labels, tf.int32), batch_dims=1)
-    nll = -tf.reduce_sum(tf.math.log(tf.maximum(picked, 1e-12)))
-    return tf.concat([[nll], correct_counts(probabilities, labels)], axis=0)
-
-
-def average_crop_probabilities(logits):
-    """[B, crops, C] logits -> [B, C] softmax averaged over the crops (the paper's ten-crop test)."""
-    return tf.reduce_mean(tf.nn.softmax(tf.cast(logits, tf.float32), axis=-1), axis=1)
-
-
-def summarize(sums):
-    """Summed [nll, top1, top5, count] -> {"loss", "top1", "top5", "count"} (accuracies in [0, 1])."""
-    nll, top1, top5, count = (float(x) for x in sums)
-    count_or_one = max(count, 1.0)
-    return {"loss": nll / count_or_one, "top1": top1 / count_or_one, "top5": top5 / count_or_one,
-            "count": count}
+# ----------------------------------------------------------------------------- evaluation
 
 
 def evaluate_dataset(logits_fn, dataset, ten_crop=False, max_batches=None):
@@ -131,18 +79,17 @@ def evaluate_dataset(logits_fn, dataset, ten_crop=False, max_batches=None):
     @tf.function(reduce_retracing=True)
     def batch_sums(images, labels):
         if ten_crop:
-            logits = logits_fn(tf.reshape(images, [-1] + images.shape[2:].as_list()))
-            probabilities = average_crop_probabilities(tf.reshape(logits, [-1, 10, logits.shape[-1]]))
+            probabilities = metrics.ten_crop_probabilities(logits_fn, images)
         else:
             probabilities = tf.nn.softmax(tf.cast(logits_fn(images), tf.float32))
-        return classification_sums(probabilities, labels)
+        return metrics.classification_sums(probabilities, labels)
 
     sums = np.zeros(4)
     for i, (images, labels) in enumerate(dataset):
         if max_batches is not None and i >= max_batches:
             break
         sums += batch_sums(images, labels).numpy()
-    return summarize(sums)
+    return metrics.summarize(sums)
 
 
 # ----------------------------------------------------------------------------- models
@@ -224,9 +171,9 @@ def main(argv):
               f"--data_dir={config.data_dir}): check that the model loads and that the shards are "
               "whole (tools/build_imagenet_tfrecords.py --verify), then run again", file=sys.stderr)
         sys.exit(2)
-    for name, metrics in results.items():
-        print(f"{name.replace('_', ' '):12s} top-1 {100 * metrics['top1']:6.2f}%  top-5 "
-              f"{100 * metrics['top5']:6.2f}%  loss {metrics['loss']:.4f}  ({int(metrics['count'])} images)")
+    for name, result in results.items():
+        print(f"{name.replace('_', ' '):12s} top-1 {100 * result['top1']:6.2f}%  top-5 "
+              f"{100 * result['top5']:6.2f}%  loss {result['loss']:.4f}  ({int(result['count'])} images)")
 
 
 if __name__ == "__main__":

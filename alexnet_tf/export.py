@@ -14,10 +14,10 @@ assets.extra/tf_serving_warmup_requests}`, which `tensorflow_model_server
 - `predict_images`: `images` (float32 [N, H, W, 3] pixels in [0, 255], any H and W; the
   loaded object's `predict_images` function also takes uint8);
 - `serving_ten_crop`: `image_bytes` like `serving_default`, softmax averaged over the paper's
-  ten crops (`data.ten_crop`).
+  ten crops (`preprocessing.ten_crop`).
 
-All decode/preprocess with `data.decode_image` + `data.preprocess_for_eval` (or
-`data.ten_crop`), the exact functions evaluation uses, and return `probabilities` float32
+All decode/preprocess with `preprocessing.decode_image` + `preprocessing.preprocess_for_eval` (or
+`preprocessing.ten_crop`), the exact functions evaluation uses, and return `probabilities` float32
 [N, C], `top_k_classes` int32 [N, k], `top_k_scores` float32 [N, k] and `top_k_labels` string
 [N, k] (read from the `labels.txt` asset, one label per line in class order; "synset name"
 when the labels come from a labels file). The loaded object also has `logits(images)` on
@@ -37,7 +37,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from alexnet_tf import data
+from alexnet_tf import metrics, preprocessing, schema
 from alexnet_tf.checkpointing import restore_model
 from alexnet_tf.config import ConfigError
 from alexnet_tf.layers import grouped_conv_implementation
@@ -199,7 +199,7 @@ class ServingModule(tf.Module):
             "image_bytes[{}] is a truncated JPEG: no end-of-image marker after its {}x{} frame "
             "header; send the whole file", (index, width, height))])
         shorter = tf.minimum(height, width)
-        target = _JPEG_SCALE_MARGIN * data.RESIZE_SHORTER
+        target = _JPEG_SCALE_MARGIN * preprocessing.RESIZE_SHORTER
         ratio = tf.constant(1, tf.int64)
         for r in _JPEG_RATIOS[1:]:
             ratio = tf.where(tf.logical_and(is_jpeg, shorter >= r * target), tf.constant(r, tf.int64),
@@ -223,7 +223,7 @@ class ServingModule(tf.Module):
 
         def decode_one(args):
             encoded, ratio = args
-            branches = [lambda: data.decode_image(encoded)] + [
+            branches = [lambda: preprocessing.decode_image(encoded)] + [
                 (lambda r=r: tf.io.decode_jpeg(encoded, channels=3, ratio=r)) for r in _JPEG_RATIOS[1:]]
             image = tf.switch_case(tf.reduce_sum(tf.cast(ratio >= _JPEG_RATIOS[1:], tf.int32)), branches)
             image.set_shape([None, None, 3])
@@ -239,15 +239,13 @@ class ServingModule(tf.Module):
         return tf.cond(decoded <= self.max_pixels, decode(10), decode(1))
 
     def _serve_image_bytes(self, image_bytes):
-        crops = self._decode_all(image_bytes, data.preprocess_for_eval, self._crop_spec)
+        crops = self._decode_all(image_bytes, preprocessing.preprocess_for_eval, self._crop_spec)
         return self._outputs(tf.nn.softmax(self._logits(crops), axis=-1))
 
     def _serve_ten_crop(self, image_bytes):
-        crops = self._decode_all(image_bytes, data.ten_crop, self._ten_crop_spec)
-        logits = self._logits(tf.reshape(crops, [-1, self.crop_size, self.crop_size, 3]))
-        # The paper's test: the softmax of the ten crops averaged (as alexnet_tf.evaluate does).
-        probabilities = tf.reduce_mean(tf.nn.softmax(tf.reshape(logits, [-1, 10, logits.shape[-1]])), axis=1)
-        return self._outputs(probabilities)
+        crops = self._decode_all(image_bytes, preprocessing.ten_crop, self._ten_crop_spec)
+        # The paper's test, as alexnet_tf.evaluate and the trainer run it.
+        return self._outputs(metrics.ten_crop_probabilities(self._logits, crops))
 
     def _predict_images(self, images):
         shape = tf.shape(images, out_type=tf.int64)
@@ -257,7 +255,7 @@ class ServingModule(tf.Module):
                 " pixels per image (max_pixels); send smaller images", (shape[2], shape[1]))])]
         with tf.control_dependencies(checks):
             images = tf.identity(images)
-        crops = tf.map_fn(lambda image: data.preprocess_for_eval(image, self.crop_size),
+        crops = tf.map_fn(lambda image: preprocessing.preprocess_for_eval(image, self.crop_size),
                           images, fn_output_signature=self._crop_spec)
         return self._outputs(tf.nn.softmax(self._logits(crops), axis=-1))
 
@@ -332,9 +330,7 @@ def next_version(export_dir):
 
 
 def _label_text(label):
-    if isinstance(label, data.LabelEntry):
-        return label.synset if label.name == label.synset else f"{label.synset} {label.name}"
-    return str(label)
+    return label.text if isinstance(label, schema.LabelEntry) else str(label)
 
 
 def warmup_images(seed=0):
@@ -382,7 +378,7 @@ def export_saved_model(model, export_dir, labels=None, version=None, warmup=True
       model: Keras classifier from float32 [N, S, S, 3] mean-subtracted crops to logits
         [N, C] (build it under the float32 policy: serving runs on any CPU).
       export_dir: the model's base path (TF Serving's --model_base_path).
-      labels: C labels in class order (strings, or `data.LabelEntry`s, saved as
+      labels: C labels in class order (strings, or `schema.LabelEntry`s, saved as
         "synset name"), or None to use "0".."C-1".
       version: integer version; None takes the next free one.
       warmup: also write `assets.extra/tf_serving_warmup_requests` (skipped with a
@@ -454,15 +450,6 @@ def load_model(path):
     return model, os.path.dirname(os.path.dirname(prefix))
 
 
-def read_labels(path):
-    """Labels of a labels file: `data.LabelEntry`s for index<TAB>synset<TAB>name lines, else the lines."""
-    with tf.io.gfile.GFile(path, "r") as f:
-        lines = [line.rstrip("\r\n") for line in f if line.strip()]
-    if lines and all("\t" in line and line.split("\t", 1)[0].isdigit() for line in lines):
-        return data.read_labels_file(path)
-    return [line.strip() for line in lines]
-
-
 def run(checkpoint, export_dir, version=None, labels_path=None, export_format="saved_model",
         max_pixels=DEFAULT_MAX_PIXELS, max_batch=DEFAULT_MAX_BATCH):
     """The command line's work: loads the model and writes a SavedModel version or an ONNX file.
@@ -475,9 +462,9 @@ def run(checkpoint, export_dir, version=None, labels_path=None, export_format="s
         from alexnet_tf import onnx_export  # pylint: disable=g-import-not-at-top  (tf2onnx only when asked)
         path = export_dir if export_dir.endswith(".onnx") else os.path.join(export_dir, "model.onnx")
         return onnx_export.export_onnx(model, path)
-    if labels_path is None and tf.io.gfile.exists(os.path.join(model_dir, data.LABELS_FILENAME)):
-        labels_path = os.path.join(model_dir, data.LABELS_FILENAME)
-    labels = read_labels(labels_path) if labels_path else None
+    if labels_path is None and tf.io.gfile.exists(os.path.join(model_dir, schema.LABELS_FILENAME)):
+        labels_path = os.path.join(model_dir, schema.LABELS_FILENAME)
+    labels = schema.read_labels(labels_path) if labels_path else None
     return export_saved_model(model, export_dir, labels=labels, version=version,
                               max_pixels=max_pixels, max_batch=max_batch)
 

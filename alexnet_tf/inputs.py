@@ -14,7 +14,7 @@ from typing import Callable, Optional, Tuple
 from absl import logging
 import tensorflow as tf
 
-from alexnet_tf import data
+from alexnet_tf import data, schema
 from alexnet_tf.config import ConfigError
 
 DEFAULT_NUM_CLASSES = 1000
@@ -30,7 +30,7 @@ class DataInfo:
     source: str
     data_dir: str
     num_classes: int
-    labels: Optional[Tuple[data.LabelEntry, ...]]  # labels.txt entries in label order, if known
+    labels: Optional[Tuple[schema.LabelEntry, ...]]  # labels.txt entries in label order, if known
     label_offset: int
     train_examples: int
 
@@ -42,24 +42,6 @@ class InputFns:
     train: Callable
     evaluation: Callable
     preview: Callable  # () -> one small batch of augmented training images, not distributed
-
-
-def _read_manifest(data_dir):
-    path = os.path.join(data_dir, data.MANIFEST_FILENAME)
-    if not tf.io.gfile.exists(path):
-        return {}
-    with tf.io.gfile.GFile(path, "r") as f:
-        return json.load(f)
-
-
-def _manifest_count(manifest, split):
-    """Records of `split` per the manifest, or None. Accepts {"splits": {split: {...}}} and {split: {...}}."""
-    for entry in (manifest.get("splits", {}).get(split), manifest.get(split)):
-        if isinstance(entry, dict):
-            for key in ("num_records", "num_examples", "records", "examples"):
-                if isinstance(entry.get(key), int):
-                    return entry[key]
-    return None
 
 
 def count_records(pattern):
@@ -104,7 +86,7 @@ def cached_record_count(pattern, cache_path=None, write_cache=False):
         logging.info("Record count of %s: %d, cached in %s.", pattern, entry["records"], cache_path)
         return entry["records"]
     logging.warning("No record count in the data dir's %s; counting the records of %s once (set "
-                    "--steps_per_epoch to skip this).", data.MANIFEST_FILENAME, pattern)
+                    "--steps_per_epoch to skip this).", schema.MANIFEST_FILENAME, pattern)
     records = count_records(pattern)
     if write_cache:
         cache[pattern] = {"files": fingerprint, "records": records}
@@ -143,26 +125,24 @@ def _describe_tfrecords(config, data_dir, count_cache, write_count_cache):
             raise ConfigError(f"no {what} files match {pattern!r} in {data_dir} (expected TFRecord "
                               "shards like train-00000-of-01024 from tools/build_imagenet_tfrecords.py)")
     try:
-        offset = data.detect_label_offset(data_dir) if config.label_offset is None else config.label_offset
+        offset = schema.detect_label_offset(data_dir) if config.label_offset is None else config.label_offset
+        manifest = schema.read_manifest(data_dir)
     except ValueError as e:
         raise ConfigError(str(e)) from None
     if offset is None:
-        raise ConfigError(f"cannot tell whether the labels in {data_dir} are 0- or 1-based (no "
-                          f"{data.MANIFEST_FILENAME} or {data.LABELS_FILENAME}); pass --label_offset=1 "
-                          "for model-garden shards or --label_offset=0")
-    manifest = _read_manifest(data_dir)
-    labels_path = os.path.join(data_dir, data.LABELS_FILENAME)
+        raise ConfigError(schema.unknown_label_offset(data_dir, "--label_offset"))
+    labels_path = os.path.join(data_dir, schema.LABELS_FILENAME)
     labels = None
     if tf.io.gfile.exists(labels_path):
         try:
-            labels = tuple(data.read_labels_file(labels_path))
+            labels = tuple(schema.read_labels_file(labels_path))
         except ValueError as e:
             raise ConfigError(str(e)) from None
         num_classes = _num_classes(config, len(labels), labels_path)
     else:
         num_classes = _num_classes(config, manifest.get("num_classes"), os.path.join(
-            data_dir, data.MANIFEST_FILENAME))
-    train_examples = _manifest_count(manifest, "train")
+            data_dir, schema.MANIFEST_FILENAME))
+    train_examples = schema.split_size(manifest, "train")
     if train_examples is None and config.steps_per_epoch is None:
         train_examples = cached_record_count(os.path.join(data_dir, config.train_pattern), count_cache,
                                              write_count_cache)

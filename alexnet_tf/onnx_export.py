@@ -4,7 +4,7 @@
 
 The graph takes `images`: float32 [N, R, R, 3] pixels in [0, 255], R = 256 (the shorter-side
 size of the eval preprocessing), and returns `probabilities` float32 [N, C]. Inside it are the
-rest of `data.preprocess_for_eval` (centre crop, mean subtraction), the network (grouped
+rest of `preprocessing.preprocess_for_eval` (centre crop, mean subtraction), the network (grouped
 convolutions and LRN included) and the softmax, so on a 256 x 256 input it computes what the
 SavedModel's `predict_images` does. The resize to 256 stays outside: TensorFlow's antialiased
 bilinear resize (ScaleAndTranslate) has no tf2onnx conversion. `to_onnx_input` does that
@@ -16,22 +16,22 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from alexnet_tf import data
+from alexnet_tf import preprocessing
 
 INPUT_NAME = "images"
 OUTPUT_NAME = "probabilities"
 OPSET = 17
 
 
-def to_onnx_input(image, resize_shorter=data.RESIZE_SHORTER):
+def to_onnx_input(image, resize_shorter=preprocessing.RESIZE_SHORTER):
     """Decoded image [H, W, 3] (uint8 or float, any size) -> float32 [R, R, 3] central square.
 
-    This is `data.center_crop` with crop size R: the first half of `data.preprocess_for_eval`.
+    This is `preprocessing.center_crop` with crop size R: the first half of `preprocessing.preprocess_for_eval`.
     """
-    return tf.cast(data.center_crop(image, resize_shorter, resize_shorter), tf.float32)
+    return tf.cast(preprocessing.center_crop(image, resize_shorter, resize_shorter), tf.float32)
 
 
-def onnx_function(model, resize_shorter=data.RESIZE_SHORTER):
+def onnx_function(model, resize_shorter=preprocessing.RESIZE_SHORTER):
     """The tf.function that is converted: 256-square pixels -> probabilities."""
     image_size = int(model.input_shape[1])
     offset = (resize_shorter - image_size) // 2
@@ -39,14 +39,14 @@ def onnx_function(model, resize_shorter=data.RESIZE_SHORTER):
     @tf.function(input_signature=[tf.TensorSpec([None, resize_shorter, resize_shorter, 3], tf.float32,
                                                 name=INPUT_NAME)])
     def probabilities(images):
-        crops = data.subtract_mean(images[:, offset:offset + image_size, offset:offset + image_size])
+        crops = preprocessing.subtract_mean(images[:, offset:offset + image_size, offset:offset + image_size])
         logits = tf.cast(model(crops, training=False), tf.float32)
         return {OUTPUT_NAME: tf.nn.softmax(logits, axis=-1)}
 
     return probabilities
 
 
-def export_onnx(model, path, resize_shorter=data.RESIZE_SHORTER, opset=OPSET):
+def export_onnx(model, path, resize_shorter=preprocessing.RESIZE_SHORTER, opset=OPSET):
     """Converts `model` with its eval preprocessing and softmax to an ONNX file.
 
     Args:

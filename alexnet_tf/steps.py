@@ -12,7 +12,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from alexnet_tf import evaluate, hardware
+from alexnet_tf import hardware, metrics
 from alexnet_tf.checkpointing import model_weights
 from alexnet_tf.config import ConfigError
 from alexnet_tf.model import build_alexnet
@@ -157,7 +157,7 @@ def make_train_function(strategy, state, global_batch, jit_compile, loss_scaling
         gradients, losses, logits = forward_backward(images, labels)
         optimizer.apply_gradients(zip(gradients, model.trainable_variables))
         # Ranked by the float32 logits: the softmax's order, without its ties where it saturates.
-        return tf.concat([losses, evaluate.correct_counts(tf.cast(logits, tf.float32), labels), [stop]], 0)
+        return tf.concat([losses, metrics.correct_counts(tf.cast(logits, tf.float32), labels), [stop]], 0)
 
     @tf.function
     def train(iterator, num_steps, stop):
@@ -176,13 +176,10 @@ def make_eval_function(strategy, model, ten_crop):
 
     def batch_sums(images, labels):
         if ten_crop:
-            crops = tf.reshape(images, [-1] + images.shape[2:].as_list())
-            logits = model(crops, training=False)
-            logits = tf.reshape(logits, [-1, 10, logits.shape[-1]])
-            probabilities = evaluate.average_crop_probabilities(logits)
+            probabilities = metrics.ten_crop_probabilities(lambda crops: model(crops, training=False), images)
         else:
             probabilities = tf.nn.softmax(model(images, training=False))
-        return evaluate.classification_sums(probabilities, labels)
+        return metrics.classification_sums(probabilities, labels)
 
     def replica_step(images, labels):
         # The last validation batch leaves some replicas an empty batch, and oneDNN's CPU
@@ -199,10 +196,10 @@ def make_eval_function(strategy, model, ten_crop):
 
 
 def run_evaluation(strategy, eval_fn, dataset_fn):
-    """One pass over the validation data; returns evaluate.summarize's dict plus images/sec."""
+    """One pass over the validation data; returns metrics.summarize's dict plus images/sec."""
     start, sums = time.time(), np.zeros(4)
     for batch in strategy.distribute_datasets_from_function(dataset_fn):
         sums += eval_fn(batch).numpy()
-    metrics = evaluate.summarize(sums)
-    metrics["images_per_sec"] = metrics["count"] / max(time.time() - start, 1e-9)
-    return metrics
+    summary = metrics.summarize(sums)
+    summary["images_per_sec"] = summary["count"] / max(time.time() - start, 1e-9)
+    return summary

@@ -13,7 +13,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from alexnet_tf import data
+from alexnet_tf import preprocessing
 
 HISTOGRAM_MAX_VALUES = 1 << 18
 
@@ -47,7 +47,7 @@ def filter_grid(kernel, columns=12):
 
 def displayable_inputs(images):
     """Mean-subtracted float images in [0, 255] units (the pipeline's output) -> [0, 1]."""
-    images = np.asarray(images, np.float32) + np.asarray(data.MEAN_RGB, np.float32)
+    images = np.asarray(images, np.float32) + np.asarray(preprocessing.MEAN_RGB, np.float32)
     return np.clip(images / 255.0, 0.0, 1.0)
 
 

@@ -5,7 +5,7 @@ torchvision's AlexNet, checked layer by layer and loaded into `build_alexnet` mo
     model = import_torchvision("alexnet.safetensors")  # -> variant "one_weird_trick"
 
 Both models start with an `input_conversion` layer (`model.InputConversion`) that turns this
-project's input (RGB in [0, 255] minus `data.MEAN_RGB`, what `alexnet_tf.data`, evaluation and
+project's input (RGB in [0, 255] minus `preprocessing.MEAN_RGB`, what `alexnet_tf.data`, evaluation and
 the serving signatures feed) into what the weights were trained on, so `.keras` files, exports
 and `alexnet_tf.evaluate` need nothing special. The conventions are `CAFFE_INPUT` (BGR minus
 the mean pixel of Caffe's ilsvrc_2012_mean.npy) and `TORCHVISION_INPUT` (RGB / 255, then
@@ -34,15 +34,15 @@ import os
 
 import numpy as np
 
-from alexnet_tf import data
+from alexnet_tf import preprocessing, schema
 from alexnet_tf.model import VARIANTS, build_alexnet
 
 # Per-channel mean of Caffe's ilsvrc_2012_mean.npy (BGR, [0, 255]): the mean pixel Caffe's
 # own classifier subtracts for bvlc_alexnet.
 CAFFE_MEAN_BGR = (104.00698793, 116.66876762, 122.67891434)
-CAFFE_INPUT = {"input_mean": data.MEAN_RGB, "channel_order": "bgr", "scale": 1.0,
+CAFFE_INPUT = {"input_mean": preprocessing.MEAN_RGB, "channel_order": "bgr", "scale": 1.0,
                "mean": CAFFE_MEAN_BGR, "std": (1.0, 1.0, 1.0)}
-TORCHVISION_INPUT = {"input_mean": data.MEAN_RGB, "channel_order": "rgb", "scale": 1.0 / 255.0,
+TORCHVISION_INPUT = {"input_mean": preprocessing.MEAN_RGB, "channel_order": "rgb", "scale": 1.0 / 255.0,
                      "mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225)}
 SOURCES = ("onnx", "torchvision")
 
@@ -156,7 +156,7 @@ def compare_with_onnxruntime(model, path, num_images=2, seed=0):
     """
     height, width = model.input_shape[1:3]
     rng = np.random.default_rng(seed)
-    images = rng.uniform(0, 255, (num_images, height, width, 3)) - np.asarray(data.MEAN_RGB)
+    images = rng.uniform(0, 255, (num_images, height, width, 3)) - np.asarray(preprocessing.MEAN_RGB)
     images = images.astype(np.float32)
     conversion = model.get_layer("input_conversion").get_config()
     expected = onnxruntime_logits(path, to_source_input(images, conversion))
@@ -510,12 +510,8 @@ def read_labels(path=None, num_classes=_DEFAULT_CLASSES):
         if not os.path.exists(path):
             return None
     _check_file(path)
-    with open(path, encoding="utf-8") as f:
-        lines = [line.rstrip("\r\n") for line in f if line.strip()]
-    if lines and all(line.split("\t", 1)[0].isdigit() and "\t" in line for line in lines):
-        labels = [entry.name for entry in data.read_labels_file(path)]
-    else:
-        labels = [line.strip() for line in lines]
+    # The text a model trained on the same labels file serves (schema.LabelEntry.text).
+    labels = [entry.text for entry in schema.read_labels(path)]
     if len(labels) != num_classes:
         raise WeightImportError(f"{path}: {len(labels)} labels for a model with {num_classes} classes")
     return labels

@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from alexnet_tf import data
+from alexnet_tf import data, preprocessing, schema
 from tfrecord_fixtures import make_example, natural_image, write_fake_tfrecords
 
-MEAN = np.asarray(data.MEAN_RGB, np.float32)
-EIGVAL = np.asarray(data.PCA_EIGVAL, np.float32) * 255.0
-EIGVEC = np.asarray(data.PCA_EIGVEC, np.float32)
+MEAN = np.asarray(preprocessing.MEAN_RGB, np.float32)
+EIGVAL = np.asarray(preprocessing.PCA_EIGVAL, np.float32) * 255.0
+EIGVEC = np.asarray(preprocessing.PCA_EIGVEC, np.float32)
 # Shorter side 256 (the converter's output, both orientations) and other sizes (rescaled).
 SHAPES = [(256, 300), (320, 256), (256, 256), (180, 240), (400, 300)]
 
@@ -51,9 +51,9 @@ def _in_map(fn, *inputs):
 def test_read_labels_file(tmp_path):
     path = tmp_path / "labels.txt"
     path.write_text("0\tn01440764\ttench\n1\tn01443537\tgoldfish, Carassius auratus\n\n")
-    entries = data.read_labels_file(str(path))
-    assert entries == [data.LabelEntry(0, "n01440764", "tench"),
-                       data.LabelEntry(1, "n01443537", "goldfish, Carassius auratus")]
+    entries = schema.read_labels_file(str(path))
+    assert entries == [schema.LabelEntry(0, "n01440764", "tench"),
+                       schema.LabelEntry(1, "n01443537", "goldfish, Carassius auratus")]
 
 
 @pytest.mark.parametrize("text", ["n01440764 tench\n", "0\tn0\ta\n2\tn2\tc\n", "x\tn0\ta\n"])
@@ -61,18 +61,18 @@ def test_read_labels_file_rejects_malformed_lines(tmp_path, text):
     path = tmp_path / "labels.txt"
     path.write_text(text)
     with pytest.raises(ValueError, match="labels.txt:"):
-        data.read_labels_file(str(path))
+        schema.read_labels_file(str(path))
 
 
 def test_detect_label_offset(tmp_path):
-    assert data.detect_label_offset(str(tmp_path)) is None
+    assert schema.detect_label_offset(str(tmp_path)) is None
     (tmp_path / "labels.txt").write_text("1\tn0\ta\n2\tn1\tb\n")
-    assert data.detect_label_offset(str(tmp_path)) == 1
+    assert schema.detect_label_offset(str(tmp_path)) == 1
     (tmp_path / "manifest.json").write_text(json.dumps({"label_offset": 0, "num_classes": 2}))
     with pytest.raises(ValueError, match="label_offset=0"):
-        data.detect_label_offset(str(tmp_path))
+        schema.detect_label_offset(str(tmp_path))
     (tmp_path / "labels.txt").unlink()
-    assert data.detect_label_offset(str(tmp_path)) == 0
+    assert schema.detect_label_offset(str(tmp_path)) == 0
 
 
 # ----------------------------------------------------------------------------- preprocessing
@@ -85,7 +85,7 @@ def test_decode_image_formats(fmt, mode):
     pixels = natural_image(np.random.default_rng(0), 20, 30)
     buffer = io.BytesIO()
     image_module.fromarray(pixels).convert(mode).save(buffer, fmt)
-    for decoded in (data.decode_image(buffer.getvalue()), _in_map(data.decode_image, buffer.getvalue())):
+    for decoded in (preprocessing.decode_image(buffer.getvalue()), _in_map(preprocessing.decode_image, buffer.getvalue())):
         assert decoded.shape == (20, 30, 3) and decoded.dtype == tf.uint8
     if fmt in ("png", "bmp") and mode == "RGB":
         np.testing.assert_array_equal(decoded, pixels)
@@ -94,7 +94,7 @@ def test_decode_image_formats(fmt, mode):
 def test_eval_preprocessing_is_graph_compatible_with_dynamic_sizes():
     @tf.function(input_signature=[tf.TensorSpec([], tf.string)])
     def serve(image_bytes):
-        return data.preprocess_for_eval(data.decode_image(image_bytes))
+        return preprocessing.preprocess_for_eval(preprocessing.decode_image(image_bytes))
 
     for height, width in [(256, 300), (120, 90), (500, 375)]:
         jpeg = tf.io.encode_jpeg(natural_image(np.random.default_rng(1), height, width))
@@ -106,7 +106,7 @@ def test_preprocess_for_eval_is_the_centre_crop_minus_the_mean():
     image = natural_image(np.random.default_rng(2), 256, 300)
     expected = _square_np(image)[16:240, 16:240].astype(np.float32) - MEAN
     for dtype in (np.uint8, np.float32):  # serving may send float pixels
-        np.testing.assert_array_equal(data.preprocess_for_eval(image.astype(dtype)), expected)
+        np.testing.assert_array_equal(preprocessing.preprocess_for_eval(image.astype(dtype)), expected)
 
 
 def test_ten_crop_returns_the_papers_ten_windows():
@@ -114,21 +114,21 @@ def test_ten_crop_returns_the_papers_ten_windows():
     square = _square_np(image).astype(np.float32) - MEAN
     windows = [square[y:y + 224, x:x + 224] for y, x in ((0, 0), (0, 32), (32, 0), (32, 32), (16, 16))]
     expected = np.stack(windows + [w[:, ::-1] for w in windows])
-    np.testing.assert_array_equal(data.ten_crop(image), expected)
-    np.testing.assert_array_equal(_in_map(data.ten_crop, image), expected)
+    np.testing.assert_array_equal(preprocessing.ten_crop(image), expected)
+    np.testing.assert_array_equal(_in_map(preprocessing.ten_crop, image), expected)
 
 
 def test_rescaling_keeps_uint8_and_float_paths_together():
     image = natural_image(np.random.default_rng(4), 180, 240)
-    as_uint8 = data.preprocess_for_eval(image).numpy()
-    as_float = data.preprocess_for_eval(image.astype(np.float32)).numpy()
+    as_uint8 = preprocessing.preprocess_for_eval(image).numpy()
+    as_float = preprocessing.preprocess_for_eval(image.astype(np.float32)).numpy()
     # The uint8 path rounds the rescaled pixels back to uint8, as stored images would be.
     assert np.abs(as_uint8 - as_float).max() <= 0.5 + 1e-4
 
 
 @pytest.mark.parametrize("shape", [(256, 300), (300, 256), (180, 240), (400, 300)])
-@pytest.mark.parametrize("fn", [data.preprocess_for_eval, data.ten_crop, data.center_crop,
-                                lambda image: data.subtract_mean(data.decode_image(tf.io.encode_png(image)))])
+@pytest.mark.parametrize("fn", [preprocessing.preprocess_for_eval, preprocessing.ten_crop, preprocessing.center_crop,
+                                lambda image: preprocessing.subtract_mean(preprocessing.decode_image(tf.io.encode_png(image)))])
 def test_eval_functions_agree_eagerly_and_in_map(fn, shape):
     image = natural_image(np.random.default_rng(5), *shape)
     np.testing.assert_array_equal(fn(image), _in_map(fn, image))
@@ -139,10 +139,10 @@ def test_eval_functions_agree_eagerly_and_in_map(fn, shape):
 def test_decode_and_random_crop_agrees_eagerly_and_in_map(encode, shape):
     # With image_size == resize_shorter the random crop has one place to go: the whole square.
     image_bytes = encode(natural_image(np.random.default_rng(6), *shape))
-    crop = lambda b: data.decode_and_random_crop(b, image_size=256, resize_shorter=256)
+    crop = lambda b: preprocessing.decode_and_random_crop(b, image_size=256, resize_shorter=256)
     eager, mapped = crop(image_bytes), _in_map(crop, image_bytes)
     np.testing.assert_array_equal(eager, mapped)
-    whole = data.center_crop(data.decode_image(image_bytes), 256, 256).numpy()
+    whole = preprocessing.center_crop(preprocessing.decode_image(image_bytes), 256, 256).numpy()
     # decode_and_crop_jpeg upsamples chroma differently in the crop's edge columns only.
     np.testing.assert_array_equal(eager[:, 1:-1], whole[:, 1:-1])
     assert np.abs(eager.numpy().astype(int) - whole).max() <= 12
@@ -167,7 +167,7 @@ def test_train_crop_is_a_window_of_the_256_square_possibly_mirrored(run):
     image = natural_image(np.random.default_rng(7), 256, 320)
     jpeg = tf.io.encode_jpeg(image, quality=95)
     square = _square_np(tf.io.decode_jpeg(jpeg).numpy())
-    fn = lambda b: data.preprocess_for_train(b, pca_std=0.0)
+    fn = lambda b: preprocessing.preprocess_for_train(b, pca_std=0.0)
     if run == "eager":
         outputs = [fn(jpeg) for _ in range(6)]
     else:
@@ -190,8 +190,8 @@ def test_pca_lighting_matches_the_papers_formula():
     alpha = np.array([[0.1, -0.2, 0.05], [-0.03, 0.0, 0.2]], np.float32)
     # PAPER.md: add eigvec @ (alpha * eigval) to every RGB pixel.
     expected = images + np.stack([EIGVEC @ (a * EIGVAL) for a in alpha])[:, None, None, :]
-    np.testing.assert_allclose(data.pca_lighting(images, alpha), expected, rtol=1e-6, atol=1e-4)
-    np.testing.assert_allclose(_in_map(data.pca_lighting, images, alpha), expected, rtol=1e-6, atol=1e-4)
+    np.testing.assert_allclose(preprocessing.pca_lighting(images, alpha), expected, rtol=1e-6, atol=1e-4)
+    np.testing.assert_allclose(_in_map(preprocessing.pca_lighting, images, alpha), expected, rtol=1e-6, atol=1e-4)
 
 
 @pytest.mark.parametrize("run", ["eager", "map"])
@@ -200,7 +200,7 @@ def test_augment_batch_flips_lights_and_subtracts_the_mean(run):
     outputs = {}
     for jit in (True, False):
         tf.random.set_seed(0)
-        fn = lambda x: data.augment_batch(x, jit_compile=jit)
+        fn = lambda x: preprocessing.augment_batch(x, jit_compile=jit)
         outputs[jit] = (fn(images) if run == "eager" else _in_map(fn, images)).numpy()
     np.testing.assert_array_equal(outputs[True], outputs[False])  # XLA changes nothing
     flips = []
@@ -245,7 +245,7 @@ def test_evaluation_matches_the_serving_preprocessing_exactly(shards):
     images, labels = (np.concatenate(parts) for parts in zip(*dataset))
     shard = [r for r in records if r.shard.endswith("train-00000-of-00002")]
     assert labels.tolist() == [r.label for r in shard]
-    expected = np.stack([data.preprocess_for_eval(data.decode_image(r.jpeg)) for r in shard])
+    expected = np.stack([preprocessing.preprocess_for_eval(preprocessing.decode_image(r.jpeg)) for r in shard])
     np.testing.assert_array_equal(images, expected)
 
 
@@ -256,7 +256,7 @@ def test_ten_crop_dataset(shards):
     assert batches[0][0].shape == (3, 10, 224, 224, 3) and batches[0][0].dtype == tf.float32
     assert sum(int(b[1].shape[0]) for b in batches) == len(records)
     first = [r for r in records if r.index_in_shard == 0][0]
-    matches = [np.array_equal(batches[0][0][i], data.ten_crop(data.decode_image(first.jpeg)))
+    matches = [np.array_equal(batches[0][0][i], preprocessing.ten_crop(preprocessing.decode_image(first.jpeg)))
                for i in range(3)]
     assert any(matches)
 
@@ -267,7 +267,7 @@ def test_png_records_decode_through_the_general_path(tmp_path):
         writer.write(make_example(tf.io.encode_png(image).numpy(), 3, 256, 280, "n0", "a",
                                   "x.png").SerializeToString())
     evaluated, labels = next(iter(data.make_dataset(str(tmp_path / "train-*"), 1, False, label_offset=0)))
-    np.testing.assert_array_equal(evaluated[0], data.preprocess_for_eval(image))
+    np.testing.assert_array_equal(evaluated[0], preprocessing.preprocess_for_eval(image))
     trained, _ = next(iter(data.make_dataset(str(tmp_path / "train-*"), 1, True, label_offset=0,
                                              shuffle_buffer_size=2)))
     assert trained.shape == (1, 224, 224, 3) and labels.numpy().tolist() == [3]
@@ -453,7 +453,7 @@ def test_tfds_source(tfds_dir):
     assert set(labels.numpy()) <= {0, 1}  # n01440764, n01443537: the first two synsets
     raw = tfds.builder("imagenet2012", data_dir=tfds_dir).as_dataset(
         split="validation", shuffle_files=False, decoders={"image": tfds.decode.SkipDecoding()})
-    expected = [(data.preprocess_for_eval(data.decode_image(e["image"])), int(e["label"])) for e in raw]
+    expected = [(preprocessing.preprocess_for_eval(preprocessing.decode_image(e["image"])), int(e["label"])) for e in raw]
     images, labels = next(iter(data.make_tfds_dataset(tfds_dir, "validation", 4, training=False)))
     assert labels.numpy().tolist() == [label for _, label in expected]
     np.testing.assert_array_equal(images, np.stack([image for image, _ in expected]))

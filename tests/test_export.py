@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from alexnet_tf import data, evaluate, export
+from alexnet_tf import export, preprocessing
 from alexnet_tf.config import ConfigError
 from alexnet_tf.layers import GroupedConv2D, LocalResponseNormalization
 from tiny_dataset import write_jpeg
@@ -35,7 +35,7 @@ def exported(tmp_path_factory):
 
 
 def expected_probabilities(model, image):
-    return tf.nn.softmax(model(data.preprocess_for_eval(image)[tf.newaxis])).numpy()
+    return tf.nn.softmax(model(preprocessing.preprocess_for_eval(image)[tf.newaxis])).numpy()
 
 
 def test_layout_is_tf_serving_versioned_and_complete(exported):
@@ -77,7 +77,7 @@ def test_predict_images_takes_uint8_or_float32_pixels_of_any_size(exported):
     np.testing.assert_allclose(as_uint8, expected, atol=1e-6)
     np.testing.assert_allclose(as_float["probabilities"].numpy(), expected, atol=1e-4)
     assert int(loaded.image_size.numpy()) == 224 and int(loaded.num_classes.numpy()) == 7
-    crops = tf.stack([data.preprocess_for_eval(p) for p in pixels])
+    crops = tf.stack([preprocessing.preprocess_for_eval(p) for p in pixels])
     np.testing.assert_allclose(loaded.logits(crops).numpy(), model(crops).numpy(), atol=1e-5)
 
 
@@ -138,10 +138,10 @@ def encoded_images(directory):
 
 
 def in_memory_probabilities(model, encoded, ten_crop=False):
-    image = data.decode_image(encoded)
+    image = preprocessing.decode_image(encoded)
     if ten_crop:
-        return evaluate.average_crop_probabilities(model(data.ten_crop(image))[tf.newaxis]).numpy()[0]
-    return tf.nn.softmax(model(data.preprocess_for_eval(image)[tf.newaxis]))[0].numpy()
+        return tf.reduce_mean(tf.nn.softmax(model(preprocessing.ten_crop(image))), axis=0).numpy()
+    return tf.nn.softmax(model(preprocessing.preprocess_for_eval(image)[tf.newaxis]))[0].numpy()
 
 
 @pytest.mark.slow
@@ -161,8 +161,8 @@ def test_fresh_process_serves_every_signature_like_the_in_memory_model(exported,
         assert got[signature + "/single"].astype(str)[0].tolist() == top
     first = in_memory_probabilities(model, encoded[0])
     # Float pixels are resized without rounding to uint8: compare on the same float input.
-    as_float = tf.cast(data.decode_image(encoded[0]), tf.float32)
-    first_float = tf.nn.softmax(model(data.preprocess_for_eval(as_float)[tf.newaxis]))[0].numpy()
+    as_float = tf.cast(preprocessing.decode_image(encoded[0]), tf.float32)
+    first_float = tf.nn.softmax(model(preprocessing.preprocess_for_eval(as_float)[tf.newaxis]))[0].numpy()
     np.testing.assert_allclose(got["predict_images/batch"], np.stack([first_float] * 3), atol=1e-5)
     np.testing.assert_allclose(got["predict_images/uint8"], first[np.newaxis], atol=1e-5)
 
@@ -384,8 +384,8 @@ def test_large_jpegs_are_decoded_downscaled_with_the_same_result(exported, tmp_p
         header = export.ServingModule._header(  # pylint: disable=protected-access
             type("Limits", (), {"max_pixels": 10 ** 9})(), tf.constant(0), tf.constant(jpeg)).numpy()
         assert header.tolist() == [height, width, ratio]
-        full = data.preprocess_for_eval(data.decode_image(jpeg))
-        scaled = data.preprocess_for_eval(tf.io.decode_jpeg(jpeg, channels=3, ratio=ratio))
+        full = preprocessing.preprocess_for_eval(preprocessing.decode_image(jpeg))
+        scaled = preprocessing.preprocess_for_eval(tf.io.decode_jpeg(jpeg, channels=3, ratio=ratio))
         assert float(tf.reduce_mean(tf.abs(full - scaled))) < 1.0  # of 255: below JPEG q90 noise
         served = loaded.signatures[export.SERVING_SIGNATURE](image_bytes=tf.constant([jpeg]))
         served = served["probabilities"].numpy()[0]

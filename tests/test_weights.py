@@ -13,7 +13,7 @@ import keras
 import numpy as np
 import pytest
 
-from alexnet_tf import data, weights
+from alexnet_tf import preprocessing, weights
 from alexnet_tf.model import InputConversion, build_alexnet
 from keras_roundtrip import assert_layer_roundtrip
 
@@ -44,8 +44,8 @@ def _bias(rng, size, scale):
 
 
 def _project_images(rng, n, size=224):
-    """Images in the project's convention: RGB [0, 255] minus data.MEAN_RGB, NHWC."""
-    return (rng.uniform(0, 255, (n, size, size, 3)) - np.array(data.MEAN_RGB)).astype(np.float32)
+    """Images in the project's convention: RGB [0, 255] minus preprocessing.MEAN_RGB, NHWC."""
+    return (rng.uniform(0, 255, (n, size, size, 3)) - np.array(preprocessing.MEAN_RGB)).astype(np.float32)
 
 
 # ----------------------------------------------------------------------------- caffe variant
@@ -170,7 +170,7 @@ def ort_logits(path, caffe_images):
 
 def caffe_input(images):
     """Project-convention NHWC -> Caffe's NCHW input: BGR, [0, 255], minus the mean pixel."""
-    bgr = (images.astype(np.float64) + np.array(data.MEAN_RGB))[..., ::-1] - CAFFE_MEAN_BGR
+    bgr = (images.astype(np.float64) + np.array(preprocessing.MEAN_RGB))[..., ::-1] - CAFFE_MEAN_BGR
     return bgr.transpose(0, 3, 1, 2).astype(np.float32)
 
 
@@ -320,7 +320,7 @@ def numpy_torchvision_forward(state, images):
 
 def torchvision_input(images):
     """Project-convention NHWC -> torchvision's NCHW input: RGB / 255, ImageNet mean/std."""
-    rgb = (images.astype(np.float64) + np.array(data.MEAN_RGB)) / 255.0
+    rgb = (images.astype(np.float64) + np.array(preprocessing.MEAN_RGB)) / 255.0
     return ((rgb - TORCH_MEAN) / TORCH_STD).transpose(0, 3, 1, 2)
 
 
@@ -504,7 +504,7 @@ def test_import_to_files_writes_keras_labels_and_export(tmp_path, zoo_onnx):
     image = np.random.default_rng(7).integers(0, 256, (256, 256, 3), dtype=np.uint8)
     png = tf.io.encode_png(image)
     served = exported.signatures["serving_default"](image_bytes=tf.stack([png]))
-    crop = data.preprocess_for_eval(data.decode_image(png))[None]
+    crop = preprocessing.preprocess_for_eval(preprocessing.decode_image(png))[None]
     probabilities = tf.nn.softmax(loaded(crop, training=False)).numpy()
     np.testing.assert_allclose(served["probabilities"].numpy(), probabilities, atol=1e-5)
     top_label = served["top_k_labels"].numpy()[0, 0].decode()

@@ -120,7 +120,7 @@ def write_fake_tfrecords(directory, *, num_records=32, num_shards=2, split="trai
     if write_manifest:
         with open(os.path.join(directory, "manifest.json"), "w") as f:
             json.dump({"label_offset": label_offset, "num_classes": num_classes,
-                       "splits": {split: {"num_records": num_records, "num_shards": num_shards}}}, f)
+                       "splits": {split: {"num_examples": num_records, "num_shards": num_shards}}}, f)
     if write_labels_file:
         first = label_offset if labels_file_offset is None else labels_file_offset
         with open(os.path.join(directory, "labels.txt"), "w") as f:

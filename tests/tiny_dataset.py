@@ -22,8 +22,8 @@ def write_tiny_dataset(directory, *, train_records=16, validation_records=8, num
     write_fake_tfrecords(directory, num_records=validation_records, num_shards=validation_shards,
                          split="validation", num_classes=num_classes, seed=seed + 1, write_manifest=False)
     manifest = {"label_offset": 0, "num_classes": num_classes,
-                "splits": {"train": {"num_records": train_records, "num_shards": train_shards},
-                           "validation": {"num_records": validation_records, "num_shards": validation_shards}}}
+                "splits": {"train": {"num_examples": train_records, "num_shards": train_shards},
+                           "validation": {"num_examples": validation_records, "num_shards": validation_shards}}}
     with open(os.path.join(directory, "manifest.json"), "w") as f:
         json.dump(manifest, f)
     return directory
