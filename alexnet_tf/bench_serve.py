@@ -75,7 +75,7 @@ def run(*, variant, num_classes, requests, batch_size, warmup_steps, timed_steps
     import keras  # pylint: disable=g-import-not-at-top
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
 
-    from alexnet_tf import export  # pylint: disable=g-import-not-at-top
+    from alexnet_tf import serving  # pylint: disable=g-import-not-at-top
     from alexnet_tf.model import build_alexnet  # pylint: disable=g-import-not-at-top
 
     keras.utils.set_random_seed(seed)
@@ -88,15 +88,15 @@ def run(*, variant, num_classes, requests, batch_size, warmup_steps, timed_steps
     skipped, result = [], {}
     try:
         progress("exporting and loading the SavedModel")
-        loaded = tf.saved_model.load(export.export_saved_model(model, workdir, warmup=False))
-        serve = loaded.signatures[export.SERVING_SIGNATURE]
-        predict_images = loaded.signatures[export.PIXELS_SIGNATURE]
+        loaded = tf.saved_model.load(serving.export_saved_model(model, workdir, warmup=False))
+        serve = loaded.signatures[serving.SERVING_SIGNATURE]
+        predict_images = loaded.signatures[serving.PIXELS_SIGNATURE]
         latency_calls = {
-            ("saved_model", export.SERVING_SIGNATURE, "one JPEG"): lambda: serve(image_bytes=one_jpeg),
-            ("saved_model", export.PIXELS_SIGNATURE, "one 256x256 float32 image"):
+            ("saved_model", serving.SERVING_SIGNATURE, "one JPEG"): lambda: serve(image_bytes=one_jpeg),
+            ("saved_model", serving.PIXELS_SIGNATURE, "one 256x256 float32 image"):
                 lambda: predict_images(images=one_image),
         }
-        batch_calls = {("saved_model", export.PIXELS_SIGNATURE): lambda: predict_images(images=batch)}
+        batch_calls = {("saved_model", serving.PIXELS_SIGNATURE): lambda: predict_images(images=batch)}
         missing = _onnx_missing() if onnx else "skipped: no --onnx"
         if missing:
             skipped.append({"runtime": "onnxruntime", "reason": missing})

@@ -13,7 +13,6 @@ here are also what the trainer reports.
 
 import dataclasses
 import os
-import re
 import sys
 from typing import Optional
 
@@ -24,6 +23,8 @@ import tensorflow as tf
 from alexnet_tf import data, metrics
 from alexnet_tf.checkpointing import restore_model
 from alexnet_tf.config import ConfigError
+from alexnet_tf.errors import error_message
+from alexnet_tf.serving import resolve_saved_model
 
 FLAGS = flags.FLAGS
 
@@ -95,18 +96,12 @@ def evaluate_dataset(logits_fn, dataset, ten_crop=False, max_batches=None):
 # ----------------------------------------------------------------------------- models
 
 
-def _latest_version(export_dir):
-    versions = [int(n.rstrip("/")) for n in tf.io.gfile.listdir(export_dir) if re.fullmatch(r"\d+/?", n)]
-    return os.path.join(export_dir, str(max(versions))) if versions else export_dir
-
-
 def load_saved_model(path):
     """(logits_fn, image_size) of an exported SavedModel (a version dir or the base dir)."""
-    if not tf.io.gfile.exists(os.path.join(path, "saved_model.pb")):
-        if tf.io.gfile.isdir(path):
-            path = _latest_version(path)
-        if not tf.io.gfile.exists(os.path.join(path, "saved_model.pb")):
-            raise ConfigError(f"no SavedModel in {path}")
+    try:
+        path = resolve_saved_model(path)
+    except FileNotFoundError as e:
+        raise ConfigError(str(e)) from None
     loaded = tf.saved_model.load(path)
     # The closure keeps `loaded` (and so its variables) alive as long as the function.
     return (lambda images: loaded.logits(images)), int(loaded.image_size.numpy())
@@ -149,13 +144,6 @@ def run(config):
     return results
 
 
-def _first_line(error):
-    """The informative line of an error (TensorFlow's graph errors start with boilerplate)."""
-    from alexnet_tf.predict import error_message  # pylint: disable=g-import-not-at-top
-
-    return error_message(error)
-
-
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
@@ -167,7 +155,7 @@ def main(argv):
         sys.exit(2)
     except (tf.errors.OpError, ValueError, OSError) as e:
         model = f"--checkpoint={config.checkpoint}" if config.checkpoint else f"--saved_model={config.saved_model}"
-        print(f"alexnet_tf.evaluate: error: {type(e).__name__}: {_first_line(e)} ({model}, "
+        print(f"alexnet_tf.evaluate: error: {type(e).__name__}: {error_message(e)} ({model}, "
               f"--data_dir={config.data_dir}): check that the model loads and that the shards are "
               "whole (tools/build_imagenet_tfrecords.py --verify), then run again", file=sys.stderr)
         sys.exit(2)

@@ -18,7 +18,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from alexnet_tf import export, summaries
+from alexnet_tf import serving, summaries
 from alexnet_tf.checkpointing import CHECKPOINT_SUBDIR, Checkpointer, PreemptionSignal
 from alexnet_tf.checkpointing import check_model_spec, check_writable
 from alexnet_tf.config import ConfigError
@@ -323,6 +323,6 @@ class TrainLoop:
             keras.mixed_precision.set_global_policy(previous)
         serving_model.set_weights([v.numpy() for v in self.state.model.weights])
         export_dir = self.config.export_dir or os.path.join(self.model_dir, "export")
-        path = export.export_saved_model(serving_model, export_dir, labels=self.info.labels)
+        path = serving.export_saved_model(serving_model, export_dir, labels=self.info.labels)
         logging.info("Exported the SavedModel to %s", path)
         return path

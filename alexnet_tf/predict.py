@@ -7,16 +7,16 @@ on disk, so preprocessing is the export's; `--signature=predict_images` sends th
 pixels instead) and prints its top-5 labels and scores; with
 --json one JSON object per file. A file that cannot be read or decoded is reported on stderr
 by name and the others go on; the exit status is 1 if any failed. A SavedModel that cannot be
-loaded ends the program with one `alexnet_tf.predict: error: ...` line and status 2. `format_result` is shared
-with `alexnet_tf.client`, so both print the same thing.
+loaded ends the program with one `alexnet_tf.predict: error: ...` line and status 2. `serving.format_result` is
+shared with `alexnet_tf.client`, so both print the same thing.
 """
 
-import json
-import os
-import re
 import sys
 
 from absl import app, flags
+
+from alexnet_tf.errors import error_line, error_message
+from alexnet_tf.serving import format_result, resolve_saved_model, top_k
 
 FLAGS = flags.FLAGS
 
@@ -27,53 +27,6 @@ def define_flags(flag_values=FLAGS):
     flags.DEFINE_string("saved_model", None, "SavedModel version dir, or the base dir for its newest version.", **fv)
     flags.DEFINE_string("signature", "serving_default", "Image-bytes signature to call.", **fv)
     flags.DEFINE_bool("json", False, "Print one JSON object per file.", **fv)
-
-
-def _text(value):
-    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
-
-
-def top_k(outputs, row=0):
-    """[(label, score, class), ...] of row `row` of a signature's outputs (tensors, arrays or lists)."""
-    labels, scores, classes = (list(outputs[k][row]) for k in ("top_k_labels", "top_k_scores", "top_k_classes"))
-    return [(_text(l), float(s), int(c)) for l, s, c in zip(labels, scores, classes)]
-
-
-def format_result(name, predictions, as_json=False):
-    """One file's result: JSON on one line, or the name then one `  score  label` line per class."""
-    if as_json:
-        return json.dumps({"file": name, "predictions": [
-            {"label": l, "score": round(s, 6), "class": c} for l, s, c in predictions]})
-    return "\n".join([name] + [f"  {s:7.4f}  {l} ({c})" for l, s, c in predictions])
-
-
-def error_message(error):
-    """The informative line of an error: TensorFlow's graph errors start with boilerplate lines."""
-    message = getattr(error, "message", None) or str(error) or type(error).__name__
-    message = re.sub(r"\{\{function_node [^}]*\}\}\s*", "", message)
-    for line in message.splitlines():
-        line = line.strip()
-        if line and not line.startswith(("Graph execution error", "Detected at node", "<stack traces",
-                                          "[[", "File ", "(most recent")):
-            line = re.sub(r"\s*\[Op:[^\]]*\]$", "", line)
-            return line.replace("assertion failed: [", "", 1).rstrip("]") if "assertion failed: [" in line else line
-    return type(error).__name__
-
-
-def error_line(program, name, error):
-    """The one stderr line for a failed file or server."""
-    return f"{program}: {name}: {error_message(error)}"
-
-
-def resolve_saved_model(path):
-    """The version dir to load: `path` itself if it holds saved_model.pb, else its newest version."""
-    if os.path.exists(os.path.join(path, "saved_model.pb")):
-        return path
-    versions = [int(n) for n in (os.listdir(path) if os.path.isdir(path) else []) if re.fullmatch(r"\d+", n)]
-    candidate = os.path.join(path, str(max(versions))) if versions else path
-    if not os.path.exists(os.path.join(candidate, "saved_model.pb")):
-        raise FileNotFoundError(f"no SavedModel in {path}")
-    return candidate
 
 
 def run(saved_model, files, as_json=False, signature="serving_default", out=None, err=None):

@@ -12,7 +12,6 @@ SavedModel for TF Serving to --export_dir (default <model_dir>/export/<version>)
 
 import dataclasses
 import os
-import re
 import sys
 import time
 
@@ -24,6 +23,7 @@ from alexnet_tf.config import DATA_SOURCES, DISTRIBUTIONS, LR_SCHEDULES, PRECISI
 from alexnet_tf import hardware
 from alexnet_tf.config import ConfigError, TrainConfig, demo_config
 from alexnet_tf.distribute import create_strategy, is_chief
+from alexnet_tf.errors import error_message
 from alexnet_tf.inputs import RECORD_COUNTS_FILENAME, describe_data
 from alexnet_tf.loop import TrainLoop
 from alexnet_tf.steps import Preempted, TrainingDiverged, check_precision, resolve_precision
@@ -190,20 +190,13 @@ def main(argv):
         _exit(130, "interrupted; re-run the same command to resume from the last checkpoint")
     except tf.errors.OpError as e:  # e.g. a corrupt shard or a label out of range
         logging.debug("TensorFlow error", exc_info=True)
-        _exit(1, f"error: {type(e).__name__}: {_op_error_summary(e)} (--v=1 shows the traceback)")
+        _exit(1, f"error: {type(e).__name__}: {error_message(e)} (--v=1 shows the traceback)")
     print_report(result)
 
 
 def _exit(status, message):
     print(f"alexnet_tf.train: {message}", file=sys.stderr)
     sys.exit(status)
-
-
-def _op_error_summary(error):
-    """The informative line of a TensorFlow error: the last one that is not a node or op tag."""
-    lines = [re.sub(r"\s*\[Op:[^\]]*\]$", "", line).strip() for line in str(error.message).splitlines()]
-    lines = [line for line in lines if line and not line.startswith("[[")]
-    return lines[-1] if lines else "unknown error"
 
 
 def print_report(result):

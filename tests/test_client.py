@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from alexnet_tf import client, export
+from alexnet_tf import client, serving
 from test_export import LABELS, small_classifier
 from tiny_dataset import write_jpeg
 
@@ -30,7 +30,7 @@ MODEL_NAME = "alexnet"
 @pytest.fixture(scope="module")
 def loaded(tmp_path_factory):
     base = str(tmp_path_factory.mktemp(MODEL_NAME))
-    path = export.export_saved_model(small_classifier(), base, labels=LABELS, warmup=False)
+    path = serving.export_saved_model(small_classifier(), base, labels=LABELS, warmup=False)
     return tf.saved_model.load(path)
 
 

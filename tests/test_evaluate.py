@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from alexnet_tf import evaluate, export, preprocessing
+from alexnet_tf import evaluate, preprocessing, serving
 from alexnet_tf.checkpointing import CHECKPOINT_SUBDIR, check_model_spec, model_weights
 from alexnet_tf.config import ConfigError
 from alexnet_tf.model import build_alexnet
@@ -32,7 +32,7 @@ def saved(tmp_path_factory):
     checkpoint_dir = os.path.join(model_dir, CHECKPOINT_SUBDIR)
     check_model_spec(checkpoint_dir, {"variant": "paper", "num_classes": CLASSES, "image_size": 224}, write=True)
     tf.train.CheckpointManager(tf.train.Checkpoint(model=model_weights(model)), checkpoint_dir, 1).save()
-    export_path = export.export_saved_model(model, os.path.join(model_dir, "export"))
+    export_path = serving.export_saved_model(model, os.path.join(model_dir, "export"))
     images = tf.stack([preprocessing.preprocess_for_eval(preprocessing.decode_image(r.jpeg)) for r in records])
     probabilities = tf.nn.softmax(model(images)).numpy()
     labels = np.array([r.label for r in records])
@@ -89,7 +89,7 @@ def test_tensorflow_errors_end_with_one_line_naming_the_input(tmp_path):
     """A shard that is no TFRecord fails inside TensorFlow: one line and status 2, no traceback."""
     from test_export import small_classifier  # pylint: disable=g-import-not-at-top
 
-    export_path = export.export_saved_model(small_classifier(), str(tmp_path / "model"), warmup=False)
+    export_path = serving.export_saved_model(small_classifier(), str(tmp_path / "model"), warmup=False)
     data_dir = tmp_path / "data"
     data_dir.mkdir()
     (data_dir / "validation-00000-of-00001").write_bytes(np.random.default_rng(0).bytes(5000))

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from alexnet_tf import export, preprocessing
+from alexnet_tf import export, preprocessing, serving
 from alexnet_tf.config import ConfigError
 from alexnet_tf.layers import GroupedConv2D, LocalResponseNormalization
 from tiny_dataset import write_jpeg
@@ -30,7 +30,7 @@ def small_classifier(num_classes=7, image_size=224):
 def exported(tmp_path_factory):
     model = small_classifier()
     base = str(tmp_path_factory.mktemp("export"))
-    path = export.export_saved_model(model, base, labels=LABELS)
+    path = serving.export_saved_model(model, base, labels=LABELS)
     return model, base, path, tf.saved_model.load(path)
 
 
@@ -43,15 +43,15 @@ def test_layout_is_tf_serving_versioned_and_complete(exported):
     assert path == os.path.join(base, "1")
     assert sorted(os.listdir(base)) == ["1"]  # no staging folder left behind
     assert {"saved_model.pb", "variables", "assets"} <= set(os.listdir(path))
-    with open(os.path.join(path, "assets", export.LABELS_ASSET)) as f:
+    with open(os.path.join(path, "assets", serving.LABELS_ASSET)) as f:
         assert f.read().splitlines() == LABELS
-    assert export.next_version(base) == 2
-    assert export.next_version(os.path.join(base, "missing")) == 1
+    assert serving.next_version(base) == 2
+    assert serving.next_version(os.path.join(base, "missing")) == 1
 
 
 def test_serving_default_takes_image_bytes_and_returns_named_outputs(exported, tmp_path):
     model, _, _, loaded = exported
-    signature = loaded.signatures[export.SERVING_SIGNATURE]
+    signature = loaded.signatures[serving.SERVING_SIGNATURE]
     (name, spec), = signature.structured_input_signature[1].items()
     assert (name, spec.dtype, spec.shape.as_list()) == ("image_bytes", tf.string, [None])
     jpeg = write_jpeg(tmp_path / "a.jpg", 300, 451)
@@ -73,7 +73,7 @@ def test_predict_images_takes_uint8_or_float32_pixels_of_any_size(exported):
     pixels = np.random.default_rng(1).integers(0, 256, size=(2, 260, 300, 3)).astype(np.uint8)
     expected = np.concatenate([expected_probabilities(model, p) for p in pixels])
     as_uint8 = loaded.predict_images(tf.constant(pixels))["probabilities"].numpy()
-    as_float = loaded.signatures[export.PIXELS_SIGNATURE](images=tf.constant(pixels, tf.float32))
+    as_float = loaded.signatures[serving.PIXELS_SIGNATURE](images=tf.constant(pixels, tf.float32))
     np.testing.assert_allclose(as_uint8, expected, atol=1e-6)
     np.testing.assert_allclose(as_float["probabilities"].numpy(), expected, atol=1e-4)
     assert int(loaded.image_size.numpy()) == 224 and int(loaded.num_classes.numpy()) == 7
@@ -84,18 +84,18 @@ def test_predict_images_takes_uint8_or_float32_pixels_of_any_size(exported):
 def test_versions_count_up_and_labels_default_to_class_numbers(tmp_path):
     model = small_classifier(num_classes=3)
     base = str(tmp_path)
-    first = export.export_saved_model(model, base)
-    second = export.export_saved_model(model, base)
+    first = serving.export_saved_model(model, base)
+    second = serving.export_saved_model(model, base)
     assert (first, second) == (os.path.join(base, "1"), os.path.join(base, "2"))
-    assert export.export_saved_model(model, base, version=7) == os.path.join(base, "7")
+    assert serving.export_saved_model(model, base, version=7) == os.path.join(base, "7")
     loaded = tf.saved_model.load(second)
     out = loaded.predict_images(tf.zeros([1, 240, 240, 3], tf.uint8))
     assert out["top_k_classes"].shape == (1, 3)  # top-k stops at the number of classes
     assert sorted(out["top_k_labels"].numpy()[0].astype(str)) == ["0", "1", "2"]
     with pytest.raises(ValueError, match="already exists"):
-        export.export_saved_model(model, base, version=2)
+        serving.export_saved_model(model, base, version=2)
     with pytest.raises(ValueError, match="2 labels for a model with 3 classes"):
-        export.export_saved_model(model, base, labels=["a", "b"])
+        serving.export_saved_model(model, base, labels=["a", "b"])
 
 
 # ----------------------------------------------------------------------------- issue 5: serving
@@ -170,24 +170,24 @@ def test_fresh_process_serves_every_signature_like_the_in_memory_model(exported,
 def test_bytes_that_are_no_image_fail_with_a_clear_error(exported, tmp_path):
     _, _, _, loaded = exported
     jpeg = write_jpeg(tmp_path / "a.jpg", 64, 80)
-    for name in (export.SERVING_SIGNATURE, export.TEN_CROP_SIGNATURE):
+    for name in (serving.SERVING_SIGNATURE, serving.TEN_CROP_SIGNATURE):
         with pytest.raises(tf.errors.InvalidArgumentError, match=r"image_bytes\[1\] is not a JPEG, PNG, GIF or BMP"):
             loaded.signatures[name](image_bytes=tf.constant([jpeg, b"hello, not an image"]))
     for cut in (jpeg[:200], jpeg[:len(jpeg) // 2]):  # truncated: valid magic bytes, named by index
         with pytest.raises(tf.errors.InvalidArgumentError, match=r"image_bytes\[1\] is a truncated JPEG"):
-            loaded.signatures[export.SERVING_SIGNATURE](image_bytes=tf.constant([jpeg, cut]))
+            loaded.signatures[serving.SERVING_SIGNATURE](image_bytes=tf.constant([jpeg, cut]))
     with pytest.raises(tf.errors.InvalidArgumentError, match=r"image_bytes\[0\] is a truncated or corrupt "
                        r"image: the file ends inside the JPEG header"):
-        loaded.signatures[export.SERVING_SIGNATURE](image_bytes=tf.constant([jpeg[:20]]))
+        loaded.signatures[serving.SERVING_SIGNATURE](image_bytes=tf.constant([jpeg[:20]]))
     # The process and the model go on serving.
-    assert loaded.signatures[export.SERVING_SIGNATURE](image_bytes=tf.constant([jpeg]))["probabilities"].shape == (1, 7)
+    assert loaded.signatures[serving.SERVING_SIGNATURE](image_bytes=tf.constant([jpeg]))["probabilities"].shape == (1, 7)
 
 
 def test_warmup_file_holds_prediction_logs_that_replay(exported):
     from tensorflow_serving.apis import prediction_log_pb2  # pylint: disable=g-import-not-at-top
 
     _, base, path, loaded = exported
-    records = list(tf.data.TFRecordDataset(os.path.join(path, export.WARMUP_FILE)).as_numpy_iterator())
+    records = list(tf.data.TFRecordDataset(os.path.join(path, serving.WARMUP_FILE)).as_numpy_iterator())
     seen = set()
     for record in records:
         request = prediction_log_pb2.PredictionLog.FromString(record).predict_log.request
@@ -196,7 +196,7 @@ def test_warmup_file_holds_prediction_logs_that_replay(exported):
         inputs = {name: tf.make_ndarray(proto) for name, proto in request.inputs.items()}
         outputs = loaded.signatures[request.model_spec.signature_name](**inputs)
         assert outputs["probabilities"].shape[0] == len(next(iter(inputs.values())))
-    assert seen == {export.SERVING_SIGNATURE, export.PIXELS_SIGNATURE, export.TEN_CROP_SIGNATURE}
+    assert seen == {serving.SERVING_SIGNATURE, serving.PIXELS_SIGNATURE, serving.TEN_CROP_SIGNATURE}
 
 
 @pytest.mark.slow
@@ -225,7 +225,7 @@ def test_cli_run_exports_a_keras_file_with_synset_labels(tmp_path):
     (tmp_path / "labels.txt").write_text("0\tn01\ttench\n1\tn02\tgoldfish\n2\tn03\tshark\n")
     path = export.run(str(tmp_path / "m.keras"), str(tmp_path / "models"), version=4)
     assert path == str(tmp_path / "models" / "4")
-    with open(os.path.join(path, "assets", export.LABELS_ASSET)) as f:
+    with open(os.path.join(path, "assets", serving.LABELS_ASSET)) as f:
         assert f.read().splitlines() == ["n01 tench", "n02 goldfish", "n03 shark"]
     with pytest.raises(ConfigError, match="no checkpoint"):
         export.run(str(tmp_path / "nothing"), str(tmp_path / "models"))
@@ -249,7 +249,7 @@ def test_onnx_pixel_model_matches_the_pixel_signature(tmp_path):
     path = onnx_export.export_onnx(model, str(tmp_path / "alexnet.onnx"))
     labels_path = tmp_path / "labels.txt"
     labels_path.write_text("\n".join(map(str, range(10))) + "\n")
-    module = export.ServingModule(model, str(labels_path), 224, 5)
+    module = serving.ServingModule(model, str(labels_path), 224, 5)
     rng = np.random.default_rng(5)
     for shape in ((1, 300, 451, 3), (3, 256, 256, 3)):
         pixels = rng.integers(0, 256, size=shape).astype(np.uint8)
@@ -336,9 +336,9 @@ def test_decompression_bomb_is_refused_before_decoding_in_a_fresh_process(export
 
 
 def test_limits_are_export_options(tmp_path):
-    path = export.export_saved_model(small_classifier(), str(tmp_path), warmup=False, max_pixels=100 * 100,
+    path = serving.export_saved_model(small_classifier(), str(tmp_path), warmup=False, max_pixels=100 * 100,
                                      max_batch=2)
-    serve = tf.saved_model.load(path).signatures[export.SERVING_SIGNATURE]
+    serve = tf.saved_model.load(path).signatures[serving.SERVING_SIGNATURE]
     small, large = write_jpeg(tmp_path / "a.jpg", 100, 100), write_jpeg(tmp_path / "b.jpg", 100, 101)
     assert serve(image_bytes=tf.constant([small, small]))["probabilities"].shape == (2, 7)
     with pytest.raises(tf.errors.InvalidArgumentError, match=r"image_bytes\[1\] is 101x100 pixels \(10100\), "
@@ -346,7 +346,7 @@ def test_limits_are_export_options(tmp_path):
         serve(image_bytes=tf.constant([small, large]))
     with pytest.raises(tf.errors.InvalidArgumentError, match="request has 3 images, over the limit of 2"):
         serve(image_bytes=tf.constant([small] * 3))
-    pixels = tf.saved_model.load(path).signatures[export.PIXELS_SIGNATURE]
+    pixels = tf.saved_model.load(path).signatures[serving.PIXELS_SIGNATURE]
     with pytest.raises(tf.errors.InvalidArgumentError, match="images are 101x100 pixels"):
         pixels(images=tf.zeros([1, 100, 101, 3]))
 
@@ -367,7 +367,7 @@ def test_header_sizes_match_the_decoder(fmt):
     if fmt == "BMP-top-down":  # negative height: rows stored top to bottom
         height = int.from_bytes(encoded[22:26], "little", signed=True)
         encoded = encoded[:22] + (-height).to_bytes(4, "little", signed=True) + encoded[26:]
-    header = export.ServingModule._header(  # pylint: disable=protected-access
+    header = serving.ServingModule._header(  # pylint: disable=protected-access
         type("Limits", (), {"max_pixels": 10 ** 9})(), tf.constant(0), tf.constant(encoded)).numpy()
     assert header.tolist() == [37, 53, 1]
     assert tf.io.decode_image(encoded, channels=3, expand_animations=False).shape == (37, 53, 3)
@@ -381,13 +381,13 @@ def test_large_jpegs_are_decoded_downscaled_with_the_same_result(exported, tmp_p
 
     for (height, width), ratio in (((1000, 1500), 1), ((2100, 3000), 2), ((4200, 5000), 4)):
         jpeg = tf.io.encode_jpeg(natural_image(rng, height, width), quality=90).numpy()
-        header = export.ServingModule._header(  # pylint: disable=protected-access
+        header = serving.ServingModule._header(  # pylint: disable=protected-access
             type("Limits", (), {"max_pixels": 10 ** 9})(), tf.constant(0), tf.constant(jpeg)).numpy()
         assert header.tolist() == [height, width, ratio]
         full = preprocessing.preprocess_for_eval(preprocessing.decode_image(jpeg))
         scaled = preprocessing.preprocess_for_eval(tf.io.decode_jpeg(jpeg, channels=3, ratio=ratio))
         assert float(tf.reduce_mean(tf.abs(full - scaled))) < 1.0  # of 255: below JPEG q90 noise
-        served = loaded.signatures[export.SERVING_SIGNATURE](image_bytes=tf.constant([jpeg]))
+        served = loaded.signatures[serving.SERVING_SIGNATURE](image_bytes=tf.constant([jpeg]))
         served = served["probabilities"].numpy()[0]
         np.testing.assert_allclose(served, tf.nn.softmax(model(scaled[tf.newaxis]))[0].numpy(), atol=1e-5)
         expected = tf.nn.softmax(model(full[tf.newaxis]))[0].numpy()

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from alexnet_tf import export, predict
+from alexnet_tf import predict, serving
 from test_export import LABELS, small_classifier
 from tiny_dataset import write_jpeg
 
@@ -18,7 +18,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 @pytest.fixture(scope="module")
 def saved_model(tmp_path_factory):
     base = str(tmp_path_factory.mktemp("predict_export"))
-    export.export_saved_model(small_classifier(), base, labels=LABELS, warmup=False)
+    serving.export_saved_model(small_classifier(), base, labels=LABELS, warmup=False)
     return base
 
 
@@ -50,7 +50,7 @@ def test_mix_of_good_and_bad_files(saved_model, files, capsys):
 
 def test_text_output_and_base_dir_resolution(saved_model, files, capsys):
     (a, _), _, _ = files
-    assert predict.resolve_saved_model(saved_model) == os.path.join(saved_model, "1")
+    assert serving.resolve_saved_model(saved_model) == os.path.join(saved_model, "1")
     assert predict.run(os.path.join(saved_model, "1"), [a]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == a and len(lines) == 6
