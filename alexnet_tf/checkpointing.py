@@ -1,4 +1,4 @@
-"""Owns checkpoints: where they go, the model spec kept beside them, resuming, and preemption.
+"""Checkpoints: where they go (the chief's model dir, a temporary folder elsewhere), the model spec, resuming.
 
 A training checkpoint (`<model_dir>/checkpoints/ckpt-<step>`) is a tf.train.Checkpoint of
 the model weights, the optimizer (momentum slots, iteration count, loss scale), the
@@ -10,14 +10,13 @@ records what shape of model they hold, so a mismatching run stops before touchin
 
 import json
 import os
-import signal
-import threading
+import shutil
+import tempfile
 import uuid
 
 import tensorflow as tf
 
 from alexnet_tf.config import ConfigError
-from alexnet_tf.distribute import WriteDir
 
 CHECKPOINT_SUBDIR = "checkpoints"
 MODEL_SPEC_FILENAME = "model_spec.json"
@@ -113,6 +112,27 @@ def check_model_spec(checkpoint_dir, spec, write):
             json.dump(spec, f, indent=2, sort_keys=True)
 
 
+class WriteDir:
+    """Where this process writes `path`: the path itself on the chief, else a temporary folder.
+
+    Use as a context manager; a non-chief's temporary folder is deleted on exit.
+    """
+
+    def __init__(self, path, chief):
+        self.chief = chief
+        self.path = path if chief else tempfile.mkdtemp(prefix="alexnet_tf_worker_")
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.cleanup()
+
+    def cleanup(self):
+        if not self.chief:
+            shutil.rmtree(self.path, ignore_errors=True)
+
+
 class Checkpointer:
     """Saves into the run's checkpoint dir (a temporary one on non-chief workers) and restores.
 
@@ -147,35 +167,3 @@ class Checkpointer:
 
     def close(self):
         self._write_dir.cleanup()
-
-
-class PreemptionSignal:
-    """Turns SIGTERM into a flag that the training loop polls between steps.
-
-    Kubernetes, Slurm and cloud preemption send SIGTERM and wait a grace period before
-    SIGKILL; the loop then writes a checkpoint and exits. Outside the main thread (where
-    Python cannot install handlers) it does nothing.
-    """
-
-    def __init__(self, signals=(signal.SIGTERM,)):
-        self._signals = signals
-        self._previous = {}
-        self.received = None
-
-    def _handle(self, signum, frame):  # pylint: disable=unused-argument
-        self.received = signum
-
-    @property
-    def requested(self):
-        return self.received is not None
-
-    def __enter__(self):
-        if threading.current_thread() is threading.main_thread():
-            for signum in self._signals:
-                self._previous[signum] = signal.signal(signum, self._handle)
-        return self
-
-    def __exit__(self, *exc):
-        for signum, handler in self._previous.items():
-            signal.signal(signum, handler)
-        self._previous = {}

@@ -28,6 +28,20 @@ def cpu_flags():
     return frozenset()
 
 
+@functools.lru_cache(maxsize=None)
+def cpu_model():
+    """The CPU's model name from /proc/cpuinfo ("" where it cannot be read)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() == "model name":
+                    return value.strip()
+    except OSError:
+        pass
+    return ""
+
+
 def cpu_has_native_bfloat16():
     """True where the CPU multiplies bfloat16 natively; elsewhere TensorFlow emulates it (slow)."""
     return bool(cpu_flags() & set(NATIVE_BFLOAT16_FLAGS))

@@ -19,14 +19,14 @@ from absl import app, flags, logging
 import keras
 import tensorflow as tf
 
-from alexnet_tf.config import DATA_SOURCES, DISTRIBUTIONS, LR_SCHEDULES, PRECISIONS, VARIANTS
 from alexnet_tf import hardware
+from alexnet_tf.config import DATA_SOURCES, DISTRIBUTIONS, LR_SCHEDULES, PRECISIONS, VARIANTS
 from alexnet_tf.config import ConfigError, TrainConfig, demo_config
-from alexnet_tf.distribute import create_strategy, is_chief
 from alexnet_tf.errors import error_message
-from alexnet_tf.inputs import RECORD_COUNTS_FILENAME, describe_data
-from alexnet_tf.loop import TrainLoop
-from alexnet_tf.steps import Preempted, TrainingDiverged, check_precision, resolve_precision
+from alexnet_tf.training.devices import check_global_batch, check_precision, create_strategy, is_chief
+from alexnet_tf.training.devices import resolve_precision
+from alexnet_tf.training.inputs import RECORD_COUNTS_FILENAME, describe_data
+from alexnet_tf.training.loop import Preempted, TrainingDiverged, TrainLoop
 
 FLAGS = flags.FLAGS
 PREEMPTED_EXIT_CODE = 143  # 128 + SIGTERM: job controllers (TFJob ExitCode policy) retry it
@@ -139,14 +139,10 @@ def run(config):
     config.validate()
     # The strategy comes first: MultiWorkerMirroredStrategy must exist before any op runs.
     strategy = create_strategy(config.distribution)
-    replicas = strategy.num_replicas_in_sync
-    if config.batch_size % replicas:
-        raise ConfigError(
-            f"global batch_size {config.batch_size} is not divisible by the {replicas} replicas")
-    data_dir, model_dir = config.data_dir, config.model_dir
-    if config.demo:
-        data_dir, model_dir = _demo_dirs(config)
-    info = describe_data(config, data_dir, count_cache=os.path.join(model_dir, RECORD_COUNTS_FILENAME),
+    check_global_batch(config.batch_size, strategy.num_replicas_in_sync)
+    if config.demo:  # from here on, the generated data dir is the config's data dir
+        config = _resolve_demo(config)
+    info = describe_data(config, count_cache=os.path.join(config.model_dir, RECORD_COUNTS_FILENAME),
                          write_count_cache=is_chief(strategy))
     precision = resolve_precision(config.precision)
     check_precision(precision, config.variant)
@@ -154,23 +150,29 @@ def run(config):
         logging.info("TensorFlow runs its Eigen CPU kernels on this CPU (oneDNN off by default); "
                      "TF_ENABLE_ONEDNN_OPTS=1 may train faster (2x in float32 where measured, BUILD.md "
                      "'Portability'); bfloat16 is emulated here, so --precision=auto picks float32")
+    # The process-wide state of a run, in one place: the dtype policy, the seeds, determinism.
+    seed = config.seed if config.seed is not None else (0 if config.deterministic else None)
+    if seed is not None:
+        keras.utils.set_random_seed(seed)
+    if config.deterministic:
+        tf.config.experimental.enable_op_determinism()
     previous_policy = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy(precision)
     try:
-        return TrainLoop(config, strategy, info, model_dir, precision).fit()
+        return TrainLoop(config, strategy, info, precision, seed).fit()
     finally:
         keras.mixed_precision.set_global_policy(previous_policy)
 
 
-def _demo_dirs(config):
-    """Builds (or reuses) the demo dataset; a fresh timestamped run dir unless --model_dir is given."""
+def _resolve_demo(config):
+    """The config with --demo's generated data dir, and a fresh timestamped run dir unless --model_dir is given."""
     from alexnet_tf import demo_data  # pylint: disable=g-import-not-at-top  (only the demo needs it)
 
     cache_dir = os.path.expanduser(config.demo_cache_dir)
     logging.info("Preparing the demo dataset in %s", cache_dir)
     data_dir = demo_data.build_demo_dataset(cache_dir, seed=0)
     model_dir = config.model_dir or os.path.join(cache_dir, "runs", time.strftime("%Y%m%d-%H%M%S"))
-    return data_dir, model_dir
+    return dataclasses.replace(config, data_dir=data_dir, model_dir=model_dir)
 
 
 def main(argv):

@@ -13,7 +13,7 @@ import sys
 import keras
 import pytest
 
-from alexnet_tf import bench_serve
+from alexnet_tf.benchmark import serve as bench_serve
 from tfrecord_fixtures import write_fake_tfrecords
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

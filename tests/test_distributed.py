@@ -25,9 +25,10 @@ MIRRORED_SCRIPT = textwrap.dedent("""
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
     import keras, numpy as np
-    from alexnet_tf import steps, train
+    from alexnet_tf import train
+    from alexnet_tf.training import step as steps
     from alexnet_tf.config import ConfigError, TrainConfig
-    from alexnet_tf.distribute import create_strategy
+    from alexnet_tf.training.devices import create_strategy
 
     GLOBAL_BATCH, CLASSES = 4, 5
     # A rate large enough that a wrongly scaled gradient would show far above the tolerance.
@@ -102,13 +103,13 @@ EVAL_STEPS_SCRIPT = textwrap.dedent("""
     import tensorflow as tf
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-    from alexnet_tf import inputs
+    from alexnet_tf.training import inputs
     from alexnet_tf.config import TrainConfig
-    from alexnet_tf.distribute import create_strategy
+    from alexnet_tf.training.devices import create_strategy
 
     strategy = create_strategy("mirrored")
     config = TrainConfig(data_dir=sys.argv[1], model_dir="/unused", batch_size=4, eval_steps=3)
-    input_fns = inputs.make_input_fns(config, inputs.describe_data(config, sys.argv[1]), seed=0)
+    input_fns = inputs.make_input_fns(config, inputs.describe_data(config), seed=0)
     steps = images = 0
     for _, labels in strategy.distribute_datasets_from_function(input_fns.evaluation):
         steps += 1

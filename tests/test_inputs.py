@@ -1,4 +1,4 @@
-"""Tests of alexnet_tf.inputs: what the trainer reads, and how much of it."""
+"""Tests of alexnet_tf.training.inputs: what the trainer reads, and how much of it."""
 
 import json
 import os
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from alexnet_tf import inputs
+from alexnet_tf.training import inputs
 from alexnet_tf.config import TrainConfig
 from tiny_dataset import write_tiny_dataset
 
@@ -24,7 +24,7 @@ def _images(datasets):
 @pytest.mark.parametrize("pipelines, replicas", [(1, 1), (1, 2), (2, 4)])
 def test_eval_steps_counts_global_batches_whatever_the_replicas(dataset, pipelines, replicas):
     config = TrainConfig(data_dir=dataset, model_dir="/unused", batch_size=4, eval_steps=3)
-    info = inputs.describe_data(config, dataset)
+    info = inputs.describe_data(config)
     input_fns = inputs.make_input_fns(config, info, seed=0)
     contexts = [tf.distribute.InputContext(pipelines, i, replicas) for i in range(pipelines)]
     # 3 global batches of 4, however they are split; the per-replica take() gave 12 / replicas.
@@ -43,9 +43,9 @@ def test_training_records_without_a_manifest_count_are_counted_once_then_cached(
     os.remove(os.path.join(data_dir, "manifest.json"))  # labels.txt still gives classes and offset
     config = TrainConfig(data_dir=data_dir, model_dir="/unused", batch_size=2)
     cache = str(tmp_path / "model" / inputs.RECORD_COUNTS_FILENAME)
-    assert inputs.describe_data(config, data_dir, count_cache=cache).train_examples == 6
+    assert inputs.describe_data(config, count_cache=cache).train_examples == 6
     assert not os.path.exists(cache)  # only the chief writes it
-    assert inputs.describe_data(config, data_dir, count_cache=cache, write_count_cache=True).train_examples == 6
+    assert inputs.describe_data(config, count_cache=cache, write_count_cache=True).train_examples == 6
     with open(cache) as f:
         (entry,) = json.load(f).values()
     assert entry["records"] == 6 and [name for name, _, _ in entry["files"]] == [
@@ -57,8 +57,8 @@ def test_training_records_without_a_manifest_count_are_counted_once_then_cached(
     with open(shard, "r+b") as f:
         f.write(b"\xff" * stat.st_size)
     os.utime(shard, ns=(stat.st_atime_ns, stat.st_mtime_ns))
-    assert inputs.describe_data(config, data_dir, count_cache=cache).train_examples == 6
+    assert inputs.describe_data(config, count_cache=cache).train_examples == 6
     # A changed mtime invalidates the entry: the recount reads the garbage.
     os.utime(shard, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
     with pytest.raises(tf.errors.DataLossError):
-        inputs.describe_data(config, data_dir, count_cache=cache)
+        inputs.describe_data(config, count_cache=cache)

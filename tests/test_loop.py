@@ -1,4 +1,4 @@
-"""Tests of alexnet_tf.loop through the real entry point, in process: a 2-step run on 4 images whose
+"""Tests of alexnet_tf.training.loop through the real entry point, in process: a 2-step run on 4 images whose
 manifest has no record count (the trainer counts them)."""
 
 import json
@@ -13,7 +13,7 @@ from tensorboard.backend.event_processing import event_accumulator
 from alexnet_tf import optim, train
 from alexnet_tf.checkpointing import restore_model
 from alexnet_tf.config import TrainConfig
-from alexnet_tf.inputs import RECORD_COUNTS_FILENAME
+from alexnet_tf.training.inputs import RECORD_COUNTS_FILENAME
 from tiny_dataset import write_tiny_dataset
 
 

@@ -122,7 +122,7 @@ def test_negative_l2_is_refused():
 def test_trainer_reports_the_loss_with_its_decay_term_and_applies_the_decay():
     """Total loss = cross-entropy + wd/2 |kernels|^2 before the update; the step leaves the decay
     term out (a square-and-sum over 61 M weights), `weight_decay_loss` gives it at log time."""
-    from alexnet_tf import steps
+    from alexnet_tf.training import step as steps
     from alexnet_tf.config import TrainConfig
 
     keras.utils.set_random_seed(0)

@@ -35,11 +35,11 @@ def test_the_process_runs_the_kernels_the_environment_asks_for():
 
 
 def test_auto_precision_is_bfloat16_only_where_it_is_native_and_onednn_runs():
-    from alexnet_tf import steps  # pylint: disable=g-import-not-at-top
+    from alexnet_tf.training import devices  # pylint: disable=g-import-not-at-top
 
     if hardware.has_gpu():
         pytest.skip("on a GPU the choice follows its compute capability")
-    chosen = steps.resolve_precision("auto")
+    chosen = devices.resolve_precision("auto")
     if not hardware.onednn_enabled() or not hardware.cpu_has_native_bfloat16():
         assert chosen == "float32"  # emulated bfloat16 is many times slower than float32
     else:

@@ -23,8 +23,8 @@ from tensorboard.backend.event_processing import event_accumulator
 
 from alexnet_tf import train
 from alexnet_tf.config import ConfigError, TrainConfig, demo_config
-from alexnet_tf.schedules import AlexNetSchedule, PlateauState
-from alexnet_tf import summaries
+from alexnet_tf.training.schedules import AlexNetSchedule, PlateauState
+from alexnet_tf.training import summaries
 from tiny_dataset import write_jpeg, write_tiny_dataset
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -132,7 +132,7 @@ def test_step_and_cosine_schedules_with_warmup():
 
 
 def test_a_train_step_of_a_zero_weight_model_counts_one_top1_hit_not_all():
-    from alexnet_tf import steps  # pylint: disable=g-import-not-at-top
+    from alexnet_tf.training import step as steps  # pylint: disable=g-import-not-at-top
     config = TrainConfig(batch_size=4, variant="one_weird_trick", image_size=128, precision="float32",
                          dropout_rate=0.0, lr_schedule="step")
     strategy = tf.distribute.get_strategy()
@@ -413,11 +413,11 @@ def test_bad_input_gives_one_clear_line_and_a_nonzero_exit(bad_inputs, dataset, 
 
 
 def test_check_precision_refuses_mixed_float16_grouped_convolutions_on_cpu():
-    from alexnet_tf import steps
     from alexnet_tf.config import ConfigError
+    from alexnet_tf.training import devices
 
-    steps.check_precision("mixed_float16", "one_weird_trick")  # no groups: fine on CPU
-    steps.check_precision("mixed_bfloat16", "paper")
+    devices.check_precision("mixed_float16", "one_weird_trick")  # no groups: fine on CPU
+    devices.check_precision("mixed_bfloat16", "paper")
     if not tf.config.list_physical_devices("GPU"):
         with pytest.raises(ConfigError, match="mixed_float16 needs a GPU for the paper variant"):
-            steps.check_precision("mixed_float16", "paper")
+            devices.check_precision("mixed_float16", "paper")

@@ -1,6 +1,6 @@
 """Owns the training-speed modes of `python -m alexnet_tf.benchmark`: train and end_to_end.
 
-Both time the trainer's own compiled train step (`steps.make_train_function`, called as
+Both time the trainer's own compiled train step (`training.step.make_train_function`, called as
 `alexnet_tf.train` calls it), not `model.fit`. `train` feeds it synthetic batches held in
 memory, so it measures the model and the optimizer alone; `end_to_end` alternates the
 training TFRecords read and augmented exactly as the trainer does with the same synthetic
@@ -19,11 +19,12 @@ import time
 import keras
 import tensorflow as tf
 
-from alexnet_tf import layers, steps
-from alexnet_tf.bench_input import describe_train_shards
-from alexnet_tf.config import ConfigError, TrainConfig
+from alexnet_tf import layers
+from alexnet_tf.benchmark.pipeline import describe_train_shards
+from alexnet_tf.config import TrainConfig
 from alexnet_tf.info import layer_table, training_flops
-from alexnet_tf.inputs import describe_data, make_input_fns
+from alexnet_tf.training import step as steps
+from alexnet_tf.training.inputs import describe_data, make_input_fns
 
 # build_state needs a schedule length; a benchmark never reaches it.
 _SCHEDULE_STEPS = 1_000_000
@@ -39,27 +40,6 @@ class TrainRow:
     images_per_sec_max: float
     rounds_images_per_sec: list
     tflops: float  # achieved, at the model's training FLOPs per image
-
-
-def create_strategy(replicas):
-    """The default strategy for one replica, else MirroredStrategy over `replicas` devices.
-
-    The first `replicas` GPUs when there are GPUs, else that many logical CPU devices; call
-    this before any TensorFlow op runs (logical devices cannot be added later).
-
-    Raises:
-      ConfigError: the machine has GPUs, but fewer than `replicas`.
-    """
-    if replicas == 1:
-        return tf.distribute.get_strategy()
-    gpus = tf.config.list_physical_devices("GPU")
-    if gpus:
-        if len(gpus) < replicas:
-            raise ConfigError(f"--replicas={replicas} but this machine has {len(gpus)} GPU(s)")
-        return tf.distribute.MirroredStrategy([f"/gpu:{i}" for i in range(replicas)])
-    cpu = tf.config.list_physical_devices("CPU")[0]
-    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * replicas)
-    return tf.distribute.MirroredStrategy([d.name for d in tf.config.list_logical_devices("CPU")])
 
 
 def matmul_tflops(dtype="bfloat16", n=4096, iters=10, repeats=3):
@@ -153,7 +133,7 @@ def run_train(strategy, *, variant, batch_size, precisions, num_classes, jit_com
     """Training speed on synthetic in-memory batches.
 
     Args:
-      strategy: from create_strategy.
+      strategy: from training.devices.mirrored_over.
       variant, batch_size, num_classes, jit_compile, steps_per_execution: as TrainConfig's.
       precisions: policies to time, each built once.
       warmup_steps: untimed steps after tracing.
@@ -203,7 +183,7 @@ def run_end_to_end(strategy, data_dir, *, variant, batch_size, precisions, num_c
     """Training speed from the TFRecords in `data_dir` and from synthetic batches, interleaved.
 
     Args:
-      strategy: from create_strategy.
+      strategy: from training.devices.mirrored_over.
       data_dir: folder with train-* shards (and manifest.json or labels.txt).
       num_classes: None: from the data's labels file or manifest (checked against it otherwise).
       label_offset: None: detected as the trainer does.

@@ -1,4 +1,4 @@
-"""Owns the trainer's view of its data source: files, classes, labels, sizes, dataset functions.
+"""The trainer's view of its data source: files, classes, labels, sizes, dataset functions.
 
 `describe_data` checks a data dir and turns it into a `DataInfo`, or raises a ConfigError
 that names what is wrong; `make_input_fns` returns the dataset functions that
@@ -28,7 +28,6 @@ class DataInfo:
     """What a data source holds, as far as the trainer needs to know."""
 
     source: str
-    data_dir: str
     num_classes: int
     labels: Optional[Tuple[schema.LabelEntry, ...]]  # labels.txt entries in label order, if known
     label_offset: int
@@ -118,9 +117,13 @@ def _num_classes(config, counted, where):
     return counted
 
 
-def _describe_tfrecords(config, data_dir, count_cache, write_count_cache):
+def _describe_tfrecords(config, count_cache, write_count_cache, require_validation):
+    data_dir = config.data_dir
     _check_data_dir(data_dir)
-    for pattern, what in ((config.train_pattern, "training"), (config.eval_pattern, "validation")):
+    patterns = [(config.train_pattern, "training")]
+    if require_validation:
+        patterns.append((config.eval_pattern, "validation"))
+    for pattern, what in patterns:
         if not tf.io.gfile.glob(os.path.join(data_dir, pattern)):
             raise ConfigError(f"no {what} files match {pattern!r} in {data_dir} (expected TFRecord "
                               "shards like train-00000-of-01024 from tools/build_imagenet_tfrecords.py)")
@@ -146,12 +149,13 @@ def _describe_tfrecords(config, data_dir, count_cache, write_count_cache):
     if train_examples is None and config.steps_per_epoch is None:
         train_examples = cached_record_count(os.path.join(data_dir, config.train_pattern), count_cache,
                                              write_count_cache)
-    return DataInfo("tfrecord", data_dir, num_classes, labels, int(offset), train_examples or 0)
+    return DataInfo("tfrecord", num_classes, labels, int(offset), train_examples or 0)
 
 
-def _describe_tfds(config, data_dir):
+def _describe_tfds(config):
     import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top  (slow; one source)
 
+    data_dir = config.data_dir
     _check_data_dir(data_dir)
     try:
         builder = tfds.builder("imagenet2012", data_dir=data_dir)
@@ -162,18 +166,20 @@ def _describe_tfds(config, data_dir):
         raise ConfigError(f"tensorflow-datasets imagenet2012 is not prepared in {data_dir} "
                           f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
     num_classes = _num_classes(config, len(names), "tfds imagenet2012")
-    return DataInfo("tfds", data_dir, num_classes, names, 0, int(train_examples))
+    return DataInfo("tfds", num_classes, names, 0, int(train_examples))
 
 
-def describe_data(config, data_dir, count_cache=None, write_count_cache=False):
-    """Checks the data source and describes it.
+def describe_data(config, count_cache=None, write_count_cache=False, require_validation=True):
+    """Checks the data source in `config.data_dir` and describes it.
 
     Args:
-      config: TrainConfig (data_source, patterns, num_classes, label_offset, batch_size...).
-      data_dir: the data directory (the demo's generated one with --demo).
+      config: TrainConfig (data_dir, data_source, patterns, num_classes, label_offset, ...),
+        with --demo already resolved to the generated data dir.
       count_cache: JSON file caching the training record count of shards whose manifest has
         none (counting reads every record); None counts every time.
       write_count_cache: store a fresh count in `count_cache` (the chief only).
+      require_validation: also check that validation shards exist (the input benchmark reads
+        training shards only).
 
     Returns:
       A DataInfo.
@@ -183,11 +189,11 @@ def describe_data(config, data_dir, count_cache=None, write_count_cache=False):
         agree with --num_classes, unknown label offset, tfds data not prepared.
     """
     if config.data_source == "tfrecord":
-        return _describe_tfrecords(config, data_dir, count_cache, write_count_cache)
+        return _describe_tfrecords(config, count_cache, write_count_cache, require_validation)
     if config.data_source == "tfds":
-        return _describe_tfds(config, data_dir)
+        return _describe_tfds(config)
     steps = config.steps_per_epoch or SYNTHETIC_STEPS_PER_EPOCH
-    return DataInfo("synthetic", data_dir, config.num_classes or DEFAULT_NUM_CLASSES, None, 0,
+    return DataInfo("synthetic", config.num_classes or DEFAULT_NUM_CLASSES, None, 0,
                     steps * config.batch_size)
 
 
@@ -215,8 +221,8 @@ def make_input_fns(config, info, seed):
       InputFns.
     """
     common = dict(image_size=config.image_size)
-    train_glob = os.path.join(info.data_dir, config.train_pattern)
-    eval_glob = os.path.join(info.data_dir, config.eval_pattern)
+    train_glob = os.path.join(config.data_dir, config.train_pattern)
+    eval_glob = os.path.join(config.data_dir, config.eval_pattern)
     record_args = dict(label_offset=info.label_offset, num_classes=info.num_classes,
                        skip_corrupt=config.skip_corrupt, **common)
 
@@ -226,7 +232,7 @@ def make_input_fns(config, info, seed):
                                      input_context=input_context, seed=seed,
                                      shuffle_buffer_size=shuffle_buffer_size, **record_args)
         if info.source == "tfds":
-            return data.make_tfds_dataset(info.data_dir, "train", batch_size, True, augment=config.augment,
+            return data.make_tfds_dataset(config.data_dir, "train", batch_size, True, augment=config.augment,
                                           input_context=input_context, seed=seed,
                                           shuffle_buffer_size=shuffle_buffer_size, **common)
         return data.synthetic_dataset(batch_size, num_classes=info.num_classes,
@@ -237,7 +243,7 @@ def make_input_fns(config, info, seed):
             dataset = data.make_dataset(eval_glob, config.batch_size, False, ten_crop=ten_crop,
                                         input_context=input_context, **record_args)
         elif info.source == "tfds":
-            dataset = data.make_tfds_dataset(info.data_dir, "validation", config.batch_size, False,
+            dataset = data.make_tfds_dataset(config.data_dir, "validation", config.batch_size, False,
                                              ten_crop=ten_crop, input_context=input_context, **common)
         else:
             dataset = data.synthetic_dataset(config.batch_size, num_classes=info.num_classes,

@@ -9,16 +9,16 @@
 (times with the defaults on this project's 2-core CPU: paper variant, batch 128, float32 and
 mixed_bfloat16, 3 repeats; serve --onnx adds a minute and ~10 GiB of memory converting the
 model to ONNX). The modes:
-  train       the trainer's own train step (alexnet_tf.steps) on synthetic batches held in
+  train       the trainer's own train step (alexnet_tf.training.step) on synthetic batches held in
               memory: model and optimizer speed, with the machine's bfloat16 matmul rate (a
               4096x4096 tf.matmul, the practical ceiling, timed in every round) and each
               precision's share of it (median over rounds of round rate / round ceiling).
   input       the trainer's training pipeline against the bare JPEG-decoding bound and a
-              PIL + multiprocessing loader (alexnet_tf.bench_input).
+              PIL + multiprocessing loader (alexnet_tf.benchmark.pipeline).
   end_to_end  the same train step fed by the trainer's TFRecord pipeline and by synthetic
               batches, interleaved; their ratio is what the input costs a real run.
   serve       SavedModel batch-1 latency (median, p99) and batch-64 throughput, and the same
-              through onnxruntime with --onnx (alexnet_tf.bench_serve).
+              through onnxruntime with --onnx (alexnet_tf.benchmark.serve).
 input and end_to_end read --data_dir's train-* shards, or the generated demo dataset (that of
 `alexnet_tf.train --demo`: 1,000 small rendered images, built once, ~20 s) without it.
 
@@ -136,23 +136,15 @@ def settings_from_flags(flag_values):
 
 def environment(tf, keras):
     """Versions and hardware the figures were measured on."""
-    cpu_model, cpu_flags = "", []
-    if os.path.exists("/proc/cpuinfo"):
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                if key.strip() == "model name" and not cpu_model:
-                    cpu_model = value.strip()
-                elif key.strip() == "flags":
-                    cpu_flags = [flag for flag in CPU_FLAGS if flag in value.split()]
-                    break
+    from alexnet_tf import hardware  # pylint: disable=g-import-not-at-top
+
     gpus = tf.config.list_physical_devices("GPU")
     return {
         "tensorflow": tf.__version__,
         "keras": keras.__version__,
         "python": platform.python_version(),
-        "cpu_model": cpu_model or platform.processor(),
-        "cpu_flags": cpu_flags,
+        "cpu_model": hardware.cpu_model() or platform.processor(),
+        "cpu_flags": [flag for flag in CPU_FLAGS if flag in hardware.cpu_flags()],
         "cpus": os.cpu_count(),
         "gpus": [tf.config.experimental.get_device_details(g).get("device_name", g.name) for g in gpus],
     }
@@ -173,34 +165,35 @@ def run(mode, settings):
     Raises:
       ConfigError: a flag the machine or the data cannot satisfy (one line naming it).
     """
-    from alexnet_tf import bench_input, bench_serve, bench_train, steps  # pylint: disable=g-import-not-at-top
+    from alexnet_tf.benchmark import pipeline, serve, train  # pylint: disable=g-import-not-at-top
+    from alexnet_tf.training import devices  # pylint: disable=g-import-not-at-top
 
     s = settings
     timing = dict(warmup_steps=s["warmup_steps"], timed_steps=s["steps"], repeats=s["repeats"],
                   progress=_progress)
     if mode == "serve":
-        return bench_serve.run(variant=s["variant"], num_classes=s["num_classes"], requests=s["requests"],
-                               batch_size=s["serve_batch_size"], onnx=s["onnx"], **timing), bench_serve.table
+        return serve.run(variant=s["variant"], num_classes=s["num_classes"], requests=s["requests"],
+                               batch_size=s["serve_batch_size"], onnx=s["onnx"], **timing), serve.table
     if mode in ("train", "end_to_end"):
-        strategy = bench_train.create_strategy(s["replicas"])  # before any other TensorFlow op
+        strategy = devices.mirrored_over(s["replicas"])  # before any other TensorFlow op
         for precision in s["precisions"]:
-            steps.check_precision(precision, s["variant"])
+            devices.check_precision(precision, s["variant"])
         timing.update(variant=s["variant"], batch_size=s["batch_size"], precisions=s["precisions"],
                       jit_compile=s["jit_compile"], steps_per_execution=s["steps_per_execution"])
     if mode == "train":
-        result = bench_train.run_train(strategy, num_classes=s["num_classes"], matmul_size=s["matmul_size"],
+        result = train.run_train(strategy, num_classes=s["num_classes"], matmul_size=s["matmul_size"],
                                        grouped_convs=s["grouped_convs"], **timing)
-        return result, bench_train.train_table
+        return result, train.train_table
     data_dir = s["data_dir"] or _demo_data_dir()
     try:
         if mode == "input":
-            result, table = bench_input.run(
+            result, table = pipeline.run(
                 data_dir, batch_size=s["batch_size"], num_classes=s["num_classes"],
-                label_offset=s["label_offset"], pil_processes=s["pil_processes"], **timing), bench_input.table
+                label_offset=s["label_offset"], pil_processes=s["pil_processes"], **timing), pipeline.table
         else:
-            result, table = bench_train.run_end_to_end(
+            result, table = train.run_end_to_end(
                 strategy, data_dir, num_classes=s["num_classes"], label_offset=s["label_offset"],
-                **timing), bench_train.end_to_end_table
+                **timing), train.end_to_end_table
     except ConfigError as e:
         raise ConfigError(f"--data_dir={data_dir}: {e}") from None
     result["data"]["demo"] = s["data_dir"] is None

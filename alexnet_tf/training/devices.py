@@ -1,20 +1,20 @@
-"""Owns the choice of tf.distribute strategy and which process of a cluster writes files.
+"""The devices a run trains on: the tf.distribute strategy, the chief, and the precision.
 
 `create_strategy("auto")` follows the usual TensorFlow rules: MultiWorkerMirroredStrategy
 when TF_CONFIG describes more than one task, MirroredStrategy when there are two or more
 GPUs, and the default (one-device) strategy otherwise. In a cluster only the chief writes
 to the real model dir; the other workers still take part in every save (a save may
 involve collectives), but into a temporary folder that they delete (the recipe of TF's
-"Multi-worker training with Keras" tutorial).
+"Multi-worker training with Keras" tutorial; `checkpointing.Checkpointer` does it).
+`resolve_precision("auto")` picks the fastest mixed-precision policy the device runs correctly.
 """
 
 import json
 import os
-import shutil
-import tempfile
 
 import tensorflow as tf
 
+from alexnet_tf import hardware
 from alexnet_tf.config import ConfigError
 
 
@@ -65,6 +65,13 @@ def create_strategy(distribution):
     raise ConfigError(f"distribution={distribution!r}; choose auto, mirrored, multi_worker or none")
 
 
+def check_global_batch(batch_size, replicas):
+    """Raises ConfigError unless the global batch splits evenly over the replicas."""
+    if batch_size % replicas:
+        raise ConfigError(f"global batch_size {batch_size} is not divisible by the {replicas} replicas "
+                          "(--batch_size is the global batch)")
+
+
 def is_chief(strategy):
     """True for the process that writes checkpoints, summaries and the export."""
     resolver = getattr(strategy, "cluster_resolver", None)
@@ -84,22 +91,47 @@ def worker_name(strategy):
     return f"{resolver.task_type} {resolver.task_id}"
 
 
-class WriteDir:
-    """Where this process writes `path`: the path itself on the chief, else a temporary folder.
+def mirrored_over(replicas):
+    """The default strategy for one replica, else MirroredStrategy over `replicas` devices.
 
-    Use as a context manager; a non-chief's temporary folder is deleted on exit.
+    The first `replicas` GPUs when there are GPUs, else that many logical CPU devices; call
+    this before any TensorFlow op runs (logical devices cannot be added later).
+
+    Raises:
+      ConfigError: the machine has GPUs, but fewer than `replicas`.
     """
+    if replicas == 1:
+        return tf.distribute.get_strategy()
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
+        if len(gpus) < replicas:
+            raise ConfigError(f"--replicas={replicas} but this machine has {len(gpus)} GPU(s)")
+        return tf.distribute.MirroredStrategy([f"/gpu:{i}" for i in range(replicas)])
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * replicas)
+    return tf.distribute.MirroredStrategy([d.name for d in tf.config.list_logical_devices("CPU")])
 
-    def __init__(self, path, chief):
-        self.chief = chief
-        self.path = path if chief else tempfile.mkdtemp(prefix="alexnet_tf_worker_")
 
-    def __enter__(self):
-        return self
+def resolve_precision(precision):
+    """Maps "auto" to the fastest policy this machine runs correctly."""
+    if precision != "auto":
+        return precision
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
+        capability = tf.config.experimental.get_device_details(gpus[0]).get("compute_capability", (0, 0))
+        if capability >= (8, 0):
+            return "mixed_bfloat16"
+        return "mixed_float16" if capability >= (7, 0) else "float32"
+    # bfloat16 is only fast where the CPU multiplies it natively (AVX512_BF16, AMX) and oneDNN's
+    # kernels run: TensorFlow's Eigen kernels emulate it, many times slower than float32.
+    if hardware.cpu_has_native_bfloat16() and hardware.onednn_enabled():
+        return "mixed_bfloat16"
+    return "float32"
 
-    def __exit__(self, *exc):
-        self.cleanup()
 
-    def cleanup(self):
-        if not self.chief:
-            shutil.rmtree(self.path, ignore_errors=True)
+def check_precision(precision, variant):
+    """Raises ConfigError for a resolved precision this machine cannot train `variant` in."""
+    on_cpu = not tf.config.list_physical_devices("GPU")
+    if precision == "mixed_float16" and variant != "one_weird_trick" and on_cpu:
+        raise ConfigError(f"mixed_float16 needs a GPU for the {variant} variant: TensorFlow's CPU "
+                          "kernels have no float16 gradient of grouped convolutions; use mixed_bfloat16")

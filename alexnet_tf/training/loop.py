@@ -1,7 +1,7 @@
-"""Owns the loop of one training run: resume, train to each epoch end, evaluate, checkpoint, export.
+"""The loop of one training run: resume, train to each epoch end, evaluate, checkpoint, export.
 
-`TrainLoop(...).fit()` is what `alexnet_tf.train.run` calls once the strategy, the data and
-the precision policy are settled. Progress lives in Python counters (step, epoch) that are
+`TrainLoop(...).fit()` is what `alexnet_tf.train.run` calls once the strategy, the data, the
+seeds and the precision policy are settled (this module sets no process-wide state). Progress lives in Python counters (step, epoch) that are
 copied into the checkpoint at every save. The loop runs training in chunks of at most
 --steps_per_execution steps that end on every logging, checkpoint, epoch and profiler
 boundary; between chunks it checks the loss (NaN/inf stops training without saving) and
@@ -18,14 +18,23 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from alexnet_tf import serving, summaries
-from alexnet_tf.checkpointing import CHECKPOINT_SUBDIR, Checkpointer, PreemptionSignal
-from alexnet_tf.checkpointing import check_model_spec, check_writable
+from alexnet_tf import metrics, serving
+from alexnet_tf.checkpointing import CHECKPOINT_SUBDIR, Checkpointer, check_model_spec, check_writable
 from alexnet_tf.config import ConfigError
-from alexnet_tf.distribute import is_chief, worker_name
-from alexnet_tf.inputs import make_input_fns
-from alexnet_tf.steps import Preempted, TrainingDiverged, build_model, build_state, make_eval_function
-from alexnet_tf.steps import make_train_function, run_evaluation, weight_decay_loss
+from alexnet_tf.training import summaries
+from alexnet_tf.training.devices import is_chief, worker_name
+from alexnet_tf.training.inputs import make_input_fns
+from alexnet_tf.training.preemption import PreemptionSignal
+from alexnet_tf.training.step import build_model, build_state, make_eval_function, make_train_function
+from alexnet_tf.training.step import run_evaluation, weight_decay_loss
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss or the weights became NaN or infinite."""
+
+
+class Preempted(RuntimeError):
+    """SIGTERM arrived; a checkpoint was written."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,7 +68,7 @@ class _Meter:
     """
 
     def __init__(self):
-        self.sums, self.steps, self.images, self.seconds = np.zeros(6), 0, 0, 0.0
+        self.sums, self.steps, self.images, self.seconds = np.zeros(len(metrics.TRAIN_SUMS)), 0, 0, 0.0
         self.weight_decay_loss = 0.0  # the decay term, from the weights before the logged chunk
 
     def add(self, sums, steps, images, seconds):
@@ -70,10 +79,11 @@ class _Meter:
             self.seconds += seconds
 
     def metrics(self):
-        ce, loss, top1, top5, count, _ = self.sums
-        count = max(count, 1.0)
-        values = {"loss": ce / count, "total_loss": loss / max(self.steps, 1) + self.weight_decay_loss,
-                  "top1": top1 / count, "top5": top5 / count}
+        sums = metrics.TRAIN_SUMS.unpack(self.sums)
+        count = max(sums["count"], 1.0)
+        values = {"loss": sums["cross_entropy"] / count,
+                  "total_loss": sums["loss"] / max(self.steps, 1) + self.weight_decay_loss,
+                  "top1": sums["top1"] / count, "top5": sums["top5"] / count}
         if self.seconds:
             values["images_per_sec"] = self.images / self.seconds
         return values
@@ -82,9 +92,10 @@ class _Meter:
 class TrainLoop:
     """One training run: restore, train to each epoch end, evaluate, checkpoint, export."""
 
-    def __init__(self, config, strategy, info, model_dir, precision):
+    def __init__(self, config, strategy, info, precision, seed):
+        """Builds the run's state; `seed` (or None) seeds the data order, set by `train.run` with the RNGs."""
         self.config, self.strategy, self.info, self.precision = config, strategy, info, precision
-        self.model_dir = model_dir
+        self.model_dir = model_dir = config.model_dir
         self.chief = is_chief(strategy)
         self.name = worker_name(strategy)
         self.steps_per_epoch = config.steps_per_epoch or info.train_examples // config.batch_size
@@ -98,11 +109,7 @@ class TrainLoop:
             check_writable(model_dir)
         spec = {"variant": config.variant, "num_classes": info.num_classes, "image_size": config.image_size}
         check_model_spec(checkpoint_dir, spec, write=self.chief)
-        self.seed = config.seed if config.seed is not None else (0 if config.deterministic else None)
-        if self.seed is not None:
-            keras.utils.set_random_seed(self.seed)
-        if config.deterministic:
-            tf.config.experimental.enable_op_determinism()
+        self.seed = seed
         loss_scaling = precision == "mixed_float16"
         self.state = build_state(config, strategy, info.num_classes, self.steps_per_epoch,
                                  self.total_steps, loss_scaling)
@@ -180,14 +187,15 @@ class TrainLoop:
             sums = self.train_fn(iterator, tf.constant(steps), tf.constant(stop)).numpy()
             seconds = time.time() - start
             self.step += steps
-            if not np.all(np.isfinite(sums[:2])):
-                raise TrainingDiverged(self._diverged_message(f"the loss became {sums[1]}"))
+            named = metrics.TRAIN_SUMS.unpack(sums)
+            if not np.all(np.isfinite([named["cross_entropy"], named["loss"]])):
+                raise TrainingDiverged(self._diverged_message(f"the loss became {named['loss']}"))
             meter.add(sums, steps, steps * config.batch_size, seconds if traced else None)
             traced = True
             if logs:
                 self._log_train(meter)
                 meter = _Meter()
-            if sums[5] > 0:
+            if named["stop"] > 0:
                 path = self._save()
                 raise Preempted(f"preempted (signal {self.preemption.received or 'on another worker'}): "
                                 f"checkpoint {path} at step {self.step}; re-run the same command to resume")
@@ -210,12 +218,12 @@ class TrainLoop:
         return min(later + [end - self.step])
 
     def _end_epoch(self):
-        metrics = run_evaluation(self.strategy, self.eval_fn, self.inputs.evaluation)
+        validation = run_evaluation(self.strategy, self.eval_fn, self.inputs.evaluation)
         self.epoch += 1
-        self.writers.scalars("validation", self.step, {k: metrics[k] for k in
+        self.writers.scalars("validation", self.step, {k: validation[k] for k in
                                                        ("loss", "top1", "top5", "images_per_sec")})
         message = ""
-        if self.config.lr_schedule == "paper" and self.state.plateau.update(metrics["top1"]):
+        if self.config.lr_schedule == "paper" and self.state.plateau.update(validation["top1"]):
             message = ("; validation top-1 stopped improving: learning rate now "
                        f"{self.state.learning_rate():.6g}")
         if self.chief:
@@ -225,10 +233,10 @@ class TrainLoop:
             if self.config.histograms:
                 self.writers.histograms("train", self.step, self.state.model.trainable_variables)
         logging.info("%s: epoch %d/%d (step %d): validation top-1 %.2f%% top-5 %.2f%% loss %.4f%s",
-                     self.name, self.epoch, self.num_epochs, self.step, 100 * metrics["top1"],
-                     100 * metrics["top5"], metrics["loss"], message)
+                     self.name, self.epoch, self.num_epochs, self.step, 100 * validation["top1"],
+                     100 * validation["top5"], validation["loss"], message)
         self._save()
-        return metrics
+        return validation
 
     def _finished_result(self):
         """The TrainResult in results.json when the restored state is that run's end, else None.

@@ -3,11 +3,10 @@
     python -m alexnet_tf.benchmark --mode=input --data_dir=/data/imagenet-tfrecords
 
 takes about a minute on 2 cores with the defaults (3 rounds of 40 batches of 128 per row).
-The README's figures come from 1600 records of 256 x 256..340 JPEGs (natural-looking
-smoothed noise, quality 90) in the converter's schema, written from a checkout with
-
-    python -c "import sys; sys.path.insert(0, 'tests'); import tfrecord_fixtures as f; \
-        f.write_fake_tfrecords('/tmp/bench_data', num_records=1600, num_shards=8, num_classes=1000)"
+Without --data_dir it reads the generated demo dataset (1,000 rendered 256-pixel JPEGs in the
+converter's schema, the data of `python -m alexnet_tf.train --demo`); a bigger set of the same
+kind comes from `python tools/make_demo_dataset.py --output_dir=/tmp/bench_data
+--train_per_class=400`.
 
 Rows, timed round-robin so that machine noise (other jobs on the CPU) hits them alike; each
 figure is the median over --repeats rounds of --steps batches of --batch_size images, after
@@ -16,7 +15,7 @@ workers) per image: unlike images/sec it barely moves when other jobs share the 
 its ratios are the steadier comparison.
   decode:   read the train-* shards and tf.io.decode_jpeg every image, in parallel over all
             cores. Nothing else: the stage's physical bound on this machine.
-  pipeline: the trainer's training dataset (alexnet_tf.inputs.make_input_fns -> data.make_dataset,
+  pipeline: the trainer's training dataset (alexnet_tf.training.inputs.make_input_fns -> data.make_dataset,
             paper augmentation), float32 batches.
   pil:      a multiprocessing.Pool of --pil_processes, each decoding the same records' JPEG bytes
             with PIL and doing the same work (random crop of the 256 square, flip, PCA lighting,
@@ -44,13 +43,12 @@ def describe_train_shards(data_dir, num_classes=None, label_offset=None, **confi
       ConfigError: no train-* shards, undetectable label offset, disagreeing num_classes.
     """
     from alexnet_tf.config import TrainConfig  # pylint: disable=g-import-not-at-top
-    from alexnet_tf.inputs import describe_data  # pylint: disable=g-import-not-at-top
+    from alexnet_tf.training.inputs import describe_data  # pylint: disable=g-import-not-at-top
 
-    # Pointing the validation pattern at the training shards skips the validation check; a set
-    # steps_per_epoch skips counting the records when the manifest does not say.
+    # A set steps_per_epoch skips counting the records when the manifest does not say.
     config = TrainConfig(data_dir=data_dir, num_classes=num_classes, label_offset=label_offset,
-                         eval_pattern=TrainConfig.train_pattern, steps_per_epoch=1, **config_fields)
-    return config, describe_data(config, data_dir)
+                         steps_per_epoch=1, **config_fields)
+    return config, describe_data(config, require_validation=False)
 
 
 def _cpu_seconds(pids):
@@ -202,7 +200,7 @@ def run(data_dir, *, batch_size, num_classes, label_offset, warmup_steps, timed_
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
 
     from alexnet_tf import preprocessing  # pylint: disable=g-import-not-at-top
-    from alexnet_tf.inputs import make_input_fns  # pylint: disable=g-import-not-at-top
+    from alexnet_tf.training.inputs import make_input_fns  # pylint: disable=g-import-not-at-top
 
     config, info = describe_train_shards(data_dir, num_classes, label_offset, batch_size=batch_size)
     files = sorted(tf.io.gfile.glob(os.path.join(data_dir, config.train_pattern)))

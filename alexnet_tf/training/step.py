@@ -1,8 +1,9 @@
-"""Owns the training state and the distributed train and evaluation steps of the trainer.
+"""The training state and the distributed train and evaluation steps.
 
 `build_state` makes the model, the SGD optimizer with its schedule, and the counters that
 a checkpoint holds; `make_train_function` and `make_eval_function` return the tf.functions
-that run under any tf.distribute strategy. `alexnet_tf.train.run` drives them.
+that run under any tf.distribute strategy; their outputs are `metrics.TRAIN_SUMS` and
+`metrics.EVAL_SUMS` vectors. `training.loop.TrainLoop` drives them.
 """
 
 import dataclasses
@@ -12,45 +13,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from alexnet_tf import hardware, metrics
+from alexnet_tf import metrics, optim
 from alexnet_tf.checkpointing import model_weights
-from alexnet_tf.config import ConfigError
 from alexnet_tf.model import build_alexnet
-from alexnet_tf import optim
-from alexnet_tf.schedules import AlexNetSchedule, PlateauState
-
-
-class TrainingDiverged(RuntimeError):
-    """The loss or the weights became NaN or infinite."""
-
-
-class Preempted(RuntimeError):
-    """SIGTERM arrived; a checkpoint was written."""
-
-
-def resolve_precision(precision):
-    """Maps "auto" to the fastest policy this machine runs correctly."""
-    if precision != "auto":
-        return precision
-    gpus = tf.config.list_physical_devices("GPU")
-    if gpus:
-        capability = tf.config.experimental.get_device_details(gpus[0]).get("compute_capability", (0, 0))
-        if capability >= (8, 0):
-            return "mixed_bfloat16"
-        return "mixed_float16" if capability >= (7, 0) else "float32"
-    # bfloat16 is only fast where the CPU multiplies it natively (AVX512_BF16, AMX) and oneDNN's
-    # kernels run: TensorFlow's Eigen kernels emulate it, many times slower than float32.
-    if hardware.cpu_has_native_bfloat16() and hardware.onednn_enabled():
-        return "mixed_bfloat16"
-    return "float32"
-
-
-def check_precision(precision, variant):
-    """Raises ConfigError for a resolved precision this machine cannot train `variant` in."""
-    on_cpu = not tf.config.list_physical_devices("GPU")
-    if precision == "mixed_float16" and variant != "one_weird_trick" and on_cpu:
-        raise ConfigError(f"mixed_float16 needs a GPU for the {variant} variant: TensorFlow's CPU "
-                          "kernels have no float16 gradient of grouped convolutions; use mixed_bfloat16")
+from alexnet_tf.training.schedules import AlexNetSchedule, PlateauState
 
 
 def build_model(config, num_classes):
@@ -127,7 +93,7 @@ def weight_decay_loss(state):
 
 
 def make_train_function(strategy, state, global_batch, jit_compile, loss_scaling):
-    """Returns train(iterator, num_steps, stop) -> summed [ce, loss, top1, top5, count, stop].
+    """Returns train(iterator, num_steps, stop) -> `metrics.TRAIN_SUMS` summed over steps and replicas.
 
     `loss` is the global batch's mean cross-entropy plus the model's regularisation losses,
     without the optimizer's weight decay (`weight_decay_loss` gives that term). Each
@@ -157,11 +123,13 @@ def make_train_function(strategy, state, global_batch, jit_compile, loss_scaling
         gradients, losses, logits = forward_backward(images, labels)
         optimizer.apply_gradients(zip(gradients, model.trainable_variables))
         # Ranked by the float32 logits: the softmax's order, without its ties where it saturates.
-        return tf.concat([losses, metrics.correct_counts(tf.cast(logits, tf.float32), labels), [stop]], 0)
+        top1, top5, count = tf.unstack(metrics.correct_counts(tf.cast(logits, tf.float32), labels))
+        return metrics.TRAIN_SUMS.pack(cross_entropy=losses[0], loss=losses[1], top1=top1, top5=top5,
+                                       count=count, stop=stop)
 
     @tf.function
     def train(iterator, num_steps, stop):
-        sums = tf.zeros([6])
+        sums = tf.zeros([len(metrics.TRAIN_SUMS)])
         for _ in tf.range(num_steps):
             images, labels = next(iterator)
             per_replica = strategy.run(replica_step, args=(images, labels, stop))
@@ -172,7 +140,7 @@ def make_train_function(strategy, state, global_batch, jit_compile, loss_scaling
 
 
 def make_eval_function(strategy, model, ten_crop):
-    """Returns eval(distributed batch) -> summed [-log p(label), top1, top5, count]."""
+    """Returns eval(distributed batch) -> `metrics.EVAL_SUMS` summed over replicas."""
 
     def batch_sums(images, labels):
         if ten_crop:
@@ -185,7 +153,7 @@ def make_eval_function(strategy, model, ten_crop):
         # The last validation batch leaves some replicas an empty batch, and oneDNN's CPU
         # convolution returns a wrongly shaped output for one (TF 2.21), so skip the model.
         return tf.cond(tf.shape(images)[0] > 0, lambda: batch_sums(images, labels),
-                       lambda: tf.zeros([4]))
+                       lambda: tf.zeros([len(metrics.EVAL_SUMS)]))
 
     @tf.function(reduce_retracing=True)
     def evaluate_batch(batch):
@@ -197,7 +165,7 @@ def make_eval_function(strategy, model, ten_crop):
 
 def run_evaluation(strategy, eval_fn, dataset_fn):
     """One pass over the validation data; returns metrics.summarize's dict plus images/sec."""
-    start, sums = time.time(), np.zeros(4)
+    start, sums = time.time(), np.zeros(len(metrics.EVAL_SUMS))
     for batch in strategy.distribute_datasets_from_function(dataset_fn):
         sums += eval_fn(batch).numpy()
     summary = metrics.summarize(sums)

@@ -1,0 +1,12 @@
+"""The trainer's library: what `alexnet_tf.train.run` assembles into a run.
+
+    devices.py     the tf.distribute strategy, the chief, the precision policy
+    inputs.py      the data source as the trainer sees it, and its dataset functions
+    step.py        the training state and the distributed train/eval steps
+    schedules.py   the learning-rate schedules, including the paper's plateau rule
+    loop.py        one run: resume, train, evaluate, checkpoint, export (and its exceptions)
+    summaries.py   TensorBoard writers and images
+    preemption.py  SIGTERM as a flag the loop polls
+
+Nothing here sets process-wide state (seeds, determinism, dtype policy): `train.run` does.
+"""
