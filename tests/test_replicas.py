@@ -3,6 +3,9 @@
 - An overflow (a non-finite gradient) on any one replica or worker must skip the step on all
   of them and reduce the loss scale everywhere; Keras' LossScaleOptimizer decided it from the
   first local replica's gradients before the all-reduce (issue 12).
+- Dropout masks must be independent between replicas and workers (each replica's images get
+  their own), yet reproducible from the seed; Keras' Dropout drew them from a mirrored seed
+  variable, the same on every replica (issue 12).
 
 The distributed tests run in subprocesses, as in tests/test_distributed.py: logical devices
 must be configured before TensorFlow starts, and MultiWorkerMirroredStrategy needs one
@@ -23,7 +26,9 @@ import pytest
 import tensorflow as tf
 
 from alexnet_tf import optim
+from alexnet_tf.layers import ReplicaDropout
 from conftest import REPO
+from keras_roundtrip import assert_layer_roundtrip
 
 TIMEOUT = 180  # the old optimizer deadlocks two workers on an overflow: fail, do not hang
 
@@ -41,11 +46,11 @@ COMMON = textwrap.dedent("""
 
     GLOBAL_BATCH, CLASSES, SIZE = 4, 3, 95
 
-    def build(strategy, dropout_rate=0.0):
+    def build(strategy, dropout_rate=0.0, seed=0):
         config = TrainConfig(variant="one_weird_trick", image_size=SIZE, batch_size=GLOBAL_BATCH,
                              dropout_rate=dropout_rate, learning_rate=0.1, lr_schedule="step",
                              precision="float32")
-        keras.utils.set_random_seed(0)
+        keras.utils.set_random_seed(seed)  # the trainer's --seed
         state = steps.build_state(config, strategy, CLASSES, steps_per_epoch=4, total_steps=4,
                                   loss_scaling=True)
         train = steps.make_train_function(strategy, state, GLOBAL_BATCH, jit_compile=False,
@@ -81,6 +86,23 @@ COMMON = textwrap.dedent("""
             "replicas_equal": all(np.array_equal(a[0], a[r]) for a in after for r in range(replicas)),
             "fingerprint": float(sum(np.abs(a[0].astype(np.float64)).sum() for a in after)),
         }
+
+    def dropout_masks(strategy, model, jit_compile):
+        # The same input on every replica through the model's own dropout6 layer in training
+        # mode, twice: [step][replica] masks (1: kept); and the logits of model(training=True)
+        # for an equal image on every replica, [replica].
+        layer = model.get_layer("dropout6")
+        ones = tf.ones([2, 4096])
+        drop = tf.function(lambda x: layer(x, training=True), jit_compile=jit_compile)
+        step = tf.function(lambda: strategy.run(lambda: drop(ones)))
+        masks = []
+        for _ in range(2):
+            outputs = strategy.experimental_local_results(step())
+            masks.append([(o.numpy() != 0).astype(int).ravel().tolist() for o in outputs])
+        images = tf.ones([1, SIZE, SIZE, 3])
+        logits = strategy.experimental_local_results(
+            tf.function(lambda: strategy.run(lambda: model(images, training=True)))())
+        return masks, [o.numpy().ravel().tolist() for o in logits]
 """)
 
 MIRRORED_OVERFLOW_SCRIPT = textwrap.dedent("""
@@ -125,6 +147,48 @@ def test_an_overflow_on_either_mirrored_replica_skips_the_step_on_both():
     assert finite["iterations"] == 1, finite
 
 
+MIRRORED_DROPOUT_SCRIPT = textwrap.dedent("""
+    import tensorflow as tf
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+""") + COMMON + textwrap.dedent("""
+    strategy = create_strategy("mirrored")
+    state, _ = build(strategy, dropout_rate=0.5, seed=int(sys.argv[1]))
+    results = {}
+    for jit_compile in (False, True):
+        masks, logits = dropout_masks(strategy, state.model, jit_compile)
+        results[str(jit_compile)] = {"masks": masks, "logits": logits}
+    print(json.dumps(results))
+""")
+
+
+def _mirrored_dropout(seed):
+    result = subprocess.run([sys.executable, "-c", MIRRORED_DROPOUT_SCRIPT, str(seed)], cwd=REPO,
+                            capture_output=True, text=True, timeout=TIMEOUT)
+    assert result.returncode == 0, result.stderr[-4000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def _assert_independent_masks(masks):
+    """masks[step][replica]: 0/1 lists of one input; different everywhere, kept at about 1/2."""
+    flat = [tuple(m) for step in masks for m in step]
+    assert len(set(flat)) == len(flat), "two replicas or two steps drew the same dropout mask"
+    for mask in flat:
+        assert 0.45 < np.mean(mask) < 0.55
+
+
+@pytest.mark.slow
+def test_mirrored_replicas_draw_independent_dropout_masks_reproducible_from_the_seed():
+    first = _mirrored_dropout(0)
+    for jit_compile in ("False", "True"):
+        _assert_independent_masks(first[jit_compile]["masks"])
+        logits = first[jit_compile]["logits"]
+        assert logits[0] != logits[1]  # the model's two dropout layers differ per replica too
+    # The dropout layers' seeds come from keras.utils.set_random_seed, as the trainer's --seed
+    # sets it: a second run with the same seed draws the very same masks and logits.
+    assert _mirrored_dropout(0) == first
+
+
 WORKER_SCRIPT = COMMON + textwrap.dedent("""
     strategy = create_strategy("multi_worker")
     worker = strategy.cluster_resolver.task_id
@@ -140,6 +204,10 @@ WORKER_SCRIPT = COMMON + textwrap.dedent("""
             train(iterator, tf.constant(1), tf.constant(0.0))
             results.append(describe(strategy, state, before, snapshot(strategy, state)))
         print(json.dumps({"worker": worker, "replicas": strategy.num_replicas_in_sync, "steps": results}))
+    elif mode == "dropout":
+        state, _ = build(strategy, dropout_rate=0.5)
+        masks, logits = dropout_masks(strategy, state.model, jit_compile=False)
+        print(json.dumps({"worker": worker, "masks": masks, "logits": logits}))
 """)
 
 
@@ -196,6 +264,15 @@ def test_an_overflow_on_one_worker_skips_the_step_on_both_workers(tmp_path):
         assert results[0]["steps"][step]["fingerprint"] == results[1]["steps"][step]["fingerprint"]
 
 
+@pytest.mark.slow
+def test_two_workers_draw_independent_dropout_masks(tmp_path):
+    results = _run_two_workers("dropout", tmp_path)
+    # masks[step][replica]: one local replica per worker; put both workers' side by side.
+    masks = [[results[0]["masks"][step][0], results[1]["masks"][step][0]] for step in range(2)]
+    _assert_independent_masks(masks)
+    assert results[0]["logits"] != results[1]["logits"]
+
+
 def _one_variable_step(optimizer, variable, gradient):
     @tf.function
     def step():
@@ -238,3 +315,75 @@ def test_loss_scale_optimizer_serialises_and_checkpoints_like_keras_own(tmp_path
     for got, expected in zip(ours.variables, keras_own.variables):
         np.testing.assert_array_equal(got.numpy(), expected.numpy())
     assert float(ours.dynamic_scale.numpy()) == 32.0
+
+
+@pytest.mark.parametrize("rate", [0.5, 0.2])
+@pytest.mark.parametrize("mode", ["eager", "function", "xla"])
+def test_replica_dropout_on_one_device_drops_at_its_rate_and_scales_what_it_keeps(rate, mode):
+    keras.utils.set_random_seed(0)
+    layer = ReplicaDropout(rate)
+    call = lambda x: layer(x, training=True)  # noqa: E731
+    if mode != "eager":
+        call = tf.function(call, jit_compile=mode == "xla")
+    ones = tf.ones([200, 1000])
+    first, second = call(ones).numpy(), call(ones).numpy()
+    for output in (first, second):
+        kept = output != 0
+        assert abs(kept.mean() - (1 - rate)) < 0.01
+        np.testing.assert_allclose(output[kept], 1 / (1 - rate), rtol=1e-6)
+        assert abs(output.mean() - 1.0) < 0.02
+    assert (first != second).any()  # a new mask every call
+    np.testing.assert_array_equal(layer(ones, training=False), ones)
+    np.testing.assert_array_equal(ReplicaDropout(0.0)(ones, training=True), ones)
+
+
+def test_replica_dropout_masks_follow_the_seed():
+    def masks(seed):
+        keras.utils.set_random_seed(seed)
+        layer = ReplicaDropout(0.5)
+        return [layer(tf.ones([64, 64]), training=True).numpy() for _ in range(3)]
+
+    first = masks(0)
+    for again, expected in zip(masks(0), first):
+        np.testing.assert_array_equal(again, expected)
+    assert not np.array_equal(masks(1)[0], first[0])
+    # An explicit seed fixes the masks whatever the global one.
+    keras.utils.set_random_seed(5)
+    explicit = ReplicaDropout(0.5, seed=3)(tf.ones([64, 64]), training=True)
+    keras.utils.set_random_seed(6)
+    np.testing.assert_array_equal(ReplicaDropout(0.5, seed=3)(tf.ones([64, 64]), training=True), explicit)
+
+
+def test_replica_dropout_noise_shape_shares_the_mask_along_its_none_free_axes():
+    layer = ReplicaDropout(0.5, noise_shape=(None, 1, 8), seed=1)
+    output = layer(tf.ones([3, 5, 8]), training=True).numpy()
+    assert (output == output[:, :1, :]).all() and 0 < (output != 0).mean() < 1
+
+
+def test_replica_dropout_serialisation_roundtrip(tmp_path):
+    assert_layer_roundtrip(ReplicaDropout, {"rate": 0.3, "noise_shape": (None, 1, 5), "seed": 7}, (2, 4, 5),
+                           tmp_path)
+    assert keras.saving.get_registered_name(ReplicaDropout) == "alexnet_tf>ReplicaDropout"
+
+
+def test_models_saved_with_keras_dropout_still_load(tmp_path):
+    # What a .keras file written before ReplicaDropout holds: keras.layers.Dropout layers.
+    inputs = keras.Input((16,))
+    x = keras.layers.Dense(8, activation="relu", name="fc6")(inputs)
+    x = keras.layers.Dropout(0.5, name="dropout6")(x)
+    model = keras.Model(inputs, keras.layers.Dense(3, name="fc8")(x))
+    model.save(tmp_path / "old.keras")
+    loaded = keras.saving.load_model(tmp_path / "old.keras")
+    assert type(loaded.get_layer("dropout6")) is keras.layers.Dropout
+    x = np.random.default_rng(0).normal(size=(4, 16)).astype(np.float32)
+    np.testing.assert_array_equal(loaded(x), model(x))
+
+
+@pytest.mark.parametrize("variant", ["paper", "one_weird_trick"])
+def test_alexnet_drops_out_with_replica_dropout(variant):
+    from alexnet_tf.model import build_alexnet
+
+    model = build_alexnet(3, variant, dropout_rate=0.5, kernel_initializer="zeros")
+    for name in ("dropout6", "dropout7"):
+        layer = model.get_layer(name)
+        assert type(layer) is ReplicaDropout and layer.rate == 0.5
