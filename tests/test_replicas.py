@@ -116,11 +116,12 @@ MIRRORED_OVERFLOW_SCRIPT = textwrap.dedent("""
     # Step 1 overflows on replica 1 only, step 2 on replica 0 only, step 3 nowhere.
     overflow = [False, True, True, False, False, False]
     iterator = iter(strategy.distribute_datasets_from_function(lambda c: batches(c, overflow)))
-    results = []
+    results, before = [], snapshot(strategy, state)
     for _ in range(3):
-        before = snapshot(strategy, state)
         train(iterator, tf.constant(1), tf.constant(0.0))
-        results.append(describe(strategy, state, before, snapshot(strategy, state)))
+        after = snapshot(strategy, state)
+        results.append(describe(strategy, state, before, after))
+        before = after
     print(json.dumps({"replicas": strategy.num_replicas_in_sync, "steps": results}))
 """)
 
@@ -198,11 +199,12 @@ WORKER_SCRIPT = COMMON + textwrap.dedent("""
         # One pipeline and one replica per worker: step 1 overflows on worker 1 only.
         overflow = [worker == 1, False]
         iterator = iter(strategy.distribute_datasets_from_function(lambda c: batches(c, overflow)))
-        results = []
+        results, before = [], snapshot(strategy, state)
         for _ in range(2):
-            before = snapshot(strategy, state)
             train(iterator, tf.constant(1), tf.constant(0.0))
-            results.append(describe(strategy, state, before, snapshot(strategy, state)))
+            after = snapshot(strategy, state)
+            results.append(describe(strategy, state, before, after))
+            before = after
         print(json.dumps({"worker": worker, "replicas": strategy.num_replicas_in_sync, "steps": results}))
     elif mode == "dropout":
         state, _ = build(strategy, dropout_rate=0.5)
