@@ -386,7 +386,7 @@ def replica_id():
 
 
 def replica_seed(seed):
-    """The stateless-op seed of this replica: `seed` (shape [2], any int dtype) with the replica id folded in.
+    """This replica's seed for stateless random ops: `seed` ([2], any int dtype), replica id folded in.
 
     int32, as XLA needs for stateless random ops (Keras reduces its int64 seeds the same way).
     """
@@ -411,10 +411,11 @@ class ReplicaDropout(keras.layers.Dropout):
     so the mask is a function of (the layer's seed, how many times the layer has dropped
     before, the replica's index in sync): distinct on every replica, the same on replica 0 as
     on a single device, and reproducible wherever the seeds are (`keras.utils.set_random_seed`
-    fixes the layer's seed when `seed` is None). Arguments, config, weights (the seed
-    generator's state) and behaviour otherwise as `keras.layers.Dropout`: it drops at `rate`
-    and scales what it keeps by `1 / (1 - rate)` when `training`, and passes its input
-    through otherwise. Works eagerly, in tf.function and under XLA.
+    fixes the layer's seed when `seed` is None). The call count is the seed generator's
+    state, which is not among the model's weights, so not in a checkpoint: a resumed run
+    counts from 0 again. Arguments, config and behaviour otherwise as `keras.layers.Dropout`:
+    it drops at `rate` and scales what it keeps by `1 / (1 - rate)` when `training`, and
+    passes its input through otherwise. Works eagerly, in tf.function and under XLA.
     """
 
     def call(self, inputs, training=False):
