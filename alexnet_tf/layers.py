@@ -1,7 +1,8 @@
 """Generic Keras layers AlexNet needs and Keras lacks: local response normalisation, a
 grouped 2-D convolution that runs everywhere (CPU with or without oneDNN, GPU, eager/graph,
-XLA on or off, SavedModel, TF Serving, ONNX), and the input-convention conversion that
-lets imported weights take this project's preprocessed images.
+XLA on or off, SavedModel, TF Serving, ONNX), the input-convention conversion that
+lets imported weights take this project's preprocessed images, and a dropout whose masks
+differ between the replicas of a tf.distribute strategy.
 
 Nothing here knows AlexNet's shape; `alexnet_tf.model` composes these layers.
 """
@@ -369,6 +370,68 @@ class InputConversion(keras.layers.Layer):
             "std": list(self.std),
         })
         return config
+
+
+def replica_id():
+    """This replica's index among all replicas in sync (all workers'): an int32 scalar tensor.
+
+    0 outside any strategy, in the default strategy and in a cross-replica context;
+    `replica_id_in_sync_group` inside `strategy.run` of MirroredStrategy (the local device's
+    index) and MultiWorkerMirroredStrategy (global: worker index * local replicas + device).
+    """
+    context = tf.distribute.get_replica_context()
+    if context is None:
+        return tf.constant(0, tf.int32)
+    return tf.cast(context.replica_id_in_sync_group, tf.int32)
+
+
+def replica_seed(seed):
+    """This replica's seed for stateless random ops: `seed` ([2], any int dtype), replica id folded in.
+
+    int32, as XLA needs for stateless random ops (Keras reduces its int64 seeds the same way).
+    """
+    seed = tf.convert_to_tensor(seed)
+    if seed.dtype != tf.int32:
+        seed = tf.cast(tf.math.floormod(tf.cast(seed, tf.int64), tf.int32.max - 1), tf.int32)
+    return tf.random.experimental.stateless_fold_in(seed, replica_id())
+
+
+@keras.saving.register_keras_serializable(package="alexnet_tf")
+class ReplicaDropout(keras.layers.Dropout):
+    """`keras.layers.Dropout` whose masks are independent between replicas and workers.
+
+    Keras' Dropout draws its mask from the layer's `SeedGenerator`, whose state is a variable;
+    under MirroredStrategy or MultiWorkerMirroredStrategy that variable is mirrored (its
+    initial value broadcast from worker 0), so every replica drew the same mask at every step
+    and N replicas dropped the same units of their N different images. This layer draws its
+    mask with TensorFlow's stateless dropout from
+
+        fold_in(seed_generator.next(), replica_id())
+
+    so the mask is a function of (the layer's seed, how many times the layer has dropped
+    before, the replica's index in sync): distinct on every replica, the same on replica 0 as
+    on a single device, and reproducible wherever the seeds are (`keras.utils.set_random_seed`
+    fixes the layer's seed when `seed` is None). The call count is the seed generator's
+    state, which is not among the model's weights, so not in a checkpoint: a resumed run
+    counts from 0 again. Arguments, config and behaviour otherwise as `keras.layers.Dropout`:
+    it drops at `rate` and scales what it keeps by `1 / (1 - rate)` when `training`, and
+    passes its input through otherwise. Works eagerly, in tf.function and under XLA.
+    """
+
+    def call(self, inputs, training=False):
+        if not (training and self.rate > 0):
+            return inputs
+        if self.rate == 1.0:
+            return tf.zeros_like(inputs)
+        return tf.nn.experimental.stateless_dropout(
+            inputs, rate=self.rate, noise_shape=self._concrete_noise_shape(inputs),
+            seed=replica_seed(self.seed_generator.next()))
+
+    def _concrete_noise_shape(self, inputs):
+        if self.noise_shape is None:
+            return tf.shape(inputs)
+        shape = tf.shape(inputs)
+        return [shape[i] if size is None else size for i, size in enumerate(self.noise_shape)]
 
 
 def _triple(values, name):

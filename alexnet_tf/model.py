@@ -24,6 +24,9 @@ Dropout (no weights, so no effect on the layout) follows the reference of each v
 dropout6 -> fc7 -> ReLU -> dropout7 -> fc8: paper section 4.2, Caffe's drop6/drop7);
 `one_weird_trick` to their inputs, as torchvision's classifier (flatten -> dropout6 -> fc6 ->
 ReLU -> dropout7 -> fc7 -> ReLU -> fc8).
+The dropout layers are `ReplicaDropout`: Keras' Dropout with masks that differ between the
+replicas and workers of a tf.distribute strategy (Keras' own drew the same mask on all of
+them); `.keras` files saved with `keras.layers.Dropout` still load.
 
 Imported weights expect their own input convention (Caffe: BGR minus a mean pixel;
 torchvision: RGB in [0, 1] normalised by mean/std). `build_alexnet(input_conversion=...)`
@@ -37,7 +40,7 @@ import dataclasses
 import keras
 import tensorflow as tf
 
-from alexnet_tf.layers import GroupedConv2D, InputConversion, LocalResponseNormalization
+from alexnet_tf.layers import GroupedConv2D, InputConversion, LocalResponseNormalization, ReplicaDropout
 
 
 @dataclasses.dataclass(frozen=True)
@@ -268,7 +271,7 @@ def build_alexnet(
     fc_bias = biased if (spec.fc_bias_init and spec.weight_init == "paper") else spec.fc_bias_init
     for i, units in enumerate(spec.fc_units, start=6):
         if dropout_rate and spec.dropout_before_fc:
-            x = keras.layers.Dropout(dropout_rate, name=f"dropout{i}")(x)
+            x = ReplicaDropout(dropout_rate, name=f"dropout{i}")(x)
         x = keras.layers.Dense(
             units,
             activation="relu",
@@ -278,7 +281,7 @@ def build_alexnet(
             name=f"fc{i}",
         )(x)
         if dropout_rate and not spec.dropout_before_fc:
-            x = keras.layers.Dropout(dropout_rate, name=f"dropout{i}")(x)
+            x = ReplicaDropout(dropout_rate, name=f"dropout{i}")(x)
     x = keras.layers.Dense(
         num_classes,
         kernel_initializer=kernel_init(),

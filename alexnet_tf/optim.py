@@ -97,3 +97,65 @@ class MomentumSGD(keras.optimizers.SGD):
         config = super().get_config()
         config["l2"] = self.l2
         return config
+
+
+@keras.saving.register_keras_serializable(package="alexnet_tf")
+class LossScaleOptimizer(keras.optimizers.LossScaleOptimizer):
+    """`keras.optimizers.LossScaleOptimizer` that skips a step on every replica or on none.
+
+    Keras 3's version decides "all gradients finite" from the first local replica's own
+    gradients, before they are all-reduced, and then lets the inner optimizer all-reduce
+    them. Under MirroredStrategy an overflow on any other replica is then summed into every
+    replica's update (the weights become inf or NaN, the loss scale stays); under
+    MultiWorkerMirroredStrategy each worker decides from its own gradients, so the workers
+    disagree and the ones that apply wait in the gradient all-reduce for the ones that skipped.
+    Here each replica flags whether its gradients are finite, the flags are all-reduced (one
+    scalar collective per step, over all replicas of all workers), and every replica takes
+    the same decision from the sum: when any gradient anywhere is non-finite, all replicas
+    skip the update and halve the loss scale; otherwise all apply it. That is the decision the
+    all-reduced gradients would give (a sum holding an inf or NaN is not finite), without
+    reducing them twice.
+
+    Same variables, names and config as Keras' class, so checkpoints are interchangeable;
+    a `.keras` file records this class (`alexnet_tf>LossScaleOptimizer`).
+    """
+
+    def check_finite(self, grads):
+        """True when the gradients of every replica in sync are finite (a replica-context call).
+
+        Called in a replica context with gradients not yet all-reduced, it all-reduces a flag;
+        in a cross-replica context or without a strategy it checks `grads` alone, as Keras does.
+        """
+        finite = super().check_finite(grads)
+        context = tf.distribute.get_replica_context()
+        if context is None or context.num_replicas_in_sync == 1:
+            return finite
+        non_finite = context.all_reduce(tf.distribute.ReduceOp.SUM, 1.0 - tf.cast(finite, tf.float32))
+        return tf.equal(non_finite, 0.0)
+
+    def _tf_apply(self, grads, trainable_variables=None):
+        if tf.distribute.in_cross_replica_context():
+            raise ValueError("apply() must be called in a replica context.")
+        grads = list(grads)
+        if tf.__internal__.distribute.strategy_supports_no_merge_call():
+            # Keras' own path (no strategy, or XLA on GPUs), with the all-reduced check_finite.
+            self._common_apply(grads, trainable_variables=trainable_variables)
+            return
+        # Decided here, in the replica context, before the merge_call: every replica of every
+        # worker gets the same value.
+        finite = self.check_finite(grads)
+
+        def handle_cross_replica(distribution, finite, grads, trainable_variables):
+            # The all-reduced flag is the same on every replica: any local copy will do.
+            finite = distribution.experimental_local_results(finite)[0]
+
+            def apply_fn():
+                distribution.extended.call_for_each_replica(
+                    self._stateful_handle_finite_grads, args=(grads, trainable_variables))
+
+            # A cond in the cross-replica context, as Keras does: a replica-context cond may
+            # not have a branch that calls merge_call, and the inner optimizer's apply does.
+            keras.ops.cond(finite, apply_fn, self._stateful_handle_non_finite_grads)
+
+        tf.distribute.get_replica_context().merge_call(
+            handle_cross_replica, args=(finite, grads, trainable_variables))

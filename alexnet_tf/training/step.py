@@ -42,7 +42,8 @@ def build_optimizer(config, schedule, loss_scaling):
         weight_decay=config.weight_decay if decoupled else None)
     if config.decoupled_weight_decay:
         optimizer.exclude_from_weight_decay(var_names=["bias"])
-    return keras.optimizers.LossScaleOptimizer(optimizer) if loss_scaling else optimizer
+    # optim.LossScaleOptimizer: Keras' own decides to skip a step from one replica's gradients.
+    return optim.LossScaleOptimizer(optimizer) if loss_scaling else optimizer
 
 
 @dataclasses.dataclass
