@@ -2,7 +2,7 @@
 
     python -m alexnet_tf.train --data_dir=/data/imagenet --model_dir=/runs/alexnet
 
-trains the paper's recipe (Krizhevsky et al. 2012; PAPER.md): global batch 128, SGD with
+trains the paper's recipe (Krizhevsky et al. 2012; docs/paper.md): global batch 128, SGD with
 momentum 0.9, L2 weight decay 5e-4 inside the gradient, learning rate 0.01 (scaled
 linearly with the global batch) divided by 10 when validation top-1 stops improving, at
 most 3 times, 90 epochs. That is about 6 days on one 2012 GPU and a few hours on 8 modern

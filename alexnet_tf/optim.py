@@ -1,6 +1,6 @@
 """Owns the trainer's optimizer: SGD with momentum and the paper's weight decay, one fused pass.
 
-The paper's update (PAPER.md) is
+The paper's update (docs/paper.md) is
 
     v <- momentum * v - lr * (g + wd * w);  w <- w + v
 

@@ -188,7 +188,7 @@ def test_pca_lighting_matches_the_papers_formula():
     rng = np.random.default_rng(8)
     images = rng.uniform(-120, 120, size=(2, 5, 6, 3)).astype(np.float32)
     alpha = np.array([[0.1, -0.2, 0.05], [-0.03, 0.0, 0.2]], np.float32)
-    # PAPER.md: add eigvec @ (alpha * eigval) to every RGB pixel.
+    # docs/paper.md: add eigvec @ (alpha * eigval) to every RGB pixel.
     expected = images + np.stack([EIGVEC @ (a * EIGVAL) for a in alpha])[:, None, None, :]
     np.testing.assert_allclose(preprocessing.pca_lighting(images, alpha), expected, rtol=1e-6, atol=1e-4)
     np.testing.assert_allclose(_in_map(preprocessing.pca_lighting, images, alpha), expected, rtol=1e-6, atol=1e-4)

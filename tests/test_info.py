@@ -22,8 +22,8 @@ def test_layer_table_paper_totals():
     assert by_name["fc6"].macs == 9216 * 4096
     assert by_name["lrn1"].macs == 0 and by_name["pool5"].output_shape == (6, 6, 256)
     total = sum(r.macs for r in rows)
-    assert 0.70e9 < total < 0.75e9  # PAPER.md: about 0.72 G multiply-adds
-    assert 4.0e9 < training_flops(rows) < 4.2e9  # PAPER.md: about 4.1 GFLOP per training image
+    assert 0.70e9 < total < 0.75e9  # docs/paper.md: about 0.72 G multiply-adds
+    assert 4.0e9 < training_flops(rows) < 4.2e9  # docs/paper.md: about 4.1 GFLOP per training image
 
 
 def _run_info(*args):

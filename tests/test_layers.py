@@ -23,7 +23,7 @@ def policy():
 
 
 def lrn_reference(a, depth_radius=2, bias=2.0, alpha=1e-4, beta=0.75):
-    """PAPER.md's formula, literally, in float64."""
+    """docs/paper.md's formula, literally, in float64."""
     a = a.astype(np.float64)
     n_channels = a.shape[-1]
     out = np.empty_like(a)

@@ -32,7 +32,7 @@ from keras_roundtrip import assert_layer_roundtrip
 
 TIMEOUT = 180  # the old optimizer deadlocks two workers on an overflow: fail, do not hang
 
-# The trainer's own state and step (steps.build_state, steps.make_train_function) with loss
+# The trainer's own state and step (training.step.build_state, training.step.make_train_function) with loss
 # scaling, float32 weights and the smallest AlexNet the trainer trains: one_weird_trick at 95x95
 # (its adaptive pool needs pool5 to be at least 2x2 in a graph). Per-replica batches of
 # images that are all inf stand for an overflow: their gradients are NaN.
@@ -40,9 +40,9 @@ COMMON = textwrap.dedent("""
     import json, sys
     import keras, numpy as np
     import tensorflow as tf
-    from alexnet_tf import steps
+    from alexnet_tf.training import step as steps
     from alexnet_tf.config import TrainConfig
-    from alexnet_tf.distribute import create_strategy
+    from alexnet_tf.training.devices import create_strategy
 
     GLOBAL_BATCH, CLASSES, SIZE = 4, 3, 95
 

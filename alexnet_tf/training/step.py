@@ -31,7 +31,7 @@ def build_model(config, num_classes):
 def build_optimizer(config, schedule, loss_scaling):
     """SGD with momentum and the paper's weight decay, or decoupled decay if decoupled_weight_decay.
 
-    `MomentumSGD` updates `v <- m v - lr (g + wd w); w <- w + v`, the paper's form (PAPER.md):
+    `MomentumSGD` updates `v <- m v - lr (g + wd w); w <- w + v`, the paper's form (docs/paper.md):
     the L2 term `wd w` of the kernels inside the gradient, added in the same fused kernel as the
     update rather than through a regulariser in the loss (the trainer still reports the loss
     with its `wd/2 |w|^2` term). Decoupled decay instead shrinks `w` by `lr wd w` (biases excluded).
