@@ -78,7 +78,7 @@ class VariantSpec:
 
 
 VARIANTS = {
-    # PAPER.md's table: input zero-padded by 2 (a 224 crop then behaves as the 227 crop
+    # docs/paper.md's table: input zero-padded by 2 (a 224 crop then behaves as the 227 crop
     # Caffe uses), LRN after the ReLU of conv1/conv2 and before pooling, groups=2 where the
     # two GPUs did not talk (conv2, conv4, conv5), bias 1 in conv2/4/5 and fc6/fc7.
     "paper": VariantSpec(

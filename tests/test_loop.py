@@ -39,6 +39,19 @@ def _scalars(log_dir, tag):
     return {e.step: float(tf.make_ndarray(e.tensor_proto)) for e in accumulator.Tensors(tag)}
 
 
+def test_run_trains_two_steps_evaluates_checkpoints_and_exports(finished_run):
+    # Not marked slow: `pytest -m "not slow"` runs the training loop itself, in process.
+    _, model_dir, result = finished_run
+    assert (result.global_step, result.optimizer_iterations, result.epochs_completed) == (2, 2, 1)
+    assert result.validation["count"] == 2 and 0.0 <= result.validation["top1"] <= 1.0
+    assert np.isfinite(result.validation["loss"])
+    assert result.checkpoint.endswith("ckpt-2")
+    assert tf.train.latest_checkpoint(os.path.join(model_dir, "checkpoints")) == result.checkpoint
+    assert os.path.isfile(os.path.join(result.export_path, "saved_model.pb"))
+    with open(os.path.join(model_dir, "results.json")) as f:
+        assert json.load(f)["global_step"] == 2
+
+
 @pytest.mark.slow
 def test_total_loss_adds_the_decay_term_of_the_weights_before_the_logged_step(finished_run):
     _, model_dir, _ = finished_run
