@@ -153,6 +153,29 @@ def split_size(manifest, split):
     return count if isinstance(count, int) else None
 
 
+def label_offset_of(manifest, labels, data_dir):
+    """The label offset that a data dir's parsed manifest and labels.txt entries state, or None.
+
+    The manifest's top-level "label_offset" wins; else the first index of labels.txt. Pass
+    what was already read ({} and None for missing files) so nothing is parsed twice.
+
+    Raises:
+      ValueError: the two disagree.
+    """
+    from_manifest = manifest.get("label_offset")
+    from_labels = labels[0].index if labels else None
+    if None not in (from_manifest, from_labels) and from_manifest != from_labels:
+        raise ValueError(f"{data_dir}: {MANIFEST_FILENAME} says label_offset={from_manifest} but "
+                         f"{LABELS_FILENAME} starts at index {from_labels}")
+    return from_labels if from_manifest is None else int(from_manifest)
+
+
+def read_labels_if_present(data_dir):
+    """The entries of `data_dir`'s labels.txt, or None when it has none."""
+    path = os.path.join(data_dir, LABELS_FILENAME)
+    return read_labels_file(path) if tf.io.gfile.exists(path) else None
+
+
 def detect_label_offset(data_dir):
     """Returns the value to subtract from stored labels to make them 0-based, or None if unknown.
 
@@ -160,18 +183,9 @@ def detect_label_offset(data_dir):
     Model-garden and tfds data carry neither; pass the offset explicitly for them (1 and 0).
 
     Raises:
-      ValueError: the two files disagree.
+      ValueError: the two files disagree, or one of them is malformed.
     """
-    from_manifest = read_manifest(data_dir).get("label_offset")
-    from_labels = None
-    labels_path = os.path.join(data_dir, LABELS_FILENAME)
-    if tf.io.gfile.exists(labels_path):
-        entries = read_labels_file(labels_path)
-        from_labels = entries[0].index if entries else None
-    if None not in (from_manifest, from_labels) and from_manifest != from_labels:
-        raise ValueError(f"{data_dir}: {MANIFEST_FILENAME} says label_offset={from_manifest} but "
-                         f"{LABELS_FILENAME} starts at index {from_labels}")
-    return from_labels if from_manifest is None else int(from_manifest)
+    return label_offset_of(read_manifest(data_dir), read_labels_if_present(data_dir), data_dir)
 
 
 def unknown_label_offset(data_dir, option="label_offset"):

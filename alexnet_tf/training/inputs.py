@@ -127,20 +127,20 @@ def _describe_tfrecords(config, count_cache, write_count_cache, require_validati
         if not tf.io.gfile.glob(os.path.join(data_dir, pattern)):
             raise ConfigError(f"no {what} files match {pattern!r} in {data_dir} (expected TFRecord "
                               "shards like train-00000-of-01024 from tools/build_imagenet_tfrecords.py)")
+    # manifest.json and labels.txt are each read once, here; the pipelines get what they say.
+    labels_path = os.path.join(data_dir, schema.LABELS_FILENAME)
     try:
-        offset = schema.detect_label_offset(data_dir) if config.label_offset is None else config.label_offset
         manifest = schema.read_manifest(data_dir)
+        labels = schema.read_labels_if_present(data_dir)
+        offset = config.label_offset
+        if offset is None:
+            offset = schema.label_offset_of(manifest, labels, data_dir)
     except ValueError as e:
         raise ConfigError(str(e)) from None
     if offset is None:
         raise ConfigError(schema.unknown_label_offset(data_dir, "--label_offset"))
-    labels_path = os.path.join(data_dir, schema.LABELS_FILENAME)
-    labels = None
-    if tf.io.gfile.exists(labels_path):
-        try:
-            labels = tuple(schema.read_labels_file(labels_path))
-        except ValueError as e:
-            raise ConfigError(str(e)) from None
+    if labels is not None:
+        labels = tuple(labels)
         num_classes = _num_classes(config, len(labels), labels_path)
     else:
         num_classes = _num_classes(config, manifest.get("num_classes"), os.path.join(
