@@ -25,6 +25,7 @@ LR_SCHEDULES = ("paper", "step", "cosine")
 PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
 DISTRIBUTIONS = ("auto", "mirrored", "multi_worker", "none")
 DEFAULT_DEMO_CACHE_DIR = os.path.join("~", ".cache", "alexnet_tf", "demo")
+MIN_ONE_WEIRD_TRICK_SIZE = 95  # the smallest input whose pool5 map is at least 2x2
 
 
 class ConfigError(ValueError):
@@ -121,6 +122,10 @@ class TrainConfig:
             raise ConfigError("weight_decay and warmup_epochs must be >= 0, weight_init_stddev > 0")
         if self.variant != "one_weird_trick" and self.image_size < 224:
             raise ConfigError(f"the {self.variant} variant needs image_size >= 224, got {self.image_size}")
+        # Below 95 pixels pool5 is 1x1, and Keras' adaptive pooling cannot stretch it to 6x6 in a graph.
+        if self.variant == "one_weird_trick" and self.image_size < MIN_ONE_WEIRD_TRICK_SIZE:
+            raise ConfigError(f"the one_weird_trick variant needs image_size >= {MIN_ONE_WEIRD_TRICK_SIZE}, "
+                              f"got {self.image_size}")
         if not self.demo and self.data_source != "synthetic" and not self.data_dir:
             raise ConfigError("--data_dir is required (or pass --demo to train on generated data)")
         if not self.demo and not self.model_dir:

@@ -104,6 +104,7 @@ def test_learning_rate_scales_linearly_with_the_global_batch():
     (dict(variant="vgg"), "variant='vgg'"),
     (dict(batch_size=0), "batch_size must be >= 1"),
     (dict(image_size=200), "the paper variant needs image_size >= 224"),
+    (dict(variant="one_weird_trick", image_size=94), "the one_weird_trick variant needs image_size >= 95"),
     (dict(profile_steps=(5, 2)), "profile_steps"),
 ])
 def test_config_validation_names_the_bad_field(changes, message):
