@@ -81,8 +81,13 @@ def restore_model(path):
     if spec is None:
         raise ConfigError(f"no model_spec.json beside {prefix}: cannot tell which model it holds")
     size = spec["image_size"]
-    model = build_alexnet(num_classes=spec["num_classes"], variant=spec["variant"],
-                          input_shape=(size, size, 3), dropout_rate=0.0, weight_decay=0.0)
+    model = build_alexnet(
+        num_classes=spec["num_classes"],
+        variant=spec["variant"],
+        input_shape=(size, size, 3),
+        dropout_rate=0.0,
+        weight_decay=0.0,
+    )
     status = tf.train.Checkpoint(model=model_weights(model)).read(prefix)
     status.expect_partial().assert_existing_objects_matched()
     return model, prefix
@@ -101,11 +106,16 @@ def check_model_spec(checkpoint_dir, spec, write):
     """
     stored = read_model_spec(checkpoint_dir)
     if stored is not None:
-        differences = [f"{key}={stored.get(key)!r} (this run: {value!r})"
-                       for key, value in spec.items() if stored.get(key) != value]
+        differences = [
+            f"{key}={stored.get(key)!r} (this run: {value!r})"
+            for key, value in spec.items()
+            if stored.get(key) != value
+        ]
         if differences:
-            raise ConfigError(f"{checkpoint_dir} holds checkpoints of another model: "
-                              f"{', '.join(differences)}; use a new --model_dir or matching flags")
+            raise ConfigError(
+                f"{checkpoint_dir} holds checkpoints of another model: "
+                f"{', '.join(differences)}; use a new --model_dir or matching flags"
+            )
     elif write:
         tf.io.gfile.makedirs(checkpoint_dir)
         with tf.io.gfile.GFile(os.path.join(checkpoint_dir, MODEL_SPEC_FILENAME), "w") as f:

@@ -15,7 +15,6 @@ and server errors give one line each on stderr; the exit status is 1 if any file
 
 import base64
 import json
-import socket
 import sys
 import urllib.error
 import urllib.request
@@ -53,8 +52,13 @@ def define_flags(flag_values=FLAGS):
     flags.DEFINE_string("signature_name", "serving_default", "Image-bytes signature.", **fv)
     flags.DEFINE_float("timeout", 30.0, "Seconds to wait for the answer.", **fv)
     flags.DEFINE_bool("json", False, "Print one JSON object per file.", **fv)
-    flags.DEFINE_integer("batch_size", 32, "Files per request (TF Serving exports of this package "
-                         "refuse more than their --max_batch, 64 by default).", **fv)
+    flags.DEFINE_integer(
+        "batch_size",
+        32,
+        "Files per request (TF Serving exports of this package "
+        "refuse more than their --max_batch, 64 by default).",
+        **fv,
+    )
 
 
 # ----------------------------------------------------------------------------- REST
@@ -68,16 +72,23 @@ def rest_url(server, model_name, model_version=None):
 
 def rest_request_body(images, signature_name="serving_default"):
     """The row-format JSON body: binary inputs go as {"b64": base64} objects (TF Serving's REST API)."""
-    return {"signature_name": signature_name,
-            "instances": [{"b64": base64.b64encode(image).decode("ascii")} for image in images]}
+    return {
+        "signature_name": signature_name,
+        "instances": [{"b64": base64.b64encode(image).decode("ascii")} for image in images],
+    }
 
 
-def rest_predict(server, images, model_name="alexnet", model_version=None,
-                 signature_name="serving_default", timeout=30.0):
+def rest_predict(
+    server, images, model_name="alexnet", model_version=None, signature_name="serving_default", timeout=30.0
+):
     """Sends the REST request; returns the `predictions` list (one dict of named outputs per image)."""
     body = json.dumps(rest_request_body(images, signature_name)).encode("utf-8")
-    request = urllib.request.Request(rest_url(server, model_name, model_version), data=body,
-                                     headers={"Content-Type": "application/json"}, method="POST")
+    request = urllib.request.Request(
+        rest_url(server, model_name, model_version),
+        data=body,
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
             reply = json.loads(response.read().decode("utf-8"))
@@ -87,9 +98,10 @@ def rest_predict(server, images, model_name="alexnet", model_version=None,
             detail = json.loads(detail).get("error", detail)
         except ValueError:
             pass
-        raise ServingError(f"server error {e.code}: {error_message(ValueError(detail))}",
-                           bad_request=e.code == 400) from None
-    except (urllib.error.URLError, socket.timeout, ConnectionError) as e:
+        raise ServingError(
+            f"server error {e.code}: {error_message(ValueError(detail))}", bad_request=e.code == 400
+        ) from None
+    except (TimeoutError, urllib.error.URLError, ConnectionError) as e:
         reason = getattr(e, "reason", e)
         raise ServingError(f"cannot reach TF Serving (REST): {reason}") from None
     except ValueError as e:
@@ -112,14 +124,21 @@ def grpc_request(images, model_name="alexnet", model_version=None, signature_nam
     request.model_spec.signature_name = signature_name
     if model_version is not None:
         request.model_spec.version.value = int(model_version)
-    request.inputs[INPUT_NAME].CopyFrom(tensor_pb2.TensorProto(
-        dtype=types_pb2.DT_STRING, string_val=list(images),
-        tensor_shape=tensor_shape_pb2.TensorShapeProto(dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=len(images))])))
+    request.inputs[INPUT_NAME].CopyFrom(
+        tensor_pb2.TensorProto(
+            dtype=types_pb2.DT_STRING,
+            string_val=list(images),
+            tensor_shape=tensor_shape_pb2.TensorShapeProto(
+                dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=len(images))]
+            ),
+        )
+    )
     return request
 
 
-def grpc_predict(server, images, model_name="alexnet", model_version=None,
-                 signature_name="serving_default", timeout=30.0):
+def grpc_predict(
+    server, images, model_name="alexnet", model_version=None, signature_name="serving_default", timeout=30.0
+):
     """Sends the gRPC request; returns one dict of named outputs (lists) per image, like REST."""
     import grpc  # pylint: disable=g-import-not-at-top
     from tensorflow.python.framework import tensor_util  # pylint: disable=g-import-not-at-top
@@ -132,10 +151,14 @@ def grpc_predict(server, images, model_name="alexnet", model_version=None,
             response = stub.Predict(request, timeout=timeout)
         except grpc.RpcError as e:
             if e.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
-                raise ServingError(f"cannot reach TF Serving (gRPC): {e.code().name}: "
-                                   f"{(e.details() or '').splitlines()[0] if e.details() else ''}") from None
-            raise ServingError(f"server error {e.code().name}: {error_message(ValueError(e.details()))}",
-                               bad_request=e.code() == grpc.StatusCode.INVALID_ARGUMENT) from None
+                raise ServingError(
+                    f"cannot reach TF Serving (gRPC): {e.code().name}: "
+                    f"{(e.details() or '').splitlines()[0] if e.details() else ''}"
+                ) from None
+            raise ServingError(
+                f"server error {e.code().name}: {error_message(ValueError(e.details()))}",
+                bad_request=e.code() == grpc.StatusCode.INVALID_ARGUMENT,
+            ) from None
     outputs = {name: tensor_util.MakeNdarray(proto) for name, proto in response.outputs.items()}
     return [{name: value[i].tolist() for name, value in outputs.items()} for i in range(len(images))]
 
@@ -143,9 +166,19 @@ def grpc_predict(server, images, model_name="alexnet", model_version=None,
 # ----------------------------------------------------------------------------- command line
 
 
-def run(server, files, protocol="rest", model_name="alexnet", model_version=None,
-        signature_name="serving_default", timeout=30.0, as_json=False, out=None, err=None,
-        batch_size=32):
+def run(
+    server,
+    files,
+    protocol="rest",
+    model_name="alexnet",
+    model_version=None,
+    signature_name="serving_default",
+    timeout=30.0,
+    as_json=False,
+    out=None,
+    err=None,
+    batch_size=32,
+):
     """Reads the files, sends them and prints the results; returns how many files failed.
 
     Files go in requests of up to `batch_size`. When the server refuses a request's content
@@ -182,7 +215,7 @@ def run(server, files, protocol="rest", model_name="alexnet", model_version=None
 
     batch_size = max(1, int(batch_size))
     for start in range(0, len(images), batch_size):
-        failed = send(names[start:start + batch_size], images[start:start + batch_size])
+        failed = send(names[start : start + batch_size], images[start : start + batch_size])
         if failed is None:  # unreachable or failing server: one line, every file left counts
             return failures + len(images) - start
         failures += failed
@@ -192,8 +225,17 @@ def run(server, files, protocol="rest", model_name="alexnet", model_version=None
 def main(argv):
     if len(argv) < 2:
         raise app.UsageError("usage: python -m alexnet_tf.client --server=HOST:PORT image [image ...]")
-    failures = run(FLAGS.server, argv[1:], FLAGS.protocol, FLAGS.model_name, FLAGS.model_version,
-                   FLAGS.signature_name, FLAGS.timeout, FLAGS.json, batch_size=FLAGS.batch_size)
+    failures = run(
+        FLAGS.server,
+        argv[1:],
+        FLAGS.protocol,
+        FLAGS.model_name,
+        FLAGS.model_version,
+        FLAGS.signature_name,
+        FLAGS.timeout,
+        FLAGS.json,
+        batch_size=FLAGS.batch_size,
+    )
     sys.exit(1 if failures else 0)
 
 

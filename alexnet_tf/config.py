@@ -13,7 +13,7 @@ Every flag of `alexnet_tf.train` takes its default from a field here.
 
 import dataclasses
 import os
-from typing import Optional, Tuple
+from typing import Optional
 
 # The paper's learning rate belongs to a batch of 128; other global batches scale it linearly
 # (Goyal et al. 2017), so `learning_rate` is always quoted at this batch.
@@ -61,7 +61,7 @@ class TrainConfig:
     batch_size: int = 128  # global, split over replicas
     learning_rate: float = 0.01  # at a global batch of REFERENCE_BATCH; scaled linearly
     lr_schedule: str = "paper"  # paper: /10 on a validation plateau | step | cosine
-    lr_decay_epochs: Tuple[float, ...] = (30.0, 60.0, 80.0)  # "step" boundaries
+    lr_decay_epochs: tuple[float, ...] = (30.0, 60.0, 80.0)  # "step" boundaries
     lr_decay_factor: float = 0.1
     plateau_patience: int = 5  # epochs without a new best validation top-1 before a drop
     max_lr_drops: int = 3  # the paper divided the learning rate three times
@@ -86,7 +86,7 @@ class TrainConfig:
     log_every_steps: int = 100
     ten_crop_eval: bool = False  # also evaluate with the paper's ten crops after training
     histograms: bool = False  # weight histograms every epoch
-    profile_steps: Optional[Tuple[int, int]] = None  # (first, last) step of a profiler trace
+    profile_steps: Optional[tuple[int, int]] = None  # (first, last) step of a profiler trace
 
     # Demo.
     demo: bool = False  # build the synthetic demo dataset in demo_cache_dir and train on it
@@ -99,14 +99,26 @@ class TrainConfig:
 
     def validate(self):
         """Raises ConfigError naming the first bad field; checks only what needs no I/O."""
-        choices = {"data_source": DATA_SOURCES, "variant": VARIANTS, "lr_schedule": LR_SCHEDULES,
-                   "precision": PRECISIONS, "distribution": DISTRIBUTIONS,
-                   "augment": ("paper", "inception")}
+        choices = {
+            "data_source": DATA_SOURCES,
+            "variant": VARIANTS,
+            "lr_schedule": LR_SCHEDULES,
+            "precision": PRECISIONS,
+            "distribution": DISTRIBUTIONS,
+            "augment": ("paper", "inception"),
+        }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"{name}={getattr(self, name)!r}; choose one of {', '.join(allowed)}")
-        positive = ("epochs", "batch_size", "steps_per_execution", "checkpoint_every_steps",
-                    "keep_checkpoints", "log_every_steps", "image_size")
+        positive = (
+            "epochs",
+            "batch_size",
+            "steps_per_execution",
+            "checkpoint_every_steps",
+            "keep_checkpoints",
+            "log_every_steps",
+            "image_size",
+        )
         for name in positive:
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -124,14 +136,17 @@ class TrainConfig:
             raise ConfigError(f"the {self.variant} variant needs image_size >= 224, got {self.image_size}")
         # Below 95 pixels pool5 is 1x1, and Keras' adaptive pooling cannot stretch it to 6x6 in a graph.
         if self.variant == "one_weird_trick" and self.image_size < MIN_ONE_WEIRD_TRICK_SIZE:
-            raise ConfigError(f"the one_weird_trick variant needs image_size >= {MIN_ONE_WEIRD_TRICK_SIZE}, "
-                              f"got {self.image_size}")
+            raise ConfigError(
+                f"the one_weird_trick variant needs image_size >= {MIN_ONE_WEIRD_TRICK_SIZE}, "
+                f"got {self.image_size}"
+            )
         if not self.demo and self.data_source != "synthetic" and not self.data_dir:
             raise ConfigError("--data_dir is required (or pass --demo to train on generated data)")
         if not self.demo and not self.model_dir:
             raise ConfigError("--model_dir is required (where checkpoints, logs and the export go)")
-        if self.profile_steps is not None and (len(self.profile_steps) != 2
-                                               or not 0 < self.profile_steps[0] <= self.profile_steps[1]):
+        if self.profile_steps is not None and (
+            len(self.profile_steps) != 2 or not 0 < self.profile_steps[0] <= self.profile_steps[1]
+        ):
             raise ConfigError(f"profile_steps must be two steps 0 < first <= last, got {self.profile_steps}")
 
 
@@ -152,8 +167,19 @@ def demo_config(**overrides):
     Returns:
       A TrainConfig with demo=True.
     """
-    values = dict(demo=True, batch_size=32, epochs=6, learning_rate=0.04, dropout_rate=0.0, hidden_bias=0.1,
-                  lr_schedule="cosine", warmup_epochs=1.0, checkpoint_every_steps=100,
-                  keep_checkpoints=1, log_every_steps=10, seed=0)
+    values = dict(
+        demo=True,
+        batch_size=32,
+        epochs=6,
+        learning_rate=0.04,
+        dropout_rate=0.0,
+        hidden_bias=0.1,
+        lr_schedule="cosine",
+        warmup_epochs=1.0,
+        checkpoint_every_steps=100,
+        keep_checkpoints=1,
+        log_every_steps=10,
+        seed=0,
+    )
     values.update(overrides)
     return TrainConfig(**values)

@@ -5,13 +5,14 @@ content become RGB JPEGs ("repaired"); empty, truncated, corrupt and non-image f
 "skipped", and so are entries the scan cannot use (names that are not UTF-8, broken symlinks,
 symlink loops, unreadable folders, pipes): one bad entry never stops a run. Both lists, the
 per-shard record counts and sha256s, and a fingerprint of the input (names, sizes and
-modification times) go into manifest.json, which is rewritten atomically as each shard completes so that a killed
-run resumes where it stopped.
+modification times) go into manifest.json, which is rewritten atomically as each shard
+completes so that a killed run resumes where it stopped.
 """
 
 from __future__ import annotations
 
 import collections
+from collections.abc import Callable
 import concurrent.futures
 import contextlib
 import dataclasses
@@ -27,7 +28,7 @@ import stat
 import sys
 import tarfile
 import time
-from typing import Callable, NamedTuple
+from typing import NamedTuple
 
 from absl import logging
 import tensorflow as tf
@@ -44,11 +45,15 @@ from alexnet_tf.schema import (
     HEIGHT_KEY,
     LABEL_KEY,
     LABEL_OFFSET,
-    LABELS_FILENAME as LABELS_NAME,
-    MANIFEST_FILENAME as MANIFEST_NAME,
     SYNSET_KEY,
     TEXT_KEY,
     WIDTH_KEY,
+)
+from alexnet_tf.schema import (
+    LABELS_FILENAME as LABELS_NAME,
+)
+from alexnet_tf.schema import (
+    MANIFEST_FILENAME as MANIFEST_NAME,
 )
 
 SPLITS = ("train", "validation")
@@ -107,13 +112,16 @@ def tfds_validation_labels_path() -> str:
     """
     spec = importlib.util.find_spec("tensorflow_datasets")  # locates without importing it
     if spec is not None and spec.submodule_search_locations:
-        path = os.path.join(list(spec.submodule_search_locations)[0], "datasets",
-                            "imagenet2012", "validation_labels.txt")
+        path = os.path.join(
+            list(spec.submodule_search_locations)[0], "datasets", "imagenet2012", "validation_labels.txt"
+        )
         if os.path.isfile(path):
             return path
-    raise ConversionError("the ILSVRC-2012 validation labels ship with tensorflow-datasets, which "
-                          "is not installed here; `pip install tensorflow-datasets` or pass "
-                          "--validation_labels")
+    raise ConversionError(
+        "the ILSVRC-2012 validation labels ship with tensorflow-datasets, which "
+        "is not installed here; `pip install tensorflow-datasets` or pass "
+        "--validation_labels"
+    )
 
 
 # ----------------------------------------------------------------------------- images
@@ -158,10 +166,13 @@ def _jpeg_frame(data: bytes) -> _JpegFrame | None:
         elif 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
             if i + 9 >= len(data):
                 return None
-            return _JpegFrame(data[i + 9], int.from_bytes(data[i + 5:i + 7], "big"),
-                              int.from_bytes(data[i + 7:i + 9], "big"))
+            return _JpegFrame(
+                data[i + 9],
+                int.from_bytes(data[i + 5 : i + 7], "big"),
+                int.from_bytes(data[i + 7 : i + 9], "big"),
+            )
         else:
-            i += 2 + int.from_bytes(data[i + 2:i + 4], "big")
+            i += 2 + int.from_bytes(data[i + 2 : i + 4], "big")
     return None
 
 
@@ -214,8 +225,9 @@ def resize_shorter_side(image: tf.Tensor, shorter: int) -> tf.Tensor:
         return tf.cast(tf.clip_by_value(tf.round(resized), 0.0, 255.0), tf.uint8)
 
 
-def convert_image(data: bytes, name: str, resize_shorter: int = DEFAULT_RESIZE_SHORTER,
-                  quality: int = DEFAULT_QUALITY) -> ConvertedImage:
+def convert_image(
+    data: bytes, name: str, resize_shorter: int = DEFAULT_RESIZE_SHORTER, quality: int = DEFAULT_QUALITY
+) -> ConvertedImage:
     """Checks one input by content and returns it as an RGB JPEG.
 
     An RGB JPEG that needs no resizing keeps its original bytes (no second compression).
@@ -239,12 +251,17 @@ def convert_image(data: bytes, name: str, resize_shorter: int = DEFAULT_RESIZE_S
     if fmt == "JPEG":
         frame = _jpeg_frame(data)
         if frame is None or frame.components not in (1, 3, 4):
-            raise BadImageError("corrupt JPEG: no readable frame header" if frame is None else
-                                f"unsupported JPEG with {frame.components} colour components")
-        repair = {1: "grayscale JPEG converted to RGB", 4: "CMYK JPEG converted to RGB"}.get(
-            frame.components)
-        while resize_shorter and shrink < 8 and min(frame.height, frame.width) // (
-                2 * shrink) >= 2 * resize_shorter:  # keep 2x margin for the area resize
+            raise BadImageError(
+                "corrupt JPEG: no readable frame header"
+                if frame is None
+                else f"unsupported JPEG with {frame.components} colour components"
+            )
+        repair = {1: "grayscale JPEG converted to RGB", 4: "CMYK JPEG converted to RGB"}.get(frame.components)
+        while (
+            resize_shorter
+            and shrink < 8
+            and min(frame.height, frame.width) // (2 * shrink) >= 2 * resize_shorter
+        ):  # keep 2x margin for the area resize
             shrink *= 2
     else:
         where = "under a JPEG file name" if name.lower().endswith(_JPEG_NAME_SUFFIXES) else "file"
@@ -274,29 +291,41 @@ def _int_feature(value: int) -> tf.train.Feature:
     return tf.train.Feature(int64_list=tf.train.Int64List(value=[value]))
 
 
-def make_example(image: ConvertedImage, filename: str, label: int, synset: str,
-                 text: str) -> tf.train.Example:
+def make_example(
+    image: ConvertedImage, filename: str, label: int, synset: str, text: str
+) -> tf.train.Example:
     """Returns the model-garden `tf.train.Example` for one converted image."""
-    return tf.train.Example(features=tf.train.Features(feature={
-        ENCODED_KEY: _bytes_feature(image.encoded),
-        FORMAT_KEY: _bytes_feature(b"JPEG"),
-        HEIGHT_KEY: _int_feature(image.height),
-        WIDTH_KEY: _int_feature(image.width),
-        CHANNELS_KEY: _int_feature(3),
-        COLORSPACE_KEY: _bytes_feature(b"RGB"),
-        FILENAME_KEY: _bytes_feature(filename.encode()),
-        LABEL_KEY: _int_feature(label + LABEL_OFFSET),
-        SYNSET_KEY: _bytes_feature(synset.encode()),
-        TEXT_KEY: _bytes_feature(text.encode()),
-    }))
+    return tf.train.Example(
+        features=tf.train.Features(
+            feature={
+                ENCODED_KEY: _bytes_feature(image.encoded),
+                FORMAT_KEY: _bytes_feature(b"JPEG"),
+                HEIGHT_KEY: _int_feature(image.height),
+                WIDTH_KEY: _int_feature(image.width),
+                CHANNELS_KEY: _int_feature(3),
+                COLORSPACE_KEY: _bytes_feature(b"RGB"),
+                FILENAME_KEY: _bytes_feature(filename.encode()),
+                LABEL_KEY: _int_feature(label + LABEL_OFFSET),
+                SYNSET_KEY: _bytes_feature(synset.encode()),
+                TEXT_KEY: _bytes_feature(text.encode()),
+            }
+        )
+    )
 
 
 # ----------------------------------------------------------------------------- inputs
 
 
-def _tar_items(path: str, base: int, prefix: str, synset_of: Callable[[str], str | None],
-               classes: set[str], problems: list[tuple[str, str]], fileobj=None,
-               mtime_ns: int | None = None) -> list[_Item]:
+def _tar_items(
+    path: str,
+    base: int,
+    prefix: str,
+    synset_of: Callable[[str], str | None],
+    classes: set[str],
+    problems: list[tuple[str, str]],
+    fileobj=None,
+    mtime_ns: int | None = None,
+) -> list[_Item]:
     """Lists a tar's files as byte ranges of `path`, descending into per-class member tars.
 
     Members whose names are not UTF-8 go to `problems` as (path, reason) instead.
@@ -307,8 +336,10 @@ def _tar_items(path: str, base: int, prefix: str, synset_of: Callable[[str], str
     try:
         archive = tarfile.open(path if fileobj is None else None, mode="r:", fileobj=fileobj)
     except tarfile.ReadError as e:
-        raise ConversionError(f"{prefix or path} is not an uncompressed tar archive ({e}); "
-                              "extract it, or repack it without compression") from None
+        raise ConversionError(
+            f"{prefix or path} is not an uncompressed tar archive ({e}); "
+            "extract it, or repack it without compression"
+        ) from None
     with archive:
         for member in archive:
             name = member.name.strip("/")
@@ -320,14 +351,20 @@ def _tar_items(path: str, base: int, prefix: str, synset_of: Callable[[str], str
                 continue
             if fileobj is None and "/" not in name and name.endswith(".tar"):
                 classes.add(name[:-4])
-                items += _tar_items(path, member.offset_data, name, lambda _, s=name[:-4]: s,
-                                    classes, problems, fileobj=archive.extractfile(member),
-                                    mtime_ns=mtime_ns)
+                items += _tar_items(
+                    path,
+                    member.offset_data,
+                    name,
+                    lambda _, s=name[:-4]: s,
+                    classes,
+                    problems,
+                    fileobj=archive.extractfile(member),
+                    mtime_ns=mtime_ns,
+                )
             else:
                 synset = synset_of(name)
                 classes.update([synset] if synset else [])
-                items.append(_Item(shown, path, base + member.offset_data, member.size, synset,
-                                   mtime_ns))
+                items.append(_Item(shown, path, base + member.offset_data, member.size, synset, mtime_ns))
     return items
 
 
@@ -363,8 +400,14 @@ def _entry_problem(error: OSError, entry: os.DirEntry | None = None) -> str:
     return f"cannot read: {error.strerror or error}"
 
 
-def _walk_class_folder(root: str, folder: str, synset: str, items: list[_Item],
-                       problems: list[tuple[str, str]], seen: set[tuple[int, int]]) -> None:
+def _walk_class_folder(
+    root: str,
+    folder: str,
+    synset: str,
+    items: list[_Item],
+    problems: list[tuple[str, str]],
+    seen: set[tuple[int, int]],
+) -> None:
     """Lists the files under one class folder (following symlinks), recording what it cannot use.
 
     Unlike os.walk, a folder that cannot be listed is recorded, not silently left out, and a
@@ -392,8 +435,13 @@ def _walk_class_folder(root: str, folder: str, synset: str, items: list[_Item],
             continue
         if stat.S_ISDIR(info.st_mode):
             if (info.st_dev, info.st_ino) in seen:
-                problems.append((shown, "folder already scanned through another path (a symlink "
-                                        "loop, or a second link to it)"))
+                problems.append(
+                    (
+                        shown,
+                        "folder already scanned through another path (a symlink "
+                        "loop, or a second link to it)",
+                    )
+                )
                 continue
             seen.add((info.st_dev, info.st_ino))
             _walk_class_folder(root, path, synset, items, problems, seen)
@@ -413,22 +461,25 @@ def _scan(root: str, flag: str) -> tuple[list[_Item], list[str], list[tuple[str,
       broken symlinks, symlink loops, unreadable folders, pipes): they are skipped.
     """
     if not os.path.exists(root):
-        raise ConversionError(f"{flag} {root} does not exist; pass the folder that holds one "
-                              "sub-folder per class (or the ILSVRC .tar file)")
+        raise ConversionError(
+            f"{flag} {root} does not exist; pass the folder that holds one "
+            "sub-folder per class (or the ILSVRC .tar file)"
+        )
     classes, problems = set(), []
     if os.path.isfile(root):
         if not tarfile.is_tarfile(root):
-            raise ConversionError(f"{flag} {root} is a file but not a tar archive; pass a folder "
-                                  "or an uncompressed .tar")
-        items = _tar_items(root, 0, "", lambda n: n.split("/")[0] if "/" in n else None, classes,
-                           problems)
+            raise ConversionError(
+                f"{flag} {root} is a file but not a tar archive; pass a folder or an uncompressed .tar"
+            )
+        items = _tar_items(root, 0, "", lambda n: n.split("/")[0] if "/" in n else None, classes, problems)
         return items, sorted(classes), problems
     items = []
     try:
         entries = sorted(os.scandir(root), key=lambda e: e.name)
     except OSError as e:
-        raise ConversionError(f"cannot list {flag} {root} ({e.strerror or e}); pass a readable "
-                              "folder") from None
+        raise ConversionError(
+            f"cannot list {flag} {root} ({e.strerror or e}); pass a readable folder"
+        ) from None
     kinds = []  # (entry, stat) of the usable top-level entries
     for entry in entries:
         if entry.name.startswith("."):
@@ -442,7 +493,8 @@ def _scan(root: str, flag: str) -> tuple[list[_Item], list[str], list[tuple[str,
             problems.append((entry.name, _entry_problem(e, entry)))
     root_info = os.stat(root)
     seen = {(root_info.st_dev, root_info.st_ino)} | {
-        (info.st_dev, info.st_ino) for _, info in kinds if stat.S_ISDIR(info.st_mode)}
+        (info.st_dev, info.st_ino) for _, info in kinds if stat.S_ISDIR(info.st_mode)
+    }
     for entry, info in kinds:
         if stat.S_ISDIR(info.st_mode):
             classes.add(entry.name)
@@ -451,11 +503,9 @@ def _scan(root: str, flag: str) -> tuple[list[_Item], list[str], list[tuple[str,
             problems.append((entry.name, "not a regular file (a pipe, socket or device)"))
         elif entry.name.endswith(".tar") and tarfile.is_tarfile(entry.path):
             classes.add(entry.name[:-4])
-            items += _tar_items(entry.path, 0, entry.name, lambda _, s=entry.name[:-4]: s, classes,
-                                problems)
+            items += _tar_items(entry.path, 0, entry.name, lambda _, s=entry.name[:-4]: s, classes, problems)
         else:
-            items.append(_Item(entry.name, entry.path, None, info.st_size, None,
-                               info.st_mtime_ns))
+            items.append(_Item(entry.name, entry.path, None, info.st_size, None, info.st_mtime_ns))
     return items, sorted(classes), problems
 
 
@@ -464,25 +514,30 @@ def _read_labels_file(path: str) -> list[list[str]]:
         return [line.split() for line in f if line.strip()]
 
 
-def _label_flat_validation(items: list[_Item], labels_path: str | None,
-                           root: str) -> list[_Item]:
+def _label_flat_validation(items: list[_Item], labels_path: str | None, root: str) -> list[_Item]:
     """Gives flat validation files their synsets from a ground-truth list."""
     rows = _read_labels_file(labels_path or tfds_validation_labels_path())
     if rows and all(len(r) >= 2 for r in rows):  # "file_name synset" lines
         by_name = {r[0]: r[1] for r in rows}
         missing = [i.relpath for i in items if os.path.basename(i.relpath) not in by_name]
         if missing:
-            raise ConversionError(f"validation labels {labels_path} have no line for {missing[0]} "
-                                  f"(and {len(missing) - 1} more) in {root}; fix the labels file")
+            raise ConversionError(
+                f"validation labels {labels_path} have no line for {missing[0]} "
+                f"(and {len(missing) - 1} more) in {root}; fix the labels file"
+            )
         return [i._replace(synset=by_name[os.path.basename(i.relpath)]) for i in items]
     if len(rows) != len(items):
-        source = (f"validation labels {labels_path}" if labels_path else
-                  "the ILSVRC-2012 ground truth from tensorflow-datasets (the default, which "
-                  "fits only the 50,000 official validation images)")
+        source = (
+            f"validation labels {labels_path}"
+            if labels_path
+            else "the ILSVRC-2012 ground truth from tensorflow-datasets (the default, which "
+            "fits only the 50,000 official validation images)"
+        )
         raise ConversionError(
             f"validation folder {root} holds {len(items)} files but {source} lists {len(rows)}; "
             "pass --validation_labels with one synset per line for these files in sorted "
-            "file-name order")
+            "file-name order"
+        )
     ordered = sorted(items, key=lambda i: i.relpath)
     return [item._replace(synset=row[0]) for item, row in zip(ordered, rows)]
 
@@ -498,8 +553,12 @@ def _read_class_names(path: str | None, synsets: list[str]) -> list[str]:
                 names[parts[0]] = parts[1] if len(parts) > 1 else parts[0]
     missing = [s for s in synsets if s not in names]
     if missing:
-        logging.warning("class names file %s has no name for %d classes (e.g. %s); using the "
-                        "synset as the name", path, len(missing), missing[0])
+        logging.warning(
+            "class names file %s has no name for %d classes (e.g. %s); using the synset as the name",
+            path,
+            len(missing),
+            missing[0],
+        )
     return [names.get(s, s) for s in synsets]
 
 
@@ -522,32 +581,38 @@ class _Plan:
 def _split_items(split: str, root: str, validation_labels: str | None):
     """Returns (labelled items, class list, skip notes) of one split's input tree or tar."""
     items, classes, problems = _scan(root, f"--{split}_dir")
-    skipped = [{"split": split, "shard": None, "path": path, "reason": reason}
-               for path, reason in problems]
+    skipped = [{"split": split, "shard": None, "path": path, "reason": reason} for path, reason in problems]
     if split == "train" and not classes:
-        raise ConversionError(f"no class folders found in --train_dir {root}; expected one "
-                              f"sub-folder (or per-class .tar) per class, e.g. "
-                              f"{os.path.join(root, 'n01440764', '*.JPEG')}")
+        raise ConversionError(
+            f"no class folders found in --train_dir {root}; expected one "
+            f"sub-folder (or per-class .tar) per class, e.g. "
+            f"{os.path.join(root, 'n01440764', '*.JPEG')}"
+        )
     if classes:  # class-per-folder tree; loose files belong to no class
         if split == "validation" and validation_labels:
             logging.warning("--validation_labels ignored: %s has class folders", root)
-        skipped += [{"split": split, "shard": None, "path": i.relpath,
-                     "reason": "file outside any class folder"} for i in items if i.synset is None]
+        skipped += [
+            {"split": split, "shard": None, "path": i.relpath, "reason": "file outside any class folder"}
+            for i in items
+            if i.synset is None
+        ]
         items = [i for i in items if i.synset is not None]
     elif items:  # flat validation folder: labels from the ground-truth list
         items = _label_flat_validation(items, validation_labels, root)
         classes = sorted({i.synset for i in items})
     if not items:
-        raise ConversionError(f"no image files found in --{split}_dir {root}; pass the folder "
-                              "that holds the images")
+        raise ConversionError(
+            f"no image files found in --{split}_dir {root}; pass the folder that holds the images"
+        )
     empty = sorted(set(classes) - {i.synset for i in items})
     if empty:
         logging.warning("%s: %d classes have no files (e.g. %s)", split, len(empty), empty[0])
     return items, classes, skipped
 
 
-def _plan(train_dir, validation_dir, validation_labels, class_names, train_shards,
-          validation_shards, shuffle_seed) -> _Plan:
+def _plan(
+    train_dir, validation_dir, validation_labels, class_names, train_shards, validation_shards, shuffle_seed
+) -> _Plan:
     """Scans the inputs and decides classes, labels and each shard's items; writes nothing."""
     if not train_dir and not validation_dir:
         raise ConversionError("no input: pass --train_dir and/or --validation_dir")
@@ -558,9 +623,11 @@ def _plan(train_dir, validation_dir, validation_labels, class_names, train_shard
             skipped += notes
             unknown = sorted(set(classes) - set(synsets or classes))
             if unknown:
-                raise ConversionError(f"validation class {unknown[0]} (and {len(unknown) - 1} "
-                                      f"more) has no folder in --train_dir {train_dir}; the "
-                                      "splits must share one class list")
+                raise ConversionError(
+                    f"validation class {unknown[0]} (and {len(unknown) - 1} "
+                    f"more) has no folder in --train_dir {train_dir}; the "
+                    "splits must share one class list"
+                )
             synsets = synsets or classes
     listing = hashlib.sha256("\n".join(synsets).encode())
     shards = {}
@@ -574,13 +641,17 @@ def _plan(train_dir, validation_dir, validation_labels, class_names, train_shard
         wanted = train_shards if split == "train" else validation_shards
         n = min(wanted, len(items))
         if n != wanted:
-            logging.warning("%s: %d shards requested for %d images; writing %d", split, wanted,
-                            len(items), n)
-        shards[split] = [items[k * len(items) // n:(k + 1) * len(items) // n] for k in range(n)]
-    inputs = {"train_dir": train_dir, "validation_dir": validation_dir,
-              "validation_labels": validation_labels, "class_names": class_names}
-    return _Plan(synsets, _read_class_names(class_names, synsets), shards, skipped,
-                 listing.hexdigest(), inputs)
+            logging.warning("%s: %d shards requested for %d images; writing %d", split, wanted, len(items), n)
+        shards[split] = [items[k * len(items) // n : (k + 1) * len(items) // n] for k in range(n)]
+    inputs = {
+        "train_dir": train_dir,
+        "validation_dir": validation_dir,
+        "validation_labels": validation_labels,
+        "class_names": class_names,
+    }
+    return _Plan(
+        synsets, _read_class_names(class_names, synsets), shards, skipped, listing.hexdigest(), inputs
+    )
 
 
 # ----------------------------------------------------------------------------- shards
@@ -660,8 +731,7 @@ def _convert_shard(task: _ShardTask, on_image: Callable[[], None]) -> dict:
         for item in task.items:
             where = {"split": task.split, "shard": task.index, "path": item.relpath}
             try:
-                image = convert_image(reader.read(item), item.relpath, task.resize_shorter,
-                                      task.quality)
+                image = convert_image(reader.read(item), item.relpath, task.resize_shorter, task.quality)
             except BadImageError as e:
                 skipped.append({**where, "reason": str(e)})
             except OSError as e:
@@ -670,8 +740,9 @@ def _convert_shard(task: _ShardTask, on_image: Callable[[], None]) -> dict:
                 skipped.append({**where, "reason": f"cannot convert: {type(e).__name__}: {e}"})
             else:
                 label = index[item.synset]
-                example = make_example(image, os.path.basename(item.relpath), label, item.synset,
-                                       task.names[label])
+                example = make_example(
+                    image, os.path.basename(item.relpath), label, item.synset, task.names[label]
+                )
                 # Deterministic: the feature map's order otherwise varies between processes.
                 writer.write(example.SerializeToString(deterministic=True))
                 per_class[item.synset] += 1
@@ -680,11 +751,20 @@ def _convert_shard(task: _ShardTask, on_image: Callable[[], None]) -> dict:
             on_image()
     with open(tmp, "rb") as f:
         os.fsync(f.fileno())
-    entry = {"file": file, "num_records": sum(per_class.values()),
-             "num_bytes": os.path.getsize(tmp), "sha256": _sha256_file(tmp)}
+    entry = {
+        "file": file,
+        "num_records": sum(per_class.values()),
+        "num_bytes": os.path.getsize(tmp),
+        "sha256": _sha256_file(tmp),
+    }
     os.replace(tmp, os.path.join(task.output_dir, file))
-    return {"split": task.split, "shard": entry, "per_class": dict(per_class),
-            "skipped": skipped, "repaired": repaired}
+    return {
+        "split": task.split,
+        "shard": entry,
+        "per_class": dict(per_class),
+        "skipped": skipped,
+        "repaired": repaired,
+    }
 
 
 def _pool_convert_shard(task: _ShardTask) -> dict:
@@ -712,8 +792,10 @@ class _Progress:
         rate = done / max(now - self._start, 1e-6)
         left = int((self._total - done) / rate) if rate else 0
         eta = f"{left // 3600}:{left // 60 % 60:02d}:{left % 60:02d}" if rate else "?"
-        line = (f"{self._label}: {done}/{self._total} images ({100 * done / self._total:.1f}%), "
-                f"{rate:.1f} images/s, ETA {eta}")
+        line = (
+            f"{self._label}: {done}/{self._total} images ({100 * done / self._total:.1f}%), "
+            f"{rate:.1f} images/s, ETA {eta}"
+        )
         sys.stderr.write(f"\r{line:<79}" if self._tty else line + "\n")
         sys.stderr.flush()
 
@@ -724,8 +806,14 @@ class _Progress:
             sys.stderr.write("\n")
 
 
-def _run_pool(tasks: list, local_fn: Callable, pool_fn: Callable, num_workers: int,
-              progress: _Progress, on_result: Callable[[dict], None]) -> None:
+def _run_pool(
+    tasks: list,
+    local_fn: Callable,
+    pool_fn: Callable,
+    num_workers: int,
+    progress: _Progress,
+    on_result: Callable[[dict], None],
+) -> None:
     """Runs every task in this process (local_fn) or in worker processes (pool_fn).
 
     Workers are spawned, not forked (a forked TensorFlow runtime can deadlock), so a script
@@ -741,14 +829,15 @@ def _run_pool(tasks: list, local_fn: Callable, pool_fn: Callable, num_workers: i
     counter = context.Value("q", 0)
     workers = min(num_workers, len(tasks))
     threads = max(1, (os.cpu_count() or 1) // workers)
-    pool = concurrent.futures.ProcessPoolExecutor(workers, mp_context=context,
-                                                  initializer=_init_worker,
-                                                  initargs=(counter, threads))
+    pool = concurrent.futures.ProcessPoolExecutor(
+        workers, mp_context=context, initializer=_init_worker, initargs=(counter, threads)
+    )
     try:
         pending = {pool.submit(pool_fn, task) for task in tasks}
         while pending:
             done, pending = concurrent.futures.wait(
-                pending, timeout=0.5, return_when=concurrent.futures.FIRST_COMPLETED)
+                pending, timeout=0.5, return_when=concurrent.futures.FIRST_COMPLETED
+            )
             for future in done:
                 on_result(future.result())
             progress.update(counter.value)
@@ -760,9 +849,11 @@ def _run_pool(tasks: list, local_fn: Callable, pool_fn: Callable, num_workers: i
 
 
 def _our_files(output_dir: str) -> list[str]:
-    return sorted(n for n in os.listdir(output_dir)
-                  if n in (MANIFEST_NAME, LABELS_NAME) or _SHARD_RE.match(n)
-                  or n.startswith(_TMP_PREFIX))
+    return sorted(
+        n
+        for n in os.listdir(output_dir)
+        if n in (MANIFEST_NAME, LABELS_NAME) or _SHARD_RE.match(n) or n.startswith(_TMP_PREFIX)
+    )
 
 
 def load_manifest(output_dir: str) -> dict:
@@ -776,13 +867,13 @@ def load_manifest(output_dir: str) -> dict:
     except (ValueError, tf.errors.OpError) as e:
         raise ConversionError(f"{e}; convert the dataset into {output_dir} first") from None
     if not manifest:
-        raise ConversionError(f"no {MANIFEST_NAME} in {output_dir}; convert the dataset into "
-                              f"{output_dir} first")
+        raise ConversionError(
+            f"no {MANIFEST_NAME} in {output_dir}; convert the dataset into {output_dir} first"
+        )
     return manifest
 
 
-def _previous_manifest(output_dir: str, fingerprint: str, settings: dict,
-                       overwrite: bool) -> dict | None:
+def _previous_manifest(output_dir: str, fingerprint: str, settings: dict, overwrite: bool) -> dict | None:
     """Returns the manifest of an earlier run of the same conversion, or clears/refuses."""
     ours = _our_files(output_dir)
     if not ours:
@@ -801,8 +892,9 @@ def _previous_manifest(output_dir: str, fingerprint: str, settings: dict,
         else:
             changed = sorted(k for k in settings if old.get("settings", {}).get(k) != settings[k])
             why = f"was written with different settings ({', '.join(changed)})"
-        raise ConversionError(f"output folder {output_dir} {why}; choose another --output_dir "
-                              "or pass --overwrite to replace it")
+        raise ConversionError(
+            f"output folder {output_dir} {why}; choose another --output_dir or pass --overwrite to replace it"
+        )
     logging.warning("--overwrite: removing %d earlier output files from %s", len(ours), output_dir)
     for name in ours:
         os.remove(os.path.join(output_dir, name))
@@ -820,34 +912,58 @@ def _kept_shards(old: dict | None, output_dir: str) -> dict[tuple[str, str], dic
     return kept
 
 
-def _split_work(plan: _Plan, old: dict | None, kept: dict, output_dir: str, resize_shorter: int,
-                quality: int) -> tuple[list[dict], list[_ShardTask]]:
+def _split_work(
+    plan: _Plan, old: dict | None, kept: dict, output_dir: str, resize_shorter: int, quality: int
+) -> tuple[list[dict], list[_ShardTask]]:
     """Splits the plan into results of kept shards (rebuilt from the old manifest) and tasks."""
     results, tasks = [], []
-    old_notes = {key: [n for n in (old or {}).get(key, []) if n.get("shard") is not None]
-                 for key in ("skipped", "repaired")}
+    old_notes = {
+        key: [n for n in (old or {}).get(key, []) if n.get("shard") is not None]
+        for key in ("skipped", "repaired")
+    }
     for split, shards in plan.shards.items():
         for k, items in enumerate(shards):
             file = shard_name(split, k, len(shards))
             if (split, file) not in kept:
-                tasks.append(_ShardTask(split, k, len(shards), items, plan.synsets, plan.names,
-                                        output_dir, resize_shorter, quality))
+                tasks.append(
+                    _ShardTask(
+                        split,
+                        k,
+                        len(shards),
+                        items,
+                        plan.synsets,
+                        plan.names,
+                        output_dir,
+                        resize_shorter,
+                        quality,
+                    )
+                )
                 continue
-            notes = {key: [n for n in old_notes[key] if (n["split"], n["shard"]) == (split, k)]
-                     for key in old_notes}
+            notes = {
+                key: [n for n in old_notes[key] if (n["split"], n["shard"]) == (split, k)]
+                for key in old_notes
+            }
             lost = {n["path"] for n in notes["skipped"]}
             per_class = collections.Counter(i.synset for i in items if i.relpath not in lost)
-            results.append({"split": split, "shard": kept[(split, file)], "per_class": per_class,
-                            **notes})
+            results.append({"split": split, "shard": kept[(split, file)], "per_class": per_class, **notes})
     return results, tasks
 
 
-def convert(output_dir: str, train_dir: str | None = None, validation_dir: str | None = None,
-            validation_labels: str | None = None, class_names: str | None = None,
-            resize_shorter: int = DEFAULT_RESIZE_SHORTER, quality: int = DEFAULT_QUALITY,
-            train_shards: int = DEFAULT_TRAIN_SHARDS,
-            validation_shards: int = DEFAULT_VALIDATION_SHARDS, num_workers: int | None = None,
-            overwrite: bool = False, shuffle_seed: int = 0, progress: bool = True) -> dict:
+def convert(
+    output_dir: str,
+    train_dir: str | None = None,
+    validation_dir: str | None = None,
+    validation_labels: str | None = None,
+    class_names: str | None = None,
+    resize_shorter: int = DEFAULT_RESIZE_SHORTER,
+    quality: int = DEFAULT_QUALITY,
+    train_shards: int = DEFAULT_TRAIN_SHARDS,
+    validation_shards: int = DEFAULT_VALIDATION_SHARDS,
+    num_workers: int | None = None,
+    overwrite: bool = False,
+    shuffle_seed: int = 0,
+    progress: bool = True,
+) -> dict:
     """Converts image folders/tars into TFRecord shards, labels.txt and manifest.json.
 
     Re-running the same call resumes: shards listed in the manifest with their recorded size
@@ -876,14 +992,28 @@ def convert(output_dir: str, train_dir: str | None = None, validation_dir: str |
       ConversionError: bad arguments or inputs, or an output folder holding other data.
     """
     if resize_shorter < 0 or not 1 <= quality <= 100 or min(train_shards, validation_shards) < 1:
-        raise ConversionError(f"bad settings: need --resize_shorter >= 0 (got {resize_shorter}), "
-                              f"1 <= --quality <= 100 (got {quality}) and at least one shard")
-    plan = _plan(train_dir, validation_dir, validation_labels, class_names, train_shards,
-                 validation_shards, shuffle_seed)
-    settings = {"format_version": FORMAT_VERSION, "resize_shorter": resize_shorter,
-                "quality": quality, "train_shards": train_shards,
-                "validation_shards": validation_shards, "shuffle_seed": shuffle_seed,
-                "class_names_sha256": hashlib.sha256("\n".join(plan.names).encode()).hexdigest()}
+        raise ConversionError(
+            f"bad settings: need --resize_shorter >= 0 (got {resize_shorter}), "
+            f"1 <= --quality <= 100 (got {quality}) and at least one shard"
+        )
+    plan = _plan(
+        train_dir,
+        validation_dir,
+        validation_labels,
+        class_names,
+        train_shards,
+        validation_shards,
+        shuffle_seed,
+    )
+    settings = {
+        "format_version": FORMAT_VERSION,
+        "resize_shorter": resize_shorter,
+        "quality": quality,
+        "train_shards": train_shards,
+        "validation_shards": validation_shards,
+        "shuffle_seed": shuffle_seed,
+        "class_names_sha256": hashlib.sha256("\n".join(plan.names).encode()).hexdigest(),
+    }
     if os.path.exists(output_dir) and not os.path.isdir(output_dir):
         raise ConversionError(f"--output_dir {output_dir} is a file; pass a folder")
     os.makedirs(output_dir, exist_ok=True)
@@ -896,8 +1026,7 @@ def convert(output_dir: str, train_dir: str | None = None, validation_dir: str |
 
     results, tasks = _split_work(plan, old, kept, output_dir, resize_shorter, quality)
     if kept:
-        logging.info("resuming in %s: %d shards kept, %d to write", output_dir, len(kept),
-                     len(tasks))
+        logging.info("resuming in %s: %d shards kept, %d to write", output_dir, len(kept), len(tasks))
 
     def write_manifest(complete: bool) -> dict:
         manifest = _manifest(plan, settings, results, complete)
@@ -911,14 +1040,17 @@ def convert(output_dir: str, train_dir: str | None = None, validation_dir: str |
         results.append(result)
         write_manifest(complete=False)
 
-    _run_pool(tasks, _convert_shard, _pool_convert_shard, num_workers or os.cpu_count() or 1,
-              bar, on_result)
+    _run_pool(tasks, _convert_shard, _pool_convert_shard, num_workers or os.cpu_count() or 1, bar, on_result)
     bar.close()
     manifest = write_manifest(complete=True)
     for split, info in manifest["splits"].items():
         logging.info("%s: %d images in %d shards", split, info["num_examples"], info["num_shards"])
-    logging.info("%d files skipped, %d repaired; manifest: %s", len(manifest["skipped"]),
-                 len(manifest["repaired"]), os.path.join(output_dir, MANIFEST_NAME))
+    logging.info(
+        "%d files skipped, %d repaired; manifest: %s",
+        len(manifest["skipped"]),
+        len(manifest["repaired"]),
+        os.path.join(output_dir, MANIFEST_NAME),
+    )
     return manifest
 
 
@@ -934,18 +1066,31 @@ def _manifest(plan: _Plan, settings: dict, results: list[dict], complete: bool) 
         per_class = collections.Counter({s: 0 for s in plan.synsets})
         for r in mine:
             per_class.update(r["per_class"])
-        splits[split] = {"num_examples": sum(r["shard"]["num_records"] for r in mine),
-                         "num_inputs": sum(len(s) for s in shards), "num_shards": len(shards),
-                         "shards": [r["shard"] for r in mine], "per_class": dict(per_class)}
-    notes = {key: plan.skipped * (key == "skipped") + [n for r in results for n in r[key]]
-             for key in ("skipped", "repaired")}
-    return {"format_version": FORMAT_VERSION, "complete": complete,
-            "label_offset": LABEL_OFFSET, "num_classes": len(plan.synsets),
-            "classes": [{"index": k, "synset": s, "name": n}
-                        for k, (s, n) in enumerate(zip(plan.synsets, plan.names))],
-            "settings": settings, "fingerprint": plan.fingerprint, "inputs": plan.inputs,
-            "splits": splits,
-            **{key: sorted(v, key=lambda n: (n["split"], n["path"])) for key, v in notes.items()}}
+        splits[split] = {
+            "num_examples": sum(r["shard"]["num_records"] for r in mine),
+            "num_inputs": sum(len(s) for s in shards),
+            "num_shards": len(shards),
+            "shards": [r["shard"] for r in mine],
+            "per_class": dict(per_class),
+        }
+    notes = {
+        key: plan.skipped * (key == "skipped") + [n for r in results for n in r[key]]
+        for key in ("skipped", "repaired")
+    }
+    return {
+        "format_version": FORMAT_VERSION,
+        "complete": complete,
+        "label_offset": LABEL_OFFSET,
+        "num_classes": len(plan.synsets),
+        "classes": [
+            {"index": k, "synset": s, "name": n} for k, (s, n) in enumerate(zip(plan.synsets, plan.names))
+        ],
+        "settings": settings,
+        "fingerprint": plan.fingerprint,
+        "inputs": plan.inputs,
+        "splits": splits,
+        **{key: sorted(v, key=lambda n: (n["split"], n["path"])) for key, v in notes.items()},
+    }
 
 
 # ----------------------------------------------------------------------------- verify
@@ -972,9 +1117,21 @@ def _verify_shard(task: _VerifyTask, on_image: Callable[[], None]) -> dict:
         for count, record in enumerate(tf.data.TFRecordDataset(task.path).as_numpy_iterator(), 1):
             feature = tf.train.Example.FromString(record).features.feature
             try:
-                value = {k: (feature[k].bytes_list.value or feature[k].int64_list.value)[0]
-                         for k in (ENCODED_KEY, FORMAT_KEY, HEIGHT_KEY, WIDTH_KEY, CHANNELS_KEY,
-                                   COLORSPACE_KEY, FILENAME_KEY, LABEL_KEY, SYNSET_KEY, TEXT_KEY)}
+                value = {
+                    k: (feature[k].bytes_list.value or feature[k].int64_list.value)[0]
+                    for k in (
+                        ENCODED_KEY,
+                        FORMAT_KEY,
+                        HEIGHT_KEY,
+                        WIDTH_KEY,
+                        CHANNELS_KEY,
+                        COLORSPACE_KEY,
+                        FILENAME_KEY,
+                        LABEL_KEY,
+                        SYNSET_KEY,
+                        TEXT_KEY,
+                    )
+                }
             except IndexError:
                 problems.append(f"{name} record {count}: a schema feature is missing")
                 continue
@@ -985,10 +1142,15 @@ def _verify_shard(task: _VerifyTask, on_image: Callable[[], None]) -> dict:
                 continue
             per_class[task.synsets[label]] += 1
             if (value[SYNSET_KEY].decode(), value[TEXT_KEY].decode()) != (
-                    task.synsets[label], task.names[label]):
+                task.synsets[label],
+                task.names[label],
+            ):
                 problems.append(f"{where}: synset/text do not match label {label}")
             if (value[FORMAT_KEY], value[COLORSPACE_KEY], value[CHANNELS_KEY]) != (
-                    b"JPEG", b"RGB", 3) or sniff_format(value[ENCODED_KEY]) != "JPEG":
+                b"JPEG",
+                b"RGB",
+                3,
+            ) or sniff_format(value[ENCODED_KEY]) != "JPEG":
                 problems.append(f"{where}: not a 3-channel RGB JPEG")
                 continue
             try:
@@ -999,8 +1161,7 @@ def _verify_shard(task: _VerifyTask, on_image: Callable[[], None]) -> dict:
             if shape != (value[HEIGHT_KEY], value[WIDTH_KEY], 3):
                 problems.append(f"{where}: decoded shape {shape} differs from the stored size")
             elif task.resize_shorter and min(shape[:2]) != task.resize_shorter:
-                problems.append(f"{where}: shorter side {min(shape[:2])} is not "
-                                f"{task.resize_shorter}")
+                problems.append(f"{where}: shorter side {min(shape[:2])} is not {task.resize_shorter}")
             on_image()
     except tf.errors.OpError as e:
         problems.append(f"{name}: unreadable after {count} records ({e.message.splitlines()[0]})")
@@ -1040,15 +1201,26 @@ def verify(output_dir: str, num_workers: int | None = None, progress: bool = Tru
     except OSError:
         problems.append(f"{LABELS_NAME} is missing")
     listed = {e["file"] for info in manifest["splits"].values() for e in info["shards"]}
-    problems += [f"{n}: not listed in the manifest" for n in _our_files(output_dir)
-                 if n not in listed and n not in (MANIFEST_NAME, LABELS_NAME)]
+    problems += [
+        f"{n}: not listed in the manifest"
+        for n in _our_files(output_dir)
+        if n not in listed and n not in (MANIFEST_NAME, LABELS_NAME)
+    ]
     tasks, per_class = [], {}
     for split, info in manifest["splits"].items():
-        tasks += [_VerifyTask(split, os.path.join(output_dir, e["file"]), e, synsets, names,
-                              manifest["settings"]["resize_shorter"]) for e in info["shards"]]
+        tasks += [
+            _VerifyTask(
+                split,
+                os.path.join(output_dir, e["file"]),
+                e,
+                synsets,
+                names,
+                manifest["settings"]["resize_shorter"],
+            )
+            for e in info["shards"]
+        ]
         if len(info["shards"]) != info["num_shards"]:
-            problems.append(f"{split}: {len(info['shards'])} of {info['num_shards']} shards in "
-                            "the manifest")
+            problems.append(f"{split}: {len(info['shards'])} of {info['num_shards']} shards in the manifest")
         per_class[split] = collections.Counter({s: 0 for s in synsets})
 
     def on_result(result: dict) -> None:
@@ -1056,13 +1228,13 @@ def verify(output_dir: str, num_workers: int | None = None, progress: bool = Tru
         per_class[result["split"]].update(result["per_class"])
 
     bar = _Progress(sum(t.entry["num_records"] for t in tasks), "verifying", progress)
-    _run_pool(tasks, _verify_shard, _pool_verify_shard, num_workers or os.cpu_count() or 1, bar,
-              on_result)
+    _run_pool(tasks, _verify_shard, _pool_verify_shard, num_workers or os.cpu_count() or 1, bar, on_result)
     bar.close()
     for split, info in manifest["splits"].items():
         if dict(per_class[split]) != info["per_class"]:
             problems.append(f"{split}: per-class totals differ from the manifest")
         if sum(per_class[split].values()) != info["num_examples"]:
-            problems.append(f"{split}: {sum(per_class[split].values())} records, manifest says "
-                            f"{info['num_examples']}")
+            problems.append(
+                f"{split}: {sum(per_class[split].values())} records, manifest says {info['num_examples']}"
+            )
     return problems

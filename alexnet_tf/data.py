@@ -13,9 +13,20 @@ import numpy as np
 import tensorflow as tf
 
 from alexnet_tf import schema
-from alexnet_tf.preprocessing import (AUGMENTATIONS, IMAGE_SIZE, MEAN_RGB, PCA_STD, RESIZE_SHORTER,
-                                      augment_batch, center_crop, check_sizes, decode_and_random_crop,
-                                      decode_image, subtract_mean_batch, ten_crops_uint8)
+from alexnet_tf.preprocessing import (
+    AUGMENTATIONS,
+    IMAGE_SIZE,
+    MEAN_RGB,
+    PCA_STD,
+    RESIZE_SHORTER,
+    augment_batch,
+    center_crop,
+    check_sizes,
+    decode_and_random_crop,
+    decode_image,
+    subtract_mean_batch,
+    ten_crops_uint8,
+)
 
 # A TFRecord frame is an 8-byte length, its 4-byte CRC, the data, and the data's 4-byte CRC.
 _TFRECORD_FRAME_BYTES = 16
@@ -57,11 +68,22 @@ def _read_shard(filename, size, skip_corrupt):
     def step(read_bytes, group):
         at_end = tf.equal(group[0], _END_OF_SHARD)
         whole = tf.logical_or(tf.logical_not(at_end), tf.equal(read_bytes, size))
-        report = ["corrupt or truncated TFRecord shard", filename, "framed bytes:",
-                  tf.strings.as_string(read_bytes), "of", tf.strings.as_string(size)]
+        report = [
+            "corrupt or truncated TFRecord shard",
+            filename,
+            "framed bytes:",
+            tf.strings.as_string(read_bytes),
+            "of",
+            tf.strings.as_string(size),
+        ]
         if skip_corrupt:
-            tf.cond(whole, tf.no_op, lambda: tf.print(
-                "alexnet_tf.data: skipping the rest of", *report, output_stream=logging.warning))
+            tf.cond(
+                whole,
+                tf.no_op,
+                lambda: tf.print(
+                    "alexnet_tf.data: skipping the rest of", *report, output_stream=logging.warning
+                ),
+            )
             keep = tf.logical_or(tf.logical_not(at_end), tf.logical_not(whole))  # corrupt: marker stays
         else:
             # String-only data keeps Assert unconditional and cheap.
@@ -70,7 +92,7 @@ def _read_shard(filename, size, skip_corrupt):
                 keep = tf.logical_not(at_end)
         frames = tf.cast(tf.reduce_sum(tf.strings.length(group)), tf.int64)
         read_bytes += frames + _TFRECORD_FRAME_BYTES * tf.cast(tf.size(group), tf.int64)
-        return read_bytes, group[:tf.where(keep, tf.size(group), 0)]
+        return read_bytes, group[: tf.where(keep, tf.size(group), 0)]
 
     return groups.scan(tf.constant(0, tf.int64), step)
 
@@ -81,8 +103,15 @@ def _count_corrupt_shards(groups):
     def step(count, group):
         corrupt = tf.reduce_any(tf.equal(group, _END_OF_SHARD))
         count += tf.cast(corrupt, tf.int64)
-        tf.cond(corrupt, lambda: tf.print("alexnet_tf.data: corrupt TFRecord shards skipped so far:",
-                                          count, output_stream=logging.warning), tf.no_op)
+        tf.cond(
+            corrupt,
+            lambda: tf.print(
+                "alexnet_tf.data: corrupt TFRecord shards skipped so far:",
+                count,
+                output_stream=logging.warning,
+            ),
+            tf.no_op,
+        )
         return count, tf.boolean_mask(group, tf.not_equal(group, _END_OF_SHARD))
 
     return groups.scan(tf.constant(0, tf.int64), step)
@@ -104,15 +133,38 @@ def _zero_based_labels(labels, label_offset, num_classes):
     upper = tf.int32.max if num_classes is None else num_classes
     check = tf.debugging.Assert(
         tf.logical_and(tf.reduce_all(labels >= 0), tf.reduce_all(labels < upper)),
-        ["labels out of range [0, num_classes) after subtracting label_offset", label_offset,
-         "num_classes", upper, "labels", labels])
+        [
+            "labels out of range [0, num_classes) after subtracting label_offset",
+            label_offset,
+            "num_classes",
+            upper,
+            "labels",
+            labels,
+        ],
+    )
     with tf.control_dependencies([check]):
         return tf.identity(labels)
 
 
-def _preprocess_and_batch(dataset, parse, *, training, batch_size, image_size, resize_shorter,
-                          augment, pca_std, ten_crop, shuffle_buffer_size, drop_remainder,
-                          skip_corrupt, jit_compile, label_offset, num_classes, seed):
+def _preprocess_and_batch(
+    dataset,
+    parse,
+    *,
+    training,
+    batch_size,
+    image_size,
+    resize_shorter,
+    augment,
+    pca_std,
+    ten_crop,
+    shuffle_buffer_size,
+    drop_remainder,
+    skip_corrupt,
+    jit_compile,
+    label_offset,
+    num_classes,
+    seed,
+):
     """The tail shared by all sources: shuffle -> map -> batch -> map -> prefetch.
 
     `parse` maps an element to (image bytes, stored label). Per record runs only what must
@@ -150,11 +202,27 @@ def _preprocess_and_batch(dataset, parse, *, training, batch_size, image_size, r
     return dataset.with_options(_options(training))
 
 
-def make_dataset(file_pattern, batch_size, training, *, image_size=IMAGE_SIZE,
-                 resize_shorter=RESIZE_SHORTER, augment="paper", pca_std=PCA_STD, ten_crop=False,
-                 label_offset=None, num_classes=None, input_context=None, shuffle_buffer_size=10_000,
-                 repeat=None, drop_remainder=None, skip_corrupt=False, cycle_length=16,
-                 jit_compile=True, seed=None):
+def make_dataset(
+    file_pattern,
+    batch_size,
+    training,
+    *,
+    image_size=IMAGE_SIZE,
+    resize_shorter=RESIZE_SHORTER,
+    augment="paper",
+    pca_std=PCA_STD,
+    ten_crop=False,
+    label_offset=None,
+    num_classes=None,
+    input_context=None,
+    shuffle_buffer_size=10_000,
+    repeat=None,
+    drop_remainder=None,
+    skip_corrupt=False,
+    cycle_length=16,
+    jit_compile=True,
+    seed=None,
+):
     """Batched (images, labels) from TFRecord shards in the model-garden ImageNet schema.
 
     Args:
@@ -214,8 +282,10 @@ def make_dataset(file_pattern, batch_size, training, *, image_size=IMAGE_SIZE,
     ordered = not (training and shard_files)
     dataset = dataset.interleave(
         lambda filename, size: _read_shard(filename, size, skip_corrupt),
-        cycle_length=min(cycle_length, len(files)), num_parallel_calls=tf.data.AUTOTUNE,
-        deterministic=ordered)
+        cycle_length=min(cycle_length, len(files)),
+        num_parallel_calls=tf.data.AUTOTUNE,
+        deterministic=ordered,
+    )
     if skip_corrupt:
         dataset = _count_corrupt_shards(dataset)
 
@@ -233,18 +303,44 @@ def make_dataset(file_pattern, batch_size, training, *, image_size=IMAGE_SIZE,
         dataset = dataset.shard(num_pipelines, pipeline_id)
 
     return _preprocess_and_batch(
-        dataset, lambda image_bytes, label: (image_bytes, label), training=training, batch_size=batch_size, image_size=image_size,
-        resize_shorter=resize_shorter, augment=augment, pca_std=pca_std, ten_crop=ten_crop,
-        shuffle_buffer_size=shuffle_buffer_size, drop_remainder=drop_remainder,
-        skip_corrupt=skip_corrupt, jit_compile=jit_compile, label_offset=label_offset,
-        num_classes=num_classes, seed=seed)
+        dataset,
+        lambda image_bytes, label: (image_bytes, label),
+        training=training,
+        batch_size=batch_size,
+        image_size=image_size,
+        resize_shorter=resize_shorter,
+        augment=augment,
+        pca_std=pca_std,
+        ten_crop=ten_crop,
+        shuffle_buffer_size=shuffle_buffer_size,
+        drop_remainder=drop_remainder,
+        skip_corrupt=skip_corrupt,
+        jit_compile=jit_compile,
+        label_offset=label_offset,
+        num_classes=num_classes,
+        seed=seed,
+    )
 
 
-def make_tfds_dataset(data_dir, split, batch_size, training, *, name="imagenet2012",
-                      image_size=IMAGE_SIZE, resize_shorter=RESIZE_SHORTER, augment="paper",
-                      pca_std=PCA_STD, ten_crop=False, input_context=None,
-                      shuffle_buffer_size=10_000, repeat=None, drop_remainder=None, jit_compile=True,
-                      seed=None):
+def make_tfds_dataset(
+    data_dir,
+    split,
+    batch_size,
+    training,
+    *,
+    name="imagenet2012",
+    image_size=IMAGE_SIZE,
+    resize_shorter=RESIZE_SHORTER,
+    augment="paper",
+    pca_std=PCA_STD,
+    ten_crop=False,
+    input_context=None,
+    shuffle_buffer_size=10_000,
+    repeat=None,
+    drop_remainder=None,
+    jit_compile=True,
+    seed=None,
+):
     """Like make_dataset, reading ImageNet prepared by tensorflow-datasets (labels 0-based).
 
     The images stay encoded (tfds.decode.SkipDecoding) so the same decode-and-crop code runs.
@@ -265,23 +361,40 @@ def make_tfds_dataset(data_dir, split, batch_size, training, *, name="imagenet20
 
     if input_context is not None:
         batch_size = input_context.get_per_replica_batch_size(batch_size)
-    read_config = tfds.ReadConfig(input_context=input_context, shuffle_seed=seed,
-                                  interleave_cycle_length=16, options=_options(training))
+    read_config = tfds.ReadConfig(
+        input_context=input_context, shuffle_seed=seed, interleave_cycle_length=16, options=_options(training)
+    )
     dataset = tfds.builder(name, data_dir=data_dir).as_dataset(
-        split=split, shuffle_files=training, read_config=read_config,
-        decoders={"image": tfds.decode.SkipDecoding()})
+        split=split,
+        shuffle_files=training,
+        read_config=read_config,
+        decoders={"image": tfds.decode.SkipDecoding()},
+    )
     if training if repeat is None else repeat:
         dataset = dataset.repeat()
     return _preprocess_and_batch(
-        dataset, lambda example: (example["image"], example["label"]),
-        training=training, batch_size=batch_size, image_size=image_size,
-        resize_shorter=resize_shorter, augment=augment, pca_std=pca_std, ten_crop=ten_crop,
-        shuffle_buffer_size=shuffle_buffer_size, drop_remainder=drop_remainder,
-        skip_corrupt=False, jit_compile=jit_compile, label_offset=0, num_classes=None, seed=seed)
+        dataset,
+        lambda example: (example["image"], example["label"]),
+        training=training,
+        batch_size=batch_size,
+        image_size=image_size,
+        resize_shorter=resize_shorter,
+        augment=augment,
+        pca_std=pca_std,
+        ten_crop=ten_crop,
+        shuffle_buffer_size=shuffle_buffer_size,
+        drop_remainder=drop_remainder,
+        skip_corrupt=False,
+        jit_compile=jit_compile,
+        label_offset=0,
+        num_classes=None,
+        seed=seed,
+    )
 
 
-def synthetic_dataset(batch_size, image_size=IMAGE_SIZE, num_classes=1000, *, ten_crop=False,
-                      input_context=None, seed=0):
+def synthetic_dataset(
+    batch_size, image_size=IMAGE_SIZE, num_classes=1000, *, ten_crop=False, input_context=None, seed=0
+):
     """One batch of random images and labels, made once and repeated forever from memory.
 
     Args:

@@ -23,8 +23,18 @@ import tensorflow as tf
 
 from alexnet_tf import convert
 
-CLASS_NAMES = ("circle", "square", "triangle", "ring", "cross", "horizontal_stripes",
-               "vertical_stripes", "diagonal_stripes", "checkerboard", "dots")
+CLASS_NAMES = (
+    "circle",
+    "square",
+    "triangle",
+    "ring",
+    "cross",
+    "horizontal_stripes",
+    "vertical_stripes",
+    "diagonal_stripes",
+    "checkerboard",
+    "dots",
+)
 # Bump when the rendering changes, so caches of the old images are not reused.
 _RENDER_VERSION = 1
 _DONE = "RENDERED"
@@ -80,8 +90,13 @@ def _mask(kind: str, rng: np.random.Generator, height: int, width: int) -> np.nd
             inside &= (x1 - x0) * (v - y0) - (y1 - y0) * (u - x0) > 0
         return inside
     period = rng.uniform(0.12, 0.22) * short  # 4-8 periods across the image
-    angle = {"horizontal_stripes": 90, "vertical_stripes": 0, "checkerboard": 0, "dots": 0,
-             "diagonal_stripes": rng.choice([45, 135])}[kind] + rng.uniform(-8, 8)
+    angle = {
+        "horizontal_stripes": 90,
+        "vertical_stripes": 0,
+        "checkerboard": 0,
+        "dots": 0,
+        "diagonal_stripes": rng.choice([45, 135]),
+    }[kind] + rng.uniform(-8, 8)
     angle = np.deg2rad(angle)
     u = (x * np.cos(angle) + y * np.sin(angle)) / period + rng.uniform(0, 1)
     v = (-x * np.sin(angle) + y * np.cos(angle)) / period + rng.uniform(0, 1)
@@ -92,8 +107,9 @@ def _mask(kind: str, rng: np.random.Generator, height: int, width: int) -> np.nd
     return np.hypot(u % 1 - 0.5, v % 1 - 0.5) < rng.uniform(0.2, 0.32)  # dots
 
 
-def render_image(class_index: int, rng: np.random.Generator, min_size: int = 96,
-                 max_size: int = 160) -> np.ndarray:
+def render_image(
+    class_index: int, rng: np.random.Generator, min_size: int = 96, max_size: int = 160
+) -> np.ndarray:
     """Renders one demo image of class `class_index`.
 
     Args:
@@ -116,9 +132,15 @@ def render_image(class_index: int, rng: np.random.Generator, min_size: int = 96,
     return np.clip(np.round(image), 0, 255).astype(np.uint8)
 
 
-def render_demo_tree(root: str, seed: int = 0, num_classes: int = 10, train_per_class: int = 100,
-                     validation_per_class: int = 20, min_size: int = 96,
-                     max_size: int = 160) -> DemoTree:
+def render_demo_tree(
+    root: str,
+    seed: int = 0,
+    num_classes: int = 10,
+    train_per_class: int = 100,
+    validation_per_class: int = 20,
+    min_size: int = 96,
+    max_size: int = 160,
+) -> DemoTree:
     """Renders the demo dataset as JPEGs in the ILSVRC-2012 folder layout.
 
     Args:
@@ -134,14 +156,14 @@ def render_demo_tree(root: str, seed: int = 0, num_classes: int = 10, train_per_
     """
     if not 1 <= num_classes <= len(CLASS_NAMES):
         raise ValueError(f"num_classes must be in 1..{len(CLASS_NAMES)}, got {num_classes}")
-    tree = DemoTree(*(os.path.join(root, name) for name in
-                      ("train", "val", "validation_labels.txt", "synset_names.txt")))
+    tree = DemoTree(
+        *(os.path.join(root, name) for name in ("train", "val", "validation_labels.txt", "synset_names.txt"))
+    )
 
     def write_jpeg(path: str, split: int, class_index: int, number: int) -> None:
         rng = np.random.default_rng([seed, split, class_index, number])
         with tf.device("/CPU:0"):
-            data = tf.io.encode_jpeg(render_image(class_index, rng, min_size, max_size),
-                                     quality=95).numpy()
+            data = tf.io.encode_jpeg(render_image(class_index, rng, min_size, max_size), quality=95).numpy()
         with open(path, "wb") as f:
             f.write(data)
 
@@ -179,9 +201,15 @@ def _locked(path: str):
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def build_demo_dataset(cache_dir: str, seed: int = 0, num_classes: int = 10,
-                       train_per_class: int = 100, validation_per_class: int = 20,
-                       num_workers: int | None = 1, progress: bool = False) -> str:
+def build_demo_dataset(
+    cache_dir: str,
+    seed: int = 0,
+    num_classes: int = 10,
+    train_per_class: int = 100,
+    validation_per_class: int = 20,
+    num_workers: int | None = 1,
+    progress: bool = False,
+) -> str:
     """Renders and converts the demo dataset once per settings; later calls reuse it.
 
     Args:
@@ -196,8 +224,13 @@ def build_demo_dataset(cache_dir: str, seed: int = 0, num_classes: int = 10,
     Returns:
       The folder with the TFRecord shards, labels.txt and manifest.json.
     """
-    settings = dict(version=_RENDER_VERSION, seed=seed, num_classes=num_classes,
-                    train_per_class=train_per_class, validation_per_class=validation_per_class)
+    settings = dict(
+        version=_RENDER_VERSION,
+        seed=seed,
+        num_classes=num_classes,
+        train_per_class=train_per_class,
+        validation_per_class=validation_per_class,
+    )
     key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:10]
     base = os.path.join(cache_dir, f"demo-{num_classes}c-seed{seed}-{key}")
     output_dir = os.path.join(base, "tfrecords")
@@ -213,10 +246,21 @@ def build_demo_dataset(cache_dir: str, seed: int = 0, num_classes: int = 10,
             shutil.rmtree(raw, ignore_errors=True)
             render_demo_tree(raw, seed, num_classes, train_per_class, validation_per_class)
             open(os.path.join(raw, _DONE), "w", encoding="utf-8").close()
-        tree = DemoTree(*(os.path.join(raw, name) for name in
-                          ("train", "val", "validation_labels.txt", "synset_names.txt")))
-        convert.convert(output_dir, train_dir=tree.train_dir, validation_dir=tree.validation_dir,
-                        validation_labels=tree.validation_labels, class_names=tree.class_names,
-                        train_shards=4, validation_shards=2, num_workers=num_workers,
-                        progress=progress)
+        tree = DemoTree(
+            *(
+                os.path.join(raw, name)
+                for name in ("train", "val", "validation_labels.txt", "synset_names.txt")
+            )
+        )
+        convert.convert(
+            output_dir,
+            train_dir=tree.train_dir,
+            validation_dir=tree.validation_dir,
+            validation_labels=tree.validation_labels,
+            class_names=tree.class_names,
+            train_shards=4,
+            validation_shards=2,
+            num_workers=num_workers,
+            progress=progress,
+        )
     return output_dir

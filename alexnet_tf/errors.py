@@ -13,10 +13,15 @@ def error_message(error):
     message = re.sub(r"\{\{function_node [^}]*\}\}\s*", "", message)
     for line in message.splitlines():
         line = line.strip()
-        if line and not line.startswith(("Graph execution error", "Detected at node", "<stack traces",
-                                          "[[", "File ", "(most recent")):
+        if line and not line.startswith(
+            ("Graph execution error", "Detected at node", "<stack traces", "[[", "File ", "(most recent")
+        ):
             line = re.sub(r"\s*\[Op:[^\]]*\]$", "", line)
-            return line.replace("assertion failed: [", "", 1).rstrip("]") if "assertion failed: [" in line else line
+            return (
+                line.replace("assertion failed: [", "", 1).rstrip("]")
+                if "assertion failed: [" in line
+                else line
+            )
     return type(error).__name__
 
 

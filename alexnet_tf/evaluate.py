@@ -32,20 +32,18 @@ FLAGS = flags.FLAGS
 def define_flags(flag_values=FLAGS):
     """Defines the flags on `flag_values` (only the entry point calls this: importing defines none)."""
     d, fv = EvalConfig(), dict(flag_values=flag_values)
-    flags.DEFINE_string("data_dir", d.data_dir,
-                        "Directory of the validation shards (or tfds data dir).", **fv)
-    flags.DEFINE_string("checkpoint", d.checkpoint,
-                        "Model dir, checkpoints dir or checkpoint prefix.", **fv)
+    flags.DEFINE_string(
+        "data_dir", d.data_dir, "Directory of the validation shards (or tfds data dir).", **fv
+    )
+    flags.DEFINE_string("checkpoint", d.checkpoint, "Model dir, checkpoints dir or checkpoint prefix.", **fv)
     flags.DEFINE_string("saved_model", d.saved_model, "SavedModel version dir or export base dir.", **fv)
-    flags.DEFINE_enum("data_source", d.data_source, ["tfrecord",
-                      "tfds"], "Where the images come from.", **fv)
-    flags.DEFINE_string("eval_pattern", d.eval_pattern,
-                        "Glob of validation shards inside data_dir.", **fv)
-    flags.DEFINE_integer("label_offset", d.label_offset,
-                         "Subtracted from stored labels; default: detect.", **fv)
+    flags.DEFINE_enum("data_source", d.data_source, ["tfrecord", "tfds"], "Where the images come from.", **fv)
+    flags.DEFINE_string("eval_pattern", d.eval_pattern, "Glob of validation shards inside data_dir.", **fv)
+    flags.DEFINE_integer(
+        "label_offset", d.label_offset, "Subtracted from stored labels; default: detect.", **fv
+    )
     flags.DEFINE_integer("batch_size", d.batch_size, "Images per batch (ten crop: x10 crops).", **fv)
-    flags.DEFINE_integer("max_batches", d.max_batches,
-                         "Stop after this many batches; default: all.", **fv)
+    flags.DEFINE_integer("max_batches", d.max_batches, "Stop after this many batches; default: all.", **fv)
     flags.DEFINE_bool("ten_crop", d.ten_crop, "Also evaluate with ten crops.", **fv)
 
 
@@ -126,21 +124,34 @@ def run(config):
 
     def dataset(ten_crop):
         if config.data_source == "tfds":
-            return data.make_tfds_dataset(config.data_dir, "validation", config.batch_size, False,
-                                          image_size=image_size, ten_crop=ten_crop)
+            return data.make_tfds_dataset(
+                config.data_dir,
+                "validation",
+                config.batch_size,
+                False,
+                image_size=image_size,
+                ten_crop=ten_crop,
+            )
         pattern = os.path.join(config.data_dir, config.eval_pattern)
         if not tf.io.gfile.glob(pattern):
             raise ConfigError(f"no files match {pattern}")
         try:
-            return data.make_dataset(pattern, config.batch_size, False, image_size=image_size,
-                                     ten_crop=ten_crop, label_offset=config.label_offset)
+            return data.make_dataset(
+                pattern,
+                config.batch_size,
+                False,
+                image_size=image_size,
+                ten_crop=ten_crop,
+                label_offset=config.label_offset,
+            )
         except ValueError as e:
             raise ConfigError(str(e)) from None
 
     results = {"centre_crop": evaluate_dataset(logits_fn, dataset(False), max_batches=config.max_batches)}
     if config.ten_crop:
-        results["ten_crop"] = evaluate_dataset(logits_fn, dataset(True), ten_crop=True,
-                                               max_batches=config.max_batches)
+        results["ten_crop"] = evaluate_dataset(
+            logits_fn, dataset(True), ten_crop=True, max_batches=config.max_batches
+        )
     return results
 
 
@@ -154,14 +165,23 @@ def main(argv):
         print(f"alexnet_tf.evaluate: error: {e}", file=sys.stderr)
         sys.exit(2)
     except (tf.errors.OpError, ValueError, OSError) as e:
-        model = f"--checkpoint={config.checkpoint}" if config.checkpoint else f"--saved_model={config.saved_model}"
-        print(f"alexnet_tf.evaluate: error: {type(e).__name__}: {error_message(e)} ({model}, "
-              f"--data_dir={config.data_dir}): check that the model loads and that the shards are "
-              "whole (tools/build_imagenet_tfrecords.py --verify), then run again", file=sys.stderr)
+        model = (
+            f"--checkpoint={config.checkpoint}"
+            if config.checkpoint
+            else f"--saved_model={config.saved_model}"
+        )
+        print(
+            f"alexnet_tf.evaluate: error: {type(e).__name__}: {error_message(e)} ({model}, "
+            f"--data_dir={config.data_dir}): check that the model loads and that the shards are "
+            "whole (tools/build_imagenet_tfrecords.py --verify), then run again",
+            file=sys.stderr,
+        )
         sys.exit(2)
     for name, result in results.items():
-        print(f"{name.replace('_', ' '):12s} top-1 {100 * result['top1']:6.2f}%  top-5 "
-              f"{100 * result['top5']:6.2f}%  loss {result['loss']:.4f}  ({int(result['count'])} images)")
+        print(
+            f"{name.replace('_', ' '):12s} top-1 {100 * result['top1']:6.2f}%  top-5 "
+            f"{100 * result['top5']:6.2f}%  loss {result['loss']:.4f}  ({int(result['count'])} images)"
+        )
 
 
 if __name__ == "__main__":

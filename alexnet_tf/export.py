@@ -26,18 +26,38 @@ FLAGS = flags.FLAGS
 def define_flags(flag_values=FLAGS):
     """Defines the flags on `flag_values` (only the entry point calls this: importing defines none)."""
     fv = dict(flag_values=flag_values)
-    flags.DEFINE_string("checkpoint", None, "A .keras file, or a model dir, checkpoints dir or "
-                        "checkpoint prefix written by alexnet_tf.train.", **fv)
-    flags.DEFINE_string("export_dir", None, "SavedModel base path (TF Serving's --model_base_path); "
-                        "with --format=onnx a .onnx file or a folder for model.onnx.", **fv)
+    flags.DEFINE_string(
+        "checkpoint",
+        None,
+        "A .keras file, or a model dir, checkpoints dir or checkpoint prefix written by alexnet_tf.train.",
+        **fv,
+    )
+    flags.DEFINE_string(
+        "export_dir",
+        None,
+        "SavedModel base path (TF Serving's --model_base_path); "
+        "with --format=onnx a .onnx file or a folder for model.onnx.",
+        **fv,
+    )
     flags.DEFINE_integer("version", None, "Version folder number; default: the next free one.", **fv)
-    flags.DEFINE_string("labels", None, "Labels file (index<TAB>synset<TAB>name lines, or one "
-                        "label per line); default: labels.txt beside the checkpoint, else class numbers.", **fv)
+    flags.DEFINE_string(
+        "labels",
+        None,
+        "Labels file (index<TAB>synset<TAB>name lines, or one "
+        "label per line); default: labels.txt beside the checkpoint, else class numbers.",
+        **fv,
+    )
     flags.DEFINE_enum("format", "saved_model", ["saved_model", "onnx"], "What to write.", **fv)
-    flags.DEFINE_integer("max_pixels", DEFAULT_MAX_PIXELS, "Serving refuses an image with more "
-                         "pixels than this (width x height from its header, before decoding).", **fv)
-    flags.DEFINE_integer("max_batch", DEFAULT_MAX_BATCH, "Serving refuses a request with more "
-                         "images than this.", **fv)
+    flags.DEFINE_integer(
+        "max_pixels",
+        DEFAULT_MAX_PIXELS,
+        "Serving refuses an image with more "
+        "pixels than this (width x height from its header, before decoding).",
+        **fv,
+    )
+    flags.DEFINE_integer(
+        "max_batch", DEFAULT_MAX_BATCH, "Serving refuses a request with more images than this.", **fv
+    )
 
 
 # ----------------------------------------------------------------------------- command line
@@ -55,8 +75,15 @@ def load_model(path):
     return model, os.path.dirname(os.path.dirname(prefix))
 
 
-def run(checkpoint, export_dir, version=None, labels_path=None, export_format="saved_model",
-        max_pixels=DEFAULT_MAX_PIXELS, max_batch=DEFAULT_MAX_BATCH):
+def run(
+    checkpoint,
+    export_dir,
+    version=None,
+    labels_path=None,
+    export_format="saved_model",
+    max_pixels=DEFAULT_MAX_PIXELS,
+    max_batch=DEFAULT_MAX_BATCH,
+):
     """The command line's work: loads the model and writes a SavedModel version or an ONNX file.
 
     Returns:
@@ -65,13 +92,15 @@ def run(checkpoint, export_dir, version=None, labels_path=None, export_format="s
     model, model_dir = load_model(checkpoint)
     if export_format == "onnx":
         from alexnet_tf import onnx_export  # pylint: disable=g-import-not-at-top  (tf2onnx only when asked)
+
         path = export_dir if export_dir.endswith(".onnx") else os.path.join(export_dir, "model.onnx")
         return onnx_export.export_onnx(model, path)
     if labels_path is None and tf.io.gfile.exists(os.path.join(model_dir, schema.LABELS_FILENAME)):
         labels_path = os.path.join(model_dir, schema.LABELS_FILENAME)
     labels = schema.read_labels(labels_path) if labels_path else None
-    return export_saved_model(model, export_dir, labels=labels, version=version,
-                              max_pixels=max_pixels, max_batch=max_batch)
+    return export_saved_model(
+        model, export_dir, labels=labels, version=version, max_pixels=max_pixels, max_batch=max_batch
+    )
 
 
 def main(argv):
@@ -80,8 +109,15 @@ def main(argv):
     if not FLAGS.checkpoint or not FLAGS.export_dir:
         raise app.UsageError("--checkpoint and --export_dir are required")
     try:
-        path = run(FLAGS.checkpoint, FLAGS.export_dir, FLAGS.version, FLAGS.labels, FLAGS.format,
-                   FLAGS.max_pixels, FLAGS.max_batch)
+        path = run(
+            FLAGS.checkpoint,
+            FLAGS.export_dir,
+            FLAGS.version,
+            FLAGS.labels,
+            FLAGS.format,
+            FLAGS.max_pixels,
+            FLAGS.max_batch,
+        )
     except (ConfigError, ValueError, OSError) as e:
         print(f"alexnet_tf.export: error: {e}", file=sys.stderr)
         sys.exit(2)

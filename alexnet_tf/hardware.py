@@ -14,7 +14,7 @@ import functools
 NATIVE_BFLOAT16_FLAGS = ("avx512_bf16", "amx_bf16")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def cpu_flags():
     """The first CPU's feature flags from /proc/cpuinfo (an empty set where it cannot be read)."""
     try:
@@ -28,7 +28,7 @@ def cpu_flags():
     return frozenset()
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def cpu_model():
     """The CPU's model name from /proc/cpuinfo ("" where it cannot be read)."""
     try:
@@ -47,7 +47,7 @@ def cpu_has_native_bfloat16():
     return bool(cpu_flags() & set(NATIVE_BFLOAT16_FLAGS))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def onednn_enabled():
     """Whether this TensorFlow process runs oneDNN's CPU kernels (fixed when TensorFlow was imported)."""
     from tensorflow.python.util import _pywrap_util_port  # pylint: disable=g-import-not-at-top

@@ -64,8 +64,9 @@ def layer_table(model):
             for d in out_shape:
                 outputs *= d
             macs = per_output * outputs
-        rows.append(LayerInfo(layer.name, layer.__class__.__name__, out_shape,
-                              int(layer.count_params()), int(macs)))
+        rows.append(
+            LayerInfo(layer.name, layer.__class__.__name__, out_shape, int(layer.count_params()), int(macs))
+        )
     return rows
 
 
@@ -126,17 +127,27 @@ def main(argv):
         return 2
     rows = layer_table(model)
     if FLAGS.json:
-        print(json.dumps({
-            "variant": FLAGS.variant,
-            "num_classes": FLAGS.num_classes,
-            "layers": [dataclasses.asdict(r) for r in rows],
-            "total_params": sum(r.params for r in rows),
-            "total_macs": sum(r.macs for r in rows),
-            "training_flops_per_image": training_flops(rows),
-        }, indent=2))
+        print(
+            json.dumps(
+                {
+                    "variant": FLAGS.variant,
+                    "num_classes": FLAGS.num_classes,
+                    "layers": [dataclasses.asdict(r) for r in rows],
+                    "total_params": sum(r.params for r in rows),
+                    "total_macs": sum(r.macs for r in rows),
+                    "training_flops_per_image": training_flops(rows),
+                },
+                indent=2,
+            )
+        )
     else:
-        print(format_table(rows, f"AlexNet variant={FLAGS.variant} num_classes={FLAGS.num_classes} "
-                                 f"input={FLAGS.image_size}x{FLAGS.image_size}x3"))
+        print(
+            format_table(
+                rows,
+                f"AlexNet variant={FLAGS.variant} num_classes={FLAGS.num_classes} "
+                f"input={FLAGS.image_size}x{FLAGS.image_size}x3",
+            )
+        )
     return 0
 
 

@@ -38,8 +38,10 @@ def grouped_conv_implementation(name):
     """
     global _grouped_conv_implementation
     if name not in GROUPED_CONV_IMPLEMENTATIONS:
-        raise ValueError(f"grouped convolution implementation must be one of "
-                         f"{', '.join(GROUPED_CONV_IMPLEMENTATIONS)}; got {name!r}")
+        raise ValueError(
+            f"grouped convolution implementation must be one of "
+            f"{', '.join(GROUPED_CONV_IMPLEMENTATIONS)}; got {name!r}"
+        )
     saved, _grouped_conv_implementation = _grouped_conv_implementation, name
     try:
         yield
@@ -57,7 +59,8 @@ def resolve_grouped_conv_implementation(dtype, name=None):
     if not hardware.onednn_enabled():
         return "split"
     native_dtype = tf.as_dtype(dtype) == tf.float32 or (
-        tf.as_dtype(dtype) == tf.bfloat16 and hardware.cpu_has_native_bfloat16())
+        tf.as_dtype(dtype) == tf.bfloat16 and hardware.cpu_has_native_bfloat16()
+    )
     return "native" if native_dtype else "split"
 
 
@@ -120,8 +123,12 @@ class LocalResponseNormalization(keras.layers.Layer):
         # Inference uses the one core op that every consumer knows (TF Serving without XLA,
         # the ONNX `LRN` op through tf2onnx, cuDNN on GPU).
         y = tf.nn.local_response_normalization(
-            tf.cast(inputs, tf.float32), depth_radius=self.depth_radius, bias=self.bias,
-            alpha=self.alpha, beta=self.beta)
+            tf.cast(inputs, tf.float32),
+            depth_radius=self.depth_radius,
+            bias=self.bias,
+            alpha=self.alpha,
+            beta=self.beta,
+        )
         return tf.cast(y, inputs.dtype)
 
     def _lrn_for_training(self, x):
@@ -215,9 +222,7 @@ class GroupedConv2D(keras.layers.Layer):
         if not isinstance(groups, int) or groups <= 0:
             raise ValueError(f"GroupedConv2D: groups must be a positive integer, got {groups!r}.")
         if filters % groups:
-            raise ValueError(
-                f"GroupedConv2D: filters ({filters}) must be divisible by groups ({groups})."
-            )
+            raise ValueError(f"GroupedConv2D: filters ({filters}) must be divisible by groups ({groups}).")
         padding = str(padding).lower()
         if padding not in ("valid", "same"):
             raise ValueError(f"GroupedConv2D: padding must be 'valid' or 'same', got {padding!r}.")
@@ -273,9 +278,14 @@ class GroupedConv2D(keras.layers.Layer):
         else:
             # Group g's input channels meet group g's filters: the kernel's last axis is grouped.
             outputs = tf.concat(
-                [tf.nn.conv2d(x, k, strides=strides, padding=padding)
-                 for x, k in zip(tf.split(inputs, self.groups, axis=-1),
-                                 tf.split(kernel, self.groups, axis=-1))], axis=-1)
+                [
+                    tf.nn.conv2d(x, k, strides=strides, padding=padding)
+                    for x, k in zip(
+                        tf.split(inputs, self.groups, axis=-1), tf.split(kernel, self.groups, axis=-1)
+                    )
+                ],
+                axis=-1,
+            )
         if self.use_bias:
             outputs = tf.nn.bias_add(outputs, tf.cast(self.bias, outputs.dtype))
         if self.activation is not None:
@@ -284,8 +294,12 @@ class GroupedConv2D(keras.layers.Layer):
 
     def compute_output_shape(self, input_shape):
         n, h, w, _ = input_shape
-        return (n, _conv_length(h, self.kernel_size[0], self.strides[0], self.padding),
-                _conv_length(w, self.kernel_size[1], self.strides[1], self.padding), self.filters)
+        return (
+            n,
+            _conv_length(h, self.kernel_size[0], self.strides[0], self.padding),
+            _conv_length(w, self.kernel_size[1], self.strides[1], self.padding),
+            self.filters,
+        )
 
     def get_config(self):
         config = super().get_config()
@@ -330,8 +344,15 @@ class InputConversion(keras.layers.Layer):
         **kwargs: standard Keras layer arguments.
     """
 
-    def __init__(self, input_mean=(0.0, 0.0, 0.0), channel_order="rgb", scale=1.0,
-                 mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), **kwargs):
+    def __init__(
+        self,
+        input_mean=(0.0, 0.0, 0.0),
+        channel_order="rgb",
+        scale=1.0,
+        mean=(0.0, 0.0, 0.0),
+        std=(1.0, 1.0, 1.0),
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.input_mean = _triple(input_mean, "input_mean")
         self.channel_order = str(channel_order).lower()
@@ -362,13 +383,15 @@ class InputConversion(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update({
-            "input_mean": list(self.input_mean),
-            "channel_order": self.channel_order,
-            "scale": self.scale,
-            "mean": list(self.mean),
-            "std": list(self.std),
-        })
+        config.update(
+            {
+                "input_mean": list(self.input_mean),
+                "channel_order": self.channel_order,
+                "scale": self.scale,
+                "mean": list(self.mean),
+                "std": list(self.std),
+            }
+        )
         return config
 
 
@@ -424,8 +447,11 @@ class ReplicaDropout(keras.layers.Dropout):
         if self.rate == 1.0:
             return tf.zeros_like(inputs)
         return tf.nn.experimental.stateless_dropout(
-            inputs, rate=self.rate, noise_shape=self._concrete_noise_shape(inputs),
-            seed=replica_seed(self.seed_generator.next()))
+            inputs,
+            rate=self.rate,
+            noise_shape=self._concrete_noise_shape(inputs),
+            seed=replica_seed(self.seed_generator.next()),
+        )
 
     def _concrete_noise_shape(self, inputs):
         if self.noise_shape is None:
@@ -462,7 +488,7 @@ def _channel_window_sum(x, radius):
     """sum_{j=i-radius}^{i+radius} x[..., j] with zeros beyond the edges, for every i."""
     channels = x.shape[-1]
     padded = tf.pad(x, [[0, 0]] * (len(x.shape) - 1) + [[radius, radius]])
-    return tf.add_n([padded[..., i:i + channels] for i in range(2 * radius + 1)])
+    return tf.add_n([padded[..., i : i + channels] for i in range(2 * radius + 1)])
 
 
 @tf.function(jit_compile=True)

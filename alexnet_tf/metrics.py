@@ -95,5 +95,9 @@ def summarize(sums):
     """Summed EVAL_SUMS -> {"loss", "top1", "top5", "count"} (accuracies in [0, 1])."""
     values = EVAL_SUMS.unpack(sums)
     count_or_one = max(values["count"], 1.0)
-    return {"loss": values["nll"] / count_or_one, "top1": values["top1"] / count_or_one,
-            "top5": values["top5"] / count_or_one, "count": values["count"]}
+    return {
+        "loss": values["nll"] / count_or_one,
+        "top1": values["top1"] / count_or_one,
+        "top5": values["top5"] / count_or_one,
+        "count": values["count"],
+    }

@@ -38,7 +38,6 @@ the model still takes what `alexnet_tf.data` and the serving signatures produce,
 import dataclasses
 
 import keras
-import tensorflow as tf
 
 from alexnet_tf.layers import GroupedConv2D, InputConversion, LocalResponseNormalization, ReplicaDropout
 
@@ -201,9 +200,7 @@ def build_alexnet(
         (N, num_classes), whatever the global dtype policy.
     """
     if variant not in VARIANTS:
-        raise ValueError(
-            f"build_alexnet: unknown variant {variant!r}; choose one of {sorted(VARIANTS)}."
-        )
+        raise ValueError(f"build_alexnet: unknown variant {variant!r}; choose one of {sorted(VARIANTS)}.")
     if not isinstance(num_classes, int) or num_classes < 1:
         raise ValueError(f"build_alexnet: num_classes must be a positive integer, got {num_classes!r}.")
     if not 0.0 <= dropout_rate < 1.0:

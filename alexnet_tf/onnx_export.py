@@ -26,7 +26,8 @@ OPSET = 17
 def to_onnx_input(image, resize_shorter=preprocessing.RESIZE_SHORTER):
     """Decoded image [H, W, 3] (uint8 or float, any size) -> float32 [R, R, 3] central square.
 
-    This is `preprocessing.center_crop` with crop size R: the first half of `preprocessing.preprocess_for_eval`.
+    This is `preprocessing.center_crop` with crop size R: the first half of
+    `preprocessing.preprocess_for_eval`.
     """
     return tf.cast(preprocessing.center_crop(image, resize_shorter, resize_shorter), tf.float32)
 
@@ -36,10 +37,15 @@ def onnx_function(model, resize_shorter=preprocessing.RESIZE_SHORTER):
     image_size = int(model.input_shape[1])
     offset = (resize_shorter - image_size) // 2
 
-    @tf.function(input_signature=[tf.TensorSpec([None, resize_shorter, resize_shorter, 3], tf.float32,
-                                                name=INPUT_NAME)])
+    @tf.function(
+        input_signature=[
+            tf.TensorSpec([None, resize_shorter, resize_shorter, 3], tf.float32, name=INPUT_NAME)
+        ]
+    )
     def probabilities(images):
-        crops = preprocessing.subtract_mean(images[:, offset:offset + image_size, offset:offset + image_size])
+        crops = preprocessing.subtract_mean(
+            images[:, offset : offset + image_size, offset : offset + image_size]
+        )
         logits = tf.cast(model(crops, training=False), tf.float32)
         return {OUTPUT_NAME: tf.nn.softmax(logits, axis=-1)}
 
@@ -61,8 +67,9 @@ def export_onnx(model, path, resize_shorter=preprocessing.RESIZE_SHORTER, opset=
     import tf2onnx  # pylint: disable=g-import-not-at-top  (an optional dependency)
 
     function = onnx_function(model, resize_shorter)
-    proto, _ = tf2onnx.convert.from_function(function, input_signature=function.input_signature,
-                                             opset=opset, output_path=None)
+    proto, _ = tf2onnx.convert.from_function(
+        function, input_signature=function.input_signature, opset=opset, output_path=None
+    )
     if os.path.dirname(path):
         os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, "wb") as f:

@@ -84,13 +84,25 @@ class MomentumSGD(keras.optimizers.SGD):
         dtype = variable.dtype
         lr, gradient = tf.cast(learning_rate, dtype), tf.cast(gradient, dtype)
         if self.l2 and self._decayed[index]:
-            _l2_momentum_update(variable.handle, momentum.value.handle, gradient, lr,
-                                tf.constant(self.momentum, dtype), tf.constant(self.l2, dtype),
-                                self.nesterov)
+            _l2_momentum_update(
+                variable.handle,
+                momentum.value.handle,
+                gradient,
+                lr,
+                tf.constant(self.momentum, dtype),
+                tf.constant(self.l2, dtype),
+                self.nesterov,
+            )
         else:
             tf.raw_ops.ResourceApplyKerasMomentum(
-                var=variable.handle, accum=momentum.value.handle, lr=lr, grad=gradient,
-                momentum=tf.cast(self.momentum, dtype), use_locking=False, use_nesterov=self.nesterov)
+                var=variable.handle,
+                accum=momentum.value.handle,
+                lr=lr,
+                grad=gradient,
+                momentum=tf.cast(self.momentum, dtype),
+                use_locking=False,
+                use_nesterov=self.nesterov,
+            )
         return None
 
     def get_config(self):
@@ -151,11 +163,13 @@ class LossScaleOptimizer(keras.optimizers.LossScaleOptimizer):
 
             def apply_fn():
                 distribution.extended.call_for_each_replica(
-                    self._stateful_handle_finite_grads, args=(grads, trainable_variables))
+                    self._stateful_handle_finite_grads, args=(grads, trainable_variables)
+                )
 
             # A cond in the cross-replica context, as Keras does: a replica-context cond may
             # not have a branch that calls merge_call, and the inner optimizer's apply does.
             keras.ops.cond(finite, apply_fn, self._stateful_handle_non_finite_grads)
 
         tf.distribute.get_replica_context().merge_call(
-            handle_cross_replica, args=(finite, grads, trainable_variables))
+            handle_cross_replica, args=(finite, grads, trainable_variables)
+        )

@@ -7,8 +7,8 @@ on disk, so preprocessing is the export's; `--signature=predict_images` sends th
 pixels instead) and prints its top-5 labels and scores; with
 --json one JSON object per file. A file that cannot be read or decoded is reported on stderr
 by name and the others go on; the exit status is 1 if any failed. A SavedModel that cannot be
-loaded ends the program with one `alexnet_tf.predict: error: ...` line and status 2. `serving.format_result` is
-shared with `alexnet_tf.client`, so both print the same thing.
+loaded ends the program with one `alexnet_tf.predict: error: ...` line and status 2.
+`serving.format_result` is shared with `alexnet_tf.client`, so both print the same thing.
 """
 
 import sys
@@ -24,7 +24,9 @@ FLAGS = flags.FLAGS
 def define_flags(flag_values=FLAGS):
     """Defines the flags on `flag_values` (only the entry point calls this: importing defines none)."""
     fv = dict(flag_values=flag_values)
-    flags.DEFINE_string("saved_model", None, "SavedModel version dir, or the base dir for its newest version.", **fv)
+    flags.DEFINE_string(
+        "saved_model", None, "SavedModel version dir, or the base dir for its newest version.", **fv
+    )
     flags.DEFINE_string("signature", "serving_default", "Image-bytes signature to call.", **fv)
     flags.DEFINE_bool("json", False, "Print one JSON object per file.", **fv)
 
@@ -47,7 +49,7 @@ def run(saved_model, files, as_json=False, signature="serving_default", out=None
     if signature not in signatures:
         raise KeyError(f"no signature {signature!r}; it has {', '.join(sorted(signatures))}")
     serve = signatures[signature]
-    (input_name, spec), = serve.structured_input_signature[1].items()
+    ((input_name, spec),) = serve.structured_input_signature[1].items()
     failures = 0
     for name in files:
         try:
@@ -79,8 +81,10 @@ def main(argv):
     except KeyError as e:
         fail(f"{e.args[0]} ({where})", "pass one of them as --signature")
     except (tf.errors.OpError, ValueError, OSError) as e:
-        fail(f"cannot load the SavedModel: {error_message(e)} ({where})",
-             "check the path, or export the model again with python -m alexnet_tf.export")
+        fail(
+            f"cannot load the SavedModel: {error_message(e)} ({where})",
+            "check the path, or export the model again with python -m alexnet_tf.export",
+        )
     sys.exit(1 if failures else 0)
 
 

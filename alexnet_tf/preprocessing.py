@@ -20,9 +20,7 @@ RESIZE_SHORTER = 256
 MEAN_RGB = (123.68, 116.78, 103.94)
 # PCA of ImageNet RGB pixels in [0, 1] units (docs/paper.md); EIGVEC holds the rows as printed there.
 PCA_EIGVAL = (0.2175, 0.0188, 0.0045)
-PCA_EIGVEC = ((-0.5675, 0.7192, 0.4009),
-              (-0.5808, -0.0045, -0.8140),
-              (-0.5836, -0.6948, 0.4203))
+PCA_EIGVEC = ((-0.5675, 0.7192, 0.4009), (-0.5808, -0.0045, -0.8140), (-0.5836, -0.6948, 0.4203))
 PCA_STD = 0.1
 AUGMENTATIONS = ("paper", "inception")
 
@@ -64,20 +62,22 @@ def _square(image, resize_shorter):
     """The paper's 256 x 256 central patch of a decoded image of any size."""
     shape = tf.shape(image)
     top, left, side = _central_square_window(shape[0], shape[1])
-    return _resize_square(image[top:top + side, left:left + side], resize_shorter)
+    return _resize_square(image[top : top + side, left : left + side], resize_shorter)
 
 
 def check_sizes(image_size, resize_shorter):
     if not 0 < image_size <= resize_shorter:
-        raise ValueError(f"need 0 < image_size <= resize_shorter, got image_size={image_size}, "
-                         f"resize_shorter={resize_shorter}")
+        raise ValueError(
+            f"need 0 < image_size <= resize_shorter, got image_size={image_size}, "
+            f"resize_shorter={resize_shorter}"
+        )
 
 
 def center_crop(image, image_size=IMAGE_SIZE, resize_shorter=RESIZE_SHORTER):
     """Returns the central image_size crop of the 256 square, same dtype as `image` ([H, W, 3])."""
     check_sizes(image_size, resize_shorter)
     offset = (resize_shorter - image_size) // 2
-    return _square(image, resize_shorter)[offset:offset + image_size, offset:offset + image_size]
+    return _square(image, resize_shorter)[offset : offset + image_size, offset : offset + image_size]
 
 
 def subtract_mean(images):
@@ -103,8 +103,10 @@ def ten_crops_uint8(image, image_size, resize_shorter):
     check_sizes(image_size, resize_shorter)
     square = _square(image, resize_shorter)
     far, mid = resize_shorter - image_size, (resize_shorter - image_size) // 2
-    crops = [square[y:y + image_size, x:x + image_size]
-             for y, x in ((0, 0), (0, far), (far, 0), (far, far), (mid, mid))]
+    crops = [
+        square[y : y + image_size, x : x + image_size]
+        for y, x in ((0, 0), (0, far), (far, 0), (far, far), (mid, mid))
+    ]
     crops = tf.stack(crops)
     return tf.concat([crops, tf.reverse(crops, axis=[2])], axis=0)
 
@@ -128,8 +130,9 @@ def _random_paper_crop(image_bytes, image_size, resize_shorter):
     dy, dx = tf.unstack(tf.random.uniform([2], 0, resize_shorter - image_size + 1, tf.int32))
 
     is_jpeg = tf.io.is_jpeg(image_bytes)
-    shape = tf.cond(is_jpeg, lambda: tf.image.extract_jpeg_shape(image_bytes),
-                    lambda: tf.zeros([3], tf.int32))
+    shape = tf.cond(
+        is_jpeg, lambda: tf.image.extract_jpeg_shape(image_bytes), lambda: tf.zeros([3], tf.int32)
+    )
 
     def fused():
         top, left, _ = _central_square_window(shape[0], shape[1])
@@ -138,7 +141,7 @@ def _random_paper_crop(image_bytes, image_size, resize_shorter):
 
     def general():
         square = _square(decode_image(image_bytes), resize_shorter)
-        return square[dy:dy + image_size, dx:dx + image_size]
+        return square[dy : dy + image_size, dx : dx + image_size]
 
     # Converter output is JPEG with shorter side 256: decode the crop only. Anything else
     # (other sizes, PNG records) is decoded whole and rescaled.
@@ -149,21 +152,31 @@ def _random_paper_crop(image_bytes, image_size, resize_shorter):
 def _random_inception_crop(image_bytes, image_size):
     """Random-resized crop (8%-100% of the area, aspect 3/4-4/3) as in Inception/ResNet training."""
     is_jpeg = tf.io.is_jpeg(image_bytes)
-    shape = tf.cond(is_jpeg, lambda: tf.image.extract_jpeg_shape(image_bytes),
-                    lambda: tf.shape(decode_image(image_bytes)))
+    shape = tf.cond(
+        is_jpeg, lambda: tf.image.extract_jpeg_shape(image_bytes), lambda: tf.shape(decode_image(image_bytes))
+    )
     begin, size, _ = tf.image.sample_distorted_bounding_box(
-        shape, bounding_boxes=tf.constant([[[0.0, 0.0, 1.0, 1.0]]]), min_object_covered=0.1,
-        aspect_ratio_range=(3 / 4, 4 / 3), area_range=(0.08, 1.0), max_attempts=10,
-        use_image_if_no_bounding_boxes=True)
+        shape,
+        bounding_boxes=tf.constant([[[0.0, 0.0, 1.0, 1.0]]]),
+        min_object_covered=0.1,
+        aspect_ratio_range=(3 / 4, 4 / 3),
+        area_range=(0.08, 1.0),
+        max_attempts=10,
+        use_image_if_no_bounding_boxes=True,
+    )
     window = tf.stack([begin[0], begin[1], size[0], size[1]])
-    crop = tf.cond(is_jpeg, lambda: tf.image.decode_and_crop_jpeg(image_bytes, window, channels=3),
-                   lambda: tf.slice(decode_image(image_bytes), begin, size))
+    crop = tf.cond(
+        is_jpeg,
+        lambda: tf.image.decode_and_crop_jpeg(image_bytes, window, channels=3),
+        lambda: tf.slice(decode_image(image_bytes), begin, size),
+    )
     resized = tf.image.resize(crop, [image_size, image_size], method="bilinear", antialias=True)
     return tf.saturate_cast(tf.round(resized), tf.uint8)
 
 
-def decode_and_random_crop(image_bytes, image_size=IMAGE_SIZE, resize_shorter=RESIZE_SHORTER,
-                           augment="paper"):
+def decode_and_random_crop(
+    image_bytes, image_size=IMAGE_SIZE, resize_shorter=RESIZE_SHORTER, augment="paper"
+):
     """The per-image part of training preprocessing: decode and random crop, still uint8.
 
     Args:
@@ -252,8 +265,9 @@ def subtract_mean_batch(images, jit_compile=True):
     return tf.reshape(_flip_and_offset_xla(flat, tf.zeros([count], tf.bool), offset), shape)
 
 
-def preprocess_for_train(image_bytes, image_size=IMAGE_SIZE, resize_shorter=RESIZE_SHORTER,
-                         augment="paper", pca_std=PCA_STD):
+def preprocess_for_train(
+    image_bytes, image_size=IMAGE_SIZE, resize_shorter=RESIZE_SHORTER, augment="paper", pca_std=PCA_STD
+):
     """Full training preprocessing of one image (the pipeline splits it at the batch boundary).
 
     Args:

@@ -165,8 +165,10 @@ def label_offset_of(manifest, labels, data_dir):
     from_manifest = manifest.get("label_offset")
     from_labels = labels[0].index if labels else None
     if None not in (from_manifest, from_labels) and from_manifest != from_labels:
-        raise ValueError(f"{data_dir}: {MANIFEST_FILENAME} says label_offset={from_manifest} but "
-                         f"{LABELS_FILENAME} starts at index {from_labels}")
+        raise ValueError(
+            f"{data_dir}: {MANIFEST_FILENAME} says label_offset={from_manifest} but "
+            f"{LABELS_FILENAME} starts at index {from_labels}"
+        )
     return from_labels if from_manifest is None else int(from_manifest)
 
 
@@ -190,6 +192,8 @@ def detect_label_offset(data_dir):
 
 def unknown_label_offset(data_dir, option="label_offset"):
     """The one message for shards whose label base cannot be read from `data_dir`."""
-    return (f"cannot tell whether the labels in {data_dir} are 0- or 1-based: no {MANIFEST_FILENAME} "
-            f"or {LABELS_FILENAME} there; pass {option}=1 for model-garden shards (labels 1..1000) "
-            f"or {option}=0 for 0-based labels")
+    return (
+        f"cannot tell whether the labels in {data_dir} are 0- or 1-based: no {MANIFEST_FILENAME} "
+        f"or {LABELS_FILENAME} there; pass {option}=1 for model-garden shards (labels 1..1000) "
+        f"or {option}=0 for 0-based labels"
+    )

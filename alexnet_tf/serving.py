@@ -65,7 +65,6 @@ _JPEG_RATIOS = (1, 2, 4, 8)
 _JPEG_MAX_SEGMENTS = 1000
 
 
-
 class ServingModule(tf.Module):
     """The exported object: a float32 Keras classifier plus preprocessing and top-k labels.
 
@@ -79,12 +78,20 @@ class ServingModule(tf.Module):
       max_batch: a request with more images fails with an InvalidArgumentError.
     """
 
-    def __init__(self, model, labels_path, image_size, top_k, max_pixels=DEFAULT_MAX_PIXELS,
-                 max_batch=DEFAULT_MAX_BATCH):
+    def __init__(
+        self,
+        model,
+        labels_path,
+        image_size,
+        top_k,
+        max_pixels=DEFAULT_MAX_PIXELS,
+        max_batch=DEFAULT_MAX_BATCH,
+    ):
         super().__init__(name="alexnet_serving")
         if int(max_pixels) < 1 or int(max_batch) < 1:
-            raise ValueError(f"export: max_pixels ({max_pixels}) and max_batch ({max_batch}) must "
-                             "be at least 1")
+            raise ValueError(
+                f"export: max_pixels ({max_pixels}) and max_batch ({max_batch}) must be at least 1"
+            )
         self.max_pixels, self.max_batch = int(max_pixels), int(max_batch)
         self.model = model
         # Keras 3 variables wrap tf.Variables; unless those are tracked here too, the SavedModel's
@@ -97,20 +104,31 @@ class ServingModule(tf.Module):
         self.num_classes = tf.Variable(int(model.output_shape[-1]), trainable=False, name="num_classes")
         self.labels_asset = tf.saved_model.Asset(labels_path)
         self.labels_table = tf.lookup.StaticHashTable(
-            tf.lookup.TextFileInitializer(self.labels_asset, tf.int64, tf.lookup.TextFileIndex.LINE_NUMBER,
-                                          tf.string, tf.lookup.TextFileIndex.WHOLE_LINE),
-            default_value="")
+            tf.lookup.TextFileInitializer(
+                self.labels_asset,
+                tf.int64,
+                tf.lookup.TextFileIndex.LINE_NUMBER,
+                tf.string,
+                tf.lookup.TextFileIndex.WHOLE_LINE,
+            ),
+            default_value="",
+        )
         self._crop_spec = tf.TensorSpec([self.crop_size, self.crop_size, 3], tf.float32)
         self._ten_crop_spec = tf.TensorSpec([10, self.crop_size, self.crop_size, 3], tf.float32)
         bytes_spec = tf.TensorSpec([None], tf.string, name="image_bytes")
-        self.logits = tf.function(self._logits, input_signature=[
-            tf.TensorSpec([None, self.crop_size, self.crop_size, 3], tf.float32, name="images")])
+        self.logits = tf.function(
+            self._logits,
+            input_signature=[
+                tf.TensorSpec([None, self.crop_size, self.crop_size, 3], tf.float32, name="images")
+            ],
+        )
         self.serve_image_bytes = tf.function(self._serve_image_bytes, input_signature=[bytes_spec])
         self.serve_ten_crop = tf.function(self._serve_ten_crop, input_signature=[bytes_spec])
         self.predict_images = tf.function(self._predict_images)
         for dtype in (tf.float32, tf.uint8):
             self.predict_images.get_concrete_function(
-                tf.TensorSpec([None, None, None, 3], dtype, name="images"))
+                tf.TensorSpec([None, None, None, 3], dtype, name="images")
+            )
 
     def _logits(self, images):
         return tf.cast(self.model(images, training=False), tf.float32)
@@ -126,8 +144,13 @@ class ServingModule(tf.Module):
 
     def _check_batch(self, batch_size, what):
         message = tf.strings.format(
-            "request has {} " + what + ", over the limit of " + str(self.max_batch) +
-            " per request (max_batch); send them in smaller requests", batch_size)
+            "request has {} "
+            + what
+            + ", over the limit of "
+            + str(self.max_batch)
+            + " per request (max_batch); send them in smaller requests",
+            batch_size,
+        )
         return tf.debugging.Assert(batch_size <= self.max_batch, [message])
 
     def _header(self, index, encoded):
@@ -140,49 +163,83 @@ class ServingModule(tf.Module):
         """
         length = tf.strings.length(encoded)
         head = _bytes_at(encoded, 0, 26)
-        fmt = tf.stack([tf.reduce_all(head[:len(m)] == list(m)) for m in _MAGIC])
+        fmt = tf.stack([tf.reduce_all(head[: len(m)] == list(m)) for m in _MAGIC])
         is_jpeg, is_png, is_gif, _ = tf.unstack(fmt)
         known = tf.reduce_any(fmt)
         shown = tf.strings.substr(encoded, 0, 4)
-        check_known = tf.debugging.Assert(known, [tf.strings.format(
-            "image_bytes[{}] is not a JPEG, PNG, GIF or BMP image ({} bytes starting with {})",
-            (index, length, shown))])
+        check_known = tf.debugging.Assert(
+            known,
+            [
+                tf.strings.format(
+                    "image_bytes[{}] is not a JPEG, PNG, GIF or BMP image ({} bytes starting with {})",
+                    (index, length, shown),
+                )
+            ],
+        )
         with tf.control_dependencies([check_known]):
-            jpeg_height, jpeg_width, jpeg_state = tf.cond(is_jpeg, lambda: _jpeg_size(encoded),
-                                                          lambda: (0, 0, _JPEG_FOUND))
+            jpeg_height, jpeg_width, jpeg_state = tf.cond(
+                is_jpeg, lambda: _jpeg_size(encoded), lambda: (0, 0, _JPEG_FOUND)
+            )
         b = tf.cast(head, tf.int64)
-        height = tf.case([
-            (is_jpeg, lambda: tf.cast(jpeg_height, tf.int64)),
-            (is_png, lambda: b[20] * 2 ** 24 + b[21] * 2 ** 16 + b[22] * 2 ** 8 + b[23]),
-            (is_gif, lambda: b[8] + b[9] * 2 ** 8)],
-            default=lambda: tf.abs(_int32_le(head[22:26])))  # BMP: negative = top-down
-        width = tf.case([
-            (is_jpeg, lambda: tf.cast(jpeg_width, tf.int64)),
-            (is_png, lambda: b[16] * 2 ** 24 + b[17] * 2 ** 16 + b[18] * 2 ** 8 + b[19]),
-            (is_gif, lambda: b[6] + b[7] * 2 ** 8)],
-            default=lambda: tf.abs(_int32_le(head[18:22])))
+        height = tf.case(
+            [
+                (is_jpeg, lambda: tf.cast(jpeg_height, tf.int64)),
+                (is_png, lambda: b[20] * 2**24 + b[21] * 2**16 + b[22] * 2**8 + b[23]),
+                (is_gif, lambda: b[8] + b[9] * 2**8),
+            ],
+            default=lambda: tf.abs(_int32_le(head[22:26])),
+        )  # BMP: negative = top-down
+        width = tf.case(
+            [
+                (is_jpeg, lambda: tf.cast(jpeg_width, tf.int64)),
+                (is_png, lambda: b[16] * 2**24 + b[17] * 2**16 + b[18] * 2**8 + b[19]),
+                (is_gif, lambda: b[6] + b[7] * 2**8),
+            ],
+            default=lambda: tf.abs(_int32_le(head[18:22])),
+        )
         min_length = tf.where(is_jpeg, 4, tf.where(is_png, 24, tf.where(is_gif, 10, 26)))
         check_header = tf.debugging.Assert(
             tf.logical_and(length >= min_length, tf.equal(jpeg_state, _JPEG_FOUND)),
-            [tf.strings.join([tf.strings.format("image_bytes[{}] is a truncated or corrupt image: ",
-                                                index), tf.gather(_JPEG_PROBLEMS, jpeg_state),
-                              "; send the whole file"])])
+            [
+                tf.strings.join(
+                    [
+                        tf.strings.format("image_bytes[{}] is a truncated or corrupt image: ", index),
+                        tf.gather(_JPEG_PROBLEMS, jpeg_state),
+                        "; send the whole file",
+                    ]
+                )
+            ],
+        )
         with tf.control_dependencies([check_header]):
             pixels = height * width
-        check_size = tf.debugging.Assert(pixels <= self.max_pixels, [tf.strings.format(
-            "image_bytes[{}] is {}x{} pixels ({}), over the limit of " + str(self.max_pixels) +
-            " pixels per image (max_pixels); send a smaller image", (index, width, height, pixels))])
+        check_size = tf.debugging.Assert(
+            pixels <= self.max_pixels,
+            [
+                tf.strings.format(
+                    "image_bytes[{}] is {}x{} pixels ({}), over the limit of "
+                    + str(self.max_pixels)
+                    + " pixels per image (max_pixels); send a smaller image",
+                    (index, width, height, pixels),
+                )
+            ],
+        )
         with tf.control_dependencies([check_size]):
             check_end = tf.cond(is_jpeg, lambda: _jpeg_has_end(encoded), lambda: True)
-        check_whole = tf.debugging.Assert(check_end, [tf.strings.format(
-            "image_bytes[{}] is a truncated JPEG: no end-of-image marker after its {}x{} frame "
-            "header; send the whole file", (index, width, height))])
+        check_whole = tf.debugging.Assert(
+            check_end,
+            [
+                tf.strings.format(
+                    "image_bytes[{}] is a truncated JPEG: no end-of-image marker after its {}x{} frame "
+                    "header; send the whole file",
+                    (index, width, height),
+                )
+            ],
+        )
         shorter = tf.minimum(height, width)
         target = _JPEG_SCALE_MARGIN * preprocessing.RESIZE_SHORTER
         ratio = tf.constant(1, tf.int64)
         for r in _JPEG_RATIOS[1:]:
-            ratio = tf.where(tf.logical_and(is_jpeg, shorter >= r * target), tf.constant(r, tf.int64),
-                             ratio)
+            ratio = tf.where(tf.logical_and(is_jpeg, shorter >= r * target), tf.constant(r, tf.int64), ratio)
         with tf.control_dependencies([check_whole]):
             return tf.cast(tf.stack([height, width, ratio]), tf.int32)
 
@@ -197,23 +254,33 @@ class ServingModule(tf.Module):
         batch_size = tf.shape(image_bytes, out_type=tf.int32)[0]
         with tf.control_dependencies([self._check_batch(batch_size, "images")]):
             indices = tf.range(batch_size)
-        headers = tf.map_fn(lambda args: self._header(*args), (indices, image_bytes),
-                            fn_output_signature=tf.TensorSpec([3], tf.int32))
+        headers = tf.map_fn(
+            lambda args: self._header(*args),
+            (indices, image_bytes),
+            fn_output_signature=tf.TensorSpec([3], tf.int32),
+        )
 
         def decode_one(args):
             encoded, ratio = args
             branches = [lambda: preprocessing.decode_image(encoded)] + [
-                (lambda r=r: tf.io.decode_jpeg(encoded, channels=3, ratio=r)) for r in _JPEG_RATIOS[1:]]
+                (lambda r=r: tf.io.decode_jpeg(encoded, channels=3, ratio=r)) for r in _JPEG_RATIOS[1:]
+            ]
             image = tf.switch_case(tf.reduce_sum(tf.cast(ratio >= _JPEG_RATIOS[1:], tf.int32)), branches)
             image.set_shape([None, None, 3])
             return preprocess(image, self.crop_size)
 
-        decoded = tf.reduce_sum(tf.cast(headers[:, 0] // headers[:, 2], tf.int64) *
-                                tf.cast(headers[:, 1] // headers[:, 2], tf.int64))
+        decoded = tf.reduce_sum(
+            tf.cast(headers[:, 0] // headers[:, 2], tf.int64)
+            * tf.cast(headers[:, 1] // headers[:, 2], tf.int64)
+        )
 
         def decode(parallel):
-            return lambda: tf.map_fn(decode_one, (image_bytes, headers[:, 2]),
-                                     fn_output_signature=spec, parallel_iterations=parallel)
+            return lambda: tf.map_fn(
+                decode_one,
+                (image_bytes, headers[:, 2]),
+                fn_output_signature=spec,
+                parallel_iterations=parallel,
+            )
 
         return tf.cond(decoded <= self.max_pixels, decode(10), decode(1))
 
@@ -228,23 +295,39 @@ class ServingModule(tf.Module):
 
     def _predict_images(self, images):
         shape = tf.shape(images, out_type=tf.int64)
-        checks = [self._check_batch(shape[0], "images"), tf.debugging.Assert(
-            shape[1] * shape[2] <= self.max_pixels, [tf.strings.format(
-                "images are {}x{} pixels, over the limit of " + str(self.max_pixels) +
-                " pixels per image (max_pixels); send smaller images", (shape[2], shape[1]))])]
+        checks = [
+            self._check_batch(shape[0], "images"),
+            tf.debugging.Assert(
+                shape[1] * shape[2] <= self.max_pixels,
+                [
+                    tf.strings.format(
+                        "images are {}x{} pixels, over the limit of "
+                        + str(self.max_pixels)
+                        + " pixels per image (max_pixels); send smaller images",
+                        (shape[2], shape[1]),
+                    )
+                ],
+            ),
+        ]
         with tf.control_dependencies(checks):
             images = tf.identity(images)
-        crops = tf.map_fn(lambda image: preprocessing.preprocess_for_eval(image, self.crop_size),
-                          images, fn_output_signature=self._crop_spec)
+        crops = tf.map_fn(
+            lambda image: preprocessing.preprocess_for_eval(image, self.crop_size),
+            images,
+            fn_output_signature=self._crop_spec,
+        )
         return self._outputs(tf.nn.softmax(self._logits(crops), axis=-1))
 
 
 # States of the JPEG frame-header scan, and what they mean as an error.
 _JPEG_SCANNING, _JPEG_FOUND, _JPEG_NO_FRAME, _JPEG_NOT_MARKER, _JPEG_CUT = range(5)
-_JPEG_PROBLEMS = ["the JPEG frame header was not found in the first segments", "",
-                  "the JPEG has no frame header before its image data",
-                  "the JPEG's segments do not follow one another",
-                  "the file ends inside the JPEG header"]
+_JPEG_PROBLEMS = [
+    "the JPEG frame header was not found in the first segments",
+    "",
+    "the JPEG has no frame header before its image data",
+    "the JPEG's segments do not follow one another",
+    "the file ends inside the JPEG header",
+]
 
 
 def _bytes_at(encoded, position, count):
@@ -255,8 +338,8 @@ def _bytes_at(encoded, position, count):
 
 
 def _int32_le(four):
-    value = tf.reduce_sum(tf.cast(four, tf.int64) * [1, 2 ** 8, 2 ** 16, 2 ** 24])
-    return tf.where(value >= 2 ** 31, value - 2 ** 32, value)
+    value = tf.reduce_sum(tf.cast(four, tf.int64) * [1, 2**8, 2**16, 2**24])
+    return tf.where(value >= 2**31, value - 2**32, value)
 
 
 def _jpeg_size(encoded):
@@ -266,22 +349,38 @@ def _jpeg_size(encoded):
     def body(position, state, height, width):
         b = tf.cast(_bytes_at(encoded, position, 9), tf.int32)
         marker = b[1]
-        is_frame = ((marker >= 0xC0) & (marker <= 0xCF) & (marker != 0xC4) & (marker != 0xC8) &
-                    (marker != 0xCC))
+        is_frame = (
+            (marker >= 0xC0) & (marker <= 0xCF) & (marker != 0xC4) & (marker != 0xC8) & (marker != 0xCC)
+        )
         standalone = (marker == 0x01) | ((marker >= 0xD0) & (marker <= 0xD8))
-        state = tf.where(position + 4 > length, _JPEG_CUT,
-                tf.where(b[0] != 0xFF, _JPEG_NOT_MARKER,
-                tf.where(is_frame, tf.where(position + 9 > length, _JPEG_CUT, _JPEG_FOUND),
-                tf.where((marker == 0xD9) | (marker == 0xDA), _JPEG_NO_FRAME, _JPEG_SCANNING))))
+        state = tf.where(
+            position + 4 > length,
+            _JPEG_CUT,
+            tf.where(
+                b[0] != 0xFF,
+                _JPEG_NOT_MARKER,
+                tf.where(
+                    is_frame,
+                    tf.where(position + 9 > length, _JPEG_CUT, _JPEG_FOUND),
+                    tf.where((marker == 0xD9) | (marker == 0xDA), _JPEG_NO_FRAME, _JPEG_SCANNING),
+                ),
+            ),
+        )
         step = tf.where(marker == 0xFF, 1, tf.where(standalone, 2, 2 + b[2] * 256 + b[3]))
         found = tf.equal(state, _JPEG_FOUND)
-        return (tf.where(tf.equal(state, _JPEG_SCANNING), position + step, position), state,
-                tf.where(found, b[5] * 256 + b[6], height), tf.where(found, b[7] * 256 + b[8], width))
+        return (
+            tf.where(tf.equal(state, _JPEG_SCANNING), position + step, position),
+            state,
+            tf.where(found, b[5] * 256 + b[6], height),
+            tf.where(found, b[7] * 256 + b[8], width),
+        )
 
     _, state, height, width = tf.while_loop(
-        lambda position, state, *_: tf.equal(state, _JPEG_SCANNING), body,
+        lambda position, state, *_: tf.equal(state, _JPEG_SCANNING),
+        body,
         (tf.constant(2), tf.constant(_JPEG_SCANNING), tf.constant(0), tf.constant(0)),
-        maximum_iterations=_JPEG_MAX_SEGMENTS)
+        maximum_iterations=_JPEG_MAX_SEGMENTS,
+    )
     return height, width, state
 
 
@@ -295,8 +394,11 @@ def _jpeg_has_end(encoded):
     length = tf.strings.length(encoded)
     tail = tf.strings.substr(encoded, tf.maximum(length - 64, 2), 64)
     found_in_tail = tf.size(tf.strings.split(tail, sep=b"\xff\xd9")) > 1
-    return tf.cond(found_in_tail, lambda: True, lambda: tf.size(tf.strings.split(
-        tf.strings.substr(encoded, 2, length), sep=b"\xff\xd9")) > 1)
+    return tf.cond(
+        found_in_tail,
+        lambda: True,
+        lambda: tf.size(tf.strings.split(tf.strings.substr(encoded, 2, length), sep=b"\xff\xd9")) > 1,
+    )
 
 
 def next_version(export_dir):
@@ -336,17 +438,24 @@ def write_warmup_requests(version_dir, model_name="alexnet"):
     tf.io.gfile.makedirs(os.path.dirname(path))
     with tf.io.TFRecordWriter(path) as writer:
         for signature, (name, tensor) in inputs.items():
-            request = predict_pb2.PredictRequest(model_spec=model_pb2.ModelSpec(
-                name=model_name, signature_name=signature))
+            request = predict_pb2.PredictRequest(
+                model_spec=model_pb2.ModelSpec(name=model_name, signature_name=signature)
+            )
             request.inputs[name].CopyFrom(tensor)
-            log = prediction_log_pb2.PredictionLog(
-                predict_log=prediction_log_pb2.PredictLog(request=request))
+            log = prediction_log_pb2.PredictionLog(predict_log=prediction_log_pb2.PredictLog(request=request))
             writer.write(log.SerializeToString())
     return path
 
 
-def export_saved_model(model, export_dir, labels=None, version=None, warmup=True,
-                       max_pixels=DEFAULT_MAX_PIXELS, max_batch=DEFAULT_MAX_BATCH):
+def export_saved_model(
+    model,
+    export_dir,
+    labels=None,
+    version=None,
+    warmup=True,
+    max_pixels=DEFAULT_MAX_PIXELS,
+    max_batch=DEFAULT_MAX_BATCH,
+):
     """Writes `model` as a TF Serving SavedModel under `export_dir/<version>/`.
 
     Args:
@@ -389,13 +498,20 @@ def export_saved_model(model, export_dir, labels=None, version=None, warmup=True
         # Graphs are traced with one Conv2D per group: the Eigen CPU kernels (TF Serving's CPU
         # build, any TF_ENABLE_ONEDNN_OPTS=0 process) have no fused grouped convolution.
         with grouped_conv_implementation("split"):
-            module = ServingModule(model, labels_path, image_size, min(TOP_K, num_classes),
-                                   max_pixels=max_pixels, max_batch=max_batch)
+            module = ServingModule(
+                model,
+                labels_path,
+                image_size,
+                min(TOP_K, num_classes),
+                max_pixels=max_pixels,
+                max_batch=max_batch,
+            )
             signatures = {
                 SERVING_SIGNATURE: module.serve_image_bytes,
                 TEN_CROP_SIGNATURE: module.serve_ten_crop,
                 PIXELS_SIGNATURE: module.predict_images.get_concrete_function(
-                    tf.TensorSpec([None, None, None, 3], tf.float32, name="images")),
+                    tf.TensorSpec([None, None, None, 3], tf.float32, name="images")
+                ),
             }
             tf.saved_model.save(module, target, signatures=signatures)
         if warmup:
@@ -417,8 +533,9 @@ def latest_version(export_dir):
     """The newest numeric version folder in `export_dir`, or None (any tf.io.gfile path, e.g. gs://)."""
     if not tf.io.gfile.isdir(export_dir):
         return None
-    versions = [int(name.rstrip("/")) for name in tf.io.gfile.listdir(export_dir)
-                if re.fullmatch(r"\d+/?", name)]
+    versions = [
+        int(name.rstrip("/")) for name in tf.io.gfile.listdir(export_dir) if re.fullmatch(r"\d+/?", name)
+    ]
     return max(versions) if versions else None
 
 
@@ -443,13 +560,21 @@ def _text(value):
 
 def top_k(outputs, row=0):
     """[(label, score, class), ...] of row `row` of a signature's outputs (tensors, arrays or lists)."""
-    labels, scores, classes = (list(outputs[k][row]) for k in ("top_k_labels", "top_k_scores", "top_k_classes"))
-    return [(_text(l), float(s), int(c)) for l, s, c in zip(labels, scores, classes)]
+    labels, scores, classes = (
+        list(outputs[k][row]) for k in ("top_k_labels", "top_k_scores", "top_k_classes")
+    )
+    return [(_text(label), float(s), int(c)) for label, s, c in zip(labels, scores, classes)]
 
 
 def format_result(name, predictions, as_json=False):
     """One file's result: JSON on one line, or the name then one `  score  label` line per class."""
     if as_json:
-        return json.dumps({"file": name, "predictions": [
-            {"label": l, "score": round(s, 6), "class": c} for l, s, c in predictions]})
-    return "\n".join([name] + [f"  {s:7.4f}  {l} ({c})" for l, s, c in predictions])
+        return json.dumps(
+            {
+                "file": name,
+                "predictions": [
+                    {"label": label, "score": round(s, 6), "class": c} for label, s, c in predictions
+                ],
+            }
+        )
+    return "\n".join([name] + [f"  {s:7.4f}  {label} ({c})" for label, s, c in predictions])

@@ -20,11 +20,24 @@ import keras
 import tensorflow as tf
 
 from alexnet_tf import hardware
-from alexnet_tf.config import DATA_SOURCES, DISTRIBUTIONS, LR_SCHEDULES, PRECISIONS, VARIANTS
-from alexnet_tf.config import ConfigError, TrainConfig, demo_config
+from alexnet_tf.config import (
+    DATA_SOURCES,
+    DISTRIBUTIONS,
+    LR_SCHEDULES,
+    PRECISIONS,
+    VARIANTS,
+    ConfigError,
+    TrainConfig,
+    demo_config,
+)
 from alexnet_tf.errors import error_message
-from alexnet_tf.training.devices import check_global_batch, check_precision, create_strategy, is_chief
-from alexnet_tf.training.devices import resolve_precision
+from alexnet_tf.training.devices import (
+    check_global_batch,
+    check_precision,
+    create_strategy,
+    is_chief,
+    resolve_precision,
+)
 from alexnet_tf.training.inputs import RECORD_COUNTS_FILENAME, describe_data
 from alexnet_tf.training.loop import Preempted, TrainingDiverged, TrainLoop
 
@@ -35,70 +48,72 @@ PREEMPTED_EXIT_CODE = 143  # 128 + SIGTERM: job controllers (TFJob ExitCode poli
 def define_flags(flag_values=FLAGS):
     """Defines the flags on `flag_values` (only the entry point calls this: importing defines none)."""
     d, fv = TrainConfig(), dict(flag_values=flag_values)
-    flags.DEFINE_bool("demo", False,
-                      "Generate the 10-class demo dataset and train on it with small settings.", **fv)
-    flags.DEFINE_string("demo_cache_dir", d.demo_cache_dir,
-                        "Where --demo keeps its dataset and runs.", **fv)
-    flags.DEFINE_string("data_dir", d.data_dir,
-                        "TFRecord shards + labels.txt (or a tfds data dir).", **fv)
+    flags.DEFINE_bool(
+        "demo", False, "Generate the 10-class demo dataset and train on it with small settings.", **fv
+    )
+    flags.DEFINE_string("demo_cache_dir", d.demo_cache_dir, "Where --demo keeps its dataset and runs.", **fv)
+    flags.DEFINE_string("data_dir", d.data_dir, "TFRecord shards + labels.txt (or a tfds data dir).", **fv)
     flags.DEFINE_enum("data_source", d.data_source, DATA_SOURCES, "Where the images come from.", **fv)
-    flags.DEFINE_string("train_pattern", d.train_pattern,
-                        "Glob of training shards inside data_dir.", **fv)
-    flags.DEFINE_string("eval_pattern", d.eval_pattern,
-                        "Glob of validation shards inside data_dir.", **fv)
-    flags.DEFINE_integer("label_offset", d.label_offset,
-                         "Subtracted from stored labels; default: detect.", **fv)
-    flags.DEFINE_integer("num_classes", d.num_classes,
-                         "Classes; default and check: the labels file.", **fv)
+    flags.DEFINE_string("train_pattern", d.train_pattern, "Glob of training shards inside data_dir.", **fv)
+    flags.DEFINE_string("eval_pattern", d.eval_pattern, "Glob of validation shards inside data_dir.", **fv)
+    flags.DEFINE_integer(
+        "label_offset", d.label_offset, "Subtracted from stored labels; default: detect.", **fv
+    )
+    flags.DEFINE_integer("num_classes", d.num_classes, "Classes; default and check: the labels file.", **fv)
     flags.DEFINE_integer("image_size", d.image_size, "Crop size.", **fv)
     flags.DEFINE_enum("augment", d.augment, ["paper", "inception"], "Training crops.", **fv)
-    flags.DEFINE_bool("skip_corrupt", d.skip_corrupt,
-                      "Skip corrupt shards/images instead of failing.", **fv)
-    flags.DEFINE_integer("steps_per_epoch", d.steps_per_epoch,
-                         "Default: training examples // batch.", **fv)
-    flags.DEFINE_integer("eval_steps", d.eval_steps,
-                         "Global validation batches (of --batch_size images) per evaluation; default: all.", **fv)
+    flags.DEFINE_bool("skip_corrupt", d.skip_corrupt, "Skip corrupt shards/images instead of failing.", **fv)
+    flags.DEFINE_integer("steps_per_epoch", d.steps_per_epoch, "Default: training examples // batch.", **fv)
+    flags.DEFINE_integer(
+        "eval_steps",
+        d.eval_steps,
+        "Global validation batches (of --batch_size images) per evaluation; default: all.",
+        **fv,
+    )
     flags.DEFINE_enum("variant", d.variant, VARIANTS, "AlexNet variant.", **fv)
-    flags.DEFINE_float("dropout_rate", d.dropout_rate,
-                       "Dropout rate (0: off). paper, caffe: on the outputs of fc6 and fc7; "
-                       "one_weird_trick: on their inputs (torchvision's order).", **fv)
-    flags.DEFINE_float("hidden_bias", d.hidden_bias,
-                       "Bias init of conv2/4/5, fc6, fc7; default 1.0 (paper).", **fv)
-    flags.DEFINE_float("weight_init_stddev", d.weight_init_stddev,
-                       "Stddev of the N(0, s) kernel init.", **fv)
+    flags.DEFINE_float(
+        "dropout_rate",
+        d.dropout_rate,
+        "Dropout rate (0: off). paper, caffe: on the outputs of fc6 and fc7; "
+        "one_weird_trick: on their inputs (torchvision's order).",
+        **fv,
+    )
+    flags.DEFINE_float(
+        "hidden_bias", d.hidden_bias, "Bias init of conv2/4/5, fc6, fc7; default 1.0 (paper).", **fv
+    )
+    flags.DEFINE_float("weight_init_stddev", d.weight_init_stddev, "Stddev of the N(0, s) kernel init.", **fv)
     flags.DEFINE_integer("epochs", d.epochs, "Passes over the training set.", **fv)
-    flags.DEFINE_integer("train_steps", d.train_steps,
-                         "Total optimizer steps; overrides --epochs.", **fv)
+    flags.DEFINE_integer("train_steps", d.train_steps, "Total optimizer steps; overrides --epochs.", **fv)
     flags.DEFINE_integer("batch_size", d.batch_size, "Global batch, split over replicas.", **fv)
-    flags.DEFINE_float("learning_rate", d.learning_rate,
-                       "Rate at batch 128; scaled by batch_size / 128.", **fv)
-    flags.DEFINE_enum("lr_schedule", d.lr_schedule, LR_SCHEDULES,
-                      "paper: /10 on a validation plateau.", **fv)
-    flags.DEFINE_list("lr_decay_epochs", [str(e) for e in d.lr_decay_epochs],
-                      "Boundaries of --lr_schedule=step.", **fv)
-    flags.DEFINE_float("lr_decay_factor", d.lr_decay_factor,
-                       "Factor of each drop (paper and step).", **fv)
-    flags.DEFINE_integer("plateau_patience", d.plateau_patience,
-                         "Epochs without improvement before a drop.", **fv)
+    flags.DEFINE_float(
+        "learning_rate", d.learning_rate, "Rate at batch 128; scaled by batch_size / 128.", **fv
+    )
+    flags.DEFINE_enum("lr_schedule", d.lr_schedule, LR_SCHEDULES, "paper: /10 on a validation plateau.", **fv)
+    flags.DEFINE_list(
+        "lr_decay_epochs", [str(e) for e in d.lr_decay_epochs], "Boundaries of --lr_schedule=step.", **fv
+    )
+    flags.DEFINE_float("lr_decay_factor", d.lr_decay_factor, "Factor of each drop (paper and step).", **fv)
+    flags.DEFINE_integer(
+        "plateau_patience", d.plateau_patience, "Epochs without improvement before a drop.", **fv
+    )
     flags.DEFINE_integer("max_lr_drops", d.max_lr_drops, "Most drops of the paper schedule.", **fv)
     flags.DEFINE_float("warmup_epochs", d.warmup_epochs, "Linear warm-up length.", **fv)
     flags.DEFINE_float("momentum", d.momentum, "SGD momentum.", **fv)
     flags.DEFINE_float("weight_decay", d.weight_decay, "Weight decay of the kernels.", **fv)
-    flags.DEFINE_bool("decoupled_weight_decay", d.decoupled_weight_decay,
-                      "Decay in the optimizer, not the loss.", **fv)
-    flags.DEFINE_enum("precision", d.precision, PRECISIONS,
-                      "auto: mixed_bfloat16 where supported.", **fv)
+    flags.DEFINE_bool(
+        "decoupled_weight_decay", d.decoupled_weight_decay, "Decay in the optimizer, not the loss.", **fv
+    )
+    flags.DEFINE_enum("precision", d.precision, PRECISIONS, "auto: mixed_bfloat16 where supported.", **fv)
     flags.DEFINE_enum("distribution", d.distribution, DISTRIBUTIONS, "tf.distribute strategy.", **fv)
-    flags.DEFINE_integer("steps_per_execution", d.steps_per_execution,
-                         "Train steps per tf.function call.", **fv)
+    flags.DEFINE_integer(
+        "steps_per_execution", d.steps_per_execution, "Train steps per tf.function call.", **fv
+    )
     flags.DEFINE_bool("jit_compile", d.jit_compile, "Compile the forward/backward pass with XLA.", **fv)
     flags.DEFINE_integer("seed", d.seed, "Random seed; default: random (0 with --deterministic).", **fv)
     flags.DEFINE_bool("deterministic", d.deterministic, "Deterministic ops and seeds (slower).", **fv)
     flags.DEFINE_string("model_dir", d.model_dir, "Checkpoints and TensorBoard logs.", **fv)
-    flags.DEFINE_string("export_dir", d.export_dir,
-                        "SavedModel base path; default <model_dir>/export.", **fv)
-    flags.DEFINE_integer("checkpoint_every_steps", d.checkpoint_every_steps,
-                         "Also at every epoch end.", **fv)
+    flags.DEFINE_string("export_dir", d.export_dir, "SavedModel base path; default <model_dir>/export.", **fv)
+    flags.DEFINE_integer("checkpoint_every_steps", d.checkpoint_every_steps, "Also at every epoch end.", **fv)
     flags.DEFINE_integer("keep_checkpoints", d.keep_checkpoints, "Checkpoints kept.", **fv)
     flags.DEFINE_integer("log_every_steps", d.log_every_steps, "Training scalars every N steps.", **fv)
     flags.DEFINE_bool("ten_crop_eval", d.ten_crop_eval, "Also evaluate ten crops after training.", **fv)
@@ -142,14 +157,19 @@ def run(config):
     check_global_batch(config.batch_size, strategy.num_replicas_in_sync)
     if config.demo:  # from here on, the generated data dir is the config's data dir
         config = _resolve_demo(config)
-    info = describe_data(config, count_cache=os.path.join(config.model_dir, RECORD_COUNTS_FILENAME),
-                         write_count_cache=is_chief(strategy))
+    info = describe_data(
+        config,
+        count_cache=os.path.join(config.model_dir, RECORD_COUNTS_FILENAME),
+        write_count_cache=is_chief(strategy),
+    )
     precision = resolve_precision(config.precision)
     check_precision(precision, config.variant)
     if not hardware.onednn_enabled() and not hardware.has_gpu() and "TF_ENABLE_ONEDNN_OPTS" not in os.environ:
-        logging.info("TensorFlow runs its Eigen CPU kernels on this CPU (oneDNN off by default); "
-                     "TF_ENABLE_ONEDNN_OPTS=1 may train faster (2x in float32 where measured, BUILD.md "
-                     "'Portability'); bfloat16 is emulated here, so --precision=auto picks float32")
+        logging.info(
+            "TensorFlow runs its Eigen CPU kernels on this CPU (oneDNN off by default); "
+            "TF_ENABLE_ONEDNN_OPTS=1 may train faster (2x in float32 where measured, BUILD.md "
+            "'Portability'); bfloat16 is emulated here, so --precision=auto picks float32"
+        )
     # The process-wide state of a run, in one place: the dtype policy, the seeds, determinism.
     seed = config.seed if config.seed is not None else (0 if config.deterministic else None)
     if seed is not None:
@@ -165,7 +185,7 @@ def run(config):
 
 
 def _resolve_demo(config):
-    """The config with --demo's generated data dir, and a fresh timestamped run dir unless --model_dir is given."""
+    """The config with --demo's generated data dir, and a fresh timestamped run dir without --model_dir."""
     from alexnet_tf import demo_data  # pylint: disable=g-import-not-at-top  (only the demo needs it)
 
     cache_dir = os.path.expanduser(config.demo_cache_dir)
@@ -204,12 +224,16 @@ def _exit(status, message):
 def print_report(result):
     """Prints where the run's outputs went and how to look at them."""
     v = result.validation
-    print(f"\nTrained {result.global_step} steps ({result.epochs_completed} epochs), "
-          f"final learning rate {result.learning_rate:.6g}, {result.num_replicas} replica(s), "
-          f"{result.precision}, {result.images_per_sec:.1f} images/sec.")
+    print(
+        f"\nTrained {result.global_step} steps ({result.epochs_completed} epochs), "
+        f"final learning rate {result.learning_rate:.6g}, {result.num_replicas} replica(s), "
+        f"{result.precision}, {result.images_per_sec:.1f} images/sec."
+    )
     if v:
-        print(f"Validation (centre crop): top-1 {100 * v['top1']:.2f}%  top-5 {100 * v['top5']:.2f}%  "
-              f"loss {v['loss']:.4f}  ({int(v['count'])} images)")
+        print(
+            f"Validation (centre crop): top-1 {100 * v['top1']:.2f}%  top-5 {100 * v['top5']:.2f}%  "
+            f"loss {v['loss']:.4f}  ({int(v['count'])} images)"
+        )
     if result.validation_ten_crop:
         t = result.validation_ten_crop
         print(f"Validation (ten crop):    top-1 {100 * t['top1']:.2f}%  top-5 {100 * t['top5']:.2f}%")

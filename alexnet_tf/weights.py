@@ -40,26 +40,56 @@ from alexnet_tf.model import VARIANTS, build_alexnet
 # Per-channel mean of Caffe's ilsvrc_2012_mean.npy (BGR, [0, 255]): the mean pixel Caffe's
 # own classifier subtracts for bvlc_alexnet.
 CAFFE_MEAN_BGR = (104.00698793, 116.66876762, 122.67891434)
-CAFFE_INPUT = {"input_mean": preprocessing.MEAN_RGB, "channel_order": "bgr", "scale": 1.0,
-               "mean": CAFFE_MEAN_BGR, "std": (1.0, 1.0, 1.0)}
-TORCHVISION_INPUT = {"input_mean": preprocessing.MEAN_RGB, "channel_order": "rgb", "scale": 1.0 / 255.0,
-                     "mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225)}
+CAFFE_INPUT = {
+    "input_mean": preprocessing.MEAN_RGB,
+    "channel_order": "bgr",
+    "scale": 1.0,
+    "mean": CAFFE_MEAN_BGR,
+    "std": (1.0, 1.0, 1.0),
+}
+TORCHVISION_INPUT = {
+    "input_mean": preprocessing.MEAN_RGB,
+    "channel_order": "rgb",
+    "scale": 1.0 / 255.0,
+    "mean": (0.485, 0.456, 0.406),
+    "std": (0.229, 0.224, 0.225),
+}
 SOURCES = ("onnx", "torchvision")
 
 # torchvision.models.alexnet's module index of each layer.
 TORCHVISION_LAYERS = (
-    ("conv1", "features.0"), ("conv2", "features.3"), ("conv3", "features.6"),
-    ("conv4", "features.8"), ("conv5", "features.10"),
-    ("fc6", "classifier.1"), ("fc7", "classifier.4"), ("fc8", "classifier.6"),
+    ("conv1", "features.0"),
+    ("conv2", "features.3"),
+    ("conv3", "features.6"),
+    ("conv4", "features.8"),
+    ("conv5", "features.10"),
+    ("fc6", "classifier.1"),
+    ("fc7", "classifier.4"),
+    ("fc8", "classifier.6"),
 )
 TORCHVISION_IMAGE_SIZE = 224
 _DEFAULT_CLASSES = 1000
 
-_ONNX_KINDS = {"Conv": "conv", "Relu": "relu", "LRN": "lrn", "MaxPool": "pool", "Reshape": "flatten",
-               "Flatten": "flatten", "Gemm": "dense", "MatMul": "dense", "Softmax": "softmax"}
+_ONNX_KINDS = {
+    "Conv": "conv",
+    "Relu": "relu",
+    "LRN": "lrn",
+    "MaxPool": "pool",
+    "Reshape": "flatten",
+    "Flatten": "flatten",
+    "Gemm": "dense",
+    "MatMul": "dense",
+    "Softmax": "softmax",
+}
 _ONNX_IGNORED = ("Dropout", "Identity")
-_KIND_OPS = {"conv": "a Conv", "relu": "a Relu", "lrn": "an LRN", "pool": "a MaxPool",
-             "flatten": "a Reshape or Flatten", "dense": "a Gemm (or MatMul + Add)"}
+_KIND_OPS = {
+    "conv": "a Conv",
+    "relu": "a Relu",
+    "lrn": "an LRN",
+    "pool": "a MaxPool",
+    "flatten": "a Reshape or Flatten",
+    "dense": "a Gemm (or MatMul + Add)",
+}
 
 
 class WeightImportError(ValueError):
@@ -113,8 +143,9 @@ def import_onnx(path, input_conversion=None):
     dense = [layer for layer in layers if layer.kind == "dense"]
     fc8 = dense[2].weight if len(dense) >= 3 else None
     num_classes = fc8.shape[0] if fc8 is not None and fc8.ndim == 2 else _DEFAULT_CLASSES
-    model = _build("caffe", num_classes, (height, width), input_conversion or CAFFE_INPUT,
-                   f"ONNX input {input_name!r}")
+    model = _build(
+        "caffe", num_classes, (height, width), input_conversion or CAFFE_INPUT, f"ONNX input {input_name!r}"
+    )
     _check_onnx_layers(model, layers)
     for layer in layers:
         if layer.kind in ("conv", "dense"):
@@ -139,10 +170,12 @@ def onnxruntime_logits(path, images):
     logits_name = [layer for layer in layers if layer.kind == "dense"][-1].output
     if logits_name not in [o.name for o in proto.graph.output]:
         proto.graph.output.append(
-            onnx.helper.make_tensor_value_info(logits_name, onnx.TensorProto.FLOAT, None))
+            onnx.helper.make_tensor_value_info(logits_name, onnx.TensorProto.FLOAT, None)
+        )
     session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
-    return np.concatenate([session.run([logits_name], {input_name: image[None].astype(np.float32)})[0]
-                           for image in images])
+    return np.concatenate(
+        [session.run([logits_name], {input_name: image[None].astype(np.float32)})[0] for image in images]
+    )
 
 
 def compare_with_onnxruntime(model, path, num_images=2, seed=0):
@@ -195,8 +228,10 @@ def _read_onnx_layers(proto):
                 consts[node.output[0]] = numpy_helper.to_array(value[0].t)
     inputs = [i for i in graph.input if i.name not in consts]
     if len(inputs) != 1:
-        raise WeightImportError(f"the graph has {len(inputs)} data inputs {[i.name for i in inputs]}; "
-                                "Caffe's AlexNet has one image input [N, 3, H, W]")
+        raise WeightImportError(
+            f"the graph has {len(inputs)} data inputs {[i.name for i in inputs]}; "
+            "Caffe's AlexNet has one image input [N, 3, H, W]"
+        )
     dims = [d.dim_value if d.HasField("dim_value") else None for d in inputs[0].type.tensor_type.shape.dim]
     if len(dims) != 4 or dims[1] not in (3, None):
         raise WeightImportError(f"ONNX input {inputs[0].name!r} has shape {dims}; expected [N, 3, H, W]")
@@ -211,7 +246,8 @@ def _read_onnx_layers(proto):
         if data_inputs != [current]:
             raise WeightImportError(
                 f"ONNX node {name!r} ({node.op_type}) does not take exactly the previous layer's output "
-                f"{current!r} (it takes {list(node.input)}): not the single chain of Caffe's AlexNet")
+                f"{current!r} (it takes {list(node.input)}): not the single chain of Caffe's AlexNet"
+            )
         current = node.output[0]
         attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
         if node.op_type in _ONNX_IGNORED:
@@ -222,7 +258,8 @@ def _read_onnx_layers(proto):
             continue
         if node.op_type not in _ONNX_KINDS:
             raise WeightImportError(
-                f"ONNX node {name!r} is a {node.op_type}, which Caffe's AlexNet does not have")
+                f"ONNX node {name!r} is a {node.op_type}, which Caffe's AlexNet does not have"
+            )
         layer = _OnnxLayer(_ONNX_KINDS[node.op_type], name, node.op_type, attrs, current)
         if layer.kind in ("conv", "dense"):
             _read_onnx_parameters(layer, node, consts)
@@ -238,8 +275,10 @@ def _read_onnx_parameters(layer, node, consts):
     """Fills the weight in PyTorch layout (OIHW, or (out, in)) and the bias of a Conv/Gemm/MatMul."""
     weight_name = node.input[1] if len(node.input) > 1 else ""
     if weight_name not in consts:
-        raise WeightImportError(f"ONNX node {layer.node!r} ({node.op_type}): its weight {weight_name!r} "
-                                "is not an initializer; the importer needs constant weights")
+        raise WeightImportError(
+            f"ONNX node {layer.node!r} ({node.op_type}): its weight {weight_name!r} "
+            "is not an initializer; the importer needs constant weights"
+        )
     weight = consts[weight_name].astype(np.float32, copy=False)
     bias = consts.get(node.input[2]) if len(node.input) > 2 and node.input[2] else None
     bias = None if bias is None else bias.astype(np.float32).reshape(-1)
@@ -276,12 +315,16 @@ def _check_onnx_layers(model, layers):
     for position, (kind, name) in enumerate(expected):
         if position >= len(layers):
             after = f" after node {layers[-1].node!r}" if layers else ""
-            raise WeightImportError(f"{name}: missing; the graph ends{after}, expected {_KIND_OPS[kind]} "
-                                    f"node{_shape_hint(model, name)}")
+            raise WeightImportError(
+                f"{name}: missing; the graph ends{after}, expected {_KIND_OPS[kind]} "
+                f"node{_shape_hint(model, name)}"
+            )
         layer = layers[position]
         if layer.kind != kind:
-            raise WeightImportError(f"{name}: expected {_KIND_OPS[kind]} node{_shape_hint(model, name)}, "
-                                    f"found {layer.op} node {layer.node!r}")
+            raise WeightImportError(
+                f"{name}: expected {_KIND_OPS[kind]} node{_shape_hint(model, name)}, "
+                f"found {layer.op} node {layer.node!r}"
+            )
         layer.expected_name = name
         where = f"{name} (ONNX node {layer.node!r})"
         if kind in ("conv", "dense"):
@@ -305,7 +348,8 @@ def _check_onnx_layers(model, layers):
 def _check_attr(where, attr, actual, expected):
     if list(actual) != list(expected):
         raise WeightImportError(
-            f"{where}: {attr}={list(actual)}, expected {list(expected)} (Caffe's AlexNet)")
+            f"{where}: {attr}={list(actual)}, expected {list(expected)} (Caffe's AlexNet)"
+        )
 
 
 def _check_onnx_conv(where, attrs, conv):
@@ -328,10 +372,18 @@ def _check_auto_pad(where, attrs):
 def _check_onnx_lrn(where, attrs, lrn):
     size = attrs.get("size")
     # ONNX (like Caffe) divides alpha by the window size; LocalResponseNormalization does not.
-    actual = {"size": size, "alpha / size": attrs.get("alpha", 1e-4) / (size or 1),
-              "beta": attrs.get("beta", 0.75), "bias": attrs.get("bias", 1.0)}
-    expected = {"size": 2 * lrn.depth_radius + 1, "alpha / size": lrn.alpha, "beta": lrn.beta,
-                "bias": lrn.bias}
+    actual = {
+        "size": size,
+        "alpha / size": attrs.get("alpha", 1e-4) / (size or 1),
+        "beta": attrs.get("beta", 0.75),
+        "bias": attrs.get("bias", 1.0),
+    }
+    expected = {
+        "size": 2 * lrn.depth_radius + 1,
+        "alpha / size": lrn.alpha,
+        "beta": lrn.beta,
+        "bias": lrn.bias,
+    }
     for key, value in expected.items():
         if actual[key] is None or not np.isclose(actual[key], value, rtol=1e-5, atol=0):
             shown = "missing" if actual[key] is None else f"{actual[key]:.6g}"
@@ -353,7 +405,8 @@ def _check_onnx_pool(where, attrs, model, index):
     if actual != expected:
         raise WeightImportError(
             f"{where}: pools {list(size_in)} to {actual} (pads={pads}, "
-            f"ceil_mode={attrs.get('ceil_mode', 0)}); Caffe's rounded-up pooling gives {expected}")
+            f"ceil_mode={attrs.get('ceil_mode', 0)}); Caffe's rounded-up pooling gives {expected}"
+        )
 
 
 def _shape_hint(model, name):
@@ -384,7 +437,7 @@ def import_torchvision(path, input_conversion=None):
     """
     state = read_state_dict(path)
     if all(key.startswith("module.") for key in state):  # saved from nn.DataParallel
-        state = {key[len("module."):]: value for key, value in state.items()}
+        state = {key[len("module.") :]: value for key, value in state.items()}
     fc8 = state.get(TORCHVISION_LAYERS[-1][1] + ".weight")
     num_classes = fc8.shape[0] if fc8 is not None and fc8.ndim == 2 else _DEFAULT_CLASSES
     size = (TORCHVISION_IMAGE_SIZE, TORCHVISION_IMAGE_SIZE)
@@ -396,8 +449,9 @@ def import_torchvision(path, input_conversion=None):
     known = {f"{prefix}.{kind}" for _, prefix in TORCHVISION_LAYERS for kind in ("weight", "bias")}
     unknown = sorted(set(state) - known)
     if unknown:
-        raise WeightImportError(f"{path}: entries {unknown[:5]} are not in torchvision's AlexNet "
-                                f"(expected only {sorted(known)})")
+        raise WeightImportError(
+            f"{path}: entries {unknown[:5]} are not in torchvision's AlexNet (expected only {sorted(known)})"
+        )
     for name, prefix in TORCHVISION_LAYERS:
         _assign(model, name, state[f"{prefix}.weight"], state[f"{prefix}.bias"])
     return model
@@ -418,7 +472,8 @@ def read_state_dict(path):
             state = _read_torch(path)
         else:
             raise WeightImportError(
-                f"{path}: unknown file type {suffix!r}; use .safetensors, .npz, .pth or .pt")
+                f"{path}: unknown file type {suffix!r}; use .safetensors, .npz, .pth or .pt"
+            )
     except (WeightImportError, ImportError):
         raise
     except Exception as e:  # each format's reader raises its own types for a damaged file
@@ -467,15 +522,22 @@ def import_to_files(source, input_path, output_path, labels_path=None, export_di
     model = import_weights(source, input_path)
     num_classes = int(model.output_shape[-1])
     labels = read_labels(labels_path, num_classes)
-    summary = {"model": output_path, "labels": None, "export": None, "num_classes": num_classes,
-               "max_logit_difference": None, "max_logit": None}
+    summary = {
+        "model": output_path,
+        "labels": None,
+        "export": None,
+        "num_classes": num_classes,
+        "max_logit_difference": None,
+        "max_logit": None,
+    }
     if verify and source == "onnx":
         difference, scale = compare_with_onnxruntime(model, input_path)
         summary.update(max_logit_difference=difference, max_logit=scale)
         if not difference <= 1e-4 * max(1.0, scale):
             raise WeightImportError(
                 f"{input_path}: imported logits differ from onnxruntime's by {difference:.3g} "
-                f"(logits up to {scale:.3g}); the graph computes something else")
+                f"(logits up to {scale:.3g}); the graph computes something else"
+            )
     os.makedirs(os.path.dirname(os.path.abspath(output_path)), exist_ok=True)
     model.save(output_path)
     if labels is not None:
@@ -519,8 +581,13 @@ def read_labels(path=None, num_classes=_DEFAULT_CLASSES):
 
 def _build(variant, num_classes, size, input_conversion, source):
     try:
-        return build_alexnet(num_classes=int(num_classes), variant=variant, input_shape=(*size, 3),
-                             input_conversion=dict(input_conversion), kernel_initializer="zeros")
+        return build_alexnet(
+            num_classes=int(num_classes),
+            variant=variant,
+            input_shape=(*size, 3),
+            input_conversion=dict(input_conversion),
+            kernel_initializer="zeros",
+        )
     except ValueError as e:
         raise WeightImportError(f"{source}: cannot build the {variant!r} AlexNet for it: {e}") from None
 
@@ -564,5 +631,6 @@ def _require(module, purpose, package=None):
     try:
         return importlib.import_module(module)
     except ImportError:
-        raise ImportError(f"{purpose} needs the {package or module} package: pip install "
-                          f"{package or module}") from None
+        raise ImportError(
+            f"{purpose} needs the {package or module} package: pip install {package or module}"
+        ) from None

@@ -85,21 +85,33 @@ def main(argv):
                     [g.numpy() for g in out]
                     times[impl].append((time.perf_counter() - start) / FLAGS.steps)
             for impl, ts in times.items():
-                results.append({"dtype": dtype, "layer": name, "impl": impl,
-                                "ms_per_step": 1e3 * statistics.median(ts),
-                                "ms_min": 1e3 * min(ts), "ms_max": 1e3 * max(ts)})
+                results.append(
+                    {
+                        "dtype": dtype,
+                        "layer": name,
+                        "impl": impl,
+                        "ms_per_step": 1e3 * statistics.median(ts),
+                        "ms_min": 1e3 * min(ts),
+                        "ms_max": 1e3 * max(ts),
+                    }
+                )
     if FLAGS.json:
         print(json.dumps(results, indent=2))
         return
-    print(f"grouped conv forward+backward, batch {FLAGS.batch_size}, median of {FLAGS.repeats} x {FLAGS.steps} steps")
+    print(
+        f"grouped conv forward+backward, batch {FLAGS.batch_size}, "
+        f"median of {FLAGS.repeats} x {FLAGS.steps} steps"
+    )
     print("| dtype | layer | impl | ms/step (median) | min-max |")
     print("|---|---|---|---|---|")
     for r in results:
         if "error" in r:
             print(f"| {r['dtype']} | {r['layer']} | {r['impl']} | error: {r['error']} | |")
         else:
-            print(f"| {r['dtype']} | {r['layer']} | {r['impl']} | {r['ms_per_step']:.1f} | "
-                  f"{r['ms_min']:.1f}-{r['ms_max']:.1f} |")
+            print(
+                f"| {r['dtype']} | {r['layer']} | {r['impl']} | {r['ms_per_step']:.1f} | "
+                f"{r['ms_min']:.1f}-{r['ms_max']:.1f} |"
+            )
 
 
 if __name__ == "__main__":

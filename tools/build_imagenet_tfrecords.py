@@ -12,37 +12,64 @@ labels, model-garden schema, shorter side resized to 256). Re-running the same c
 import os
 import sys
 
-from absl import app
-from absl import flags
+from absl import app, flags
 
 # Flags left unset take alexnet_tf.convert.convert()'s defaults, so the values live in one place.
-flags.DEFINE_string("train_dir", None, "One sub-folder (or per-class .tar) per class, or the "
-                    "ILSVRC2012_img_train.tar of per-class tars.")
-flags.DEFINE_string("validation_dir", None, "Class-per-folder tree, or a flat folder/tar of "
-                    "images labelled by --validation_labels.")
-flags.DEFINE_string("validation_labels", None, "For a flat validation folder: one synset per "
-                    "line in sorted file-name order. Default: the ILSVRC-2012 ground truth "
-                    "installed with tensorflow-datasets.")
-flags.DEFINE_string("class_names", None, "Optional 'synset name' lines, e.g. the devkit's "
-                    "LOC_synset_mapping.txt.")
+flags.DEFINE_string(
+    "train_dir",
+    None,
+    "One sub-folder (or per-class .tar) per class, or the ILSVRC2012_img_train.tar of per-class tars.",
+)
+flags.DEFINE_string(
+    "validation_dir",
+    None,
+    "Class-per-folder tree, or a flat folder/tar of images labelled by --validation_labels.",
+)
+flags.DEFINE_string(
+    "validation_labels",
+    None,
+    "For a flat validation folder: one synset per "
+    "line in sorted file-name order. Default: the ILSVRC-2012 ground truth "
+    "installed with tensorflow-datasets.",
+)
+flags.DEFINE_string(
+    "class_names", None, "Optional 'synset name' lines, e.g. the devkit's LOC_synset_mapping.txt."
+)
 flags.DEFINE_string("output_dir", None, "Folder for the shards, labels.txt and manifest.json.")
-flags.DEFINE_integer("resize_shorter", None, "Resize so the shorter side has this many pixels, "
-                     "keeping the whole image (default 256, the paper's); 0 keeps originals.")
+flags.DEFINE_integer(
+    "resize_shorter",
+    None,
+    "Resize so the shorter side has this many pixels, "
+    "keeping the whole image (default 256, the paper's); 0 keeps originals.",
+)
 flags.DEFINE_integer("quality", None, "JPEG quality of re-encoded images (default 95).")
 flags.DEFINE_integer("train_shards", None, "Training shards (default 1024).")
 flags.DEFINE_integer("validation_shards", None, "Validation shards (default 128).")
 flags.DEFINE_integer("num_workers", None, "Worker processes (default: all cores).")
-flags.DEFINE_integer("shuffle_seed", None, "Seed of the order of training images across shards "
-                     "(default 0).")
+flags.DEFINE_integer("shuffle_seed", None, "Seed of the order of training images across shards (default 0).")
 flags.DEFINE_bool("overwrite", False, "Replace an output folder that holds a different dataset.")
-flags.DEFINE_bool("verify", False, "Re-read and decode every record of --output_dir and check "
-                  "it against manifest.json (after converting, if inputs are given).")
+flags.DEFINE_bool(
+    "verify",
+    False,
+    "Re-read and decode every record of --output_dir and check "
+    "it against manifest.json (after converting, if inputs are given).",
+)
 flags.mark_flag_as_required("output_dir")
 
 FLAGS = flags.FLAGS
-_CONVERT_FLAGS = ("train_dir", "validation_dir", "validation_labels", "class_names",
-                  "resize_shorter", "quality", "train_shards", "validation_shards", "num_workers",
-                  "shuffle_seed", "overwrite")
+_CONVERT_FLAGS = (
+    "train_dir",
+    "validation_dir",
+    "validation_labels",
+    "class_names",
+    "resize_shorter",
+    "quality",
+    "train_shards",
+    "validation_shards",
+    "num_workers",
+    "shuffle_seed",
+    "overwrite",
+)
 
 
 def main(argv):
@@ -56,8 +83,10 @@ def main(argv):
 
     try:
         if FLAGS.train_dir or FLAGS.validation_dir or not FLAGS.verify:
-            convert.convert(FLAGS.output_dir, **{name: FLAGS[name].value for name in _CONVERT_FLAGS
-                                                 if FLAGS[name].value is not None})
+            convert.convert(
+                FLAGS.output_dir,
+                **{name: FLAGS[name].value for name in _CONVERT_FLAGS if FLAGS[name].value is not None},
+            )
         if FLAGS.verify:
             problems = convert.verify(FLAGS.output_dir, num_workers=FLAGS.num_workers)
             print("\n".join(problems) or f"verify: {FLAGS.output_dir} is sound", file=sys.stderr)

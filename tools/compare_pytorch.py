@@ -39,27 +39,49 @@ def torch_alexnet(torch, variant, num_classes=1000):
     nn = torch.nn
     if variant == "paper":
         features = [
-            nn.ZeroPad2d(2), nn.Conv2d(3, 96, 11, stride=4), nn.ReLU(inplace=True),
-            nn.LocalResponseNorm(5, alpha=5e-4, beta=0.75, k=2.0), nn.MaxPool2d(3, 2),
-            nn.Conv2d(96, 256, 5, padding=2, groups=2), nn.ReLU(inplace=True),
-            nn.LocalResponseNorm(5, alpha=5e-4, beta=0.75, k=2.0), nn.MaxPool2d(3, 2),
-            nn.Conv2d(256, 384, 3, padding=1), nn.ReLU(inplace=True),
-            nn.Conv2d(384, 384, 3, padding=1, groups=2), nn.ReLU(inplace=True),
-            nn.Conv2d(384, 256, 3, padding=1, groups=2), nn.ReLU(inplace=True),
+            nn.ZeroPad2d(2),
+            nn.Conv2d(3, 96, 11, stride=4),
+            nn.ReLU(inplace=True),
+            nn.LocalResponseNorm(5, alpha=5e-4, beta=0.75, k=2.0),
+            nn.MaxPool2d(3, 2),
+            nn.Conv2d(96, 256, 5, padding=2, groups=2),
+            nn.ReLU(inplace=True),
+            nn.LocalResponseNorm(5, alpha=5e-4, beta=0.75, k=2.0),
+            nn.MaxPool2d(3, 2),
+            nn.Conv2d(256, 384, 3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(384, 384, 3, padding=1, groups=2),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(384, 256, 3, padding=1, groups=2),
+            nn.ReLU(inplace=True),
             nn.MaxPool2d(3, 2),
         ]
     else:
         features = [
-            nn.Conv2d(3, 64, 11, stride=4, padding=2), nn.ReLU(inplace=True), nn.MaxPool2d(3, 2),
-            nn.Conv2d(64, 192, 5, padding=2), nn.ReLU(inplace=True), nn.MaxPool2d(3, 2),
-            nn.Conv2d(192, 384, 3, padding=1), nn.ReLU(inplace=True),
-            nn.Conv2d(384, 256, 3, padding=1), nn.ReLU(inplace=True),
-            nn.Conv2d(256, 256, 3, padding=1), nn.ReLU(inplace=True),
-            nn.MaxPool2d(3, 2), nn.AdaptiveAvgPool2d((6, 6)),
+            nn.Conv2d(3, 64, 11, stride=4, padding=2),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(3, 2),
+            nn.Conv2d(64, 192, 5, padding=2),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(3, 2),
+            nn.Conv2d(192, 384, 3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(384, 256, 3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(256, 256, 3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(3, 2),
+            nn.AdaptiveAvgPool2d((6, 6)),
         ]
     classifier = [
-        nn.Flatten(), nn.Dropout(0.5), nn.Linear(9216, 4096), nn.ReLU(inplace=True),
-        nn.Dropout(0.5), nn.Linear(4096, 4096), nn.ReLU(inplace=True), nn.Linear(4096, num_classes),
+        nn.Flatten(),
+        nn.Dropout(0.5),
+        nn.Linear(9216, 4096),
+        nn.ReLU(inplace=True),
+        nn.Dropout(0.5),
+        nn.Linear(4096, 4096),
+        nn.ReLU(inplace=True),
+        nn.Linear(4096, num_classes),
     ]
     return nn.Sequential(*features, *classifier)
 
@@ -88,8 +110,10 @@ def tf_step_fn(keras, tf, variant, precision, images, labels):
     try:  # as the trainer: weight decay 5e-4 inside MomentumSGD's fused update
         from alexnet_tf.optim import MomentumSGD
 
-        make = lambda: (build_alexnet(variant=variant, weight_decay=0.0),  # noqa: E731
-                        MomentumSGD(0.01, momentum=0.9, l2=5e-4))
+        make = lambda: (
+            build_alexnet(variant=variant, weight_decay=0.0),  # noqa: E731
+            MomentumSGD(0.01, momentum=0.9, l2=5e-4),
+        )
     except ImportError:  # an older checkout on PYTHONPATH, for before/after figures: L2 in the loss
         make = lambda: (build_alexnet(variant=variant), keras.optimizers.SGD(0.01, momentum=0.9))  # noqa: E731
 
@@ -141,31 +165,46 @@ def main(argv):
             for _ in range(FLAGS.steps):
                 step()
             rates[key].append(FLAGS.steps * FLAGS.batch_size / (time.perf_counter() - start))
-    rows = [{"framework": f, "precision": p, "images_per_sec": statistics.median(r),
-             "min": min(r), "max": max(r)} for (f, p), r in rates.items()]
+    rows = [
+        {"framework": f, "precision": p, "images_per_sec": statistics.median(r), "min": min(r), "max": max(r)}
+        for (f, p), r in rates.items()
+    ]
     median = {key: statistics.median(r) for key, r in rates.items()}
     ratios = {p: median[("tensorflow", p)] / median[("pytorch", p)] for p in FLAGS.precision}
     best_torch = max(FLAGS.precision, key=lambda p: median[("pytorch", p)])
     best_tf = max(FLAGS.precision, key=lambda p: median[("tensorflow", p)])
     import alexnet_tf  # pylint: disable=g-import-not-at-top
 
-    report = {"variant": FLAGS.variant, "batch_size": FLAGS.batch_size, "rows": rows,
-              "tensorflow_over_pytorch": ratios,
-              "best_over_best": {"tensorflow": best_tf, "pytorch": best_torch,
-                                 "ratio": median[("tensorflow", best_tf)] / median[("pytorch", best_torch)]},
-              "alexnet_tf": os.path.dirname(os.path.abspath(alexnet_tf.__file__)),
-              "torch": torch.__version__, "tensorflow": tf.__version__,
-              "torch_threads": torch.get_num_threads()}
+    report = {
+        "variant": FLAGS.variant,
+        "batch_size": FLAGS.batch_size,
+        "rows": rows,
+        "tensorflow_over_pytorch": ratios,
+        "best_over_best": {
+            "tensorflow": best_tf,
+            "pytorch": best_torch,
+            "ratio": median[("tensorflow", best_tf)] / median[("pytorch", best_torch)],
+        },
+        "alexnet_tf": os.path.dirname(os.path.abspath(alexnet_tf.__file__)),
+        "torch": torch.__version__,
+        "tensorflow": tf.__version__,
+        "torch_threads": torch.get_num_threads(),
+    }
     if FLAGS.json:
         print(json.dumps(report, indent=2))
         return 0
-    print(f"AlexNet {FLAGS.variant} training, batch {FLAGS.batch_size}, TensorFlow {tf.__version__} "
-          f"vs PyTorch {torch.__version__} ({torch.get_num_threads()} threads), "
-          f"median of {FLAGS.repeats} x {FLAGS.steps} steps, timed alternately")
+    print(
+        f"AlexNet {FLAGS.variant} training, batch {FLAGS.batch_size}, TensorFlow {tf.__version__} "
+        f"vs PyTorch {torch.__version__} ({torch.get_num_threads()} threads), "
+        f"median of {FLAGS.repeats} x {FLAGS.steps} steps, timed alternately"
+    )
     print("| framework | precision | images/sec | min-max |")
     print("|---|---|---:|---|")
     for r in rows:
-        print(f"| {r['framework']} | {r['precision']} | {r['images_per_sec']:.1f} | {r['min']:.1f}-{r['max']:.1f} |")
+        print(
+            f"| {r['framework']} | {r['precision']} | {r['images_per_sec']:.1f} "
+            f"| {r['min']:.1f}-{r['max']:.1f} |"
+        )
     for p, ratio in ratios.items():
         print(f"TensorFlow / PyTorch, {p}: {ratio:.2f}x")
     best = report["best_over_best"]

@@ -33,8 +33,10 @@ import sys
 # Runnable from a checkout without installing the package.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from absl import app  # pylint: disable=g-import-not-at-top,wrong-import-position
-from absl import flags
+from absl import (
+    app,  # pylint: disable=g-import-not-at-top,wrong-import-position
+    flags,
+)
 
 FLAGS = flags.FLAGS
 
@@ -45,8 +47,12 @@ def define_flags():
     flags.DEFINE_string("input", None, "The weights file: .onnx, or .safetensors/.npz/.pth/.pt.")
     flags.DEFINE_string("output", None, "The .keras file to write.")
     flags.DEFINE_string("export_dir", None, "Also write a TF Serving SavedModel version here.")
-    flags.DEFINE_string("labels", None, "Class names, one per line in class order (default: the "
-                        "ILSVRC-2012 synsets installed with tensorflow-datasets).")
+    flags.DEFINE_string(
+        "labels",
+        None,
+        "Class names, one per line in class order (default: the "
+        "ILSVRC-2012 synsets installed with tensorflow-datasets).",
+    )
     flags.DEFINE_bool("verify", True, "ONNX: compare the imported logits with onnxruntime's.")
     for name in ("source", "input", "output"):
         flags.mark_flag_as_required(name)
@@ -59,14 +65,22 @@ def main(argv):
     from alexnet_tf import weights  # pylint: disable=g-import-not-at-top  (after the log level)
 
     try:
-        summary = weights.import_to_files(FLAGS.source, FLAGS.input, FLAGS.output, labels_path=FLAGS.labels,
-                                          export_dir=FLAGS.export_dir, verify=FLAGS.verify)
+        summary = weights.import_to_files(
+            FLAGS.source,
+            FLAGS.input,
+            FLAGS.output,
+            labels_path=FLAGS.labels,
+            export_dir=FLAGS.export_dir,
+            verify=FLAGS.verify,
+        )
     except (ValueError, ImportError, OSError) as e:  # WeightImportError is a ValueError
         print(f"import_weights: error: {e}", file=sys.stderr)
         return 1
     if summary["max_logit_difference"] is not None:
-        print(f"onnxruntime check: max |logit difference| {summary['max_logit_difference']:.2g} "
-              f"(logits up to {summary['max_logit']:.3g})")
+        print(
+            f"onnxruntime check: max |logit difference| {summary['max_logit_difference']:.2g} "
+            f"(logits up to {summary['max_logit']:.3g})"
+        )
     print(f"model ({summary['num_classes']} classes): {summary['model']}")
     print(f"labels: {summary['labels'] or 'none (class numbers)'}")
     if summary["export"]:

@@ -9,11 +9,14 @@ itself. See alexnet_tf/demo_data.py.
 import os
 import sys
 
-from absl import app
-from absl import flags
+from absl import app, flags
 
-flags.DEFINE_string("output_dir", None, "Cache folder; the dataset goes into a sub-folder named "
-                    "after the settings, reused when it is already complete.")
+flags.DEFINE_string(
+    "output_dir",
+    None,
+    "Cache folder; the dataset goes into a sub-folder named "
+    "after the settings, reused when it is already complete.",
+)
 flags.DEFINE_integer("seed", 0, "Rendering seed.")
 flags.DEFINE_integer("num_classes", 10, "Classes (1..10).")
 flags.DEFINE_integer("train_per_class", 100, "Training images per class.")
@@ -32,10 +35,17 @@ def main(argv):
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     from alexnet_tf import demo_data  # pylint: disable=g-import-not-at-top  (after the log level)
 
-    print(demo_data.build_demo_dataset(
-        FLAGS.output_dir, seed=FLAGS.seed, num_classes=FLAGS.num_classes,
-        train_per_class=FLAGS.train_per_class, validation_per_class=FLAGS.validation_per_class,
-        num_workers=FLAGS.num_workers, progress=True))
+    print(
+        demo_data.build_demo_dataset(
+            FLAGS.output_dir,
+            seed=FLAGS.seed,
+            num_classes=FLAGS.num_classes,
+            train_per_class=FLAGS.train_per_class,
+            validation_per_class=FLAGS.validation_per_class,
+            num_workers=FLAGS.num_workers,
+            progress=True,
+        )
+    )
 
 
 if __name__ == "__main__":

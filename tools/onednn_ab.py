@@ -17,8 +17,12 @@ import sys
 
 from absl import app, flags
 
-flags.DEFINE_multi_enum("variant", ["paper", "one_weird_trick"], ["paper", "one_weird_trick", "caffe"],
-                        "Variants to time; repeat the flag for several.")
+flags.DEFINE_multi_enum(
+    "variant",
+    ["paper", "one_weird_trick"],
+    ["paper", "one_weird_trick", "caffe"],
+    "Variants to time; repeat the flag for several.",
+)
 flags.DEFINE_integer("rounds", 2, "Alternating rounds; medians are reported.")
 flags.DEFINE_integer("batch_size", 128, "Global batch.")
 flags.DEFINE_integer("steps", 3, "Timed steps per process.")
@@ -28,13 +32,25 @@ FLAGS = flags.FLAGS
 
 def _images_per_sec(variant, onednn):
     env = dict(os.environ, TF_ENABLE_ONEDNN_OPTS=onednn, TF_CPP_MIN_LOG_LEVEL="2")
-    command = [sys.executable, "-m", "alexnet_tf.benchmark", "--json", "--nomatmul", f"--variant={variant}",
-               f"--precision={FLAGS.precision}", f"--batch_size={FLAGS.batch_size}", f"--steps={FLAGS.steps}",
-               "--warmup_steps=1", "--repeats=1"]
+    command = [
+        sys.executable,
+        "-m",
+        "alexnet_tf.benchmark",
+        "--json",
+        "--nomatmul",
+        f"--variant={variant}",
+        f"--precision={FLAGS.precision}",
+        f"--batch_size={FLAGS.batch_size}",
+        f"--steps={FLAGS.steps}",
+        "--warmup_steps=1",
+        "--repeats=1",
+    ]
     result = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
     if result.returncode:
-        sys.exit(f"onednn_ab: {' '.join(command)} with TF_ENABLE_ONEDNN_OPTS={onednn} failed:\n"
-                 f"{result.stderr[-2000:]}")
+        sys.exit(
+            f"onednn_ab: {' '.join(command)} with TF_ENABLE_ONEDNN_OPTS={onednn} failed:\n"
+            f"{result.stderr[-2000:]}"
+        )
     return json.loads(result.stdout)["results"][0]["images_per_sec"]
 
 
@@ -44,8 +60,12 @@ def main(argv):
     for round_index in range(FLAGS.rounds):
         for (variant, onednn), rounds in rates.items():
             rounds.append(_images_per_sec(variant, onednn))
-            print(f"onednn_ab: round {round_index + 1}: {variant} TF_ENABLE_ONEDNN_OPTS={onednn} "
-                  f"{rounds[-1]:.1f} images/s", file=sys.stderr, flush=True)
+            print(
+                f"onednn_ab: round {round_index + 1}: {variant} TF_ENABLE_ONEDNN_OPTS={onednn} "
+                f"{rounds[-1]:.1f} images/s",
+                file=sys.stderr,
+                flush=True,
+            )
     print(f"| variant ({FLAGS.precision}, batch {FLAGS.batch_size}) | oneDNN off | oneDNN on | on / off |")
     print("|---|---:|---:|---:|")
     for variant in dict.fromkeys(FLAGS.variant):

@@ -20,8 +20,16 @@ import re
 import sys
 
 # Executor bookkeeping and XLA runtime wrappers that contain the real op events.
-_CONTAINERS = ("ExecutorState", "CpuExecutable", "BlockUntilReady", "ParallelFor", "ThunkExecutor",
-               "ExecuteAsyncOnStream", "RunStep", "EagerExecute")
+_CONTAINERS = (
+    "ExecutorState",
+    "CpuExecutable",
+    "BlockUntilReady",
+    "ParallelFor",
+    "ThunkExecutor",
+    "ExecuteAsyncOnStream",
+    "RunStep",
+    "EagerExecute",
+)
 _OPTIMIZER = re.compile(r"(^|/)(momentum_sgd|sgd|SGD|loss_scale_optimizer)(_\d+)?/")
 _LAYER = re.compile(r"(conv\d|lrn\d|pool\d|fc\d|dropout\d|flatten|input_conversion)")
 
@@ -29,7 +37,9 @@ _LAYER = re.compile(r"(conv\d|lrn\d|pool\d|fc\d|dropout\d|flatten|input_conversi
 def newest_trace(path):
     traces = sorted(glob.glob(os.path.join(path, "**", "*.xplane.pb"), recursive=True), key=os.path.getmtime)
     if not traces:
-        sys.exit(f"tools/profile_ops.py: no *.xplane.pb under {path}; run the trainer with --profile_steps first.")
+        sys.exit(
+            f"tools/profile_ops.py: no *.xplane.pb under {path}; run the trainer with --profile_steps first."
+        )
     return traces[-1]
 
 
@@ -69,7 +79,9 @@ def group(name):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("trace_dir", help="model_dir or profiler log dir holding *.xplane.pb")
-    parser.add_argument("--steps", type=int, default=None, help="steps the trace covers, to divide by (default 1: totals)")
+    parser.add_argument(
+        "--steps", type=int, default=None, help="steps the trace covers, to divide by (default 1: totals)"
+    )
     parser.add_argument("--top", type=int, default=25, help="largest single ops to list")
     args = parser.parse_args()
     path = newest_trace(args.trace_dir)

@@ -40,24 +40,33 @@ print(json.dumps([before, after, outcome]))
 
 def black_png(height, width):
     def chunk(kind, payload):
-        return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
+        return (
+            struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
+        )
+
     compressor, row = zlib.compressobj(9), bytes(3 * width + 1)
     idat = b"".join(compressor.compress(row) for _ in range(height)) + compressor.flush()
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
-            + chunk(b"IDAT", idat) + chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+        + chunk(b"IDAT", idat)
+        + chunk(b"IEND", b"")
+    )
 
 
 def main(workdir, smoke=False):
     import keras  # pylint: disable=g-import-not-at-top
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
+
     from alexnet_tf import serving  # pylint: disable=g-import-not-at-top
 
     os.makedirs(workdir, exist_ok=True)
     keras.utils.set_random_seed(0)
     inputs = keras.Input((224, 224, 3))
     x = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(4, 8, strides=8)(inputs))
-    path = serving.export_saved_model(keras.Model(inputs, keras.layers.Dense(7)(x)),
-                                     os.path.join(workdir, "model"), warmup=False)
+    path = serving.export_saved_model(
+        keras.Model(inputs, keras.layers.Dense(7)(x)), os.path.join(workdir, "model"), warmup=False
+    )
 
     def jpeg(height, width):
         y, x = np.mgrid[0:height, 0:width].astype(np.float32)
@@ -79,8 +88,9 @@ def main(workdir, smoke=False):
     for name, images in cases.items():
         request = os.path.join(workdir, "request.npy")
         np.save(request, np.array(images + [small], dtype=object), allow_pickle=True)
-        result = subprocess.run([sys.executable, "-c", CHILD, path, request], capture_output=True,
-                                text=True, check=True)
+        result = subprocess.run(
+            [sys.executable, "-c", CHILD, path, request], capture_output=True, text=True, check=True
+        )
         before, after, outcome = json.loads(result.stdout.strip().splitlines()[-1])
         print(f"{name:34s} peak RSS {before:5d} MiB -> {after:5d} MiB  {outcome}", flush=True)
 

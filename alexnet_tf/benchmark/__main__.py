@@ -53,32 +53,58 @@ def define_flags():
     flags.DEFINE_enum("mode", "train", MODES, "What to time (see the module docstring).")
     flags.DEFINE_enum("variant", "paper", VARIANTS, "AlexNet variant.")
     flags.DEFINE_integer("batch_size", 128, "Global batch size (train, end_to_end, input).")
-    flags.DEFINE_multi_enum("precision", ["float32", "mixed_bfloat16"],
-                            ["float32", "mixed_bfloat16", "mixed_float16"],
-                            "Precision policies to time (train, end_to_end); repeat the flag for several.")
-    flags.DEFINE_multi_enum("grouped_conv", ["auto"], ["auto", "native", "split"],
-                            "GroupedConv2D implementation(s) to time (train): auto picks native where the "
-                            "kernels have grouped convolutions (GPU, oneDNN), else split; repeat to A/B.")
+    flags.DEFINE_multi_enum(
+        "precision",
+        ["float32", "mixed_bfloat16"],
+        ["float32", "mixed_bfloat16", "mixed_float16"],
+        "Precision policies to time (train, end_to_end); repeat the flag for several.",
+    )
+    flags.DEFINE_multi_enum(
+        "grouped_conv",
+        ["auto"],
+        ["auto", "native", "split"],
+        "GroupedConv2D implementation(s) to time (train): auto picks native where the "
+        "kernels have grouped convolutions (GPU, oneDNN), else split; repeat to A/B.",
+    )
     flags.DEFINE_bool("jit_compile", False, "Compile the forward/backward pass with XLA (as the trainer).")
     flags.DEFINE_integer("steps_per_execution", 1, "Train steps per tf.function call.")
-    flags.DEFINE_integer("replicas", 1, "Replicas (train, end_to_end): >1 mirrors over that many GPUs, "
-                         "or logical CPU devices on a machine without GPUs.")
-    flags.DEFINE_integer("warmup_steps", None, "Untimed steps (batches) before timing; default: "
-                         + ", ".join(f"{m} {w}" for m, (w, _) in DEFAULT_STEPS.items()) + ".")
-    flags.DEFINE_integer("steps", None, "Timed steps (batches) per repeat; default: "
-                         + ", ".join(f"{m} {s}" for m, (_, s) in DEFAULT_STEPS.items()) + ".")
+    flags.DEFINE_integer(
+        "replicas",
+        1,
+        "Replicas (train, end_to_end): >1 mirrors over that many GPUs, "
+        "or logical CPU devices on a machine without GPUs.",
+    )
+    flags.DEFINE_integer(
+        "warmup_steps",
+        None,
+        "Untimed steps (batches) before timing; default: "
+        + ", ".join(f"{m} {w}" for m, (w, _) in DEFAULT_STEPS.items())
+        + ".",
+    )
+    flags.DEFINE_integer(
+        "steps",
+        None,
+        "Timed steps (batches) per repeat; default: "
+        + ", ".join(f"{m} {s}" for m, (_, s) in DEFAULT_STEPS.items())
+        + ".",
+    )
     flags.DEFINE_integer("repeats", 3, "Rounds over the rows; medians are reported.")
     flags.DEFINE_integer("num_classes", None, "Classes; default 1000 (train, serve) or the data's.")
     flags.DEFINE_integer("label_offset", None, "Subtracted from stored labels; default: detect.")
-    flags.DEFINE_string("data_dir", None, "Folder of train-* TFRecord shards (input, end_to_end); "
-                        "default: the demo dataset.")
+    flags.DEFINE_string(
+        "data_dir", None, "Folder of train-* TFRecord shards (input, end_to_end); default: the demo dataset."
+    )
     flags.DEFINE_bool("matmul", True, "train: also time a bfloat16 matmul (the machine's ceiling).")
     flags.DEFINE_integer("matmul_size", 4096, "train: n of the n x n x n matmul.")
     flags.DEFINE_integer("pil_processes", 2, "input: worker processes of the PIL loader.")
     flags.DEFINE_integer("requests", 200, "serve: timed batch-1 requests per latency row.")
     flags.DEFINE_integer("serve_batch_size", 64, "serve: images per throughput batch.")
-    flags.DEFINE_bool("onnx", False, "serve: also time onnxruntime (needs tf2onnx and onnxruntime: "
-                      "pip install '.[onnx]'); converting takes ~1 min and ~10 GiB of memory.")
+    flags.DEFINE_bool(
+        "onnx",
+        False,
+        "serve: also time onnxruntime (needs tf2onnx and onnxruntime: "
+        "pip install '.[onnx]'); converting takes ~1 min and ~10 GiB of memory.",
+    )
     flags.DEFINE_bool("json", False, "Print one JSON object instead of markdown tables.")
 
 
@@ -92,10 +118,17 @@ def settings_from_flags(flag_values):
     warmup, steps = DEFAULT_STEPS[mode]
     warmup = warmup if fv.warmup_steps is None else fv.warmup_steps
     steps = steps if fv.steps is None else fv.steps
-    positive = {"batch_size": fv.batch_size, "steps_per_execution": fv.steps_per_execution,
-                "replicas": fv.replicas, "steps": steps, "repeats": fv.repeats, "requests": fv.requests,
-                "serve_batch_size": fv.serve_batch_size, "pil_processes": fv.pil_processes,
-                "matmul_size": fv.matmul_size}
+    positive = {
+        "batch_size": fv.batch_size,
+        "steps_per_execution": fv.steps_per_execution,
+        "replicas": fv.replicas,
+        "steps": steps,
+        "repeats": fv.repeats,
+        "requests": fv.requests,
+        "serve_batch_size": fv.serve_batch_size,
+        "pil_processes": fv.pil_processes,
+        "matmul_size": fv.matmul_size,
+    }
     if fv.num_classes is not None:
         positive["num_classes"] = fv.num_classes
     for name, value in positive.items():
@@ -111,26 +144,44 @@ def settings_from_flags(flag_values):
     if mode in ("train", "end_to_end"):
         for name, value in (("steps", steps), ("warmup_steps", warmup)):
             if value % fv.steps_per_execution:
-                raise ConfigError(f"--{name}={value} is not a multiple of "
-                                  f"--steps_per_execution={fv.steps_per_execution}")
+                raise ConfigError(
+                    f"--{name}={value} is not a multiple of --steps_per_execution={fv.steps_per_execution}"
+                )
         if fv.batch_size % fv.replicas:
             raise ConfigError(f"--batch_size={fv.batch_size} is not divisible by --replicas={fv.replicas}")
-        settings.update(variant=fv.variant, batch_size=fv.batch_size,
-                        precisions=list(dict.fromkeys(fv.precision)), jit_compile=fv.jit_compile,
-                        steps_per_execution=fv.steps_per_execution, replicas=fv.replicas)
+        settings.update(
+            variant=fv.variant,
+            batch_size=fv.batch_size,
+            precisions=list(dict.fromkeys(fv.precision)),
+            jit_compile=fv.jit_compile,
+            steps_per_execution=fv.steps_per_execution,
+            replicas=fv.replicas,
+        )
     if mode == "train":
-        settings.update(num_classes=fv.num_classes or 1000, matmul_size=fv.matmul_size if fv.matmul else None,
-                        grouped_convs=list(dict.fromkeys(fv.grouped_conv)))
+        settings.update(
+            num_classes=fv.num_classes or 1000,
+            matmul_size=fv.matmul_size if fv.matmul else None,
+            grouped_convs=list(dict.fromkeys(fv.grouped_conv)),
+        )
     elif fv.grouped_conv != ["auto"]:
         raise ConfigError(f"--grouped_conv={','.join(fv.grouped_conv)} applies to --mode=train only")
     if mode in ("input", "end_to_end"):
-        settings.update(batch_size=fv.batch_size, data_dir=fv.data_dir, num_classes=fv.num_classes,
-                        label_offset=fv.label_offset)
+        settings.update(
+            batch_size=fv.batch_size,
+            data_dir=fv.data_dir,
+            num_classes=fv.num_classes,
+            label_offset=fv.label_offset,
+        )
     if mode == "input":
         settings["pil_processes"] = fv.pil_processes
     if mode == "serve":
-        settings.update(variant=fv.variant, num_classes=fv.num_classes or 1000, requests=fv.requests,
-                        serve_batch_size=fv.serve_batch_size, onnx=fv.onnx)
+        settings.update(
+            variant=fv.variant,
+            num_classes=fv.num_classes or 1000,
+            requests=fv.requests,
+            serve_batch_size=fv.serve_batch_size,
+            onnx=fv.onnx,
+        )
     return settings
 
 
@@ -169,31 +220,59 @@ def run(mode, settings):
     from alexnet_tf.training import devices  # pylint: disable=g-import-not-at-top
 
     s = settings
-    timing = dict(warmup_steps=s["warmup_steps"], timed_steps=s["steps"], repeats=s["repeats"],
-                  progress=_progress)
+    timing = dict(
+        warmup_steps=s["warmup_steps"], timed_steps=s["steps"], repeats=s["repeats"], progress=_progress
+    )
     if mode == "serve":
-        return serve.run(variant=s["variant"], num_classes=s["num_classes"], requests=s["requests"],
-                               batch_size=s["serve_batch_size"], onnx=s["onnx"], **timing), serve.table
+        return serve.run(
+            variant=s["variant"],
+            num_classes=s["num_classes"],
+            requests=s["requests"],
+            batch_size=s["serve_batch_size"],
+            onnx=s["onnx"],
+            **timing,
+        ), serve.table
     if mode in ("train", "end_to_end"):
         strategy = devices.mirrored_over(s["replicas"])  # before any other TensorFlow op
         for precision in s["precisions"]:
             devices.check_precision(precision, s["variant"])
-        timing.update(variant=s["variant"], batch_size=s["batch_size"], precisions=s["precisions"],
-                      jit_compile=s["jit_compile"], steps_per_execution=s["steps_per_execution"])
+        timing.update(
+            variant=s["variant"],
+            batch_size=s["batch_size"],
+            precisions=s["precisions"],
+            jit_compile=s["jit_compile"],
+            steps_per_execution=s["steps_per_execution"],
+        )
     if mode == "train":
-        result = train.run_train(strategy, num_classes=s["num_classes"], matmul_size=s["matmul_size"],
-                                       grouped_convs=s["grouped_convs"], **timing)
+        result = train.run_train(
+            strategy,
+            num_classes=s["num_classes"],
+            matmul_size=s["matmul_size"],
+            grouped_convs=s["grouped_convs"],
+            **timing,
+        )
         return result, train.train_table
     data_dir = s["data_dir"] or _demo_data_dir()
     try:
         if mode == "input":
-            result, table = pipeline.run(
-                data_dir, batch_size=s["batch_size"], num_classes=s["num_classes"],
-                label_offset=s["label_offset"], pil_processes=s["pil_processes"], **timing), pipeline.table
+            result, table = (
+                pipeline.run(
+                    data_dir,
+                    batch_size=s["batch_size"],
+                    num_classes=s["num_classes"],
+                    label_offset=s["label_offset"],
+                    pil_processes=s["pil_processes"],
+                    **timing,
+                ),
+                pipeline.table,
+            )
         else:
-            result, table = train.run_end_to_end(
-                strategy, data_dir, num_classes=s["num_classes"], label_offset=s["label_offset"],
-                **timing), train.end_to_end_table
+            result, table = (
+                train.run_end_to_end(
+                    strategy, data_dir, num_classes=s["num_classes"], label_offset=s["label_offset"], **timing
+                ),
+                train.end_to_end_table,
+            )
     except ConfigError as e:
         raise ConfigError(f"--data_dir={data_dir}: {e}") from None
     result["data"]["demo"] = s["data_dir"] is None
@@ -203,18 +282,22 @@ def run(mode, settings):
 def _title(mode, settings, result):
     s = settings
     if mode == "serve":
-        return (f"AlexNet {s['variant']} ({s['num_classes']} classes) serving from a SavedModel in this "
-                f"process: {s['requests']} batch-1 requests, median of {s['repeats']} x {s['steps']} batches "
-                f"of {s['serve_batch_size']}")
+        return (
+            f"AlexNet {s['variant']} ({s['num_classes']} classes) serving from a SavedModel in this "
+            f"process: {s['requests']} batch-1 requests, median of {s['repeats']} x {s['steps']} batches "
+            f"of {s['serve_batch_size']}"
+        )
     rounds = f"median of {s['repeats']} x {s['steps']} {'batches' if mode == 'input' else 'steps'}"
     data = result.get("data", {})
     source = f"{data.get('data_dir')}{' (the generated demo dataset)' if s.get('data_dir') is None else ''}"
     if mode == "input":
         return f"Training input pipeline, batch {s['batch_size']}, {source}; {rounds}"
     what = "synthetic in-memory data" if mode == "train" else f"TFRecords from {source} and synthetic data"
-    return (f"AlexNet {s['variant']} training with the trainer's train step, global batch {s['batch_size']} "
-            f"on {s['replicas']} replica(s), {what}, jit_compile={s['jit_compile']}, "
-            f"steps_per_execution={s['steps_per_execution']}; {rounds}")
+    return (
+        f"AlexNet {s['variant']} training with the trainer's train step, global batch {s['batch_size']} "
+        f"on {s['replicas']} replica(s), {what}, jit_compile={s['jit_compile']}, "
+        f"steps_per_execution={s['steps_per_execution']}; {rounds}"
+    )
 
 
 @contextlib.contextmanager
@@ -251,15 +334,22 @@ def main(argv):
             return 2
         env = environment(tf, keras)
     peak_rss_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # ru_maxrss is in KiB
-    report = {"mode": FLAGS.mode, "settings": settings, **result, "peak_rss_gib": peak_rss_gib,
-              "environment": env}
+    report = {
+        "mode": FLAGS.mode,
+        "settings": settings,
+        **result,
+        "peak_rss_gib": peak_rss_gib,
+        "environment": env,
+    }
     if FLAGS.json:
         print(json.dumps(report, indent=2))
         return 0
     print(_title(FLAGS.mode, settings, result))
     gpus = ", ".join(env["gpus"]) or "none"
-    print(f"TensorFlow {env['tensorflow']}, Keras {env['keras']}, Python {env['python']}; {env['cpus']} "
-          f"CPUs: {env['cpu_model']} [{' '.join(env['cpu_flags'])}]; GPUs: {gpus}\n")
+    print(
+        f"TensorFlow {env['tensorflow']}, Keras {env['keras']}, Python {env['python']}; {env['cpus']} "
+        f"CPUs: {env['cpu_model']} [{' '.join(env['cpu_flags'])}]; GPUs: {gpus}\n"
+    )
     print(table(result))
     print(f"\npeak resident memory: {peak_rss_gib:.2f} GiB (this process)")
     return 0

@@ -46,8 +46,13 @@ def describe_train_shards(data_dir, num_classes=None, label_offset=None, **confi
     from alexnet_tf.training.inputs import describe_data  # pylint: disable=g-import-not-at-top
 
     # A set steps_per_epoch skips counting the records when the manifest does not say.
-    config = TrainConfig(data_dir=data_dir, num_classes=num_classes, label_offset=label_offset,
-                         steps_per_epoch=1, **config_fields)
+    config = TrainConfig(
+        data_dir=data_dir,
+        num_classes=num_classes,
+        label_offset=label_offset,
+        steps_per_epoch=1,
+        **config_fields,
+    )
     return config, describe_data(config, require_validation=False)
 
 
@@ -74,8 +79,9 @@ def _timed(batches, warmup_batches, timed_batches, batch_size, pids=()):
 
 def _decode_only(tf, files, batch_size):
     def decode(record):
-        encoded = tf.io.parse_single_example(
-            record, {"image/encoded": tf.io.FixedLenFeature([], tf.string)})["image/encoded"]
+        encoded = tf.io.parse_single_example(record, {"image/encoded": tf.io.FixedLenFeature([], tf.string)})[
+            "image/encoded"
+        ]
         image = tf.io.decode_jpeg(encoded, channels=3)
         return tf.shape(image)[0] + tf.cast(image[0, 0, 0], tf.int32)  # keeps the decode alive
 
@@ -120,7 +126,7 @@ def _pil_batch(task):
         if side != 256:
             image = image.resize((256, 256), Image.BILINEAR)
         dy, dx = rng.integers(0, 33, size=2)
-        crop = np.asarray(image)[dy:dy + 224, dx:dx + 224]
+        crop = np.asarray(image)[dy : dy + 224, dx : dx + 224]
         if rng.random() < 0.5:
             crop = crop[:, ::-1]
         alpha = rng.normal(0.0, 0.1, 3).astype(np.float32)
@@ -143,7 +149,8 @@ class _PilLoader:
         self._out = np.ndarray((slots, batch_size, 224, 224, 3), np.float32, self._shm.buf)
         # spawn, not fork: the parent runs TensorFlow's threads.
         self._pool = multiprocessing.get_context("spawn").Pool(
-            processes, _pil_init, (jpegs, self._shm.name, slots, batch_size) + constants)
+            processes, _pil_init, (jpegs, self._shm.name, slots, batch_size) + constants
+        )
         self._pool.map(_pil_batch, [(0, s, s) for s in range(processes)])  # start-up off the clock
 
     @property
@@ -155,8 +162,11 @@ class _PilLoader:
         try:
             while True:
                 while len(pending) < self.SLOTS - 1:
-                    pending.append(self._pool.apply_async(
-                        _pil_batch, ((step * self._batch_size, step % self.SLOTS, step),)))
+                    pending.append(
+                        self._pool.apply_async(
+                            _pil_batch, ((step * self._batch_size, step % self.SLOTS, step),)
+                        )
+                    )
                     step += 1
                 yield self._out[pending.pop(0).get()]
         finally:  # let the workers go idle before the next row is timed
@@ -173,12 +183,24 @@ class _PilLoader:
 
 def _read_jpegs(tf, files, count):
     spec = {"image/encoded": tf.io.FixedLenFeature([], tf.string)}
-    return [tf.io.parse_single_example(r, spec)["image/encoded"].numpy()
-            for r in tf.data.TFRecordDataset(files).take(count)]
+    return [
+        tf.io.parse_single_example(r, spec)["image/encoded"].numpy()
+        for r in tf.data.TFRecordDataset(files).take(count)
+    ]
 
 
-def run(data_dir, *, batch_size, num_classes, label_offset, warmup_steps, timed_steps, repeats, pil_processes,
-        progress=lambda message: None):
+def run(
+    data_dir,
+    *,
+    batch_size,
+    num_classes,
+    label_offset,
+    warmup_steps,
+    timed_steps,
+    repeats,
+    pil_processes,
+    progress=lambda message: None,
+):
     """Times the rows round-robin.
 
     Args:
@@ -238,31 +260,52 @@ def run(data_dir, *, batch_size, num_classes, label_offset, warmup_steps, timed_
     results = []
     for name, rs in rounds.items():
         rates = [r[0] for r in rs]
-        results.append({"row": name, "images_per_sec": statistics.median(rates),
-                        "images_per_sec_min": min(rates), "images_per_sec_max": max(rates),
-                        "cpu_ms_per_image": statistics.median(r[1] for r in rs),
-                        "rounds_images_per_sec": rates})
+        results.append(
+            {
+                "row": name,
+                "images_per_sec": statistics.median(rates),
+                "images_per_sec_min": min(rates),
+                "images_per_sec_max": max(rates),
+                "cpu_ms_per_image": statistics.median(r[1] for r in rs),
+                "rounds_images_per_sec": rates,
+            }
+        )
     cpu_ms = {r["row"]: r["cpu_ms_per_image"] for r in results}
     ratio = lambda a, b: statistics.median(x[0] / y[0] for x, y in zip(rounds[a], rounds[b]))  # noqa: E731
     # None when a run too short to register CPU time (the PIL workers' /proc counters tick at 10 ms).
     cpu_ratio = lambda a, b: cpu_ms[b] / cpu_ms[a] if cpu_ms[a] > 0 and cpu_ms[b] > 0 else None  # noqa: E731
-    ratios = {"pipeline/decode": ratio("pipeline", "decode"),
-              "pipeline/decode by CPU time": cpu_ratio("pipeline", "decode")}
+    ratios = {
+        "pipeline/decode": ratio("pipeline", "decode"),
+        "pipeline/decode by CPU time": cpu_ratio("pipeline", "decode"),
+    }
     if "pil" in rounds:
         ratios["pipeline/pil"] = ratio("pipeline", "pil")
         ratios["pipeline/pil by CPU time"] = cpu_ratio("pipeline", "pil")
-    return {"data": {"data_dir": data_dir, "shards": len(files), "num_classes": info.num_classes,
-                     "label_offset": info.label_offset, "train_examples": info.train_examples or None},
-            "results": results, "ratios": ratios, "skipped": skipped}
+    return {
+        "data": {
+            "data_dir": data_dir,
+            "shards": len(files),
+            "num_classes": info.num_classes,
+            "label_offset": info.label_offset,
+            "train_examples": info.train_examples or None,
+        },
+        "results": results,
+        "ratios": ratios,
+        "skipped": skipped,
+    }
 
 
 def table(result):
     """Markdown rows of run's result."""
     lines = ["| row | images/sec (median) | min-max | CPU ms/image |", "|---|---:|---|---:|"]
     for r in result["results"]:
-        lines.append(f"| {r['row']} | {r['images_per_sec']:.0f} | {r['images_per_sec_min']:.0f}-"
-                     f"{r['images_per_sec_max']:.0f} | {r['cpu_ms_per_image']:.3f} |")
+        lines.append(
+            f"| {r['row']} | {r['images_per_sec']:.0f} | {r['images_per_sec_min']:.0f}-"
+            f"{r['images_per_sec_max']:.0f} | {r['cpu_ms_per_image']:.3f} |"
+        )
     lines += [f"| {s['row']} | {s['reason']} | | |" for s in result["skipped"]]
     lines += ["", "| ratio | value |", "|---|---:|"]
-    lines += [f"| {name} | {'-' if value is None else f'{value:.2f}'} |" for name, value in result["ratios"].items()]
+    lines += [
+        f"| {name} | {'-' if value is None else f'{value:.2f}'} |" for name, value in result["ratios"].items()
+    ]
     return "\n".join(lines)

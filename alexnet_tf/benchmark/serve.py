@@ -31,8 +31,11 @@ def _latency(call, requests, warmup):
         start = time.perf_counter()
         call()
         seconds.append(time.perf_counter() - start)
-    return {"median_ms": 1e3 * float(np.median(seconds)), "p99_ms": 1e3 * float(np.percentile(seconds, 99)),
-            "requests": requests}
+    return {
+        "median_ms": 1e3 * float(np.median(seconds)),
+        "p99_ms": 1e3 * float(np.percentile(seconds, 99)),
+        "requests": requests,
+    }
 
 
 def _seconds(call, count):
@@ -52,8 +55,19 @@ def _onnx_missing():
     return None
 
 
-def run(*, variant, num_classes, requests, batch_size, warmup_steps, timed_steps, repeats, onnx=True, seed=0,
-        progress=lambda message: None):
+def run(
+    *,
+    variant,
+    num_classes,
+    requests,
+    batch_size,
+    warmup_steps,
+    timed_steps,
+    repeats,
+    onnx=True,
+    seed=0,
+    progress=lambda message: None,
+):
     """Exports, loads and times the model.
 
     Args:
@@ -93,8 +107,9 @@ def run(*, variant, num_classes, requests, batch_size, warmup_steps, timed_steps
         predict_images = loaded.signatures[serving.PIXELS_SIGNATURE]
         latency_calls = {
             ("saved_model", serving.SERVING_SIGNATURE, "one JPEG"): lambda: serve(image_bytes=one_jpeg),
-            ("saved_model", serving.PIXELS_SIGNATURE, "one 256x256 float32 image"):
-                lambda: predict_images(images=one_image),
+            ("saved_model", serving.PIXELS_SIGNATURE, "one 256x256 float32 image"): lambda: predict_images(
+                images=one_image
+            ),
         }
         batch_calls = {("saved_model", serving.PIXELS_SIGNATURE): lambda: predict_images(images=batch)}
         missing = _onnx_missing() if onnx else "skipped: no --onnx"
@@ -116,8 +131,15 @@ def run(*, variant, num_classes, requests, batch_size, warmup_steps, timed_steps
         result["latency"] = []
         for (runtime, signature, inputs), call in latency_calls.items():
             progress(f"batch-1 latency of {runtime} {signature}")
-            result["latency"].append({"runtime": runtime, "signature": signature, "input": inputs, "batch": 1,
-                                      **_latency(call, requests, warmup_steps)})
+            result["latency"].append(
+                {
+                    "runtime": runtime,
+                    "signature": signature,
+                    "input": inputs,
+                    "batch": 1,
+                    **_latency(call, requests, warmup_steps),
+                }
+            )
         for call in batch_calls.values():
             for _ in range(warmup_steps):
                 call()
@@ -129,26 +151,42 @@ def run(*, variant, num_classes, requests, batch_size, warmup_steps, timed_steps
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     result["throughput"] = [
-        {"runtime": runtime, "signature": signature, "batch": batch_size,
-         "images_per_sec": statistics.median(r), "images_per_sec_min": min(r), "images_per_sec_max": max(r),
-         "rounds_images_per_sec": r} for (runtime, signature), r in rates.items()]
+        {
+            "runtime": runtime,
+            "signature": signature,
+            "batch": batch_size,
+            "images_per_sec": statistics.median(r),
+            "images_per_sec_min": min(r),
+            "images_per_sec_max": max(r),
+            "rounds_images_per_sec": r,
+        }
+        for (runtime, signature), r in rates.items()
+    ]
     result["skipped"] = skipped
     return result
 
 
 def table(result):
     """Markdown rows of run's result."""
-    lines = ["| runtime | signature | input | batch | latency median / p99 (ms) | images/sec (median) "
-             "| min-max |", "|---|---|---|---:|---|---:|---|"]
+    lines = [
+        "| runtime | signature | input | batch | latency median / p99 (ms) | images/sec (median) | min-max |",
+        "|---|---|---|---:|---|---:|---|",
+    ]
     for r in result["latency"]:
-        lines.append(f"| {r['runtime']} | {r['signature']} | {r['input']} | 1 | "
-                     f"{r['median_ms']:.1f} / {r['p99_ms']:.1f} | | |")
+        lines.append(
+            f"| {r['runtime']} | {r['signature']} | {r['input']} | 1 | "
+            f"{r['median_ms']:.1f} / {r['p99_ms']:.1f} | | |"
+        )
     for r in result["throughput"]:
-        lines.append(f"| {r['runtime']} | {r['signature']} | float32 256x256 | {r['batch']} | | "
-                     f"{r['images_per_sec']:.1f} | {r['images_per_sec_min']:.1f}-"
-                     f"{r['images_per_sec_max']:.1f} |")
+        lines.append(
+            f"| {r['runtime']} | {r['signature']} | float32 256x256 | {r['batch']} | | "
+            f"{r['images_per_sec']:.1f} | {r['images_per_sec_min']:.1f}-"
+            f"{r['images_per_sec_max']:.1f} |"
+        )
     lines += [f"| {s['runtime']} | {s['reason']} | | | | | |" for s in result["skipped"]]
     if "onnx_max_abs_probability_difference" in result:
-        lines.append(f"\nonnxruntime vs predict_images: max probability difference "
-                     f"{result['onnx_max_abs_probability_difference']:.1e}")
+        lines.append(
+            f"\nonnxruntime vs predict_images: max probability difference "
+            f"{result['onnx_max_abs_probability_difference']:.1e}"
+        )
     return "\n".join(lines)

@@ -69,11 +69,19 @@ class _Trainer:
         try:
             with layers.grouped_conv_implementation(grouped_conv):
                 self.grouped_conv = layers.resolve_grouped_conv_implementation(
-                    keras.mixed_precision.global_policy().compute_dtype)
-                self.state = steps.build_state(config, strategy, num_classes, steps_per_epoch=100,
-                                               total_steps=_SCHEDULE_STEPS, loss_scaling=loss_scaling)
-                self.train = steps.make_train_function(strategy, self.state, config.batch_size,
-                                                       config.jit_compile, loss_scaling)
+                    keras.mixed_precision.global_policy().compute_dtype
+                )
+                self.state = steps.build_state(
+                    config,
+                    strategy,
+                    num_classes,
+                    steps_per_epoch=100,
+                    total_steps=_SCHEDULE_STEPS,
+                    loss_scaling=loss_scaling,
+                )
+                self.train = steps.make_train_function(
+                    strategy, self.state, config.batch_size, config.jit_compile, loss_scaling
+                )
                 for iterator in iterators.values():
                     self.run(iterator, max(warmup_steps, self.steps_per_execution))
         finally:
@@ -88,8 +96,19 @@ class _Trainer:
         return time.perf_counter() - start
 
 
-def _time_rows(config, strategy, num_classes, precisions, input_fns, warmup_steps, timed_steps, repeats,
-               progress, each_round=None, grouped_convs=("auto",)):
+def _time_rows(
+    config,
+    strategy,
+    num_classes,
+    precisions,
+    input_fns,
+    warmup_steps,
+    timed_steps,
+    repeats,
+    progress,
+    each_round=None,
+    grouped_convs=("auto",),
+):
     """Builds every (precision, grouped_conv), then times every (precision, grouped_conv, source) row
     round-robin.
 
@@ -101,12 +120,19 @@ def _time_rows(config, strategy, num_classes, precisions, input_fns, warmup_step
     trainers = {}
     for precision in precisions:
         for grouped_conv in grouped_convs:
-            progress(f"building the {precision} model (grouped convolutions: {grouped_conv}) and tracing "
-                     "its train step")
+            progress(
+                f"building the {precision} model (grouped convolutions: {grouped_conv}) and tracing "
+                "its train step"
+            )
             keras.utils.set_random_seed(0)
             trainers[precision, grouped_conv] = _Trainer(
-                dataclasses.replace(config, precision=precision), strategy, num_classes, iterators,
-                warmup_steps, grouped_conv)
+                dataclasses.replace(config, precision=precision),
+                strategy,
+                num_classes,
+                iterators,
+                warmup_steps,
+                grouped_conv,
+            )
     flops_per_image = training_flops(layer_table(next(iter(trainers.values())).state.model))
     rates = {(key, s): [] for key in trainers for s in iterators}
     for repeat in range(repeats):
@@ -122,14 +148,37 @@ def _time_rows(config, strategy, num_classes, precisions, input_fns, warmup_step
     rows = []
     for ((precision, grouped_conv), source), rounds in rates.items():
         median = statistics.median(rounds)
-        rows.append(TrainRow(precision, trainers[precision, grouped_conv].grouped_conv, source, median,
-                             min(rounds), max(rounds), rounds, median * flops_per_image / 1e12))
+        rows.append(
+            TrainRow(
+                precision,
+                trainers[precision, grouped_conv].grouped_conv,
+                source,
+                median,
+                min(rounds),
+                max(rounds),
+                rounds,
+                median * flops_per_image / 1e12,
+            )
+        )
     return rows, flops_per_image
 
 
-def run_train(strategy, *, variant, batch_size, precisions, num_classes, jit_compile, steps_per_execution,
-              warmup_steps, timed_steps, repeats, matmul_size, grouped_convs=("auto",),
-              progress=lambda message: None):
+def run_train(
+    strategy,
+    *,
+    variant,
+    batch_size,
+    precisions,
+    num_classes,
+    jit_compile,
+    steps_per_execution,
+    warmup_steps,
+    timed_steps,
+    repeats,
+    matmul_size,
+    grouped_convs=("auto",),
+    progress=lambda message: None,
+):
     """Training speed on synthetic in-memory batches.
 
     Args:
@@ -147,9 +196,14 @@ def run_train(strategy, *, variant, batch_size, precisions, num_classes, jit_com
     Returns:
       A JSON-able dict: training_gflop_per_image, bf16_matmul_tflops, results (one per precision).
     """
-    config = TrainConfig(variant=variant, batch_size=batch_size, num_classes=num_classes,
-                         data_source="synthetic", jit_compile=jit_compile,
-                         steps_per_execution=steps_per_execution)
+    config = TrainConfig(
+        variant=variant,
+        batch_size=batch_size,
+        num_classes=num_classes,
+        data_source="synthetic",
+        jit_compile=jit_compile,
+        steps_per_execution=steps_per_execution,
+    )
     info = describe_data(config, "")
     input_fns = {"synthetic": make_input_fns(config, info, seed=0).train}
     # The ceiling is timed in every round, next to the training it is compared with, so a
@@ -160,26 +214,58 @@ def run_train(strategy, *, variant, batch_size, precisions, num_classes, jit_com
         progress(f"timing a {matmul_size}x{matmul_size} bfloat16 matmul")
         ceilings.append(matmul_tflops(n=matmul_size, repeats=2))
 
-    rows, flops = _time_rows(config, strategy, num_classes, precisions, input_fns, warmup_steps, timed_steps,
-                             repeats, progress, time_ceiling if matmul_size else None, grouped_convs)
+    rows, flops = _time_rows(
+        config,
+        strategy,
+        num_classes,
+        precisions,
+        input_fns,
+        warmup_steps,
+        timed_steps,
+        repeats,
+        progress,
+        time_ceiling if matmul_size else None,
+        grouped_convs,
+    )
     peak = statistics.median(ceilings) if ceilings else None
     results = []
     for row in rows:
         entry = dataclasses.asdict(row)
         del entry["data"]
         # Median over rounds of (round's TFLOP/s / that round's matmul TFLOP/s).
-        entry["share_of_bf16_matmul"] = statistics.median(
-            rate * flops / 1e12 / ceiling for rate, ceiling in zip(row.rounds_images_per_sec, ceilings)
-        ) if ceilings else None
+        entry["share_of_bf16_matmul"] = (
+            statistics.median(
+                rate * flops / 1e12 / ceiling for rate, ceiling in zip(row.rounds_images_per_sec, ceilings)
+            )
+            if ceilings
+            else None
+        )
         results.append(entry)
-    return {"training_gflop_per_image": flops / 1e9, "bf16_matmul_tflops": peak,
-            "bf16_matmul_tflops_rounds": ceilings, "matmul_size": matmul_size,
-            "results": results}
+    return {
+        "training_gflop_per_image": flops / 1e9,
+        "bf16_matmul_tflops": peak,
+        "bf16_matmul_tflops_rounds": ceilings,
+        "matmul_size": matmul_size,
+        "results": results,
+    }
 
 
-def run_end_to_end(strategy, data_dir, *, variant, batch_size, precisions, num_classes, label_offset,
-                   jit_compile, steps_per_execution, warmup_steps, timed_steps, repeats,
-                   progress=lambda message: None):
+def run_end_to_end(
+    strategy,
+    data_dir,
+    *,
+    variant,
+    batch_size,
+    precisions,
+    num_classes,
+    label_offset,
+    jit_compile,
+    steps_per_execution,
+    warmup_steps,
+    timed_steps,
+    repeats,
+    progress=lambda message: None,
+):
     """Training speed from the TFRecords in `data_dir` and from synthetic batches, interleaved.
 
     Args:
@@ -197,32 +283,67 @@ def run_end_to_end(strategy, data_dir, *, variant, batch_size, precisions, num_c
       ConfigError: no train-* shards, undetectable label offset, disagreeing num_classes.
     """
     config, info = describe_train_shards(
-        data_dir, num_classes, label_offset, variant=variant, batch_size=batch_size,
-        jit_compile=jit_compile, steps_per_execution=steps_per_execution)
+        data_dir,
+        num_classes,
+        label_offset,
+        variant=variant,
+        batch_size=batch_size,
+        jit_compile=jit_compile,
+        steps_per_execution=steps_per_execution,
+    )
     synthetic = dataclasses.replace(info, source="synthetic")
-    input_fns = {"tfrecord": make_input_fns(config, info, seed=None).train,
-                 "synthetic": make_input_fns(config, synthetic, seed=0).train}
-    rows, flops = _time_rows(config, strategy, info.num_classes, precisions, input_fns, warmup_steps,
-                             timed_steps, repeats, progress)
+    input_fns = {
+        "tfrecord": make_input_fns(config, info, seed=None).train,
+        "synthetic": make_input_fns(config, synthetic, seed=0).train,
+    }
+    rows, flops = _time_rows(
+        config,
+        strategy,
+        info.num_classes,
+        precisions,
+        input_fns,
+        warmup_steps,
+        timed_steps,
+        repeats,
+        progress,
+    )
     by_key = {(r.precision, r.data): r for r in rows}
-    ratios = {f"{p} tfrecord/synthetic": statistics.median(
-        t / s for t, s in zip(by_key[p, "tfrecord"].rounds_images_per_sec,
-                              by_key[p, "synthetic"].rounds_images_per_sec)) for p in precisions}
-    return {"data": {"data_dir": data_dir, "num_classes": info.num_classes, "label_offset": info.label_offset,
-                     "train_examples": info.train_examples or None},
-            "training_gflop_per_image": flops / 1e9,
-            "results": [dataclasses.asdict(r) for r in rows], "ratios": ratios}
+    ratios = {
+        f"{p} tfrecord/synthetic": statistics.median(
+            t / s
+            for t, s in zip(
+                by_key[p, "tfrecord"].rounds_images_per_sec, by_key[p, "synthetic"].rounds_images_per_sec
+            )
+        )
+        for p in precisions
+    }
+    return {
+        "data": {
+            "data_dir": data_dir,
+            "num_classes": info.num_classes,
+            "label_offset": info.label_offset,
+            "train_examples": info.train_examples or None,
+        },
+        "training_gflop_per_image": flops / 1e9,
+        "results": [dataclasses.asdict(r) for r in rows],
+        "ratios": ratios,
+    }
 
 
 def train_table(result):
     """Markdown rows of run_train's result."""
     peak = result["bf16_matmul_tflops"]
-    lines = ["| precision | grouped conv | images/sec (median) | min-max | achieved TFLOP/s | share of bf16 matmul |",
-             "|---|---|---:|---|---:|---:|"]
+    lines = [
+        "| precision | grouped conv | images/sec (median) | min-max | achieved TFLOP/s "
+        "| share of bf16 matmul |",
+        "|---|---|---:|---|---:|---:|",
+    ]
     for r in result["results"]:
         share = f"{100 * r['share_of_bf16_matmul']:.0f}%" if peak else "-"
-        lines.append(f"| {r['precision']} | {r['grouped_conv']} | {r['images_per_sec']:.1f} | {r['images_per_sec_min']:.1f}-"
-                     f"{r['images_per_sec_max']:.1f} | {r['tflops']:.3f} | {share} |")
+        lines.append(
+            f"| {r['precision']} | {r['grouped_conv']} | {r['images_per_sec']:.1f} "
+            f"| {r['images_per_sec_min']:.1f}-{r['images_per_sec_max']:.1f} | {r['tflops']:.3f} | {share} |"
+        )
     if peak:
         n = result["matmul_size"]
         lines.append(f"\nbf16 {n}x{n} matmul: {peak:.3f} TFLOP/s (median of the rounds); ")
@@ -234,11 +355,15 @@ def train_table(result):
 
 def end_to_end_table(result):
     """Markdown rows of run_end_to_end's result."""
-    lines = ["| precision | data | images/sec (median) | min-max | achieved TFLOP/s |",
-             "|---|---|---:|---|---:|"]
+    lines = [
+        "| precision | data | images/sec (median) | min-max | achieved TFLOP/s |",
+        "|---|---|---:|---|---:|",
+    ]
     for r in result["results"]:
-        lines.append(f"| {r['precision']} | {r['data']} | {r['images_per_sec']:.1f} | "
-                     f"{r['images_per_sec_min']:.1f}-{r['images_per_sec_max']:.1f} | {r['tflops']:.3f} |")
+        lines.append(
+            f"| {r['precision']} | {r['data']} | {r['images_per_sec']:.1f} | "
+            f"{r['images_per_sec_min']:.1f}-{r['images_per_sec_max']:.1f} | {r['tflops']:.3f} |"
+        )
     lines += ["", "| ratio | value |", "|---|---:|"]
     lines += [f"| {name} | {value:.2f} |" for name, value in result["ratios"].items()]
     return "\n".join(lines)

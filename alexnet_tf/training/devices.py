@@ -68,8 +68,10 @@ def create_strategy(distribution):
 def check_global_batch(batch_size, replicas):
     """Raises ConfigError unless the global batch splits evenly over the replicas."""
     if batch_size % replicas:
-        raise ConfigError(f"global batch_size {batch_size} is not divisible by the {replicas} replicas "
-                          "(--batch_size is the global batch)")
+        raise ConfigError(
+            f"global batch_size {batch_size} is not divisible by the {replicas} replicas "
+            "(--batch_size is the global batch)"
+        )
 
 
 def is_chief(strategy):
@@ -133,5 +135,7 @@ def check_precision(precision, variant):
     """Raises ConfigError for a resolved precision this machine cannot train `variant` in."""
     on_cpu = not tf.config.list_physical_devices("GPU")
     if precision == "mixed_float16" and variant != "one_weird_trick" and on_cpu:
-        raise ConfigError(f"mixed_float16 needs a GPU for the {variant} variant: TensorFlow's CPU "
-                          "kernels have no float16 gradient of grouped convolutions; use mixed_bfloat16")
+        raise ConfigError(
+            f"mixed_float16 needs a GPU for the {variant} variant: TensorFlow's CPU "
+            "kernels have no float16 gradient of grouped convolutions; use mixed_bfloat16"
+        )

@@ -6,10 +6,11 @@ that names what is wrong; `make_input_fns` returns the dataset functions that
 batch is split over replicas by `data.make_dataset` through the InputContext).
 """
 
+from collections.abc import Callable
 import dataclasses
 import json
 import os
-from typing import Callable, Optional, Tuple
+from typing import Optional
 
 from absl import logging
 import tensorflow as tf
@@ -29,7 +30,7 @@ class DataInfo:
 
     source: str
     num_classes: int
-    labels: Optional[Tuple[schema.LabelEntry, ...]]  # labels.txt entries in label order, if known
+    labels: Optional[tuple[schema.LabelEntry, ...]]  # labels.txt entries in label order, if known
     label_offset: int
     train_examples: int
 
@@ -81,11 +82,19 @@ def cached_record_count(pattern, cache_path=None, write_cache=False):
     fingerprint = _shard_fingerprint(tf.io.gfile.glob(pattern))
     cache = _read_json(cache_path)
     entry = cache.get(pattern)
-    if isinstance(entry, dict) and entry.get("files") == fingerprint and isinstance(entry.get("records"), int):
+    if (
+        isinstance(entry, dict)
+        and entry.get("files") == fingerprint
+        and isinstance(entry.get("records"), int)
+    ):
         logging.info("Record count of %s: %d, cached in %s.", pattern, entry["records"], cache_path)
         return entry["records"]
-    logging.warning("No record count in the data dir's %s; counting the records of %s once (set "
-                    "--steps_per_epoch to skip this).", schema.MANIFEST_FILENAME, pattern)
+    logging.warning(
+        "No record count in the data dir's %s; counting the records of %s once (set "
+        "--steps_per_epoch to skip this).",
+        schema.MANIFEST_FILENAME,
+        pattern,
+    )
     records = count_records(pattern)
     if write_cache:
         cache[pattern] = {"files": fingerprint, "records": records}
@@ -125,8 +134,10 @@ def _describe_tfrecords(config, count_cache, write_count_cache, require_validati
         patterns.append((config.eval_pattern, "validation"))
     for pattern, what in patterns:
         if not tf.io.gfile.glob(os.path.join(data_dir, pattern)):
-            raise ConfigError(f"no {what} files match {pattern!r} in {data_dir} (expected TFRecord "
-                              "shards like train-00000-of-01024 from tools/build_imagenet_tfrecords.py)")
+            raise ConfigError(
+                f"no {what} files match {pattern!r} in {data_dir} (expected TFRecord "
+                "shards like train-00000-of-01024 from tools/build_imagenet_tfrecords.py)"
+            )
     # manifest.json and labels.txt are each read once, here; the pipelines get what they say.
     labels_path = os.path.join(data_dir, schema.LABELS_FILENAME)
     try:
@@ -143,12 +154,14 @@ def _describe_tfrecords(config, count_cache, write_count_cache, require_validati
         labels = tuple(labels)
         num_classes = _num_classes(config, len(labels), labels_path)
     else:
-        num_classes = _num_classes(config, manifest.get("num_classes"), os.path.join(
-            data_dir, schema.MANIFEST_FILENAME))
+        num_classes = _num_classes(
+            config, manifest.get("num_classes"), os.path.join(data_dir, schema.MANIFEST_FILENAME)
+        )
     train_examples = schema.split_size(manifest, "train")
     if train_examples is None and config.steps_per_epoch is None:
-        train_examples = cached_record_count(os.path.join(data_dir, config.train_pattern), count_cache,
-                                             write_count_cache)
+        train_examples = cached_record_count(
+            os.path.join(data_dir, config.train_pattern), count_cache, write_count_cache
+        )
     return DataInfo("tfrecord", num_classes, labels, int(offset), train_examples or 0)
 
 
@@ -163,8 +176,10 @@ def _describe_tfds(config):
         builder.info.splits["validation"]  # pylint: disable=pointless-statement
         names = tuple(builder.info.features["label"].names)
     except Exception as e:  # pylint: disable=broad-except  (tfds raises many kinds)
-        raise ConfigError(f"tensorflow-datasets imagenet2012 is not prepared in {data_dir} "
-                          f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
+        raise ConfigError(
+            f"tensorflow-datasets imagenet2012 is not prepared in {data_dir} "
+            f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
+        ) from None
     num_classes = _num_classes(config, len(names), "tfds imagenet2012")
     return DataInfo("tfds", num_classes, names, 0, int(train_examples))
 
@@ -193,8 +208,9 @@ def describe_data(config, count_cache=None, write_count_cache=False, require_val
     if config.data_source == "tfds":
         return _describe_tfds(config)
     steps = config.steps_per_epoch or SYNTHETIC_STEPS_PER_EPOCH
-    return DataInfo("synthetic", config.num_classes or DEFAULT_NUM_CLASSES, None, 0,
-                    steps * config.batch_size)
+    return DataInfo(
+        "synthetic", config.num_classes or DEFAULT_NUM_CLASSES, None, 0, steps * config.batch_size
+    )
 
 
 def pipeline_batches(global_batches, input_context=None):
@@ -223,32 +239,70 @@ def make_input_fns(config, info, seed):
     common = dict(image_size=config.image_size)
     train_glob = os.path.join(config.data_dir, config.train_pattern)
     eval_glob = os.path.join(config.data_dir, config.eval_pattern)
-    record_args = dict(label_offset=info.label_offset, num_classes=info.num_classes,
-                       skip_corrupt=config.skip_corrupt, **common)
+    record_args = dict(
+        label_offset=info.label_offset,
+        num_classes=info.num_classes,
+        skip_corrupt=config.skip_corrupt,
+        **common,
+    )
 
     def train(input_context=None, batch_size=config.batch_size, shuffle_buffer_size=10_000):
         if info.source == "tfrecord":
-            return data.make_dataset(train_glob, batch_size, True, augment=config.augment,
-                                     input_context=input_context, seed=seed,
-                                     shuffle_buffer_size=shuffle_buffer_size, **record_args)
+            return data.make_dataset(
+                train_glob,
+                batch_size,
+                True,
+                augment=config.augment,
+                input_context=input_context,
+                seed=seed,
+                shuffle_buffer_size=shuffle_buffer_size,
+                **record_args,
+            )
         if info.source == "tfds":
-            return data.make_tfds_dataset(config.data_dir, "train", batch_size, True, augment=config.augment,
-                                          input_context=input_context, seed=seed,
-                                          shuffle_buffer_size=shuffle_buffer_size, **common)
-        return data.synthetic_dataset(batch_size, num_classes=info.num_classes,
-                                      input_context=input_context, seed=seed or 0, **common)
+            return data.make_tfds_dataset(
+                config.data_dir,
+                "train",
+                batch_size,
+                True,
+                augment=config.augment,
+                input_context=input_context,
+                seed=seed,
+                shuffle_buffer_size=shuffle_buffer_size,
+                **common,
+            )
+        return data.synthetic_dataset(
+            batch_size, num_classes=info.num_classes, input_context=input_context, seed=seed or 0, **common
+        )
 
     def evaluation(input_context=None, ten_crop=False):
         if info.source == "tfrecord":
-            dataset = data.make_dataset(eval_glob, config.batch_size, False, ten_crop=ten_crop,
-                                        input_context=input_context, **record_args)
+            dataset = data.make_dataset(
+                eval_glob,
+                config.batch_size,
+                False,
+                ten_crop=ten_crop,
+                input_context=input_context,
+                **record_args,
+            )
         elif info.source == "tfds":
-            dataset = data.make_tfds_dataset(config.data_dir, "validation", config.batch_size, False,
-                                             ten_crop=ten_crop, input_context=input_context, **common)
+            dataset = data.make_tfds_dataset(
+                config.data_dir,
+                "validation",
+                config.batch_size,
+                False,
+                ten_crop=ten_crop,
+                input_context=input_context,
+                **common,
+            )
         else:
-            dataset = data.synthetic_dataset(config.batch_size, num_classes=info.num_classes,
-                                             ten_crop=ten_crop, input_context=input_context, seed=1,
-                                             **common)
+            dataset = data.synthetic_dataset(
+                config.batch_size,
+                num_classes=info.num_classes,
+                ten_crop=ten_crop,
+                input_context=input_context,
+                seed=1,
+                **common,
+            )
         steps = config.eval_steps or (SYNTHETIC_EVAL_STEPS if info.source == "synthetic" else None)
         # --eval_steps counts global batches; this pipeline's dataset holds per-replica ones.
         return dataset.take(pipeline_batches(steps, input_context)) if steps else dataset

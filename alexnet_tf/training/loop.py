@@ -1,8 +1,9 @@
 """The loop of one training run: resume, train to each epoch end, evaluate, checkpoint, export.
 
 `TrainLoop(...).fit()` is what `alexnet_tf.train.run` calls once the strategy, the data, the
-seeds and the precision policy are settled (this module sets no process-wide state). Progress lives in Python counters (step, epoch) that are
-copied into the checkpoint at every save. The loop runs training in chunks of at most
+seeds and the precision policy are settled (this module sets no process-wide state).
+Progress lives in Python counters (step, epoch) that are copied into the checkpoint at every
+save. The loop runs training in chunks of at most
 --steps_per_execution steps that end on every logging, checkpoint, epoch and profiler
 boundary; between chunks it checks the loss (NaN/inf stops training without saving) and
 the workers' summed SIGTERM flag (all workers save and stop at the same step).
@@ -25,8 +26,14 @@ from alexnet_tf.training import summaries
 from alexnet_tf.training.devices import is_chief, worker_name
 from alexnet_tf.training.inputs import make_input_fns
 from alexnet_tf.training.preemption import PreemptionSignal
-from alexnet_tf.training.step import build_model, build_state, make_eval_function, make_train_function
-from alexnet_tf.training.step import run_evaluation, weight_decay_loss
+from alexnet_tf.training.step import (
+    build_model,
+    build_state,
+    make_eval_function,
+    make_train_function,
+    run_evaluation,
+    weight_decay_loss,
+)
 
 
 class TrainingDiverged(RuntimeError):
@@ -81,9 +88,12 @@ class _Meter:
     def metrics(self):
         sums = metrics.TRAIN_SUMS.unpack(self.sums)
         count = max(sums["count"], 1.0)
-        values = {"loss": sums["cross_entropy"] / count,
-                  "total_loss": sums["loss"] / max(self.steps, 1) + self.weight_decay_loss,
-                  "top1": sums["top1"] / count, "top5": sums["top5"] / count}
+        values = {
+            "loss": sums["cross_entropy"] / count,
+            "total_loss": sums["loss"] / max(self.steps, 1) + self.weight_decay_loss,
+            "top1": sums["top1"] / count,
+            "top5": sums["top5"] / count,
+        }
         if self.seconds:
             values["images_per_sec"] = self.images / self.seconds
         return values
@@ -100,8 +110,9 @@ class TrainLoop:
         self.name = worker_name(strategy)
         self.steps_per_epoch = config.steps_per_epoch or info.train_examples // config.batch_size
         if self.steps_per_epoch < 1:
-            raise ConfigError(f"batch_size {config.batch_size} is larger than the {info.train_examples} "
-                              "training examples")
+            raise ConfigError(
+                f"batch_size {config.batch_size} is larger than the {info.train_examples} training examples"
+            )
         self.total_steps = config.train_steps or config.epochs * self.steps_per_epoch
         self.num_epochs = -(-self.total_steps // self.steps_per_epoch)
         checkpoint_dir = os.path.join(model_dir, CHECKPOINT_SUBDIR)
@@ -111,13 +122,16 @@ class TrainLoop:
         check_model_spec(checkpoint_dir, spec, write=self.chief)
         self.seed = seed
         loss_scaling = precision == "mixed_float16"
-        self.state = build_state(config, strategy, info.num_classes, self.steps_per_epoch,
-                                 self.total_steps, loss_scaling)
-        self.train_fn = make_train_function(strategy, self.state, config.batch_size, config.jit_compile,
-                                            loss_scaling)
+        self.state = build_state(
+            config, strategy, info.num_classes, self.steps_per_epoch, self.total_steps, loss_scaling
+        )
+        self.train_fn = make_train_function(
+            strategy, self.state, config.batch_size, config.jit_compile, loss_scaling
+        )
         self.eval_fn = make_eval_function(strategy, self.state.model, ten_crop=False)
-        self.checkpointer = Checkpointer(self.state.checkpoint, checkpoint_dir, self.chief,
-                                         config.keep_checkpoints)
+        self.checkpointer = Checkpointer(
+            self.state.checkpoint, checkpoint_dir, self.chief, config.keep_checkpoints
+        )
         self.writers = summaries.SummaryWriters(model_dir, self.chief)
         self.step = self.epoch = 0
         self.saved = None  # (step, epoch) of the newest checkpoint
@@ -143,14 +157,27 @@ class TrainLoop:
         if restored:
             self.saved = (self.step, self.epoch)
             logging.info("Resuming from %s at step %d (epoch %d).", restored, self.step, self.epoch)
-        logging.info("%s: %d replica(s), %s, global batch %d, %d steps per epoch, %d steps in %d epochs.",
-                     self.name, self.strategy.num_replicas_in_sync, self.precision, self.config.batch_size,
-                     self.steps_per_epoch, self.total_steps, self.num_epochs)
+        logging.info(
+            "%s: %d replica(s), %s, global batch %d, %d steps per epoch, %d steps in %d epochs.",
+            self.name,
+            self.strategy.num_replicas_in_sync,
+            self.precision,
+            self.config.batch_size,
+            self.steps_per_epoch,
+            self.total_steps,
+            self.num_epochs,
+        )
         finished = self._finished_result()
         if finished is not None:
-            logging.info("%s: the run in %s is complete (step %d of %d, %d epochs); nothing to do. "
-                         "Raise --epochs or --train_steps to train further.", self.name, self.model_dir,
-                         self.step, self.total_steps, self.epoch)
+            logging.info(
+                "%s: the run in %s is complete (step %d of %d, %d epochs); nothing to do. "
+                "Raise --epochs or --train_steps to train further.",
+                self.name,
+                self.model_dir,
+                self.step,
+                self.total_steps,
+                self.epoch,
+            )
             return finished
         # A resumed run reshuffles with another seed, so it does not replay the epoch's start.
         seed = None if self.seed is None else self.seed + self.step
@@ -167,18 +194,26 @@ class TrainLoop:
         ten_crop = {}
         if self.config.ten_crop_eval:
             ten_crop_fn = make_eval_function(self.strategy, self.state.model, ten_crop=True)
-            ten_crop = run_evaluation(self.strategy, ten_crop_fn,
-                                      lambda context: self.inputs.evaluation(context, ten_crop=True))
-            self.writers.scalars("validation", self.step, {"ten_crop_top1": ten_crop["top1"],
-                                                           "ten_crop_top5": ten_crop["top5"]})
+            ten_crop = run_evaluation(
+                self.strategy, ten_crop_fn, lambda context: self.inputs.evaluation(context, ten_crop=True)
+            )
+            self.writers.scalars(
+                "validation",
+                self.step,
+                {"ten_crop_top1": ten_crop["top1"], "ten_crop_top5": ten_crop["top5"]},
+            )
         return self._finish(validation, ten_crop)
 
     def _train_until(self, iterator, end):
         config, meter, traced = self.config, _Meter(), False
         while self.step < end:
-            steps = min(config.steps_per_execution, end - self.step,
-                        _steps_to_boundary(self.step, config.log_every_steps),
-                        _steps_to_boundary(self.step, config.checkpoint_every_steps), self._profile(end))
+            steps = min(
+                config.steps_per_execution,
+                end - self.step,
+                _steps_to_boundary(self.step, config.log_every_steps),
+                _steps_to_boundary(self.step, config.checkpoint_every_steps),
+                self._profile(end),
+            )
             stop = 1.0 if self.preemption.requested else 0.0
             logs = (self.step + steps) % config.log_every_steps == 0 or self.step + steps == end
             if logs:  # the total loss's decay term: once per log line, not in every step
@@ -197,8 +232,10 @@ class TrainLoop:
                 meter = _Meter()
             if named["stop"] > 0:
                 path = self._save()
-                raise Preempted(f"preempted (signal {self.preemption.received or 'on another worker'}): "
-                                f"checkpoint {path} at step {self.step}; re-run the same command to resume")
+                raise Preempted(
+                    f"preempted (signal {self.preemption.received or 'on another worker'}): "
+                    f"checkpoint {path} at step {self.step}; re-run the same command to resume"
+                )
             if self.step % config.checkpoint_every_steps == 0 and self.step != end:
                 self._save()
         self._profile(end)  # stops a trace that ends with the epoch
@@ -220,21 +257,36 @@ class TrainLoop:
     def _end_epoch(self):
         validation = run_evaluation(self.strategy, self.eval_fn, self.inputs.evaluation)
         self.epoch += 1
-        self.writers.scalars("validation", self.step, {k: validation[k] for k in
-                                                       ("loss", "top1", "top5", "images_per_sec")})
+        self.writers.scalars(
+            "validation", self.step, {k: validation[k] for k in ("loss", "top1", "top5", "images_per_sec")}
+        )
         message = ""
         if self.config.lr_schedule == "paper" and self.state.plateau.update(validation["top1"]):
-            message = ("; validation top-1 stopped improving: learning rate now "
-                       f"{self.state.learning_rate():.6g}")
+            message = (
+                f"; validation top-1 stopped improving: learning rate now {self.state.learning_rate():.6g}"
+            )
         if self.chief:
             conv1 = self.state.model.get_layer("conv1").weights[0]
-            self.writers.image("train", self.step, "conv1_filters", summaries.filter_grid(conv1.numpy()),
-                               description="First-layer filters, each stretched to [0, 1] (paper Fig. 3).")
+            self.writers.image(
+                "train",
+                self.step,
+                "conv1_filters",
+                summaries.filter_grid(conv1.numpy()),
+                description="First-layer filters, each stretched to [0, 1] (paper Fig. 3).",
+            )
             if self.config.histograms:
                 self.writers.histograms("train", self.step, self.state.model.trainable_variables)
-        logging.info("%s: epoch %d/%d (step %d): validation top-1 %.2f%% top-5 %.2f%% loss %.4f%s",
-                     self.name, self.epoch, self.num_epochs, self.step, 100 * validation["top1"],
-                     100 * validation["top5"], validation["loss"], message)
+        logging.info(
+            "%s: epoch %d/%d (step %d): validation top-1 %.2f%% top-5 %.2f%% loss %.4f%s",
+            self.name,
+            self.epoch,
+            self.num_epochs,
+            self.step,
+            100 * validation["top1"],
+            100 * validation["top5"],
+            validation["loss"],
+            message,
+        )
         self._save()
         return validation
 
@@ -265,27 +317,42 @@ class TrainLoop:
         values["learning_rate"] = self.state.learning_rate()
         self.last_images_per_sec = values.get("images_per_sec", self.last_images_per_sec)
         self.writers.scalars("train", self.step, values)
-        logging.info("%s: step %d/%d: loss %.4f top-1 %.2f%% top-5 %.2f%% lr %.6g %s", self.name,
-                     self.step, self.total_steps, values["loss"], 100 * values["top1"], 100 * values["top5"],
-                     values["learning_rate"],
-                     f"{values['images_per_sec']:.1f} images/sec" if "images_per_sec" in values else "")
+        logging.info(
+            "%s: step %d/%d: loss %.4f top-1 %.2f%% top-5 %.2f%% lr %.6g %s",
+            self.name,
+            self.step,
+            self.total_steps,
+            values["loss"],
+            100 * values["top1"],
+            100 * values["top5"],
+            values["learning_rate"],
+            f"{values['images_per_sec']:.1f} images/sec" if "images_per_sec" in values else "",
+        )
 
     def _write_images(self):
         grid = summaries.tile_images(summaries.displayable_inputs(self.inputs.preview()))
-        self.writers.image("train", 0, "augmented_inputs", grid,
-                           description="Training inputs after augmentation, mean added back.")
+        self.writers.image(
+            "train",
+            0,
+            "augmented_inputs",
+            grid,
+            description="Training inputs after augmentation, mean added back.",
+        )
         conv1 = self.state.model.get_layer("conv1").weights[0]
         self.writers.image("train", 0, "conv1_filters", summaries.filter_grid(conv1.numpy()))
 
     def _weights_finite(self):
-        return all(bool(tf.reduce_all(tf.math.is_finite(v.value)))
-                   for v in self.state.model.trainable_variables)
+        return all(
+            bool(tf.reduce_all(tf.math.is_finite(v.value))) for v in self.state.model.trainable_variables
+        )
 
     def _diverged_message(self, what):
         last = tf.train.latest_checkpoint(self.checkpointer.directory)
-        return (f"{what} at step {self.step}; stopped without saving. Last good checkpoint: "
-                f"{last or 'none'}. Lower --learning_rate (now {self.config.learning_rate:g} at batch 128) "
-                "or check the data, then re-run.")
+        return (
+            f"{what} at step {self.step}; stopped without saving. Last good checkpoint: "
+            f"{last or 'none'}. Lower --learning_rate (now {self.config.learning_rate:g} at batch 128) "
+            "or check the data, then re-run."
+        )
 
     def _save(self):
         if self.saved == (self.step, self.epoch):
@@ -302,16 +369,26 @@ class TrainLoop:
     def _finish(self, validation, ten_crop):
         export_path = self._export() if self.chief else ""
         weights = [v.numpy().ravel() for v in self.state.model.trainable_variables]
-        logging.info("%s: final weights fingerprint %.12e %.12e", self.name,  # workers must agree
-                     sum(np.sum(w, dtype=np.float64) for w in weights), sum(float(w @ w) for w in weights))
+        logging.info(
+            "%s: final weights fingerprint %.12e %.12e",
+            self.name,  # workers must agree
+            sum(np.sum(w, dtype=np.float64) for w in weights),
+            sum(float(w @ w) for w in weights),
+        )
         result = TrainResult(
-            model_dir=self.model_dir, global_step=self.step,
+            model_dir=self.model_dir,
+            global_step=self.step,
             optimizer_iterations=int(self.state.optimizer.iterations.numpy()),
-            epochs_completed=self.epoch, learning_rate=self.state.learning_rate(),
-            validation=validation, validation_ten_crop=ten_crop,
+            epochs_completed=self.epoch,
+            learning_rate=self.state.learning_rate(),
+            validation=validation,
+            validation_ten_crop=ten_crop,
             checkpoint=(tf.train.latest_checkpoint(self.checkpointer.directory) or "") if self.chief else "",
-            export_path=export_path, precision=self.precision,
-            num_replicas=self.strategy.num_replicas_in_sync, images_per_sec=self.last_images_per_sec)
+            export_path=export_path,
+            precision=self.precision,
+            num_replicas=self.strategy.num_replicas_in_sync,
+            images_per_sec=self.last_images_per_sec,
+        )
         if self.chief:
             with tf.io.gfile.GFile(os.path.join(self.model_dir, "results.json"), "w") as f:
                 json.dump(dataclasses.asdict(result), f, indent=2)

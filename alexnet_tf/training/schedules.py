@@ -51,8 +51,16 @@ class AlexNetSchedule(keras.optimizers.schedules.LearningRateSchedule):
     - "cosine": `base * (1 + cos(pi * t)) / 2`, t going from 0 after warm-up to 1 at the end.
     """
 
-    def __init__(self, kind, base_learning_rate, total_steps, warmup_steps=0, boundaries=(),
-                 decay_factor=0.1, plateau=None):
+    def __init__(
+        self,
+        kind,
+        base_learning_rate,
+        total_steps,
+        warmup_steps=0,
+        boundaries=(),
+        decay_factor=0.1,
+        plateau=None,
+    ):
         if kind == "paper" and plateau is None:
             raise ValueError("the paper schedule needs a PlateauState")
         if kind not in ("paper", "step", "cosine"):
@@ -71,9 +79,10 @@ class AlexNetSchedule(keras.optimizers.schedules.LearningRateSchedule):
         if self.kind == "paper":
             rate = base * self.decay_factor ** tf.cast(self.plateau.drops, tf.float32)
         elif self.kind == "step":
-            passed = tf.reduce_sum(tf.cast(step >= tf.constant(self.boundaries or (2**62,), tf.float32),
-                                           tf.float32))
-            rate = base * self.decay_factor ** passed
+            passed = tf.reduce_sum(
+                tf.cast(step >= tf.constant(self.boundaries or (2**62,), tf.float32), tf.float32)
+            )
+            rate = base * self.decay_factor**passed
         else:
             span = max(self.total_steps - self.warmup_steps, 1)
             progress = tf.clip_by_value((step - self.warmup_steps) / span, 0.0, 1.0)
@@ -84,6 +93,11 @@ class AlexNetSchedule(keras.optimizers.schedules.LearningRateSchedule):
         return rate
 
     def get_config(self):
-        return {"kind": self.kind, "base_learning_rate": self.base_learning_rate,
-                "total_steps": self.total_steps, "warmup_steps": self.warmup_steps,
-                "boundaries": list(self.boundaries), "decay_factor": self.decay_factor}
+        return {
+            "kind": self.kind,
+            "base_learning_rate": self.base_learning_rate,
+            "total_steps": self.total_steps,
+            "warmup_steps": self.warmup_steps,
+            "boundaries": list(self.boundaries),
+            "decay_factor": self.decay_factor,
+        }

@@ -22,10 +22,14 @@ from alexnet_tf.training.schedules import AlexNetSchedule, PlateauState
 def build_model(config, num_classes):
     """The AlexNet this config trains (the global dtype policy decides its compute dtype)."""
     return build_alexnet(
-        num_classes=num_classes, variant=config.variant,
-        input_shape=(config.image_size, config.image_size, 3), dropout_rate=config.dropout_rate,
+        num_classes=num_classes,
+        variant=config.variant,
+        input_shape=(config.image_size, config.image_size, 3),
+        dropout_rate=config.dropout_rate,
         weight_decay=0.0,  # the optimizer applies it (build_optimizer)
-        weight_init_stddev=config.weight_init_stddev, hidden_bias=config.hidden_bias)
+        weight_init_stddev=config.weight_init_stddev,
+        hidden_bias=config.hidden_bias,
+    )
 
 
 def build_optimizer(config, schedule, loss_scaling):
@@ -38,8 +42,11 @@ def build_optimizer(config, schedule, loss_scaling):
     """
     decoupled = config.decoupled_weight_decay
     optimizer = optim.MomentumSGD(
-        learning_rate=schedule, momentum=config.momentum, l2=0.0 if decoupled else config.weight_decay,
-        weight_decay=config.weight_decay if decoupled else None)
+        learning_rate=schedule,
+        momentum=config.momentum,
+        l2=0.0 if decoupled else config.weight_decay,
+        weight_decay=config.weight_decay if decoupled else None,
+    )
     if config.decoupled_weight_decay:
         optimizer.exclude_from_weight_decay(var_names=["bias"])
     # optim.LossScaleOptimizer: Keras' own decides to skip a step from one replica's gradients.
@@ -68,16 +75,21 @@ def build_state(config, strategy, num_classes, steps_per_epoch, total_steps, los
         model = build_model(config, num_classes)
         plateau = PlateauState(config.plateau_patience, config.max_lr_drops)
         schedule = AlexNetSchedule(
-            config.lr_schedule, config.scaled_learning_rate, total_steps,
+            config.lr_schedule,
+            config.scaled_learning_rate,
+            total_steps,
             warmup_steps=round(config.warmup_epochs * steps_per_epoch),
             boundaries=[round(e * steps_per_epoch) for e in config.lr_decay_epochs],
-            decay_factor=config.lr_decay_factor, plateau=plateau)
+            decay_factor=config.lr_decay_factor,
+            plateau=plateau,
+        )
         optimizer = build_optimizer(config, schedule, loss_scaling)
         optimizer.build(model.trainable_variables)  # slots exist before a restore fills them
         step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
         epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
-    checkpoint = tf.train.Checkpoint(model=model_weights(model), optimizer=optimizer, plateau=plateau,
-                                     step=step, epoch=epoch)
+    checkpoint = tf.train.Checkpoint(
+        model=model_weights(model), optimizer=optimizer, plateau=plateau, step=step, epoch=epoch
+    )
     return TrainState(model, optimizer, schedule, plateau, step, epoch, checkpoint)
 
 
@@ -125,8 +137,9 @@ def make_train_function(strategy, state, global_batch, jit_compile, loss_scaling
         optimizer.apply_gradients(zip(gradients, model.trainable_variables))
         # Ranked by the float32 logits: the softmax's order, without its ties where it saturates.
         top1, top5, count = tf.unstack(metrics.correct_counts(tf.cast(logits, tf.float32), labels))
-        return metrics.TRAIN_SUMS.pack(cross_entropy=losses[0], loss=losses[1], top1=top1, top5=top5,
-                                       count=count, stop=stop)
+        return metrics.TRAIN_SUMS.pack(
+            cross_entropy=losses[0], loss=losses[1], top1=top1, top5=top5, count=count, stop=stop
+        )
 
     @tf.function
     def train(iterator, num_steps, stop):
@@ -153,8 +166,11 @@ def make_eval_function(strategy, model, ten_crop):
     def replica_step(images, labels):
         # The last validation batch leaves some replicas an empty batch, and oneDNN's CPU
         # convolution returns a wrongly shaped output for one (TF 2.21), so skip the model.
-        return tf.cond(tf.shape(images)[0] > 0, lambda: batch_sums(images, labels),
-                       lambda: tf.zeros([len(metrics.EVAL_SUMS)]))
+        return tf.cond(
+            tf.shape(images)[0] > 0,
+            lambda: batch_sums(images, labels),
+            lambda: tf.zeros([len(metrics.EVAL_SUMS)]),
+        )
 
     @tf.function(reduce_retracing=True)
     def evaluate_batch(batch):

@@ -27,7 +27,7 @@ def tile_images(images, columns=None, pad=1):
     grid = np.ones((rows * (height + pad) - pad, columns * (width + pad) - pad, channels), np.float32)
     for i, image in enumerate(images):
         top, left = (i // columns) * (height + pad), (i % columns) * (width + pad)
-        grid[top:top + height, left:left + width] = image
+        grid[top : top + height, left : left + width] = image
     return grid[np.newaxis]
 
 
@@ -56,8 +56,10 @@ class SummaryWriters:
 
     def __init__(self, model_dir, chief):
         if chief:
-            self._writers = {split: tf.summary.create_file_writer(os.path.join(model_dir, split))
-                             for split in ("train", "validation")}
+            self._writers = {
+                split: tf.summary.create_file_writer(os.path.join(model_dir, split))
+                for split in ("train", "validation")
+            }
         else:
             noop = tf.summary.create_noop_writer()
             self._writers = {"train": noop, "validation": noop}
@@ -80,7 +82,7 @@ class SummaryWriters:
         with self._writers[split].as_default(step=step):
             for variable in variables:
                 values = variable.numpy().ravel()
-                tf.summary.histogram(variable.path, values[::-(-values.size // max_values)])
+                tf.summary.histogram(variable.path, values[:: -(-values.size // max_values)])
 
     def flush(self):
         for writer in self._writers.values():
