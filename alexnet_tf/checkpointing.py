@@ -87,10 +87,35 @@ def restore_model(path):
         input_shape=(size, size, 3),
         dropout_rate=0.0,
         weight_decay=0.0,
+        # A model fine-tuned from imported weights keeps their input convention.
+        input_conversion=spec.get("input_conversion"),
+        kernel_initializer="zeros",  # every weight is read below (assert_existing_objects_matched)
     )
     status = tf.train.Checkpoint(model=model_weights(model)).read(prefix)
     status.expect_partial().assert_existing_objects_matched()
     return model, prefix
+
+
+def load_model(path):
+    """(Keras model, directory to look for labels.txt in) from a `.keras` file or a training checkpoint.
+
+    Args:
+      path: a `.keras` file (one `tools/import_weights.py` writes, or `model.save`), or a model
+        dir, checkpoints dir or checkpoint prefix written by `alexnet_tf.train`.
+
+    Raises:
+      ConfigError: nothing loadable at `path`.
+    """
+    import keras  # pylint: disable=g-import-not-at-top
+
+    if path.endswith(".keras"):
+        if not tf.io.gfile.exists(path):
+            raise ConfigError(f"no such file: {path}")
+        return keras.models.load_model(path, compile=False), os.path.dirname(path)
+    if not tf.io.gfile.exists(path) and not tf.io.gfile.exists(path + ".index"):
+        raise ConfigError(f"no checkpoint or .keras file at {path}")
+    model, prefix = restore_model(path)
+    return model, os.path.dirname(os.path.dirname(prefix))
 
 
 def check_model_spec(checkpoint_dir, spec, write):
@@ -106,10 +131,11 @@ def check_model_spec(checkpoint_dir, spec, write):
     """
     stored = read_model_spec(checkpoint_dir)
     if stored is not None:
+        # Optional keys (input_conversion, trainable) are absent at their defaults.
         differences = [
-            f"{key}={stored.get(key)!r} (this run: {value!r})"
-            for key, value in spec.items()
-            if stored.get(key) != value
+            f"{key}={stored.get(key)!r} (this run: {spec.get(key)!r})"
+            for key in [*spec, *(key for key in stored if key not in spec)]
+            if stored.get(key) != spec.get(key)
         ]
         if differences:
             raise ConfigError(

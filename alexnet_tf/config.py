@@ -24,6 +24,7 @@ VARIANTS = ("paper", "one_weird_trick", "caffe")  # alexnet_tf.model.VARIANTS (a
 LR_SCHEDULES = ("paper", "step", "cosine")
 PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
 DISTRIBUTIONS = ("auto", "mirrored", "multi_worker", "none")
+TRAINABLE = ("all", "fc", "head")  # alexnet_tf.model.TRAINABLE_LAYERS (a test keeps them equal)
 DEFAULT_DEMO_CACHE_DIR = os.path.join("~", ".cache", "alexnet_tf", "demo")
 MIN_ONE_WEIRD_TRICK_SIZE = 95  # the smallest input whose pool5 map is at least 2x2
 
@@ -54,6 +55,11 @@ class TrainConfig:
     dropout_rate: float = 0.5
     hidden_bias: Optional[float] = None  # None: the paper's 1.0 (Caffe used 0.1)
     weight_init_stddev: float = 0.01  # the paper's N(0, 0.01) kernels
+
+    # Fine-tuning.
+    init_from: Optional[str] = None  # .keras file, checkpoint or model dir whose weights start the run
+    trainable: str = "all"  # all | fc (fc6-fc8) | head (fc8): the other layers are frozen
+    head_lr_multiplier: float = 1.0  # fc8's learning rate / the others' (Caffe's fine-tuning: 10)
 
     # Optimisation.
     epochs: int = 90
@@ -106,6 +112,7 @@ class TrainConfig:
             "precision": PRECISIONS,
             "distribution": DISTRIBUTIONS,
             "augment": ("paper", "inception"),
+            "trainable": TRAINABLE,
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
@@ -128,6 +135,8 @@ class TrainConfig:
                 raise ConfigError(f"{name} must be >= 1 when set, got {value}")
         if self.learning_rate <= 0:
             raise ConfigError(f"learning_rate must be > 0, got {self.learning_rate}")
+        if not self.head_lr_multiplier > 0:
+            raise ConfigError(f"head_lr_multiplier must be > 0, got {self.head_lr_multiplier}")
         if not 0.0 <= self.dropout_rate < 1.0:
             raise ConfigError(f"dropout_rate must be in [0, 1), got {self.dropout_rate}")
         if self.weight_decay < 0 or self.warmup_epochs < 0 or self.weight_init_stddev <= 0:

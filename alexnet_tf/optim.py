@@ -58,22 +58,37 @@ class MomentumSGD(keras.optimizers.SGD):
         l2: the paper's weight decay `wd`: `wd * w` is added to the gradient of every kernel
             (`decays`) inside the update, as an L2 loss `wd / 2 * |w|^2` would add it. 0 (the
             default) leaves the gradients alone; Keras' decoupled `weight_decay` still works.
+        lr_multipliers: {layer name: factor} multiplying the learning rate of that layer's
+            variables (Caffe's `lr_mult`, e.g. {"fc8": 10} for a new classifier): their step
+            is `factor * lr * (g + l2 * w)`. The variables' layer is the first part of their
+            path ("fc8/kernel"). None or {}: one rate for all.
     """
 
-    def __init__(self, learning_rate=0.01, momentum=0.0, nesterov=False, l2=0.0, **kwargs):
+    def __init__(
+        self, learning_rate=0.01, momentum=0.0, nesterov=False, l2=0.0, lr_multipliers=None, **kwargs
+    ):
         super().__init__(learning_rate=learning_rate, momentum=momentum, nesterov=nesterov, **kwargs)
         if l2 < 0:
             raise ValueError(f"MomentumSGD: l2 must be >= 0, got {l2!r}.")
         self.l2 = float(l2)
+        self.lr_multipliers = {str(k): float(v) for k, v in (lr_multipliers or {}).items()}
+        if not all(v > 0 for v in self.lr_multipliers.values()):
+            raise ValueError(f"MomentumSGD: lr_multipliers must be > 0, got {lr_multipliers!r}.")
         self._decayed = []
+        self._lr_factors = []
 
     def build(self, variables):
         super().build(variables)
         # By index, decided on the model's variables: a mirrored copy is named "kernel/replica_1".
         self._decayed = [decays(v) for v in variables]
+        self._lr_factors = [
+            self.lr_multipliers.get(getattr(v, "path", v.name).split("/")[0], 1.0) for v in variables
+        ]
 
     def update_step(self, gradient, variable, learning_rate):
         index = self._get_variable_index(variable)
+        if self._lr_factors[index] != 1.0:
+            learning_rate = learning_rate * self._lr_factors[index]
         if self.momentum == 0 or isinstance(gradient, tf.IndexedSlices):
             if self.l2 and self._decayed[index]:
                 gradient = tf.convert_to_tensor(gradient) + self.l2 * tf.convert_to_tensor(variable)
@@ -108,6 +123,7 @@ class MomentumSGD(keras.optimizers.SGD):
     def get_config(self):
         config = super().get_config()
         config["l2"] = self.l2
+        config["lr_multipliers"] = dict(self.lr_multipliers)
         return config
 
 

@@ -25,6 +25,7 @@ from alexnet_tf.config import (
     DISTRIBUTIONS,
     LR_SCHEDULES,
     PRECISIONS,
+    TRAINABLE,
     VARIANTS,
     ConfigError,
     TrainConfig,
@@ -82,6 +83,26 @@ def define_flags(flag_values=FLAGS):
         "hidden_bias", d.hidden_bias, "Bias init of conv2/4/5, fc6, fc7; default 1.0 (paper).", **fv
     )
     flags.DEFINE_float("weight_init_stddev", d.weight_init_stddev, "Stddev of the N(0, s) kernel init.", **fv)
+    flags.DEFINE_string(
+        "init_from",
+        d.init_from,
+        "Fine-tune: start from these weights, a .keras file (e.g. tools/import_weights.py's) or a "
+        "training checkpoint or model dir; fc8 is new. Ignored when --model_dir has checkpoints.",
+        **fv,
+    )
+    flags.DEFINE_enum(
+        "trainable",
+        d.trainable,
+        TRAINABLE,
+        "What trains: all, fc (fc6-fc8) or head (fc8); the rest is frozen.",
+        **fv,
+    )
+    flags.DEFINE_float(
+        "head_lr_multiplier",
+        d.head_lr_multiplier,
+        "fc8's learning rate / the others' (Caffe's fine-tuning: 10).",
+        **fv,
+    )
     flags.DEFINE_integer("epochs", d.epochs, "Passes over the training set.", **fv)
     flags.DEFINE_integer("train_steps", d.train_steps, "Total optimizer steps; overrides --epochs.", **fv)
     flags.DEFINE_integer("batch_size", d.batch_size, "Global batch, split over replicas.", **fv)

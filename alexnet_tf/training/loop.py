@@ -22,7 +22,7 @@ import tensorflow as tf
 from alexnet_tf import metrics, serving
 from alexnet_tf.checkpointing import CHECKPOINT_SUBDIR, Checkpointer, check_model_spec, check_writable
 from alexnet_tf.config import ConfigError
-from alexnet_tf.training import summaries
+from alexnet_tf.training import init_from, summaries
 from alexnet_tf.training.devices import is_chief, worker_name
 from alexnet_tf.training.inputs import make_input_fns
 from alexnet_tf.training.preemption import PreemptionSignal
@@ -118,13 +118,25 @@ class TrainLoop:
         checkpoint_dir = os.path.join(model_dir, CHECKPOINT_SUBDIR)
         if self.chief:
             check_writable(model_dir)
-        spec = {"variant": config.variant, "num_classes": info.num_classes, "image_size": config.image_size}
-        check_model_spec(checkpoint_dir, spec, write=self.chief)
+        start = init_from.plan(config, checkpoint_dir)  # resume, --init_from's weights, or fresh
+        self.input_conversion = start.input_conversion
+        spec = init_from.model_spec(config, info.num_classes, start)
+        # With --init_from, the spec is written once the weights have been found to fit.
+        check_model_spec(checkpoint_dir, spec, write=self.chief and start.source is None)
         self.seed = seed
         loss_scaling = precision == "mixed_float16"
         self.state = build_state(
-            config, strategy, info.num_classes, self.steps_per_epoch, self.total_steps, loss_scaling
+            config,
+            strategy,
+            info.num_classes,
+            self.steps_per_epoch,
+            self.total_steps,
+            loss_scaling,
+            input_conversion=self.input_conversion,
         )
+        if start.source is not None:
+            init_from.initialise(config, start, self.state.model, strategy)
+            check_model_spec(checkpoint_dir, spec, write=self.chief)
         self.train_fn = make_train_function(
             strategy, self.state, config.batch_size, config.jit_compile, loss_scaling
         )
@@ -403,7 +415,7 @@ class TrainLoop:
         previous = keras.mixed_precision.global_policy()
         keras.mixed_precision.set_global_policy("float32")
         try:
-            serving_model = build_model(self.config, self.info.num_classes)
+            serving_model = build_model(self.config, self.info.num_classes, self.input_conversion)
         finally:
             keras.mixed_precision.set_global_policy(previous)
         serving_model.set_weights([v.numpy() for v in self.state.model.weights])
