@@ -49,6 +49,12 @@ def l2_loss(l2, variables):
     return 0.5 * l2 * _sum_of_squares(decayed)
 
 
+def _layer_name(variable):
+    """The name of the layer that owns a Keras variable: "fc8" for "fc8/kernel"."""
+    parts = getattr(variable, "path", variable.name).split("/")
+    return parts[-2] if len(parts) > 1 else ""
+
+
 @keras.saving.register_keras_serializable(package="alexnet_tf")
 class MomentumSGD(keras.optimizers.SGD):
     """`keras.optimizers.SGD` with the paper's L2 weight decay, updating in one fused kernel.
@@ -60,8 +66,8 @@ class MomentumSGD(keras.optimizers.SGD):
             default) leaves the gradients alone; Keras' decoupled `weight_decay` still works.
         lr_multipliers: {layer name: factor} multiplying the learning rate of that layer's
             variables (Caffe's `lr_mult`, e.g. {"fc8": 10} for a new classifier): their step
-            is `factor * lr * (g + l2 * w)`. The variables' layer is the first part of their
-            path ("fc8/kernel"). None or {}: one rate for all.
+            is `factor * lr * (g + l2 * w)`. A variable's layer is the part of its path before
+            its own name ("fc8/kernel", "sequential/fc8/kernel"). None or {}: one rate for all.
     """
 
     def __init__(
@@ -81,9 +87,7 @@ class MomentumSGD(keras.optimizers.SGD):
         super().build(variables)
         # By index, decided on the model's variables: a mirrored copy is named "kernel/replica_1".
         self._decayed = [decays(v) for v in variables]
-        self._lr_factors = [
-            self.lr_multipliers.get(getattr(v, "path", v.name).split("/")[0], 1.0) for v in variables
-        ]
+        self._lr_factors = [self.lr_multipliers.get(_layer_name(v), 1.0) for v in variables]
 
     def update_step(self, gradient, variable, learning_rate):
         index = self._get_variable_index(variable)
