@@ -113,6 +113,35 @@ def test_init_from_that_does_not_fit_stops_the_run_before_it_writes(datasets, tm
         assert not os.path.exists(model_dir / CHECKPOINT_SUBDIR / "model_spec.json"), name
 
 
+def test_the_readme_fine_tuning_commands_use_flags_that_exist():
+    """Each command of README's "Fine-tune on your own images" parses; the trainer's config validates."""
+    from absl import flags  # pylint: disable=g-import-not-at-top
+    from alexnet_tf import evaluate, export, predict  # pylint: disable=g-import-not-at-top
+
+    with open(os.path.join(REPO, "README.md"), encoding="utf-8") as f:
+        section = f.read().split("## Fine-tune on your own images", 1)[1].split("\n## ", 1)[0]
+    lines = [line.split() for block in re.findall(r"```bash\n(.*?)```", section, re.S)
+             for line in block.replace("\\\n", " ").splitlines() if line.strip()]
+    commands = {words[2] if words[1] == "-m" else words[1]: words for words in lines}
+    assert set(commands) == {"tools/build_imagenet_tfrecords.py", "tools/import_weights.py", "alexnet_tf.train",
+                             "alexnet_tf.evaluate", "alexnet_tf.export", "alexnet_tf.predict"}
+    for name, words in commands.items():
+        if name.startswith("tools/"):
+            with open(os.path.join(REPO, name), encoding="utf-8") as f:
+                source = f.read()
+            for word in words[2:]:
+                assert re.search(r'DEFINE_\w+\(\s*"' + word[2:].split("=")[0] + '"', source), (name, word)
+            continue
+        flag_values = flags.FlagValues()
+        {"alexnet_tf.train": train, "alexnet_tf.evaluate": evaluate, "alexnet_tf.export": export,
+         "alexnet_tf.predict": predict}[name].define_flags(flag_values)
+        flag_values(words[2:])
+        if name == "alexnet_tf.train":
+            config = train.config_from_flags(flag_values)
+            config.validate()
+            assert (config.trainable, config.variant) == ("head", "caffe") and config.init_from
+
+
 # ----------------------------------------------------------------------------- end to end
 
 
