@@ -5,7 +5,8 @@ the model weights, the optimizer (momentum slots, iteration count, loss scale), 
 plateau schedule's state, and the epoch and step counters. TensorFlow writes the data
 first and the `checkpoints/checkpoint` index last, so a process killed while saving
 leaves the previous checkpoint as the latest. `model_spec.json` beside the checkpoints
-records what shape of model they hold, so a mismatching run stops before touching them.
+records what shape of model they hold (and the input convention and trainable layers of a
+fine-tuning run), so a mismatching run stops before touching them.
 """
 
 import json
@@ -20,6 +21,8 @@ from alexnet_tf.config import ConfigError
 
 CHECKPOINT_SUBDIR = "checkpoints"
 MODEL_SPEC_FILENAME = "model_spec.json"
+# Model spec keys written only when they differ from these (spec files from before them match).
+MODEL_SPEC_DEFAULTS = {"input_conversion": None, "trainable": "all"}
 
 
 def model_weights(model):
@@ -131,11 +134,12 @@ def check_model_spec(checkpoint_dir, spec, write):
     """
     stored = read_model_spec(checkpoint_dir)
     if stored is not None:
-        # Optional keys (input_conversion, trainable) are absent at their defaults.
+        stored_value = lambda key: stored.get(key, MODEL_SPEC_DEFAULTS.get(key))
+        run_value = lambda key: spec.get(key, MODEL_SPEC_DEFAULTS.get(key))
         differences = [
-            f"{key}={stored.get(key)!r} (this run: {spec.get(key)!r})"
+            f"{key}={stored_value(key)!r} (this run: {run_value(key)!r})"
             for key in [*spec, *(key for key in stored if key not in spec)]
-            if stored.get(key) != spec.get(key)
+            if stored_value(key) != run_value(key)
         ]
         if differences:
             raise ConfigError(

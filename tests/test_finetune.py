@@ -85,6 +85,17 @@ def test_head_lr_multiplier_is_the_optimizers_factor_for_fc8():
         TrainConfig(data_dir="/d", model_dir="/m", trainable="conv").validate()
 
 
+def test_resuming_with_other_trainable_layers_is_refused_and_old_model_specs_still_match(tmp_path):
+    from alexnet_tf.checkpointing import check_model_spec  # pylint: disable=g-import-not-at-top
+
+    plain = {"variant": "paper", "num_classes": 5, "image_size": 224}
+    check_model_spec(str(tmp_path / "old"), plain, write=True)  # what runs wrote before fine-tuning existed
+    check_model_spec(str(tmp_path / "old"), plain, write=False)
+    check_model_spec(str(tmp_path / "head"), {**plain, "trainable": "head"}, write=True)
+    with pytest.raises(ConfigError, match=re.escape("trainable='head' (this run: 'all')")):
+        check_model_spec(str(tmp_path / "head"), plain, write=False)
+
+
 def test_init_from_that_does_not_fit_stops_the_run_before_it_writes(datasets, tmp_path):
     _, _, new = datasets
     # Layers named as AlexNet's, without LRN (so one_weird_trick's), but 8 filters where it has 64.

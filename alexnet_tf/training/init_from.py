@@ -24,7 +24,7 @@ import keras
 import tensorflow as tf
 
 from alexnet_tf import pretrained
-from alexnet_tf.checkpointing import load_model, read_model_spec
+from alexnet_tf.checkpointing import MODEL_SPEC_DEFAULTS, load_model, read_model_spec
 from alexnet_tf.config import ConfigError
 from alexnet_tf.model import HEAD_LAYER
 
@@ -76,10 +76,9 @@ def plan(config, checkpoint_dir):
 def model_spec(config, num_classes, start):
     """The model spec of the run (checkpointing.check_model_spec): what fixes its variables."""
     spec = {"variant": config.variant, "num_classes": num_classes, "image_size": config.image_size}
-    if start.input_conversion is not None:
-        spec["input_conversion"] = start.input_conversion
-    if config.trainable != "all":  # the optimizer's slots exist for the trainable weights only
-        spec["trainable"] = config.trainable
+    # The optimizer's slots exist for the trainable weights only, so `trainable` fixes them too.
+    extra = {"input_conversion": start.input_conversion, "trainable": config.trainable}
+    spec.update({k: v for k, v in extra.items() if v != MODEL_SPEC_DEFAULTS[k]})
     return spec
 
 
