@@ -18,6 +18,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from tensorboard.backend.event_processing import event_accumulator
 
 import alexnet_tf
 from alexnet_tf import data, model, serving, train, weights
@@ -196,6 +197,10 @@ def test_head_only_fine_tuning_resumes_after_sigkill_and_keeps_the_frozen_layers
         results = json.load(f)
     assert (results["global_step"], results["optimizer_iterations"], results["epochs_completed"]) == (4, 4, 2)
     assert results["validation"]["count"] == 4 and results["validation_ten_crop"]["count"] == 4
+    accumulator = event_accumulator.EventAccumulator(os.path.join(model_dir, "validation"),
+                                                     size_guidance={event_accumulator.TENSORS: 0})
+    accumulator.Reload()
+    assert sorted({e.step for e in accumulator.Tensors("top1")}) == [2, 4]  # both runs' epochs, one log dir
     with open(os.path.join(model_dir, CHECKPOINT_SUBDIR, "model_spec.json")) as f:
         assert json.load(f) == {"variant": "one_weird_trick", "num_classes": 3, "image_size": SIZE,
                                 "input_conversion": model.input_conversion_of(source), "trainable": "head"}
