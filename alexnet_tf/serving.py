@@ -126,6 +126,9 @@ class ServingModule(tf.Module):
                 tf.TensorSpec([None, self.crop_size, self.crop_size, 3], tf.float32, name="images")
             ],
         )
+        # Decoding to centre crops is one function that serving_default and features both call:
+        # traced and saved once.
+        self._center_crops = tf.function(self._center_crops, input_signature=[bytes_spec])
         self.serve_image_bytes = tf.function(self._serve_image_bytes, input_signature=[bytes_spec])
         self.serve_ten_crop = tf.function(self._serve_ten_crop, input_signature=[bytes_spec])
         self.predict_images = tf.function(self._predict_images)
@@ -293,12 +296,15 @@ class ServingModule(tf.Module):
 
         return tf.cond(decoded <= self.max_pixels, decode(10), decode(1))
 
+    def _center_crops(self, image_bytes):
+        return self._decode_all(image_bytes, preprocessing.preprocess_for_eval, self._crop_spec)
+
     def _serve_image_bytes(self, image_bytes):
-        crops = self._decode_all(image_bytes, preprocessing.preprocess_for_eval, self._crop_spec)
+        crops = self._center_crops(image_bytes)
         return self._outputs(tf.nn.softmax(self._logits(crops), axis=-1))
 
     def _serve_features(self, image_bytes):
-        crops = self._decode_all(image_bytes, preprocessing.preprocess_for_eval, self._crop_spec)
+        crops = self._center_crops(image_bytes)
         return {"features": tf.cast(self.feature_model(crops, training=False), tf.float32)}
 
     def _serve_ten_crop(self, image_bytes):
