@@ -93,6 +93,28 @@ def restore_model(path):
     return model, prefix
 
 
+def load_model(path):
+    """(Keras model, directory to look for labels.txt in) from a `.keras` file or a training checkpoint.
+
+    Args:
+      path: a `.keras` file, or a model dir, checkpoints dir or checkpoint prefix that
+        `alexnet_tf.train` wrote.
+
+    Raises:
+      ConfigError: nothing there, or a checkpoint without its model_spec.json.
+    """
+    if path.endswith(".keras"):
+        if not tf.io.gfile.exists(path):
+            raise ConfigError(f"no such file: {path}")
+        import keras  # pylint: disable=g-import-not-at-top
+
+        return keras.models.load_model(path, compile=False), os.path.dirname(path)
+    if not tf.io.gfile.exists(path):
+        raise ConfigError(f"no checkpoint or .keras file at {path}")
+    model, prefix = restore_model(path)
+    return model, os.path.dirname(os.path.dirname(prefix))
+
+
 def check_model_spec(checkpoint_dir, spec, write):
     """Fails if `checkpoint_dir` holds checkpoints of another model; records `spec` otherwise.
 
