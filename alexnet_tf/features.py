@@ -36,7 +36,7 @@ end with one `alexnet_tf.features: error: ...` line and status 2.
 import dataclasses
 import os
 import sys
-import tempfile
+import uuid
 
 from absl import app, flags
 import numpy as np
@@ -399,19 +399,23 @@ def thumbnails(encoded, image_size, size):
 # ----------------------------------------------------------------------------- outputs
 
 
-def write_npz(path, **arrays):
-    """np.savez to `path` atomically: a reader never sees half a file."""
+def write_atomically(path, write):
+    """Calls `write(file)` on a new file that then replaces `path`: no reader sees half a file."""
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(suffix=".npz.tmp", dir=directory)
+    temporary = os.path.join(directory, f".{os.path.basename(path)}.tmp-{uuid.uuid4().hex}")
     try:
-        with os.fdopen(handle, "wb") as f:
-            np.savez(f, **arrays)
+        with open(temporary, "wb") as f:
+            write(f)
         os.replace(temporary, path)
-    except BaseException:
-        os.unlink(temporary)
-        raise
+    finally:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
     return path
+
+
+def save_png(picture, path):
+    return write_atomically(path, lambda f: picture.save(f, format="PNG"))
 
 
 def _display_name(name, label, label_names):
@@ -424,8 +428,7 @@ def features_file(model, source, output, layer, batch_size, model_path=""):
     found = extract(model, source, batch_size, layer)
     if not len(found.indices):
         return None
-    write_npz(
-        output,
+    arrays = dict(
         features=found.values.astype(np.float32),
         files=np.array(found.names, dtype=str),
         labels=found.labels,
@@ -433,7 +436,7 @@ def features_file(model, source, output, layer, batch_size, model_path=""):
         layer=np.array(layer),
         model=np.array(model_path),
     )
-    return output
+    return write_atomically(output, lambda f: np.savez(f, **arrays))
 
 
 def neighbours_picture(model, queries, gallery, output, k, batch_size, thumbnail):
@@ -454,7 +457,7 @@ def neighbours_picture(model, queries, gallery, output, k, batch_size, thumbnail
             title = _display_name(found_gallery.names[g], found_gallery.labels[g], gallery.label_names)
             row.append(figures.Cell(picture, (title, f"distance {distance:.3g}")))
         rows.append(row)
-    return figures.save_png(figures.neighbours_figure(rows, thumbnail), output)
+    return save_png(figures.neighbours_figure(rows, thumbnail), output)
 
 
 def predictions_picture(model, source, output, batch_size, thumbnail):
@@ -470,18 +473,19 @@ def predictions_picture(model, source, output, batch_size, thumbnail):
         bars = [(class_names[c], float(probabilities[c]), bool(c == label)) for c in top]
         truth = source.label_names[label] if 0 <= label < len(source.label_names) else os.path.basename(name)
         items.append((figures.Cell(picture, (truth,)), bars))
-    return figures.save_png(figures.predictions_figure(items, thumbnail), output)
+    return save_png(figures.predictions_figure(items, thumbnail), output)
 
 
 # ----------------------------------------------------------------------------- command line
 
 
-def run(argv_images, config):
+def run(argv_images, config, model=None):
     """The command's work; returns (what was written, [(name, reason)] of skipped images).
 
     Args:
       argv_images: image files and folders from the command line.
       config: the flags as an object with attributes (FLAGS, or any namespace).
+      model: the --model already loaded (`load(config.model)`), for callers that hold one.
     """
     output = config.output
     if not config.model or not output:
@@ -517,7 +521,8 @@ def run(argv_images, config):
     else:
         source = files_source(argv_images, "images", max_images)
 
-    model = load(config.model, config.labels)
+    if model is None:
+        model = load(config.model, config.labels)
     layer = config.layer if not picture else None
     names = model.layer_names()
     wanted = "fc7" if config.neighbours else layer

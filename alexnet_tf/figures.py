@@ -1,4 +1,4 @@
-"""Pictures of what a model does, as PNG files: the paper's Figure 4, left and right.
+"""Pictures of what a model does (PIL images; the features command saves them as PNG): Figure 4.
 
 - `predictions_figure`: images with their top-5 predicted labels as bars, the true label
   written under each image and its bar red when it is among the five (Figure 4, left);
@@ -11,8 +11,6 @@ it is imported only when a picture is drawn.
 """
 
 import dataclasses
-import os
-import tempfile
 
 import numpy as np
 
@@ -161,18 +159,3 @@ def predictions_figure(items, thumbnail, columns=4):
                 draw.rectangle([x, bar_top, x + length - 1, bar_top + line - 1], fill=color)
             draw.text((x + 2, bar_top), _fit(draw, label, font, cell_width - 4), TEXT, font)
     return canvas
-
-
-def save_png(picture, path):
-    """Writes a PIL image as PNG at `path` atomically (a reader never sees half a file)."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(suffix=".png.tmp", dir=directory)
-    try:
-        with os.fdopen(handle, "wb") as f:
-            picture.save(f, format="PNG")
-        os.replace(temporary, path)
-    except BaseException:
-        os.unlink(temporary)
-        raise
-    return path

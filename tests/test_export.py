@@ -185,6 +185,34 @@ def test_fresh_process_serves_every_signature_like_the_in_memory_model(exported,
     assert "image_bytes[1] is not a JPEG, PNG, GIF or BMP image" in str(got["features/error"])
 
 
+def test_features_command_reads_the_features_signature_and_names_a_bad_file(exported, tmp_path):
+    """`python -m alexnet_tf.features --model=<export>` gets fc7 from the SavedModel's signature."""
+    from absl import flags  # pylint: disable=g-import-not-at-top
+
+    from alexnet_tf import embedding, features  # pylint: disable=g-import-not-at-top
+
+    model, base, _, _ = exported
+    files = [str(tmp_path / f"{i}.jpg") for i in range(3)]
+    encoded = [write_jpeg(path, 240 + 20 * i, 300, seed=i) for i, path in enumerate(files)]
+    (tmp_path / "bad.png").write_bytes(b"\x89PNG but nothing more")
+    values = flags.FlagValues()
+    features.define_flags(values)
+    values(["features", f"--model={base}", f"--output={tmp_path / 'f.npz'}", "--batch_size=2"])
+    # The bad file fails its batch in the signature; the command retries that batch one by one.
+    written, failures = features.run([files[0], str(tmp_path / "bad.png"), *files[1:]], values)
+    assert written == str(tmp_path / "f.npz")
+    assert [name for name, _ in failures] == [str(tmp_path / "bad.png")]
+    assert "image_bytes[0] is a truncated or corrupt image" in failures[0][1]
+    saved = np.load(written)
+    assert saved["files"].tolist() == files and str(saved["layer"]) == "fc7"
+    crops = tf.stack([preprocessing.preprocess_for_eval(preprocessing.decode_image(e)) for e in encoded])
+    expected = embedding.feature_model(model)(crops).numpy()
+    np.testing.assert_allclose(saved["features"], expected, atol=1e-5)
+    values.layer = "conv1"
+    with pytest.raises(features.UsageError, match="--layer=conv1: a SavedModel gives only"):
+        features.run(files, values)
+
+
 def test_bytes_that_are_no_image_fail_with_a_clear_error(exported, tmp_path):
     _, _, _, loaded = exported
     jpeg = write_jpeg(tmp_path / "a.jpg", 64, 80)

@@ -3,7 +3,8 @@
 One module-scoped setup: the demo dataset rendered and converted with 3 classes (4 training
 and 2 validation images each, JPEG files and TFRecords) and a one_weird_trick AlexNet at
 95 px saved as .keras. The neighbours command runs as a fresh process (exit status, stderr);
-the other checks call `features.run`, what the command runs, in this process.
+the other checks call `features.run`, what the command runs, in this process. An exported
+SavedModel as --model is tested in test_export.py, on the export made there.
 """
 
 import os
@@ -17,7 +18,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from alexnet_tf import data, demo_data, embedding, features, figures, serving
+from alexnet_tf import data, demo_data, embedding, features, figures
 from alexnet_tf.model import build_alexnet
 
 IMAGE_SIZE = 95
@@ -34,8 +35,10 @@ def demo(tmp_path_factory):
                           input_shape=(IMAGE_SIZE, IMAGE_SIZE, 3), dropout_rate=0.0, weight_decay=0.0)
     keras_file = str(root / "model.keras")
     model.save(keras_file)
+    # What `features.load(keras_file)` returns, without reading the 230 MB file again in each test.
     return types.SimpleNamespace(data_dir=data_dir, train=os.path.join(raw, "train"),
-                                 val=os.path.join(raw, "val"), model=model, keras_file=keras_file)
+                                 val=os.path.join(raw, "val"), model=model, keras_file=keras_file,
+                                 loaded=features.KerasModel(model, labels_dir=str(root)))
 
 
 def flag_values(**overrides):
@@ -55,7 +58,7 @@ def test_fc7_of_a_data_dir_split_are_those_of_the_evaluation_crops(demo, tmp_pat
     output = str(tmp_path / "out" / "features.npz")
     config = flag_values(model=demo.keras_file, layer="fc7", data_dir=demo.data_dir, split="validation",
                          output=output)
-    written, failures = features.run([], config)
+    written, failures = features.run([], config, demo.loaded)
     assert (written, failures) == (output, [])
     assert "features: 6/6 images (100.0%)" in capsys.readouterr().err  # the progress line
     saved = np.load(output)
@@ -109,9 +112,14 @@ def test_command_draws_each_query_and_its_six_nearest_gallery_images(demo, tmp_p
 
 def test_predictions_picture_shows_top_labels_as_bars_with_the_true_one_red(demo, tmp_path):
     output = str(tmp_path / "predictions.png")
-    written, failures = features.run([], flag_values(model=demo.keras_file, data_dir=demo.data_dir,
-                                                     predictions=True, output=output, max_images=5))
+    config = flag_values(model=demo.keras_file, data_dir=demo.data_dir, predictions=True, output=output,
+                         max_images=5)
+    written, failures = features.run([], config, demo.loaded)
     assert (written, failures) == (output, [])
+    umask = os.umask(0)
+    os.umask(umask)
+    assert os.stat(output).st_mode & 0o777 == 0o666 & ~umask  # an ordinary file, not a private temporary
+    assert not [name for name in os.listdir(tmp_path) if ".tmp" in name]
     picture = read_png(output)
     columns, rows = 4, 2  # 5 images, 4 per row
     assert picture.shape[1] == 2 * figures.MARGIN + columns * (128 + 2 * figures.PAD) - 2 * figures.PAD
@@ -130,42 +138,18 @@ def test_predictions_picture_shows_top_labels_as_bars_with_the_true_one_red(demo
 def test_any_layer_of_files_and_clear_errors(demo, tmp_path):
     files = sorted(os.path.join(demo.val, name) for name in os.listdir(demo.val))[:3]
     output = str(tmp_path / "conv5.npz")
-    written, failures = features.run(files, flag_values(model=demo.keras_file, layer="conv5",
-                                                        output=output))
+    config = flag_values(model=demo.keras_file, layer="conv5", output=output)
+    written, failures = features.run(files, config, demo.loaded)
     assert (written, failures) == (output, [])
     saved = np.load(output)
     assert saved["features"].shape == (3, 5, 5, 256)  # conv5 of a 95-px crop
     assert saved["files"].tolist() == files and saved["labels"].tolist() == [-1, -1, -1]
     with pytest.raises(features.UsageError, match=r"--layer=fc9: the model has no such layer; its layers "
                                                   r"are: pad1, conv1, pool1, conv2, .*, fc7, fc8, logits$"):
-        features.run(files, flag_values(model=demo.keras_file, layer="fc9", output=output))
+        features.run(files, flag_values(model=demo.keras_file, layer="fc9", output=output), demo.loaded)
     with pytest.raises(features.UsageError, match=r"--output=x.png: features are written as NumPy \.npz"):
         features.run(files, flag_values(model=demo.keras_file, output="x.png"))
     with pytest.raises(features.UsageError, match="--neighbours needs --gallery"):
         features.run([], flag_values(model=demo.keras_file, neighbours=files, output="n.png"))
     with pytest.raises(features.UsageError, match="no such file or folder: nowhere.jpg"):
         features.run(["nowhere.jpg"], flag_values(model=demo.keras_file, output=output))
-
-
-def test_a_saved_model_gives_the_fc7_of_its_keras_model(demo, tmp_path):
-    """An export's `features` signature, through the same command, matches its Keras model."""
-    keras.utils.set_random_seed(1)
-    inputs = keras.Input((IMAGE_SIZE, IMAGE_SIZE, 3))
-    x = keras.layers.Conv2D(4, 8, strides=8, activation="relu", name="conv1")(inputs)
-    x = keras.layers.Dense(6, activation="relu", name="fc7")(keras.layers.GlobalAveragePooling2D()(x))
-    small = keras.Model(inputs, keras.layers.Dense(3, name="fc8")(x))
-    small.save(tmp_path / "small.keras")
-    export = serving.export_saved_model(small, str(tmp_path / "export"), warmup=False)
-    files = sorted(os.path.join(demo.val, name) for name in os.listdir(demo.val))
-    (tmp_path / "bad.png").write_bytes(b"\x89PNG but nothing more")
-    results = {}
-    for name, model in (("keras", str(tmp_path / "small.keras")), ("saved_model", export)):
-        output = str(tmp_path / f"{name}.npz")
-        written, failures = features.run([*files, str(tmp_path / "bad.png")],
-                                         flag_values(model=model, output=output, batch_size=4))
-        assert written == output and [f[0] for f in failures] == [str(tmp_path / "bad.png")], failures
-        results[name] = np.load(output)
-    assert results["saved_model"]["files"].tolist() == files
-    np.testing.assert_allclose(results["saved_model"]["features"], results["keras"]["features"], atol=1e-5)
-    with pytest.raises(features.UsageError, match="a SavedModel gives only"):
-        features.run(files, flag_values(model=export, layer="conv1", output=str(tmp_path / "x.npz")))
