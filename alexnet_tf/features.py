@@ -319,7 +319,10 @@ def load(path, labels_path=None):
     try:
         model, labels_dir = checkpointing.load_model(path)
     except ConfigError as e:
-        raise UsageError(f"{e} (--model)") from None
+        raise UsageError(
+            f"{e} (--model): pass a .keras file, a model dir or checkpoint written by alexnet_tf.train, "
+            "or an exported SavedModel"
+        ) from None
     return KerasModel(model, labels_dir, labels_path)
 
 
@@ -532,7 +535,9 @@ def run(argv_images, config, model=None):
                 f"--layer={wanted}: a SavedModel gives only {names or 'no features (export it again)'}; "
                 "pass the .keras file or checkpoint it was exported from for other layers"
             )
-        raise UsageError(f"--layer={wanted}: the model has no such layer; its layers are: {', '.join(names)}")
+        raise UsageError(
+            f"--layer={wanted}: the model has no such layer; pass one of its layers: {', '.join(names)}"
+        )
 
     if config.neighbours:
         written = neighbours_picture(
