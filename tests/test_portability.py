@@ -274,7 +274,7 @@ def test_export_command_from_a_keras_file_in_a_fresh_process(trained, tmp_path):
     _, model_dir, _ = trained
     keras_file = tmp_path / "model.keras"
     save = run_command(["-c", textwrap.dedent(f"""
-        from alexnet_tf.export import load_model
+        from alexnet_tf.checkpointing import load_model
         model, _ = load_model({model_dir!r})
         model.save({str(keras_file)!r})
     """)])

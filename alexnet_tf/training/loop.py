@@ -19,7 +19,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from alexnet_tf import metrics, serving
+from alexnet_tf import embedding, metrics, serving
 from alexnet_tf.checkpointing import CHECKPOINT_SUBDIR, Checkpointer, check_model_spec, check_writable
 from alexnet_tf.config import ConfigError
 from alexnet_tf.training import init_from, summaries
@@ -278,13 +278,12 @@ class TrainLoop:
                 f"; validation top-1 stopped improving: learning rate now {self.state.learning_rate():.6g}"
             )
         if self.chief:
-            conv1 = self.state.model.get_layer("conv1").weights[0]
             self.writers.image(
                 "train",
                 self.step,
                 "conv1_filters",
-                summaries.filter_grid(conv1.numpy()),
-                description="First-layer filters, each stretched to [0, 1] (paper Fig. 3).",
+                summaries.conv1_filter_image(self.state.model),
+                description="First-layer filters, each stretched to [0, 1], one block per tower (Fig. 3).",
             )
             if self.config.histograms:
                 self.writers.histograms("train", self.step, self.state.model.trainable_variables)
@@ -350,8 +349,7 @@ class TrainLoop:
             grid,
             description="Training inputs after augmentation, mean added back.",
         )
-        conv1 = self.state.model.get_layer("conv1").weights[0]
-        self.writers.image("train", 0, "conv1_filters", summaries.filter_grid(conv1.numpy()))
+        self.writers.image("train", 0, "conv1_filters", summaries.conv1_filter_image(self.state.model))
 
     def _weights_finite(self):
         return all(
@@ -380,6 +378,8 @@ class TrainLoop:
 
     def _finish(self, validation, ten_crop):
         export_path = self._export() if self.chief else ""
+        if self.chief:
+            self._write_projector()
         weights = [v.numpy().ravel() for v in self.state.model.trainable_variables]
         logging.info(
             "%s: final weights fingerprint %.12e %.12e",
@@ -409,6 +409,40 @@ class TrainLoop:
         ones = self.strategy.run(lambda: tf.constant(1.0))
         self.strategy.reduce(tf.distribute.ReduceOp.SUM, ones, axis=None)
         return result
+
+    def _write_projector(self):
+        """fc7 embeddings of the first validation images for TensorBoard's projector (chief only)."""
+        if not embedding.has_layer(self.state.model, embedding.FEATURES_LAYER):
+            return
+        model = embedding.feature_model(self.state.model, embedding.FEATURES_LAYER, with_output=True)
+        sample = self.inputs.evaluation().unbatch().take(summaries.PROJECTOR_MAX_IMAGES).batch(64)
+        features, labels, predicted, thumbnails = [], [], [], []
+        for images, batch_labels in sample:
+            fc7, logits = model(images, training=False)
+            features.append(np.asarray(tf.cast(fc7, tf.float32)))
+            predicted.append(np.argmax(np.asarray(logits), axis=-1))
+            labels.append(batch_labels.numpy())
+            thumbnails.append(summaries.sprite_thumbnails(images))
+        if not features:
+            return
+        entries = self.info.labels or range(self.info.num_classes)
+        names = [getattr(entry, "name", entry) for entry in entries]  # LabelEntry, tfds name or index
+        log_dir = os.path.join(self.model_dir, "validation")
+        summaries.write_projector(
+            log_dir,
+            np.concatenate(features),
+            {
+                "label": [names[i] for i in np.concatenate(labels)],
+                "predicted": [names[i] for i in np.concatenate(predicted)],
+            },
+            np.concatenate(thumbnails),
+            tensor_name=embedding.FEATURES_LAYER,
+        )
+        logging.info(
+            "Wrote the fc7 embeddings of %d validation images for TensorBoard's projector to %s",
+            sum(len(f) for f in features),
+            log_dir,
+        )
 
     def _export(self):
         """Exports a float32 copy of the model: serving must not depend on the training policy."""
