@@ -326,7 +326,9 @@ def _title(mode, settings, result):
     data = result.get("data", {})
     source = f"{data.get('data_dir')}{' (the generated demo dataset)' if s.get('data_dir') is None else ''}"
     if s.get("data_service"):
-        rounds += f"; service row through the tf.data service {s['data_service']}"
+        service = s["data_service"]
+        where = "a dispatcher and worker started here" if service == "local" else service
+        rounds += f"; service row through the tf.data service ({where})"
     if mode == "input":
         return f"Training input pipeline, batch {s['batch_size']}, {source}; {rounds}"
     what = "synthetic in-memory data" if mode == "train" else f"TFRecords from {source} and synthetic data"

@@ -33,6 +33,7 @@ TensorFlow is imported inside the functions: the PIL workers import this module 
 free of it.
 """
 
+import dataclasses
 import gc
 import io
 import os
@@ -325,8 +326,6 @@ def run(
         "pipeline": lambda: _pipeline(train_dataset),
     }
     if data_service:
-        import dataclasses  # pylint: disable=g-import-not-at-top
-
         service_config = dataclasses.replace(config, data_service=data_service, model_dir="benchmark")
         service_dataset = make_input_fns(service_config, info, seed=None).train
         rows["service"] = lambda: _pipeline(service_dataset)
