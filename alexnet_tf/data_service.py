@@ -33,7 +33,9 @@ import sys
 import threading
 
 from absl import app, flags
+import tensorflow as tf
 
+from alexnet_tf import data
 from alexnet_tf.config import ConfigError, parse_service_address
 
 FLAGS = flags.FLAGS
@@ -110,8 +112,6 @@ def serve_until_stopped(server, what, graceful=True):
 def run_dispatcher(port, work_dir=None, worker_timeout_s=60.0):
     """Starts a dispatcher on `port` and serves until SIGTERM."""
     check_port_free(port)
-    import tensorflow as tf  # pylint: disable=g-import-not-at-top  (after the checks: it takes seconds)
-
     if work_dir:
         tf.io.gfile.makedirs(work_dir)
     config = tf.data.experimental.service.DispatcherConfig(
@@ -133,10 +133,6 @@ def run_worker(dispatcher, port, worker_address=None, heartbeat_interval_s=10.0,
     address = dispatcher if dispatcher.startswith("grpc://") else f"grpc://{dispatcher}"
     host, dispatcher_port = parse_service_address(address, "--dispatcher")
     check_port_free(port)
-    import tensorflow as tf  # pylint: disable=g-import-not-at-top
-
-    from alexnet_tf import data  # pylint: disable=g-import-not-at-top
-
     worker_address = worker_address or f"{socket.gethostname()}:{port}"
     try:
         data.wait_for_dispatcher(host, dispatcher_port, dispatcher_wait_s)
