@@ -13,6 +13,7 @@ Every flag of `alexnet_tf.train` takes its default from a field here.
 
 import dataclasses
 import os
+import re
 from typing import Optional
 
 # The paper's learning rate belongs to a batch of 128; other global batches scale it linearly
@@ -27,10 +28,22 @@ DISTRIBUTIONS = ("auto", "mirrored", "multi_worker", "none")
 TRAINABLE = ("all", "fc", "head")  # alexnet_tf.model.TRAINABLE_LAYERS (a test keeps them equal)
 DEFAULT_DEMO_CACHE_DIR = os.path.join("~", ".cache", "alexnet_tf", "demo")
 MIN_ONE_WEIRD_TRICK_SIZE = 95  # the smallest input whose pool5 map is at least 2x2
+# A tf.data service dispatcher: grpc://HOST:PORT (HOST a name, an IPv4 address or [IPv6]).
+_SERVICE_ADDRESS = re.compile(r"grpc://(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):([0-9]{1,5})")
 
 
 class ConfigError(ValueError):
     """Bad user input (flags, data dir, model dir): reported as one line, exit status 2."""
+
+
+def parse_service_address(address, flag="--data_service"):
+    """(host, port) of a tf.data service dispatcher written grpc://HOST:PORT; ConfigError naming `flag`."""
+    match = _SERVICE_ADDRESS.fullmatch(address or "")
+    if not match or not 0 < int(match.group(2)) < 65536:
+        raise ConfigError(
+            f"{flag}={address!r} is not a dispatcher address: write grpc://HOST:PORT, e.g. grpc://10.0.0.5:5050"
+        )
+    return match.group(1).strip("[]"), int(match.group(2))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,6 +62,10 @@ class TrainConfig:
     skip_corrupt: bool = False
     steps_per_epoch: Optional[int] = None  # None: training examples // global batch
     eval_steps: Optional[int] = None  # global batches; None: the whole validation set
+    # grpc://HOST:PORT of a tf.data service dispatcher: its workers read, decode and crop the
+    # training images (docs/distributed.md, "Feeding fast accelerators"); evaluation stays local.
+    data_service: Optional[str] = None
+    data_service_wait_s: float = 60.0  # how long to wait for the dispatcher to accept connections
 
     # Model.
     variant: str = "paper"
@@ -153,6 +170,14 @@ class TrainConfig:
             raise ConfigError("--data_dir is required (or pass --demo to train on generated data)")
         if not self.demo and not self.model_dir:
             raise ConfigError("--model_dir is required (where checkpoints, logs and the export go)")
+        if self.data_service is not None:
+            parse_service_address(self.data_service)
+            if self.data_source != "tfrecord":
+                raise ConfigError(
+                    f"--data_service reads TFRecord shards; --data_source={self.data_source} cannot use it"
+                )
+        if self.data_service_wait_s < 0:
+            raise ConfigError(f"data_service_wait_s must be >= 0, got {self.data_service_wait_s}")
         if self.profile_steps is not None and (
             len(self.profile_steps) != 2 or not 0 < self.profile_steps[0] <= self.profile_steps[1]
         ):

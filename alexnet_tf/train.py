@@ -71,6 +71,16 @@ def define_flags(flag_values=FLAGS):
         "Global validation batches (of --batch_size images) per evaluation; default: all.",
         **fv,
     )
+    flags.DEFINE_string(
+        "data_service",
+        d.data_service,
+        "grpc://HOST:PORT of a tf.data service dispatcher (python -m alexnet_tf.data_service): its "
+        "workers read, decode and crop the training images; --data_dir must be readable there too.",
+        **fv,
+    )
+    flags.DEFINE_float(
+        "data_service_wait_s", d.data_service_wait_s, "Seconds to wait for the dispatcher at start.", **fv
+    )
     flags.DEFINE_enum("variant", d.variant, VARIANTS, "AlexNet variant.", **fv)
     flags.DEFINE_float(
         "dropout_rate",

@@ -22,15 +22,27 @@ its ratios are the steadier comparison.
             mean subtraction) into float32 batches in shared memory. The JPEG bytes are read into
             memory up front (only as many records as one round uses), which favours this row.
             Skipped, with a note, when Pillow is not installed.
+  service:  with --data_service, the pipeline row's dataset through the tf.data service
+            (workers read, decode, crop and batch; this process finishes the batches).
+            --data_service=local starts a dispatcher and one worker on this machine
+            (`python -m alexnet_tf.data_service`, free ports): its CPU time is then counted
+            with this process's, and "worker images/sec per core" is images per CPU-second of
+            the worker alone, the figure that sizes a service (docs/distributed.md).
 
 TensorFlow is imported inside the functions: the PIL workers import this module and stay
 free of it.
 """
 
+import dataclasses
 import gc
 import io
 import os
+import signal
+import socket
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
 
 import numpy as np
@@ -56,9 +68,9 @@ def describe_train_shards(data_dir, num_classes=None, label_offset=None, **confi
     return config, describe_data(config, require_validation=False)
 
 
-def _cpu_seconds(pids):
-    """User + system CPU seconds used so far by this process (all threads) and `pids`."""
-    total = time.process_time()  # ns resolution; os.times() counts 10 ms ticks
+def _cpu_seconds(pids, own=True):
+    """User + system CPU seconds used so far by this process (all threads, when `own`) and `pids`."""
+    total = time.process_time() if own else 0.0  # ns resolution; os.times() counts 10 ms ticks
     for pid in pids:
         with open(f"/proc/{pid}/stat") as f:
             fields = f.read().rsplit(")", 1)[1].split()
@@ -66,15 +78,23 @@ def _cpu_seconds(pids):
     return total
 
 
-def _timed(batches, warmup_batches, timed_batches, batch_size, pids=()):
-    """(images/sec, CPU ms/image) of `timed_batches` batches of an iterator, after `warmup_batches`."""
+def _timed(batches, warmup_batches, timed_batches, batch_size, pids=(), service_pids=()):
+    """(images/sec, CPU ms/image) of `timed_batches` batches of an iterator, after `warmup_batches`.
+
+    CPU time is this process's and that of `pids` and `service_pids`; a third value, the CPU
+    ms/image of `service_pids` alone, is added when they are given.
+    """
     for _ in range(warmup_batches):
         next(batches)
-    start, cpu = time.perf_counter(), _cpu_seconds(pids)
+    pids = tuple(pids) + tuple(service_pids)
+    start, cpu, service_cpu = time.perf_counter(), _cpu_seconds(pids), _cpu_seconds(service_pids, own=False)
     for _ in range(timed_batches):
         next(batches)
     images = timed_batches * batch_size
-    return images / (time.perf_counter() - start), (_cpu_seconds(pids) - cpu) * 1e3 / images
+    timing = (images / (time.perf_counter() - start), (_cpu_seconds(pids) - cpu) * 1e3 / images)
+    if service_pids:
+        timing += ((_cpu_seconds(service_pids, own=False) - service_cpu) * 1e3 / images,)
+    return timing
 
 
 def _decode_only(tf, files, batch_size):
@@ -189,6 +209,75 @@ def _read_jpegs(tf, files, count):
     ]
 
 
+class LocalService:
+    """A tf.data service dispatcher and worker(s) on this machine: `python -m alexnet_tf.data_service`.
+
+    Started on free ports of 127.0.0.1 as subprocesses, stopped with SIGTERM on exit; `address`
+    is the dispatcher's grpc:// address and `worker_pids` the workers' process ids.
+    """
+
+    def __init__(self, workers=1, timeout_s=300):
+        self._workers, self._timeout_s = workers, timeout_s
+        self._processes, self._logs = [], []
+        self.address, self.worker_pids = None, []
+
+    @staticmethod
+    def _free_port():
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            return s.getsockname()[1]
+
+    def _start(self, *args):
+        log = tempfile.TemporaryFile("w+")
+        command = [sys.executable, "-m", "alexnet_tf.data_service", *args]
+        self._processes.append(subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT))
+        self._logs.append(log)
+        return self._processes[-1]
+
+    def __enter__(self):
+        port = self._free_port()
+        self.address = f"grpc://127.0.0.1:{port}"
+        try:
+            self._start("dispatcher", f"--port={port}")
+            for _ in range(self._workers):
+                worker_port = self._free_port()
+                worker = self._start(
+                    "worker",
+                    f"--dispatcher=127.0.0.1:{port}",
+                    f"--port={worker_port}",
+                    f"--worker_address=127.0.0.1:{worker_port}",
+                )
+                self.worker_pids.append(worker.pid)
+            deadline = time.monotonic() + self._timeout_s
+            for process, log in zip(self._processes, self._logs):
+                while True:
+                    log.seek(0)
+                    text = log.read()
+                    if "serving on" in text:
+                        break
+                    if process.poll() is not None or time.monotonic() > deadline:
+                        last = text.strip().splitlines()[-1:] or ["(no output)"]
+                        raise RuntimeError(f"the local tf.data service did not start: {last[0]}")
+                    time.sleep(0.2)
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def __exit__(self, *exc_info):
+        for process in self._processes:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        for process in self._processes:
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        for log in self._logs:
+            log.close()
+
+
 def run(
     data_dir,
     *,
@@ -199,6 +288,8 @@ def run(
     timed_steps,
     repeats,
     pil_processes,
+    data_service=None,
+    service_pids=(),
     progress=lambda message: None,
 ):
     """Times the rows round-robin.
@@ -210,6 +301,9 @@ def run(
       warmup_steps, timed_steps: untimed and timed batches of every row in every round.
       repeats: rounds; medians are reported.
       pil_processes: worker processes of the PIL loader.
+      data_service: grpc://HOST:PORT of a tf.data service: adds the "service" row.
+      service_pids: process ids of that service's workers on this machine (LocalService), whose
+        CPU time the service row counts; empty for a remote service.
       progress: called with a line of progress.
 
     Returns:
@@ -231,6 +325,10 @@ def run(
         "decode": lambda: _decode_only(tf, files, batch_size),
         "pipeline": lambda: _pipeline(train_dataset),
     }
+    if data_service:
+        service_config = dataclasses.replace(config, data_service=data_service, model_dir="benchmark")
+        service_dataset = make_input_fns(service_config, info, seed=None).train
+        rows["service"] = lambda: _pipeline(service_dataset)
     loader, skipped = None, []
     try:
         import PIL  # pylint: disable=g-import-not-at-top,unused-import
@@ -251,7 +349,8 @@ def run(
             for name, make in rows.items():
                 batches = make()
                 pids = loader.pids if name == "pil" else ()
-                rounds[name].append(_timed(batches, warmup_steps, timed_steps, batch_size, pids))
+                on_service = tuple(service_pids) if name == "service" else ()
+                rounds[name].append(_timed(batches, warmup_steps, timed_steps, batch_size, pids, on_service))
                 batches.close()  # stops a tf.data iterator's threads, drains the PIL pool
                 del batches
     finally:
@@ -281,6 +380,14 @@ def run(
     if "pil" in rounds:
         ratios["pipeline/pil"] = ratio("pipeline", "pil")
         ratios["pipeline/pil by CPU time"] = cpu_ratio("pipeline", "pil")
+    per_core = lambda ms: 1e3 / ms if ms and ms > 0 else None  # noqa: E731
+    ratios["pipeline images/sec per core"] = per_core(cpu_ms["pipeline"])
+    if "service" in rounds:
+        ratios["service/pipeline"] = ratio("service", "pipeline")
+        if service_pids:
+            ratios["service/pipeline by CPU time"] = cpu_ratio("service", "pipeline")
+            worker_ms = statistics.median(r[2] for r in rounds["service"])
+            ratios["service worker images/sec per core"] = per_core(worker_ms)
     return {
         "data": {
             "data_dir": data_dir,

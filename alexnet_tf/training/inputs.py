@@ -8,6 +8,7 @@ batch is split over replicas by `data.make_dataset` through the InputContext).
 
 from collections.abc import Callable
 import dataclasses
+import hashlib
 import json
 import os
 from typing import Optional
@@ -16,7 +17,7 @@ from absl import logging
 import tensorflow as tf
 
 from alexnet_tf import data, schema
-from alexnet_tf.config import ConfigError
+from alexnet_tf.config import ConfigError, parse_service_address
 
 DEFAULT_NUM_CLASSES = 1000
 RECORD_COUNTS_FILENAME = "record_counts.json"  # in the model dir: counts of shards without a manifest
@@ -203,6 +204,8 @@ def describe_data(config, count_cache=None, write_count_cache=False, require_val
       ConfigError: missing or empty data dir, no matching files, a labels file that does not
         agree with --num_classes, unknown label offset, tfds data not prepared.
     """
+    if config.data_service:
+        check_data_service(config)
     if config.data_source == "tfrecord":
         return _describe_tfrecords(config, count_cache, write_count_cache, require_validation)
     if config.data_source == "tfds":
@@ -211,6 +214,41 @@ def describe_data(config, count_cache=None, write_count_cache=False, require_val
     return DataInfo(
         "synthetic", config.num_classes or DEFAULT_NUM_CLASSES, None, 0, steps * config.batch_size
     )
+
+
+def check_data_service(config):
+    """Waits up to config.data_service_wait_s for the dispatcher; ConfigError naming it if none answers."""
+    host, port = parse_service_address(config.data_service)
+    try:
+        data.wait_for_dispatcher(host, port, config.data_service_wait_s)
+    except ConnectionError as e:
+        raise ConfigError(
+            f"--data_service={config.data_service}: {e}; start it with python -m alexnet_tf.data_service "
+            "dispatcher, or raise --data_service_wait_s"
+        ) from None
+
+
+def service_job_name(config, seed, pipeline_batch_size, shuffle_buffer_size):
+    """The tf.data service job of a run's training input: the same in every trainer process.
+
+    A dispatcher serves a job by name to whoever asks, whatever dataset the asker brings (the
+    job keeps the dataset it was created with), so the name holds everything that shapes the
+    dataset the workers run: the run, the data, the sizes, the augmentation and the seed.
+    Trainer processes of one run share the job; another run, or the same run resumed with
+    another seed or replica count, gets its own.
+    """
+    fields = (
+        config.model_dir,
+        config.data_dir,
+        config.train_pattern,
+        config.image_size,
+        config.augment,
+        config.skip_corrupt,
+        pipeline_batch_size,
+        shuffle_buffer_size,
+        seed,
+    )
+    return "alexnet_tf-" + hashlib.sha256(repr(fields).encode()).hexdigest()[:16]
 
 
 def pipeline_batches(global_batches, input_context=None):
@@ -236,6 +274,13 @@ def make_input_fns(config, info, seed):
     Returns:
       InputFns.
     """
+    if config.data_service:
+        logging.info(
+            "Training batches come from the tf.data service at %s (dynamic sharding: each shard at "
+            "most once per pass); evaluation reads locally. Exact resume does not hold with service "
+            "input: a resumed run gets the service's stream, not the records where it stopped.",
+            config.data_service,
+        )
     common = dict(image_size=config.image_size)
     train_glob = os.path.join(config.data_dir, config.train_pattern)
     eval_glob = os.path.join(config.data_dir, config.eval_pattern)
@@ -246,7 +291,14 @@ def make_input_fns(config, info, seed):
         **common,
     )
 
-    def train(input_context=None, batch_size=config.batch_size, shuffle_buffer_size=10_000):
+    def train(input_context=None, batch_size=config.batch_size, shuffle_buffer_size=10_000, local=False):
+        service, job_name = None if local else config.data_service, None
+        if service:
+            per_replica = batch_size
+            if input_context is not None:
+                per_replica = input_context.get_per_replica_batch_size(batch_size)
+            job_name = service_job_name(config, seed, per_replica, shuffle_buffer_size)
+            logging.info("Reading training batches from job %s of the tf.data service.", job_name)
         if info.source == "tfrecord":
             return data.make_dataset(
                 train_glob,
@@ -256,6 +308,8 @@ def make_input_fns(config, info, seed):
                 input_context=input_context,
                 seed=seed,
                 shuffle_buffer_size=shuffle_buffer_size,
+                data_service=service,
+                service_job_name=job_name,
                 **record_args,
             )
         if info.source == "tfds":
@@ -308,7 +362,9 @@ def make_input_fns(config, info, seed):
         return dataset.take(pipeline_batches(steps, input_context)) if steps else dataset
 
     def preview():
-        images, _ = next(iter(train(batch_size=min(16, config.batch_size), shuffle_buffer_size=64)))
+        # Local even with --data_service: one batch is not worth a job on the service.
+        batches = train(batch_size=min(16, config.batch_size), shuffle_buffer_size=64, local=True)
+        images, _ = next(iter(batches))
         return images.numpy()
 
     return InputFns(train, evaluation, preview)
