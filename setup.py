@@ -47,6 +47,7 @@ setup(
         "onnx": ["tf2onnx>=1.17.0", "onnx>=1.17", "onnxruntime>=1.20"],
         "test": [
             "pytest>=8.0",
+            "ruff==0.17.6",  # pinned: a newer ruff may format differently (README's test command)
             "pillow>=10.0",
             "importlib_resources",
             "onnx>=1.17",

@@ -26,7 +26,9 @@ def test_readme_has_exactly_two_setup_commands():
     main, tests = readme_commands()
     assert "pip install" in main and main.endswith("python -m alexnet_tf.train --demo")
     assert "pip install" in tests and "python -m pytest" in tests
-    # Both kernel families: the portability pass runs with oneDNN's kernels off.
+    # Lint and format first (one ruff configuration, ruff.toml), then both kernel families:
+    # the portability pass runs with oneDNN's kernels off.
+    assert "ruff check . && ruff format --check . && python -m pytest" in tests
     assert tests.endswith('python -m pytest -m "not portability" && TF_ENABLE_ONEDNN_OPTS=0 python -m pytest -m portability')
 
 
@@ -69,9 +71,10 @@ def test_readme_main_command_installs_as_the_test_command_does():
     assert main_path == test_path == "."  # this checkout, not an index or another path
     assert main_extras <= test_extras, (main_extras, test_extras)
     # What the test command installs after that adds packages without changing those
-    # requirements (--no-deps); then it runs the tests.
+    # requirements (--no-deps); then it checks the code with ruff and runs the tests.
     for step in test_steps[len(main_steps):]:
         assert step[:3] == ["pip", "install", "--no-deps"] or step[:3] == ["python", "-m", "pytest"] or (
+            step[0] == "ruff") or (
             step[0] == "TF_ENABLE_ONEDNN_OPTS=0" and step[1:4] == ["python", "-m", "pytest"]), step
 
 
