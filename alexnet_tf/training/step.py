@@ -14,7 +14,7 @@ import numpy as np
 import tensorflow as tf
 
 from alexnet_tf import metrics, optim
-from alexnet_tf.checkpointing import model_weights
+from alexnet_tf.checkpointing import model_weights, random_state
 from alexnet_tf.model import build_alexnet
 from alexnet_tf.training.schedules import AlexNetSchedule, PlateauState
 
@@ -64,13 +64,18 @@ class TrainState:
     step: tf.Variable
     epoch: tf.Variable
     checkpoint: tf.train.Checkpoint
+    seed: tf.Variable = None  # the run's seed, drawn at its first start unless given
 
     def learning_rate(self):
         return float(self.schedule(self.optimizer.iterations))
 
 
-def build_state(config, strategy, num_classes, steps_per_epoch, total_steps, loss_scaling):
-    """Creates model, optimizer and counters under the strategy's scope."""
+def build_state(config, strategy, num_classes, steps_per_epoch, total_steps, loss_scaling, seed=0):
+    """Creates model, optimizer, counters and the run's `seed` under the strategy's scope.
+
+    A restored checkpoint replaces all of them, the seed and the dropout layers' generator
+    states included (a variable's initial value comes from worker 0 under multi-worker).
+    """
     with strategy.scope():
         model = build_model(config, num_classes)
         plateau = PlateauState(config.plateau_patience, config.max_lr_drops)
@@ -87,10 +92,17 @@ def build_state(config, strategy, num_classes, steps_per_epoch, total_steps, los
         optimizer.build(model.trainable_variables)  # slots exist before a restore fills them
         step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
         epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
+        run_seed = tf.Variable(seed, dtype=tf.int64, trainable=False, name="seed")
     checkpoint = tf.train.Checkpoint(
-        model=model_weights(model), optimizer=optimizer, plateau=plateau, step=step, epoch=epoch
+        model=model_weights(model),
+        optimizer=optimizer,
+        plateau=plateau,
+        step=step,
+        epoch=epoch,
+        seed=run_seed,
+        random=random_state(model),
     )
-    return TrainState(model, optimizer, schedule, plateau, step, epoch, checkpoint)
+    return TrainState(model, optimizer, schedule, plateau, step, epoch, checkpoint, run_seed)
 
 
 def weight_decay_loss(state):
