@@ -118,15 +118,20 @@ def _count_corrupt_shards(groups):
     return groups.scan(tf.constant(0, tf.int64), step)
 
 
-def shard_record_counts(files):
-    """Records in each of `files` (reads them all once, without parsing), in their order."""
+def shard_record_counts(files, skip_corrupt=False):
+    """Records in each of `files` (reads them once, without parsing), in their order.
 
-    def count(filename):
-        dataset = tf.data.TFRecordDataset(filename, buffer_size=1 << 20)
-        return int(dataset.reduce(tf.constant(0, tf.int64), lambda n, _: n + 1).numpy())
+    A corrupt or truncated shard is an InvalidArgumentError naming it, as in `make_dataset`;
+    with `skip_corrupt` its records up to the damage are counted (what the pipeline reads).
+    """
+
+    def count(filename, size):
+        groups = _read_shard(filename, size, skip_corrupt)
+        records = lambda n, group: n + tf.size(tf.boolean_mask(group, tf.not_equal(group, _END_OF_SHARD)))
+        return int(groups.reduce(tf.constant(0), records).numpy())
 
     with concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool:
-        return list(pool.map(count, files))
+        return list(pool.map(count, files, _file_sizes(files)))
 
 
 def _options(deterministic):
@@ -365,7 +370,7 @@ def _exact_training_records(
     return epochs.flat_map(epoch_windows).prefetch(1).unbatch(), steps_per_epoch
 
 
-def _shard_counts(files, shard_records):
+def _shard_counts(files, shard_records, skip_corrupt):
     """Records of each of `files`: from `shard_records`, else the manifest beside them, else counted."""
     if shard_records is None:
         shard_records = schema.shard_records(schema.read_manifest(os.path.dirname(files[0]))) or {}
@@ -377,10 +382,8 @@ def _shard_counts(files, shard_records):
             len(missing),
             schema.MANIFEST_FILENAME,
         )
-        shard_records = {
-            **shard_records,
-            **{os.path.basename(f): n for f, n in zip(missing, shard_record_counts(missing))},
-        }
+        counted = shard_record_counts(missing, skip_corrupt)
+        shard_records = {**shard_records, **{os.path.basename(f): n for f, n in zip(missing, counted)}}
     return [shard_records[os.path.basename(f)] for f in files]
 
 
@@ -479,7 +482,7 @@ def make_dataset(
         records, _ = _exact_training_records(
             files,
             _file_sizes(files),
-            _shard_counts(files, shard_records),
+            _shard_counts(files, shard_records, skip_corrupt),
             num_pipelines=num_pipelines,
             pipeline_id=pipeline_id,
             records_per_step=records_per_step,

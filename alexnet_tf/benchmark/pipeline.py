@@ -23,6 +23,12 @@ its ratios are the steadier comparison.
             memory up front (only as many records as one round uses), which favours this row.
             Skipped, with a note, when Pillow is not installed.
 
+Then, once per round, the cost of an exact resume (alexnet_tf.data's training order): the
+seconds from building the trainer's dataset to its first batch at the epoch's start and at its
+middle (a run resumed there), and the rate at which the shards' records are read without
+parsing or decoding, which is what a resume spends reaching its place; BUILD.md ("Exact
+resume") extrapolates it to ImageNet.
+
 TensorFlow is imported inside the functions: the PIL workers import this module and stay
 free of it.
 """
@@ -45,13 +51,10 @@ def describe_train_shards(data_dir, num_classes=None, label_offset=None, **confi
     from alexnet_tf.config import TrainConfig  # pylint: disable=g-import-not-at-top
     from alexnet_tf.training.inputs import describe_data  # pylint: disable=g-import-not-at-top
 
-    # A set steps_per_epoch skips counting the records when the manifest does not say.
+    # Shards whose manifest does not list their record counts are counted (the training order
+    # is planned from them).
     config = TrainConfig(
-        data_dir=data_dir,
-        num_classes=num_classes,
-        label_offset=label_offset,
-        steps_per_epoch=1,
-        **config_fields,
+        data_dir=data_dir, num_classes=num_classes, label_offset=label_offset, **config_fields
     )
     return config, describe_data(config, require_validation=False)
 
@@ -93,6 +96,20 @@ def _decode_only(tf, files, batch_size):
 
 def _pipeline(train_dataset):
     return (images for images, _ in train_dataset())
+
+
+def _first_batch_seconds(train_dataset, start_step):
+    start = time.perf_counter()
+    next(iter(train_dataset(start=start_step)))
+    return time.perf_counter() - start
+
+
+def _read_rate(tf, files):
+    """Records per second read from `files`, neither parsed nor decoded (one pass)."""
+    start = time.perf_counter()
+    dataset = tf.data.TFRecordDataset(files, num_parallel_reads=min(16, len(files))).batch(64)
+    records = int(dataset.reduce(tf.constant(0, tf.int64), lambda n, r: n + tf.size(r, out_type=tf.int64)))
+    return records / (time.perf_counter() - start)
 
 
 # ----------------------------------------------------------------------------- PIL loader
@@ -245,6 +262,8 @@ def run(
     # Startup leaves ~1M Python objects that every full collection would walk again.
     gc.freeze()
     rounds = {name: [] for name in rows}
+    steps_per_epoch = info.train_examples // batch_size
+    resume = {"epoch_start_seconds": [], "mid_epoch_seconds": [], "read_records_per_sec": []}
     try:
         for repeat in range(repeats):
             progress(f"repeat {repeat + 1}/{repeats}")
@@ -254,6 +273,9 @@ def run(
                 rounds[name].append(_timed(batches, warmup_steps, timed_steps, batch_size, pids))
                 batches.close()  # stops a tf.data iterator's threads, drains the PIL pool
                 del batches
+            resume["epoch_start_seconds"].append(_first_batch_seconds(train_dataset, 0))
+            resume["mid_epoch_seconds"].append(_first_batch_seconds(train_dataset, steps_per_epoch // 2))
+            resume["read_records_per_sec"].append(_read_rate(tf, files))
     finally:
         if loader is not None:
             loader.close()
@@ -292,6 +314,11 @@ def run(
         "results": results,
         "ratios": ratios,
         "skipped": skipped,
+        "resume": {
+            "step": steps_per_epoch // 2,
+            "steps_per_epoch": steps_per_epoch,
+            **{key: statistics.median(values) for key, values in resume.items()},
+        },
     }
 
 
@@ -307,5 +334,12 @@ def table(result):
     lines += ["", "| ratio | value |", "|---|---:|"]
     lines += [
         f"| {name} | {'-' if value is None else f'{value:.2f}'} |" for name, value in result["ratios"].items()
+    ]
+    r = result["resume"]
+    lines += [
+        "",
+        f"Exact resume: first batch {r['epoch_start_seconds']:.2f} s at the epoch's start, "
+        f"{r['mid_epoch_seconds']:.2f} s resumed at step {r['step']} of {r['steps_per_epoch']}; "
+        f"records read without decoding: {r['read_records_per_sec']:.0f}/s (median of the rounds).",
     ]
     return "\n".join(lines)

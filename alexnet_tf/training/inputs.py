@@ -65,14 +65,14 @@ def _read_json(path):
         return {}
 
 
-def cached_shard_records(pattern, cache_path=None, write_cache=False):
+def cached_shard_records(pattern, cache_path=None, write_cache=False, skip_corrupt=False):
     """{shard file name: records} of the files matching `pattern`, counted or read from a cache.
 
     The JSON file `cache_path` maps each pattern to its shards' names, sizes and modification
     times and their record counts; counts are reused only for exactly the same files. A fresh
-    count (which reads every record once) is stored there when `write_cache` (the chief: other
-    workers read what it wrote). A cache that cannot be written only costs a recount at the
-    next start.
+    count (which reads every record once; `skip_corrupt` as in data.shard_record_counts) is
+    stored there when `write_cache` (the chief: other workers read what it wrote). A cache
+    that cannot be written only costs a recount at the next start.
     """
     files = sorted(tf.io.gfile.glob(pattern))
     fingerprint = _shard_fingerprint(files) if cache_path else None
@@ -91,7 +91,7 @@ def cached_shard_records(pattern, cache_path=None, write_cache=False):
         schema.MANIFEST_FILENAME,
         pattern,
     )
-    counts = data.shard_record_counts(files)
+    counts = data.shard_record_counts(files, skip_corrupt)
     if cache_path and write_cache:
         cache = _read_json(cache_path)
         cache[pattern] = {"files": fingerprint, "records": sum(counts), "per_file": counts}
@@ -160,7 +160,7 @@ def _describe_tfrecords(config, count_cache, write_count_cache, require_validati
     if all(name in listed for name in names):
         shard_records = {name: listed[name] for name in names}
     else:
-        shard_records = cached_shard_records(train_glob, count_cache, write_count_cache)
+        shard_records = cached_shard_records(train_glob, count_cache, write_count_cache, config.skip_corrupt)
     train_examples = sum(shard_records.values())
     return DataInfo("tfrecord", num_classes, labels, int(offset), train_examples, shard_records)
 
