@@ -2,7 +2,8 @@
 
 A training checkpoint (`<model_dir>/checkpoints/ckpt-<step>`) is a tf.train.Checkpoint of
 the model weights, the optimizer (momentum slots, iteration count, loss scale), the
-plateau schedule's state, and the epoch and step counters. TensorFlow writes the data
+plateau schedule's state, the epoch and step counters, the run's seed and the state of the
+dropout layers' random generators: all a resumed run needs to continue exactly. TensorFlow writes the data
 first and the `checkpoints/checkpoint` index last, so a process killed while saving
 leaves the previous checkpoint as the latest. `model_spec.json` beside the checkpoints
 records what shape of model they hold (and the input convention and trainable layers of a
@@ -32,6 +33,20 @@ def model_weights(model):
     or without dropout layers (evaluation) and survives layers being reordered.
     """
     return {variable.path: variable.value for variable in model.weights}
+
+
+def random_state(model):
+    """The model's random-generator state variables (dropout's SeedGenerator), keyed "layer/index".
+
+    They are not among `model.weights`: a training checkpoint holds them beside the weights,
+    so that a resumed run's dropout masks continue the uninterrupted run's sequence.
+    """
+    weights = {id(variable) for variable in model.weights}
+    states = {}
+    for layer in model.layers:
+        own = [variable for variable in layer.variables if id(variable) not in weights]
+        states.update({f"{layer.name}/{i}": variable.value for i, variable in enumerate(own)})
+    return states
 
 
 def check_writable(directory):

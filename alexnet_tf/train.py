@@ -12,6 +12,7 @@ SavedModel for TF Serving to --export_dir (default <model_dir>/export/<version>)
 
 import dataclasses
 import os
+import random
 import sys
 import time
 
@@ -202,9 +203,12 @@ def run(config):
             "'Portability'); bfloat16 is emulated here, so --precision=auto picks float32"
         )
     # The process-wide state of a run, in one place: the dtype policy, the seeds, determinism.
+    # Without --seed a seed is drawn; the run keeps it in its checkpoints (TrainLoop), so that
+    # even an unseeded run resumes exactly.
     seed = config.seed if config.seed is not None else (0 if config.deterministic else None)
-    if seed is not None:
-        keras.utils.set_random_seed(seed)
+    if seed is None:
+        seed = random.SystemRandom().randrange(1 << 31)
+    keras.utils.set_random_seed(seed)
     if config.deterministic:
         tf.config.experimental.enable_op_determinism()
     previous_policy = keras.mixed_precision.global_policy()

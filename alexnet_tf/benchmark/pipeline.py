@@ -29,6 +29,12 @@ its ratios are the steadier comparison.
             with this process's, and "worker images/sec per core" is images per CPU-second of
             the worker alone, the figure that sizes a service (docs/distributed.md).
 
+Then, once per round, the cost of an exact resume (alexnet_tf.data's training order): the
+seconds from building the trainer's dataset to its first batch at the epoch's start and at its
+middle (a run resumed there), and the rate at which the shards' records are read without
+parsing or decoding, which is what a resume spends reaching its place; BUILD.md ("Exact
+resume") extrapolates it to ImageNet.
+
 TensorFlow is imported inside the functions: the PIL workers import this module and stay
 free of it.
 """
@@ -47,6 +53,13 @@ import time
 
 import numpy as np
 
+RESUME_FIGURES = (
+    "epoch_start_seconds",
+    "mid_epoch_seconds",
+    "read_records_per_sec",
+    "read_megabytes_per_sec",
+)
+
 
 def describe_train_shards(data_dir, num_classes=None, label_offset=None, **config_fields):
     """The trainer's (TrainConfig, DataInfo) of the train-* shards in `data_dir`; no validation split needed.
@@ -57,13 +70,10 @@ def describe_train_shards(data_dir, num_classes=None, label_offset=None, **confi
     from alexnet_tf.config import TrainConfig  # pylint: disable=g-import-not-at-top
     from alexnet_tf.training.inputs import describe_data  # pylint: disable=g-import-not-at-top
 
-    # A set steps_per_epoch skips counting the records when the manifest does not say.
+    # Shards whose manifest does not list their record counts are counted (the training order
+    # is planned from them).
     config = TrainConfig(
-        data_dir=data_dir,
-        num_classes=num_classes,
-        label_offset=label_offset,
-        steps_per_epoch=1,
-        **config_fields,
+        data_dir=data_dir, num_classes=num_classes, label_offset=label_offset, **config_fields
     )
     return config, describe_data(config, require_validation=False)
 
@@ -113,6 +123,34 @@ def _decode_only(tf, files, batch_size):
 
 def _pipeline(train_dataset):
     return (images for images, _ in train_dataset())
+
+
+def _first_batch_seconds(train_dataset, start_step):
+    start = time.perf_counter()
+    next(iter(train_dataset(start=start_step)))
+    return time.perf_counter() - start
+
+
+def _read_rate(tf, files, records, at_least=20_000):
+    """(records/s, MB/s) reading the shards' records, neither parsed nor decoded, 16 shards at a time.
+
+    The shards are read as many times as it takes to read `at_least` records (`records` per
+    pass), so that start-up does not dominate on small datasets; repeated reads come from the
+    page cache, so this is the per-record cost of a resume's reading, not a disk's bandwidth.
+    """
+    passes = -(-at_least // max(records, 1))
+    start = time.perf_counter()
+    dataset = tf.data.Dataset.from_tensor_slices(files * passes).interleave(
+        tf.data.TFRecordDataset, cycle_length=16, num_parallel_calls=tf.data.AUTOTUNE
+    )
+
+    def add(totals, group):
+        lengths = tf.cast(tf.strings.length(group), tf.int64)
+        return totals[0] + tf.size(group, out_type=tf.int64), totals[1] + tf.reduce_sum(lengths)
+
+    read = dataset.batch(64).reduce((tf.constant(0, tf.int64), tf.constant(0, tf.int64)), add)
+    seconds = time.perf_counter() - start
+    return int(read[0]) / seconds, int(read[1]) / seconds / 1e6
 
 
 # ----------------------------------------------------------------------------- PIL loader
@@ -343,6 +381,8 @@ def run(
     # Startup leaves ~1M Python objects that every full collection would walk again.
     gc.freeze()
     rounds = {name: [] for name in rows}
+    steps_per_epoch = info.train_examples // batch_size
+    resume = {key: [] for key in RESUME_FIGURES}
     try:
         for repeat in range(repeats):
             progress(f"repeat {repeat + 1}/{repeats}")
@@ -353,6 +393,11 @@ def run(
                 rounds[name].append(_timed(batches, warmup_steps, timed_steps, batch_size, pids, on_service))
                 batches.close()  # stops a tf.data iterator's threads, drains the PIL pool
                 del batches
+            resume["epoch_start_seconds"].append(_first_batch_seconds(train_dataset, 0))
+            resume["mid_epoch_seconds"].append(_first_batch_seconds(train_dataset, steps_per_epoch // 2))
+            records_per_sec, megabytes_per_sec = _read_rate(tf, files, info.train_examples)
+            resume["read_records_per_sec"].append(records_per_sec)
+            resume["read_megabytes_per_sec"].append(megabytes_per_sec)
     finally:
         if loader is not None:
             loader.close()
@@ -399,6 +444,11 @@ def run(
         "results": results,
         "ratios": ratios,
         "skipped": skipped,
+        "resume": {
+            "step": steps_per_epoch // 2,
+            "steps_per_epoch": steps_per_epoch,
+            **{key: statistics.median(values) for key, values in resume.items()},
+        },
     }
 
 
@@ -414,5 +464,13 @@ def table(result):
     lines += ["", "| ratio | value |", "|---|---:|"]
     lines += [
         f"| {name} | {'-' if value is None else f'{value:.2f}'} |" for name, value in result["ratios"].items()
+    ]
+    r = result["resume"]
+    lines += [
+        "",
+        f"Exact resume: first batch {r['epoch_start_seconds']:.2f} s at the epoch's start, "
+        f"{r['mid_epoch_seconds']:.2f} s resumed at step {r['step']} of {r['steps_per_epoch']}; "
+        f"records read without decoding: {r['read_records_per_sec']:.0f}/s, "
+        f"{r['read_megabytes_per_sec']:.0f} MB/s (medians of the rounds).",
     ]
     return "\n".join(lines)

@@ -3,10 +3,13 @@
 `TrainLoop(...).fit()` is what `alexnet_tf.train.run` calls once the strategy, the data, the
 seeds and the precision policy are settled (this module sets no process-wide state).
 Progress lives in Python counters (step, epoch) that are copied into the checkpoint at every
-save. The loop runs training in chunks of at most
---steps_per_execution steps that end on every logging, checkpoint, epoch and profiler
-boundary; between chunks it checks the loss (NaN/inf stops training without saving) and
-the workers' summed SIGTERM flag (all workers save and stop at the same step).
+save. A resumed run continues exactly: the checkpoint holds the run's seed and the dropout
+generators' states, and the training data restarts at the step's place in its epoch's order
+(`data.make_dataset`), so a killed and restarted run ends with the same weights.
+The loop runs training in chunks of at most --steps_per_execution steps that end on every
+logging, checkpoint, epoch and profiler boundary; between chunks it checks the loss (NaN/inf
+stops training without saving) and the workers' summed SIGTERM flag (all workers save and
+stop at the same step).
 """
 
 import dataclasses
@@ -24,8 +27,8 @@ from alexnet_tf.checkpointing import CHECKPOINT_SUBDIR, Checkpointer, check_mode
 from alexnet_tf.config import ConfigError
 from alexnet_tf.training import init_from, summaries
 from alexnet_tf.training.devices import is_chief, worker_name
-from alexnet_tf.training.inputs import make_input_fns
-from alexnet_tf.training.preemption import PreemptionSignal
+from alexnet_tf.training.inputs import inexact_resume_reason, make_input_fns
+from alexnet_tf.training.preemption import PreemptionSignal, send_test_signal
 from alexnet_tf.training.step import (
     build_model,
     build_state,
@@ -103,7 +106,11 @@ class TrainLoop:
     """One training run: restore, train to each epoch end, evaluate, checkpoint, export."""
 
     def __init__(self, config, strategy, info, precision, seed):
-        """Builds the run's state; `seed` (or None) seeds the data order, set by `train.run` with the RNGs."""
+        """Builds the run's state; `seed` (int) is the one `train.run` seeded the RNGs with.
+
+        It becomes the run's seed (of the data order and augmentation) unless a checkpoint
+        holds one already: a resumed run keeps the seed it started with.
+        """
         self.config, self.strategy, self.info, self.precision = config, strategy, info, precision
         self.model_dir = model_dir = config.model_dir
         self.chief = is_chief(strategy)
@@ -132,6 +139,7 @@ class TrainLoop:
             self.steps_per_epoch,
             self.total_steps,
             loss_scaling,
+            seed=seed,
             input_conversion=self.input_conversion,
         )
         if start.source is not None:
@@ -166,9 +174,13 @@ class TrainLoop:
     def _fit(self):
         restored = self.checkpointer.restore_latest()
         self.step, self.epoch = int(self.state.step.numpy()), int(self.state.epoch.numpy())
+        self.seed = self._run_seed(restored)
         if restored:
             self.saved = (self.step, self.epoch)
             logging.info("Resuming from %s at step %d (epoch %d).", restored, self.step, self.epoch)
+        reason = inexact_resume_reason(self.config, self.info)
+        if reason and self.chief:
+            logging.warning("A resumed run will not continue exactly: %s", reason)
         logging.info(
             "%s: %d replica(s), %s, global batch %d, %d steps per epoch, %d steps in %d epochs.",
             self.name,
@@ -191,9 +203,7 @@ class TrainLoop:
                 self.epoch,
             )
             return finished
-        # A resumed run reshuffles with another seed, so it does not replay the epoch's start.
-        seed = None if self.seed is None else self.seed + self.step
-        self.inputs = make_input_fns(self.config, self.info, seed)
+        self.inputs = make_input_fns(self.config, self.info, self.seed, start_step=self.step)
         if self.step == 0 and self.chief:
             self._write_images()
         iterator = iter(self.strategy.distribute_datasets_from_function(self.inputs.train))
@@ -215,6 +225,25 @@ class TrainLoop:
                 {"ten_crop_top1": ten_crop["top1"], "ten_crop_top5": ten_crop["top5"]},
             )
         return self._finish(validation, ten_crop)
+
+    def _run_seed(self, restored):
+        """The run's seed: the one its checkpoints hold (the seed of its first start)."""
+        seed = int(self.state.seed.numpy())
+        if restored and self.config.seed is not None and self.config.seed != seed:
+            logging.warning(
+                "%s: --seed=%d, but the run in %s started with seed %d; it continues with %d "
+                "(a new --model_dir starts a run with the new seed).",
+                self.name,
+                self.config.seed,
+                self.model_dir,
+                seed,
+                seed,
+            )
+        elif not restored:
+            logging.info(
+                "%s: seed %d (kept in the checkpoints; a resumed run continues with it).", self.name, seed
+            )
+        return seed
 
     def _train_until(self, iterator, end):
         config, meter, traced = self.config, _Meter(), False
@@ -248,6 +277,7 @@ class TrainLoop:
                     f"preempted (signal {self.preemption.received or 'on another worker'}): "
                     f"checkpoint {path} at step {self.step}; re-run the same command to resume"
                 )
+            send_test_signal(self.step)
             if self.step % config.checkpoint_every_steps == 0 and self.step != end:
                 self._save()
         self._profile(end)  # stops a trace that ends with the epoch

@@ -14,7 +14,7 @@ import numpy as np
 import tensorflow as tf
 
 from alexnet_tf import metrics, optim
-from alexnet_tf.checkpointing import model_weights
+from alexnet_tf.checkpointing import model_weights, random_state
 from alexnet_tf.model import HEAD_LAYER, build_alexnet, set_trainable
 from alexnet_tf.training.schedules import AlexNetSchedule, PlateauState
 
@@ -71,16 +71,19 @@ class TrainState:
     step: tf.Variable
     epoch: tf.Variable
     checkpoint: tf.train.Checkpoint
+    seed: tf.Variable = None  # the run's seed, drawn at its first start unless given
 
     def learning_rate(self):
         return float(self.schedule(self.optimizer.iterations))
 
 
 def build_state(
-    config, strategy, num_classes, steps_per_epoch, total_steps, loss_scaling, input_conversion=None
+    config, strategy, num_classes, steps_per_epoch, total_steps, loss_scaling, seed=0, input_conversion=None
 ):
-    """Creates model, optimizer and counters under the strategy's scope.
+    """Creates model, optimizer, counters and the run's `seed` under the strategy's scope.
 
+    A restored checkpoint replaces all of them, the seed and the dropout layers' generator
+    states included (a variable's initial value comes from worker 0 under multi-worker).
     Layers that `config.trainable` freezes are not trainable before the optimizer is built, so
     it has slots (and the checkpoint holds slots) only for the weights that train.
     """
@@ -101,10 +104,17 @@ def build_state(
         optimizer.build(model.trainable_variables)  # slots exist before a restore fills them
         step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
         epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
+        run_seed = tf.Variable(seed, dtype=tf.int64, trainable=False, name="seed")
     checkpoint = tf.train.Checkpoint(
-        model=model_weights(model), optimizer=optimizer, plateau=plateau, step=step, epoch=epoch
+        model=model_weights(model),
+        optimizer=optimizer,
+        plateau=plateau,
+        step=step,
+        epoch=epoch,
+        seed=run_seed,
+        random=random_state(model),
     )
-    return TrainState(model, optimizer, schedule, plateau, step, epoch, checkpoint)
+    return TrainState(model, optimizer, schedule, plateau, step, epoch, checkpoint, run_seed)
 
 
 def weight_decay_loss(state):
