@@ -248,6 +248,24 @@ def _fold(seed, *data):
     return seed
 
 
+def _shares(counts, num_pipelines):
+    """Records each input pipeline reads per epoch: its own shards' (p, p + P, ...), or every P-th record."""
+    if len(counts) >= num_pipelines:
+        return [sum(counts[q::num_pipelines]) for q in range(num_pipelines)]
+    return [len(range(q, sum(counts), num_pipelines)) for q in range(num_pipelines)]
+
+
+def training_steps_per_epoch(counts, global_batch, num_pipelines=1):
+    """Global steps in one epoch of `make_dataset`'s training order (all pipelines take as many).
+
+    Args:
+      counts: records of each training shard, in file-name order.
+      global_batch: images per global step.
+      num_pipelines: input pipelines (one per worker under distribute_datasets_from_function).
+    """
+    return min(_shares(counts, num_pipelines)) // (global_batch // num_pipelines)
+
+
 def _exact_training_records(
     files,
     sizes,
@@ -292,13 +310,12 @@ def _exact_training_records(
     num_files = len(files)
     if num_files >= num_pipelines:
         stride, owned = 1, list(range(pipeline_id, num_files, num_pipelines))
-        shares = [sum(counts[q::num_pipelines]) for q in range(num_pipelines)]
     else:
         stride, owned = num_pipelines, list(range(num_files))
-        shares = [len(range(q, sum(counts), num_pipelines)) for q in range(num_pipelines)]
+    shares = _shares(counts, num_pipelines)
     share = shares[pipeline_id]
     if drop_remainder:
-        steps_per_epoch = min(shares) // records_per_step
+        steps_per_epoch = training_steps_per_epoch(counts, records_per_step * num_pipelines, num_pipelines)
         if steps_per_epoch < 1:
             raise ValueError(
                 f"the training shards hold {min(shares)} records per input pipeline, fewer than "

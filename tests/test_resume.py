@@ -278,3 +278,6 @@ def test_every_epoch_visits_each_image_once_and_a_stream_started_at_any_step_con
         np.concatenate([labels for _, labels in own[start:]]),
     )  # worker 1's
     assert sorted(np.concatenate(shares)) == list(range(num_images))
+    # Unequal shares (13 and 11 images): every worker stops with the smaller one's full steps.
+    assert data.training_steps_per_epoch([7, 5, 6, 7], 4, num_pipelines=2) == 11 // 2
+    assert data.training_steps_per_epoch([7, 5, 6, 7], 4) == 25 // 4

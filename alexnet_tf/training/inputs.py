@@ -251,6 +251,21 @@ def service_job_name(config, seed, pipeline_batch_size, shuffle_buffer_size):
     return "alexnet_tf-" + hashlib.sha256(repr(fields).encode()).hexdigest()[:16]
 
 
+def steps_per_epoch(config, info, num_pipelines=1):
+    """Global steps per epoch: --steps_per_epoch, else one pass over the training data.
+
+    TFRecord shards: the steps of data.make_dataset's epoch (all input pipelines take as many
+    steps, so with several workers an epoch ends with the smallest worker's share); other
+    sources: the training examples over the global batch.
+    """
+    if config.steps_per_epoch:
+        return config.steps_per_epoch
+    if info.train_shard_records:
+        counts = [info.train_shard_records[name] for name in sorted(info.train_shard_records)]
+        return data.training_steps_per_epoch(counts, config.batch_size, num_pipelines)
+    return info.train_examples // config.batch_size
+
+
 def inexact_resume_reason(config, info):
     """Why a resumed run of this input would not continue the interrupted run exactly, or None.
 

@@ -26,8 +26,8 @@ from alexnet_tf import embedding, metrics, serving
 from alexnet_tf.checkpointing import CHECKPOINT_SUBDIR, Checkpointer, check_model_spec, check_writable
 from alexnet_tf.config import ConfigError
 from alexnet_tf.training import init_from, summaries
-from alexnet_tf.training.devices import is_chief, worker_name
-from alexnet_tf.training.inputs import inexact_resume_reason, make_input_fns
+from alexnet_tf.training.devices import is_chief, num_workers, worker_name
+from alexnet_tf.training.inputs import inexact_resume_reason, make_input_fns, steps_per_epoch
 from alexnet_tf.training.preemption import PreemptionSignal, send_test_signal
 from alexnet_tf.training.step import (
     build_model,
@@ -115,7 +115,7 @@ class TrainLoop:
         self.model_dir = model_dir = config.model_dir
         self.chief = is_chief(strategy)
         self.name = worker_name(strategy)
-        self.steps_per_epoch = config.steps_per_epoch or info.train_examples // config.batch_size
+        self.steps_per_epoch = steps_per_epoch(config, info, num_workers(strategy))
         if self.steps_per_epoch < 1:
             raise ConfigError(
                 f"batch_size {config.batch_size} is larger than the {info.train_examples} training examples"
