@@ -5,10 +5,32 @@ __version__ = "0.1.0"
 # Importing the package registers every Keras serialisable it defines (the layers, and the
 # optimizer the trainer saves), so `keras.saving.load_model` reads any `.keras` file this
 # project writes after a plain `import alexnet_tf`.
-from alexnet_tf.applications import AlexNet, decode_predictions, preprocess_input
+import keras
+
 from alexnet_tf.layers import GroupedConv2D, InputConversion, LocalResponseNormalization, ReplicaDropout
 from alexnet_tf.model import build_alexnet
-from alexnet_tf.optim import MomentumSGD
+
+# Names whose modules import TensorFlow: the optimizer (fused TF kernels) and the applications
+# API (weights= reads TensorFlow checkpoints). On other Keras backends they load on first use.
+_TENSORFLOW_NAMES = {
+    "MomentumSGD": "alexnet_tf.optim",
+    "AlexNet": "alexnet_tf.applications",
+    "decode_predictions": "alexnet_tf.applications",
+    "preprocess_input": "alexnet_tf.applications",
+}
+
+if keras.backend.backend() == "tensorflow":
+    from alexnet_tf.applications import AlexNet, decode_predictions, preprocess_input
+    from alexnet_tf.optim import MomentumSGD
+else:
+    # The model API runs on every Keras backend without TensorFlow.
+    def __getattr__(name):
+        if name in _TENSORFLOW_NAMES:
+            import importlib  # pylint: disable=g-import-not-at-top
+
+            return getattr(importlib.import_module(_TENSORFLOW_NAMES[name]), name)
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "AlexNet",

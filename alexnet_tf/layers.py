@@ -5,14 +5,43 @@ lets imported weights take this project's preprocessed images, and a dropout who
 differ between the replicas of a tf.distribute strategy.
 
 Nothing here knows AlexNet's shape; `alexnet_tf.model` composes these layers.
+
+Every layer runs on each Keras 3 backend (TensorFlow, JAX, PyTorch) with the same results.
+On the TensorFlow backend they keep their TensorFlow-specific kernels (the XLA-compiled LRN
+and its hand-written gradient, the grouped convolution chosen for the running kernels,
+stateless per-replica dropout); on the others they compute with `keras.ops` and the
+backend's own gradients. TensorFlow is imported only when a TensorFlow path runs, so the
+layers do not need it installed under `KERAS_BACKEND=jax` or `torch`.
 """
 
 import contextlib
+import functools
+import importlib
 
 import keras
-import tensorflow as tf
+from keras import ops
 
 from alexnet_tf import hardware
+
+
+class _TensorFlowOnFirstUse:
+    """The `tensorflow` module, imported when an attribute is first read.
+
+    Only the TensorFlow backend's code paths (and `replica_id`/`replica_seed`) read it, so
+    importing this module under another Keras backend neither imports nor needs TensorFlow.
+    """
+
+    def __getattr__(self, name):
+        return getattr(importlib.import_module("tensorflow"), name)
+
+
+tf = _TensorFlowOnFirstUse()
+
+
+def _tensorflow_backend():
+    """True when Keras runs on TensorFlow (fixed when Keras is imported)."""
+    return keras.backend.backend() == "tensorflow"
+
 
 _FLOAT16_TYPES = ("float16", "bfloat16")
 
@@ -81,6 +110,10 @@ class LocalResponseNormalization(keras.layers.Layer):
     accuracy in 16 bits, and TensorFlow's LRN op has no bfloat16 kernel) and the result is
     cast back to the layer's compute dtype.
 
+    On the TensorFlow backend inference runs TensorFlow's LRN op and training an
+    XLA-compiled kernel with a hand-written gradient; on JAX and PyTorch the same formula
+    runs in `keras.ops` and the backend differentiates it.
+
     Args:
         depth_radius: int >= 0, half-width `r` of the channel window (window size 2r+1).
         bias: float > 0, the paper's `k`.
@@ -118,6 +151,9 @@ class LocalResponseNormalization(keras.layers.Layer):
     def call(self, inputs, training=None):
         # The sums and powers are computed in float32 and the result returned in the compute
         # dtype: 16-bit sums of squares lose accuracy, and TF's LRN op has no bfloat16 kernel.
+        if not _tensorflow_backend():
+            y = _lrn(ops.cast(inputs, "float32"), self.depth_radius, self.bias, self.alpha, self.beta)
+            return ops.cast(y, inputs.dtype)
         if training:
             return self._lrn_for_training(inputs)
         # Inference uses the one core op that every consumer knows (TF Serving without XLA,
@@ -146,13 +182,14 @@ class LocalResponseNormalization(keras.layers.Layer):
         around the kernels under mixed_bfloat16, BUILD.md) while the arithmetic stays float32.
         """
         radius, bias, alpha, beta = self.depth_radius, self.bias, self.alpha, self.beta
+        lrn_forward, lrn_backward = _tf_lrn_kernels()
 
         @tf.custom_gradient
         def lrn(a):
             def grad(g):
-                return _lrn_backward(a, g, radius, bias, alpha, beta)
+                return lrn_backward(a, g, radius, bias, alpha, beta)
 
-            return _lrn_forward(a, radius, bias, alpha, beta), grad
+            return lrn_forward(a, radius, bias, alpha, beta), grad
 
         return lrn(x)
 
@@ -187,6 +224,8 @@ class GroupedConv2D(keras.layers.Layer):
     running kernels support it (cuDNN, oneDNN), and one convolution per group plus a concat
     elsewhere (TensorFlow's Eigen CPU kernels, which have no grouped gradient); see
     `grouped_conv_implementation` and BUILD.md, "Grouped convolution" and "Portability".
+    On JAX and PyTorch it is `keras.ops.conv` with the grouped kernel, which both backends
+    run as one grouped convolution (`feature_group_count`, `groups=`).
 
     Args:
         filters: int, total output channels; divisible by `groups`.
@@ -268,6 +307,12 @@ class GroupedConv2D(keras.layers.Layer):
         self.built = True
 
     def call(self, inputs):
+        if not _tensorflow_backend():
+            # Both backends infer the group count from the kernel's input channels.
+            outputs = ops.conv(inputs, ops.cast(self.kernel, inputs.dtype), self.strides, self.padding)
+            if self.use_bias:
+                outputs = ops.add(outputs, ops.cast(self.bias, outputs.dtype))
+            return outputs if self.activation is None else self.activation(outputs)
         kernel = tf.cast(self.kernel, inputs.dtype)
         strides, padding = self.strides, self.padding.upper()
         if self.groups == 1 or resolve_grouped_conv_implementation(inputs.dtype) == "native":
@@ -372,11 +417,14 @@ class InputConversion(keras.layers.Layer):
         self.built = True
 
     def call(self, inputs):
-        x = tf.cast(inputs, tf.float32) + tf.constant(self.input_mean, tf.float32)
+        # keras.ops on every backend: on TensorFlow the same Cast/ReverseV2/Const ops as ever.
+        x = ops.cast(inputs, "float32") + ops.convert_to_tensor(self.input_mean, "float32")
         if self.channel_order == "bgr":
-            x = tf.reverse(x, axis=[-1])
-        x = (x * self.scale - tf.constant(self.mean, tf.float32)) / tf.constant(self.std, tf.float32)
-        return tf.cast(x, self.compute_dtype)
+            x = ops.flip(x, axis=-1)
+        x = (x * self.scale - ops.convert_to_tensor(self.mean, "float32")) / ops.convert_to_tensor(
+            self.std, "float32"
+        )
+        return ops.cast(x, self.compute_dtype)
 
     def compute_output_shape(self, input_shape):
         return input_shape
@@ -440,10 +488,13 @@ class ReplicaDropout(keras.layers.Dropout):
     a function of (seed, step, replica). Arguments, config and behaviour otherwise as
     `keras.layers.Dropout`: it drops at `rate` and scales what it keeps by `1 / (1 - rate)`
     when `training`, and passes its input through otherwise. Works eagerly, in tf.function
-    and under XLA.
+    and under XLA. On the JAX and PyTorch backends, which have no tf.distribute replicas, it
+    is Keras' Dropout.
     """
 
     def call(self, inputs, training=False):
+        if not _tensorflow_backend():
+            return super().call(inputs, training=training)
         if not (training and self.rate > 0):
             return inputs
         if self.rate == 1.0:
@@ -489,21 +540,30 @@ def _conv_length(size, kernel, stride, padding):
 def _channel_window_sum(x, radius):
     """sum_{j=i-radius}^{i+radius} x[..., j] with zeros beyond the edges, for every i."""
     channels = x.shape[-1]
-    padded = tf.pad(x, [[0, 0]] * (len(x.shape) - 1) + [[radius, radius]])
-    return tf.add_n([padded[..., i : i + channels] for i in range(2 * radius + 1)])
+    padded = ops.pad(x, [[0, 0]] * (len(x.shape) - 1) + [[radius, radius]])
+    return functools.reduce(ops.add, [padded[..., i : i + channels] for i in range(2 * radius + 1)])
 
 
-@tf.function(jit_compile=True)
-def _lrn_forward(a, radius, bias, alpha, beta):
-    x = tf.cast(a, tf.float32)
+def _lrn(x, radius, bias, alpha, beta):
+    """The LRN formula on float32 `x` in `keras.ops`, for every backend."""
     d = bias + alpha * _channel_window_sum(x * x, radius)
-    return tf.cast(x * tf.exp(-beta * tf.math.log(d)), a.dtype)  # d ** -beta, with d >= bias > 0
+    return x * ops.exp(-beta * ops.log(d))  # d ** -beta, with d >= bias > 0
 
 
-@tf.function(jit_compile=True)
-def _lrn_backward(a, g, radius, bias, alpha, beta):
-    x, g32 = tf.cast(a, tf.float32), tf.cast(g, tf.float32)
-    d = bias + alpha * _channel_window_sum(x * x, radius)
-    scale = tf.exp(-beta * tf.math.log(d))
-    grad = g32 * scale - (2.0 * alpha * beta) * x * _channel_window_sum(g32 * x * scale / d, radius)
-    return tf.cast(grad, a.dtype)
+@functools.cache
+def _tf_lrn_kernels():
+    """The TensorFlow backend's XLA-compiled LRN forward and backward kernels, made on first use."""
+
+    @tf.function(jit_compile=True)
+    def lrn_forward(a, radius, bias, alpha, beta):
+        return tf.cast(_lrn(tf.cast(a, tf.float32), radius, bias, alpha, beta), a.dtype)
+
+    @tf.function(jit_compile=True)
+    def lrn_backward(a, g, radius, bias, alpha, beta):
+        x, g32 = tf.cast(a, tf.float32), tf.cast(g, tf.float32)
+        d = bias + alpha * _channel_window_sum(x * x, radius)
+        scale = tf.exp(-beta * tf.math.log(d))
+        grad = g32 * scale - (2.0 * alpha * beta) * x * _channel_window_sum(g32 * x * scale / d, radius)
+        return tf.cast(grad, a.dtype)
+
+    return lrn_forward, lrn_backward
