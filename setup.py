@@ -41,10 +41,13 @@ setup(
         # dependency on the full `tensorflow` wheel, which would sit beside tensorflow-cpu:
         # install it with `pip install --no-deps tensorflow-serving-api` (BUILD.md).
         "serving": ["grpcio>=1.60", "protobuf>=4.21"],
+        # The pictures of `python -m alexnet_tf.features` (nearest neighbours, top-5 bars).
+        "figures": ["pillow>=10.0"],
         # ONNX export of the pixel signature and its onnxruntime check.
         "onnx": ["tf2onnx>=1.17.0", "onnx>=1.17", "onnxruntime>=1.20"],
         "test": [
             "pytest>=8.0",
+            "ruff==0.17.6",  # pinned: a newer ruff may format differently (README's test command)
             "pillow>=10.0",
             "importlib_resources",
             "onnx>=1.17",

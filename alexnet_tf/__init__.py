@@ -10,25 +10,37 @@ import keras
 from alexnet_tf.layers import GroupedConv2D, InputConversion, LocalResponseNormalization, ReplicaDropout
 from alexnet_tf.model import build_alexnet
 
+# Names whose modules import TensorFlow: the optimizer (fused TF kernels) and the applications
+# API (weights= reads TensorFlow checkpoints). On other Keras backends they load on first use.
+_TENSORFLOW_NAMES = {
+    "MomentumSGD": "alexnet_tf.optim",
+    "AlexNet": "alexnet_tf.applications",
+    "decode_predictions": "alexnet_tf.applications",
+    "preprocess_input": "alexnet_tf.applications",
+}
+
 if keras.backend.backend() == "tensorflow":
+    from alexnet_tf.applications import AlexNet, decode_predictions, preprocess_input
     from alexnet_tf.optim import MomentumSGD
 else:
-    # The model API runs on every Keras backend without TensorFlow; the optimizer is
-    # TensorFlow's (fused TF kernels), imported with TensorFlow only when it is asked for.
+    # The model API runs on every Keras backend without TensorFlow.
     def __getattr__(name):
-        if name == "MomentumSGD":
-            from alexnet_tf.optim import MomentumSGD  # pylint: disable=g-import-not-at-top
+        if name in _TENSORFLOW_NAMES:
+            import importlib  # pylint: disable=g-import-not-at-top
 
-            return MomentumSGD
+            return getattr(importlib.import_module(_TENSORFLOW_NAMES[name]), name)
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 __all__ = [
+    "AlexNet",
     "GroupedConv2D",
     "InputConversion",
     "LocalResponseNormalization",
     "MomentumSGD",
     "ReplicaDropout",
     "build_alexnet",
+    "decode_predictions",
+    "preprocess_input",
     "__version__",
 ]

@@ -2,10 +2,12 @@
 
 A training checkpoint (`<model_dir>/checkpoints/ckpt-<step>`) is a tf.train.Checkpoint of
 the model weights, the optimizer (momentum slots, iteration count, loss scale), the
-plateau schedule's state, and the epoch and step counters. TensorFlow writes the data
+plateau schedule's state, the epoch and step counters, the run's seed and the state of the
+dropout layers' random generators: all a resumed run needs to continue exactly. TensorFlow writes the data
 first and the `checkpoints/checkpoint` index last, so a process killed while saving
 leaves the previous checkpoint as the latest. `model_spec.json` beside the checkpoints
-records what shape of model they hold, so a mismatching run stops before touching them.
+records what shape of model they hold (and the input convention and trainable layers of a
+fine-tuning run), so a mismatching run stops before touching them.
 """
 
 import json
@@ -20,6 +22,8 @@ from alexnet_tf.config import ConfigError
 
 CHECKPOINT_SUBDIR = "checkpoints"
 MODEL_SPEC_FILENAME = "model_spec.json"
+# Model spec keys written only when they differ from these (spec files from before them match).
+MODEL_SPEC_DEFAULTS = {"input_conversion": None, "trainable": "all"}
 
 
 def model_weights(model):
@@ -29,6 +33,20 @@ def model_weights(model):
     or without dropout layers (evaluation) and survives layers being reordered.
     """
     return {variable.path: variable.value for variable in model.weights}
+
+
+def random_state(model):
+    """The model's random-generator state variables (dropout's SeedGenerator), keyed "layer/index".
+
+    They are not among `model.weights`: a training checkpoint holds them beside the weights,
+    so that a resumed run's dropout masks continue the uninterrupted run's sequence.
+    """
+    weights = {id(variable) for variable in model.weights}
+    states = {}
+    for layer in model.layers:
+        own = [variable for variable in layer.variables if id(variable) not in weights]
+        states.update({f"{layer.name}/{i}": variable.value for i, variable in enumerate(own)})
+    return states
 
 
 def check_writable(directory):
@@ -87,10 +105,35 @@ def restore_model(path):
         input_shape=(size, size, 3),
         dropout_rate=0.0,
         weight_decay=0.0,
+        # A model fine-tuned from imported weights keeps their input convention.
+        input_conversion=spec.get("input_conversion"),
+        kernel_initializer="zeros",  # every weight is read below (assert_existing_objects_matched)
     )
     status = tf.train.Checkpoint(model=model_weights(model)).read(prefix)
     status.expect_partial().assert_existing_objects_matched()
     return model, prefix
+
+
+def load_model(path):
+    """(Keras model, directory to look for labels.txt in) from a `.keras` file or a training checkpoint.
+
+    Args:
+      path: a `.keras` file (one `tools/import_weights.py` writes, or `model.save`), or a model
+        dir, checkpoints dir or checkpoint prefix written by `alexnet_tf.train`.
+
+    Raises:
+      ConfigError: nothing loadable at `path`.
+    """
+    import keras  # pylint: disable=g-import-not-at-top
+
+    if path.endswith(".keras"):
+        if not tf.io.gfile.exists(path):
+            raise ConfigError(f"no such file: {path}")
+        return keras.models.load_model(path, compile=False), os.path.dirname(path)
+    if not tf.io.gfile.exists(path) and not tf.io.gfile.exists(path + ".index"):
+        raise ConfigError(f"no checkpoint or .keras file at {path}")
+    model, prefix = restore_model(path)
+    return model, os.path.dirname(os.path.dirname(prefix))
 
 
 def check_model_spec(checkpoint_dir, spec, write):
@@ -106,10 +149,12 @@ def check_model_spec(checkpoint_dir, spec, write):
     """
     stored = read_model_spec(checkpoint_dir)
     if stored is not None:
+        stored_value = lambda key: stored.get(key, MODEL_SPEC_DEFAULTS.get(key))
+        run_value = lambda key: spec.get(key, MODEL_SPEC_DEFAULTS.get(key))
         differences = [
-            f"{key}={stored.get(key)!r} (this run: {value!r})"
-            for key, value in spec.items()
-            if stored.get(key) != value
+            f"{key}={stored_value(key)!r} (this run: {run_value(key)!r})"
+            for key in [*spec, *(key for key in stored if key not in spec)]
+            if stored_value(key) != run_value(key)
         ]
         if differences:
             raise ConfigError(

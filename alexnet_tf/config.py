@@ -13,6 +13,7 @@ Every flag of `alexnet_tf.train` takes its default from a field here.
 
 import dataclasses
 import os
+import re
 from typing import Optional
 
 # The paper's learning rate belongs to a batch of 128; other global batches scale it linearly
@@ -24,12 +25,25 @@ VARIANTS = ("paper", "one_weird_trick", "caffe")  # alexnet_tf.model.VARIANTS (a
 LR_SCHEDULES = ("paper", "step", "cosine")
 PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
 DISTRIBUTIONS = ("auto", "mirrored", "multi_worker", "none")
+TRAINABLE = ("all", "fc", "head")  # alexnet_tf.model.TRAINABLE_LAYERS (a test keeps them equal)
 DEFAULT_DEMO_CACHE_DIR = os.path.join("~", ".cache", "alexnet_tf", "demo")
 MIN_ONE_WEIRD_TRICK_SIZE = 95  # the smallest input whose pool5 map is at least 2x2
+# A tf.data service dispatcher: grpc://HOST:PORT (HOST a name, an IPv4 address or [IPv6]).
+_SERVICE_ADDRESS = re.compile(r"grpc://(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):([0-9]{1,5})")
 
 
 class ConfigError(ValueError):
     """Bad user input (flags, data dir, model dir): reported as one line, exit status 2."""
+
+
+def parse_service_address(address, flag="--data_service"):
+    """(host, port) of a tf.data service dispatcher written grpc://HOST:PORT; ConfigError naming `flag`."""
+    match = _SERVICE_ADDRESS.fullmatch(address or "")
+    if not match or not 0 < int(match.group(2)) < 65536:
+        raise ConfigError(
+            f"{flag}={address!r} is not a dispatcher address: write grpc://HOST:PORT, e.g. grpc://10.0.0.5:5050"
+        )
+    return match.group(1).strip("[]"), int(match.group(2))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,12 +62,21 @@ class TrainConfig:
     skip_corrupt: bool = False
     steps_per_epoch: Optional[int] = None  # None: training examples // global batch
     eval_steps: Optional[int] = None  # global batches; None: the whole validation set
+    # grpc://HOST:PORT of a tf.data service dispatcher: its workers read, decode and crop the
+    # training images (docs/distributed.md, "Feeding fast accelerators"); evaluation stays local.
+    data_service: Optional[str] = None
+    data_service_wait_s: float = 60.0  # how long to wait for the dispatcher to accept connections
 
     # Model.
     variant: str = "paper"
     dropout_rate: float = 0.5
     hidden_bias: Optional[float] = None  # None: the paper's 1.0 (Caffe used 0.1)
     weight_init_stddev: float = 0.01  # the paper's N(0, 0.01) kernels
+
+    # Fine-tuning.
+    init_from: Optional[str] = None  # .keras file, checkpoint or model dir whose weights start the run
+    trainable: str = "all"  # all | fc (fc6-fc8) | head (fc8): the other layers are frozen
+    head_lr_multiplier: float = 1.0  # fc8's learning rate / the others' (Caffe's fine-tuning: 10)
 
     # Optimisation.
     epochs: int = 90
@@ -106,6 +129,7 @@ class TrainConfig:
             "precision": PRECISIONS,
             "distribution": DISTRIBUTIONS,
             "augment": ("paper", "inception"),
+            "trainable": TRAINABLE,
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
@@ -128,6 +152,8 @@ class TrainConfig:
                 raise ConfigError(f"{name} must be >= 1 when set, got {value}")
         if self.learning_rate <= 0:
             raise ConfigError(f"learning_rate must be > 0, got {self.learning_rate}")
+        if not self.head_lr_multiplier > 0:
+            raise ConfigError(f"head_lr_multiplier must be > 0, got {self.head_lr_multiplier}")
         if not 0.0 <= self.dropout_rate < 1.0:
             raise ConfigError(f"dropout_rate must be in [0, 1), got {self.dropout_rate}")
         if self.weight_decay < 0 or self.warmup_epochs < 0 or self.weight_init_stddev <= 0:
@@ -144,6 +170,14 @@ class TrainConfig:
             raise ConfigError("--data_dir is required (or pass --demo to train on generated data)")
         if not self.demo and not self.model_dir:
             raise ConfigError("--model_dir is required (where checkpoints, logs and the export go)")
+        if self.data_service is not None:
+            parse_service_address(self.data_service)
+            if self.data_source != "tfrecord":
+                raise ConfigError(
+                    f"--data_service reads TFRecord shards; --data_source={self.data_source} cannot use it"
+                )
+        if self.data_service_wait_s < 0:
+            raise ConfigError(f"data_service_wait_s must be >= 0, got {self.data_service_wait_s}")
         if self.profile_steps is not None and (
             len(self.profile_steps) != 2 or not 0 < self.profile_steps[0] <= self.profile_steps[1]
         ):

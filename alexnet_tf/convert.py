@@ -771,11 +771,18 @@ def _pool_convert_shard(task: _ShardTask) -> dict:
     return _convert_shard(task, _bump_counter)
 
 
-class _Progress:
-    """One status line on stderr: rewritten in place on a terminal, plain lines otherwise."""
+class Progress:
+    """One status line on stderr: rewritten in place on a terminal, plain lines otherwise.
 
-    def __init__(self, total: int, label: str, enabled: bool = True):
-        self._total, self._label, self._enabled = total, label, enabled and total > 0
+    Args:
+      total: how many images there are; None when unknown (the line then shows no ETA).
+      label: what is being done ("converting", "features").
+      enabled: False prints nothing.
+    """
+
+    def __init__(self, total: int | None, label: str, enabled: bool = True):
+        self._total, self._label = total, label
+        self._enabled = enabled and (total is None or total > 0)
         self._tty = sys.stderr.isatty()
         self._start = self._last = time.monotonic()
         self._done = self._shown = 0
@@ -790,12 +797,15 @@ class _Progress:
             return
         self._last, self._shown = now, done
         rate = done / max(now - self._start, 1e-6)
-        left = int((self._total - done) / rate) if rate else 0
-        eta = f"{left // 3600}:{left // 60 % 60:02d}:{left % 60:02d}" if rate else "?"
-        line = (
-            f"{self._label}: {done}/{self._total} images ({100 * done / self._total:.1f}%), "
-            f"{rate:.1f} images/s, ETA {eta}"
-        )
+        if self._total is None:
+            line = f"{self._label}: {done} images, {rate:.1f} images/s"
+        else:
+            left = int((self._total - done) / rate) if rate else 0
+            eta = f"{left // 3600}:{left // 60 % 60:02d}:{left % 60:02d}" if rate else "?"
+            line = (
+                f"{self._label}: {done}/{self._total} images ({100 * done / self._total:.1f}%), "
+                f"{rate:.1f} images/s, ETA {eta}"
+            )
         sys.stderr.write(f"\r{line:<79}" if self._tty else line + "\n")
         sys.stderr.flush()
 
@@ -811,7 +821,7 @@ def _run_pool(
     local_fn: Callable,
     pool_fn: Callable,
     num_workers: int,
-    progress: _Progress,
+    progress: Progress,
     on_result: Callable[[dict], None],
 ) -> None:
     """Runs every task in this process (local_fn) or in worker processes (pool_fn).
@@ -1034,7 +1044,7 @@ def convert(
         return manifest
 
     write_manifest(complete=not tasks)
-    bar = _Progress(sum(len(t.items) for t in tasks), "converting", progress)
+    bar = Progress(sum(len(t.items) for t in tasks), "converting", progress)
 
     def on_result(result: dict) -> None:
         results.append(result)
@@ -1227,7 +1237,7 @@ def verify(output_dir: str, num_workers: int | None = None, progress: bool = Tru
         problems.extend(result["problems"])
         per_class[result["split"]].update(result["per_class"])
 
-    bar = _Progress(sum(t.entry["num_records"] for t in tasks), "verifying", progress)
+    bar = Progress(sum(t.entry["num_records"] for t in tasks), "verifying", progress)
     _run_pool(tasks, _verify_shard, _pool_verify_shard, num_workers or os.cpu_count() or 1, bar, on_result)
     bar.close()
     for split, info in manifest["splits"].items():

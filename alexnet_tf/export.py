@@ -12,11 +12,10 @@ import os
 import sys
 
 from absl import app, flags
-import keras
 import tensorflow as tf
 
 from alexnet_tf import schema
-from alexnet_tf.checkpointing import restore_model
+from alexnet_tf.checkpointing import load_model
 from alexnet_tf.config import ConfigError
 from alexnet_tf.serving import DEFAULT_MAX_BATCH, DEFAULT_MAX_PIXELS, export_saved_model
 
@@ -61,18 +60,6 @@ def define_flags(flag_values=FLAGS):
 
 
 # ----------------------------------------------------------------------------- command line
-
-
-def load_model(path):
-    """(Keras model, directory to look for labels.txt in) from a `.keras` file or a training checkpoint."""
-    if path.endswith(".keras"):
-        if not tf.io.gfile.exists(path):
-            raise ConfigError(f"no such file: {path}")
-        return keras.models.load_model(path, compile=False), os.path.dirname(path)
-    if not tf.io.gfile.exists(path):
-        raise ConfigError(f"no checkpoint or .keras file at {path}")
-    model, prefix = restore_model(path)
-    return model, os.path.dirname(os.path.dirname(prefix))
 
 
 def run(

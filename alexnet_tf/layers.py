@@ -484,11 +484,13 @@ class ReplicaDropout(keras.layers.Dropout):
     before, the replica's index in sync): distinct on every replica, the same on replica 0 as
     on a single device, and reproducible wherever the seeds are (`keras.utils.set_random_seed`
     fixes the layer's seed when `seed` is None). The call count is the seed generator's
-    state, which is not among the model's weights, so not in a checkpoint: a resumed run
-    counts from 0 again. Arguments, config and behaviour otherwise as `keras.layers.Dropout`:
-    it drops at `rate` and scales what it keeps by `1 / (1 - rate)` when `training`, and
-    passes its input through otherwise. Works eagerly, in tf.function and under XLA. On the
-    JAX and PyTorch backends, which have no tf.distribute replicas, it is Keras' Dropout.
+    state, which is not among the model's weights; the trainer's checkpoints hold it
+    (`checkpointing.random_state`), so a resumed run continues the count and its masks are
+    a function of (seed, step, replica). Arguments, config and behaviour otherwise as
+    `keras.layers.Dropout`: it drops at `rate` and scales what it keeps by `1 / (1 - rate)`
+    when `training`, and passes its input through otherwise. Works eagerly, in tf.function
+    and under XLA. On the JAX and PyTorch backends, which have no tf.distribute replicas, it
+    is Keras' Dropout.
     """
 
     def call(self, inputs, training=False):

@@ -159,6 +159,7 @@ def build_alexnet(
     name=None,
     input_conversion=None,
     kernel_initializer=None,
+    include_top=True,
 ):
     """Builds AlexNet as a functional Keras model that outputs float32 logits.
 
@@ -194,10 +195,14 @@ def build_alexnet(
         kernel_initializer: None keeps the variant's kernel initialiser; a Keras
             initialiser (or its name) replaces it, e.g. "zeros" when weights are about to be
             loaded (drawing 61 M random numbers takes seconds on a CPU).
+        include_top: False stops after `pool5` (before one_weird_trick's adaptive pool): the
+            model then maps images to the convolutional trunk's maps (N, h, w, 256) in the
+            compute dtype, and `num_classes` and `dropout_rate` do not apply.
 
     Returns:
         An uncompiled `keras.Model` mapping float images (N, H, W, 3) to float32 logits
-        (N, num_classes), whatever the global dtype policy.
+        (N, num_classes), whatever the global dtype policy (the trunk's maps with
+        include_top=False).
     """
     if variant not in VARIANTS:
         raise ValueError(f"build_alexnet: unknown variant {variant!r}; choose one of {sorted(VARIANTS)}.")
@@ -262,6 +267,8 @@ def build_alexnet(
             if spec.ceil_mode_pool:
                 x = _pad_for_ceil_mode(x, 3, 2, name=f"poolpad{i}")
             x = keras.layers.MaxPooling2D(3, strides=2, name=f"pool{i}")(x)
+    if not include_top:
+        return keras.Model(inputs, x, name=name or f"alexnet_{variant}")
     if spec.adaptive_pool:
         x = keras.layers.AdaptiveAveragePooling2D((6, 6), name="avgpool")(x)
     x = keras.layers.Flatten(name="flatten")(x)
@@ -290,3 +297,58 @@ def build_alexnet(
     # loss and metrics are computed in full precision.
     logits = keras.layers.Activation("linear", dtype="float32", name="logits")(x)
     return keras.Model(inputs, logits, name=name or f"alexnet_{variant}")
+
+
+# What `--trainable` (and `set_trainable`) lets train; every other layer with weights is frozen.
+HEAD_LAYER = "fc8"  # the classifier that a new label set replaces
+TRAINABLE_LAYERS = {"all": None, "fc": ("fc6", "fc7", "fc8"), "head": (HEAD_LAYER,)}
+
+
+def set_trainable(model, trainable):
+    """Freezes every layer with weights except those `trainable` names ("all", "fc" or "head").
+
+    Frozen layers' variables leave `model.trainable_variables`, so they get no gradient, no
+    optimizer slot, no update and no weight decay. AlexNet's layers with weights (convolutions,
+    dense layers) compute the same in training and inference (there is no batch
+    normalisation), so a frozen layer is exactly its inference self; dropout has no weights and
+    is not frozen (Keras' `trainable` does not change it).
+    """
+    if trainable not in TRAINABLE_LAYERS:
+        raise ValueError(f"trainable must be one of {sorted(TRAINABLE_LAYERS)}, got {trainable!r}.")
+    names = TRAINABLE_LAYERS[trainable]
+    for layer in model.layers:
+        if layer.weights:
+            layer.trainable = names is None or layer.name in names
+
+
+def variant_of(model):
+    """The `VARIANTS` key of a model `build_alexnet` made (with or without its top), or None.
+
+    Read from the layers, not the model's name: the variants differ in what computes
+    (one_weird_trick has no LRN; the paper pads the input by 2 pixels in `pad1`, Caffe does not).
+    """
+    names = {layer.name for layer in model.layers}
+    if not {f"conv{i}" for i in range(1, 6)} <= names:
+        return None
+    if "lrn1" not in names:
+        return "one_weird_trick"
+    return "paper" if "pad1" in names else "caffe"
+
+
+def input_conversion_of(model):
+    """The `input_conversion` argument that rebuilds `model`'s InputConversion layer, or None.
+
+    Lists and floats, as JSON holds them: equal dicts mean the same conversion.
+    """
+    for layer in model.layers:
+        if isinstance(layer, InputConversion):
+            config = layer.get_config()
+            return {key: config[key] for key in ("input_mean", "channel_order", "scale", "mean", "std")}
+    return None
+
+
+def normalize_input_conversion(input_conversion):
+    """`input_conversion` (InputConversion arguments, or None) as `input_conversion_of` returns it."""
+    if input_conversion is None:
+        return None
+    return input_conversion_of(keras.Sequential([InputConversion(**input_conversion)]))

@@ -49,6 +49,12 @@ def l2_loss(l2, variables):
     return 0.5 * l2 * _sum_of_squares(decayed)
 
 
+def _layer_name(variable):
+    """The name of the layer that owns a Keras variable: "fc8" for "fc8/kernel"."""
+    parts = getattr(variable, "path", variable.name).split("/")
+    return parts[-2] if len(parts) > 1 else ""
+
+
 @keras.saving.register_keras_serializable(package="alexnet_tf")
 class MomentumSGD(keras.optimizers.SGD):
     """`keras.optimizers.SGD` with the paper's L2 weight decay, updating in one fused kernel.
@@ -58,22 +64,35 @@ class MomentumSGD(keras.optimizers.SGD):
         l2: the paper's weight decay `wd`: `wd * w` is added to the gradient of every kernel
             (`decays`) inside the update, as an L2 loss `wd / 2 * |w|^2` would add it. 0 (the
             default) leaves the gradients alone; Keras' decoupled `weight_decay` still works.
+        lr_multipliers: {layer name: factor} multiplying the learning rate of that layer's
+            variables (Caffe's `lr_mult`, e.g. {"fc8": 10} for a new classifier): their step
+            is `factor * lr * (g + l2 * w)`. A variable's layer is the part of its path before
+            its own name ("fc8/kernel", "sequential/fc8/kernel"). None or {}: one rate for all.
     """
 
-    def __init__(self, learning_rate=0.01, momentum=0.0, nesterov=False, l2=0.0, **kwargs):
+    def __init__(
+        self, learning_rate=0.01, momentum=0.0, nesterov=False, l2=0.0, lr_multipliers=None, **kwargs
+    ):
         super().__init__(learning_rate=learning_rate, momentum=momentum, nesterov=nesterov, **kwargs)
         if l2 < 0:
             raise ValueError(f"MomentumSGD: l2 must be >= 0, got {l2!r}.")
         self.l2 = float(l2)
+        self.lr_multipliers = {str(k): float(v) for k, v in (lr_multipliers or {}).items()}
+        if not all(v > 0 for v in self.lr_multipliers.values()):
+            raise ValueError(f"MomentumSGD: lr_multipliers must be > 0, got {lr_multipliers!r}.")
         self._decayed = []
+        self._lr_factors = []
 
     def build(self, variables):
         super().build(variables)
         # By index, decided on the model's variables: a mirrored copy is named "kernel/replica_1".
         self._decayed = [decays(v) for v in variables]
+        self._lr_factors = [self.lr_multipliers.get(_layer_name(v), 1.0) for v in variables]
 
     def update_step(self, gradient, variable, learning_rate):
         index = self._get_variable_index(variable)
+        if self._lr_factors[index] != 1.0:
+            learning_rate = learning_rate * self._lr_factors[index]
         if self.momentum == 0 or isinstance(gradient, tf.IndexedSlices):
             if self.l2 and self._decayed[index]:
                 gradient = tf.convert_to_tensor(gradient) + self.l2 * tf.convert_to_tensor(variable)
@@ -108,6 +127,7 @@ class MomentumSGD(keras.optimizers.SGD):
     def get_config(self):
         config = super().get_config()
         config["l2"] = self.l2
+        config["lr_multipliers"] = dict(self.lr_multipliers)
         return config
 
 

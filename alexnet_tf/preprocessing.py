@@ -125,9 +125,16 @@ def ten_crop(image, image_size=IMAGE_SIZE, resize_shorter=RESIZE_SHORTER):
     return subtract_mean(ten_crops_uint8(image, image_size, resize_shorter))
 
 
-def _random_paper_crop(image_bytes, image_size, resize_shorter):
+def _uniform_ints(shape, maxval, seed):
+    """Ints in [0, maxval): stateless from `seed` when given, else from TensorFlow's global generator."""
+    if seed is None:
+        return tf.random.uniform(shape, 0, maxval, tf.int32)
+    return tf.random.stateless_uniform(shape, seed, 0, maxval, tf.int32)
+
+
+def _random_paper_crop(image_bytes, image_size, resize_shorter, seed=None):
     """Random image_size crop of the central 256 square, decoding only the crop where possible."""
-    dy, dx = tf.unstack(tf.random.uniform([2], 0, resize_shorter - image_size + 1, tf.int32))
+    dy, dx = tf.unstack(_uniform_ints([2], resize_shorter - image_size + 1, seed))
 
     is_jpeg = tf.io.is_jpeg(image_bytes)
     shape = tf.cond(
@@ -149,14 +156,13 @@ def _random_paper_crop(image_bytes, image_size, resize_shorter):
     return tf.cond(fits, fused, general)
 
 
-def _random_inception_crop(image_bytes, image_size):
+def _random_inception_crop(image_bytes, image_size, seed=None):
     """Random-resized crop (8%-100% of the area, aspect 3/4-4/3) as in Inception/ResNet training."""
     is_jpeg = tf.io.is_jpeg(image_bytes)
     shape = tf.cond(
         is_jpeg, lambda: tf.image.extract_jpeg_shape(image_bytes), lambda: tf.shape(decode_image(image_bytes))
     )
-    begin, size, _ = tf.image.sample_distorted_bounding_box(
-        shape,
+    box = dict(
         bounding_boxes=tf.constant([[[0.0, 0.0, 1.0, 1.0]]]),
         min_object_covered=0.1,
         aspect_ratio_range=(3 / 4, 4 / 3),
@@ -164,6 +170,10 @@ def _random_inception_crop(image_bytes, image_size):
         max_attempts=10,
         use_image_if_no_bounding_boxes=True,
     )
+    if seed is None:
+        begin, size, _ = tf.image.sample_distorted_bounding_box(shape, **box)
+    else:
+        begin, size, _ = tf.image.stateless_sample_distorted_bounding_box(shape, seed=seed, **box)
     window = tf.stack([begin[0], begin[1], size[0], size[1]])
     crop = tf.cond(
         is_jpeg,
@@ -175,7 +185,7 @@ def _random_inception_crop(image_bytes, image_size):
 
 
 def decode_and_random_crop(
-    image_bytes, image_size=IMAGE_SIZE, resize_shorter=RESIZE_SHORTER, augment="paper"
+    image_bytes, image_size=IMAGE_SIZE, resize_shorter=RESIZE_SHORTER, augment="paper", seed=None
 ):
     """The per-image part of training preprocessing: decode and random crop, still uint8.
 
@@ -184,15 +194,17 @@ def decode_and_random_crop(
       image_size: crop size.
       resize_shorter: "paper" crops come from the central square rescaled to this size.
       augment: "paper" (random crop of the 256 square) or "inception" (random-resized crop).
+      seed: int32/int64 [2] seed of stateless draws (the same seed, the same crop); None draws
+        from TensorFlow's global generator.
 
     Returns:
       uint8 [image_size, image_size, 3].
     """
     check_sizes(image_size, resize_shorter)
     if augment == "paper":
-        image = _random_paper_crop(image_bytes, image_size, resize_shorter)
+        image = _random_paper_crop(image_bytes, image_size, resize_shorter, seed)
     elif augment == "inception":
-        image = _random_inception_crop(image_bytes, image_size)
+        image = _random_inception_crop(image_bytes, image_size, seed)
     else:
         raise ValueError(f"augment must be one of {AUGMENTATIONS}, got {augment!r}")
     image.set_shape([image_size, image_size, 3])
@@ -235,20 +247,39 @@ def _flip_and_offset_xla(images, flip, offset):
         return _flip_and_offset_jit(images, flip, offset)
 
 
-def augment_batch(images, pca_std=PCA_STD, jit_compile=True):
+def flip_and_lighting_draws(seed, pca_std=PCA_STD):
+    """One image's flip and PCA lighting alpha, stateless from its seed (for `augment_batch`).
+
+    Args:
+      seed: int32/int64 [2] seed of this image.
+      pca_std: standard deviation of the lighting alpha.
+
+    Returns:
+      (bool scalar: mirror the image, float32 [3] alpha ~ N(0, pca_std)).
+    """
+    flip_seed, alpha_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+    flip = tf.random.stateless_uniform([], flip_seed) < 0.5
+    return flip, tf.random.stateless_normal([3], alpha_seed, stddev=pca_std)
+
+
+def augment_batch(images, pca_std=PCA_STD, jit_compile=True, flip=None, alpha=None):
     """The per-batch part of training preprocessing: flip, float32, PCA lighting, mean.
 
     Args:
       images: uint8 [B, H, W, 3].
       pca_std: standard deviation of the lighting alpha (0 turns lighting off).
       jit_compile: run the per-pixel work as one XLA kernel (same result, ~10x less CPU).
+      flip, alpha: bool [B] and float32 [B, 3] drawn per image (`flip_and_lighting_draws`);
+        None draws both from TensorFlow's global generator.
 
     Returns:
       float32 [B, H, W, 3], mean subtracted.
     """
     batch = tf.shape(images)[0]
-    flip = tf.random.uniform([batch]) < 0.5
-    alpha = tf.random.normal([batch, 3], stddev=pca_std)
+    if flip is None:
+        flip = tf.random.uniform([batch]) < 0.5
+    if alpha is None:
+        alpha = tf.random.normal([batch, 3], stddev=pca_std)
     # One add does both the lighting and the mean subtraction.
     offset = _lighting_rgb(alpha) - tf.constant(MEAN_RGB, tf.float32)
     return (_flip_and_offset_xla if jit_compile else _flip_and_offset)(images, flip, offset)

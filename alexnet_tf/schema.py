@@ -153,6 +153,17 @@ def split_size(manifest, split):
     return count if isinstance(count, int) else None
 
 
+def shard_records(manifest):
+    """{shard file name: records} of every shard the manifest lists with its count (all splits)."""
+    counts = {}
+    for entry in manifest.get("splits", {}).values():
+        shards = entry.get("shards") if isinstance(entry, dict) else None
+        for shard in shards if isinstance(shards, list) else []:
+            if isinstance(shard, dict) and isinstance(shard.get("num_records"), int) and shard.get("file"):
+                counts[shard["file"]] = shard["num_records"]
+    return counts
+
+
 def label_offset_of(manifest, labels, data_dir):
     """The label offset that a data dir's parsed manifest and labels.txt entries state, or None.
 

@@ -11,7 +11,10 @@ assets/labels.txt, assets.extra/tf_serving_warmup_requests}`, which `tensorflow_
 - `predict_images`: `images` (float32 [N, H, W, 3] pixels in [0, 255], any H and W; the
   loaded object's `predict_images` function also takes uint8);
 - `serving_ten_crop`: `image_bytes` like `serving_default`, softmax averaged over the paper's
-  ten crops (`preprocessing.ten_crop`, `metrics.ten_crop_probabilities`).
+  ten crops (`preprocessing.ten_crop`, `metrics.ten_crop_probabilities`);
+- `features` (models with an `fc7` layer, i.e. every AlexNet): `image_bytes` like
+  `serving_default` (same limits and messages) -> `features`, float32 [N, 4096], the fc7
+  activations of the centre crop that the paper's Figure 4 compares (`alexnet_tf.embedding`).
 
 All decode/preprocess with `preprocessing.decode_image` + `preprocessing.preprocess_for_eval` (or
 `preprocessing.ten_crop`), the exact functions evaluation uses, and return `probabilities` float32
@@ -36,12 +39,13 @@ from absl import logging
 import numpy as np
 import tensorflow as tf
 
-from alexnet_tf import metrics, preprocessing, schema
+from alexnet_tf import embedding, metrics, preprocessing, schema
 from alexnet_tf.layers import grouped_conv_implementation
 
 SERVING_SIGNATURE = "serving_default"
 PIXELS_SIGNATURE = "predict_images"
 TEN_CROP_SIGNATURE = "serving_ten_crop"
+FEATURES_SIGNATURE = "features"
 LABELS_ASSET = "labels.txt"
 WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
 TOP_K = 5
@@ -66,7 +70,7 @@ _JPEG_MAX_SEGMENTS = 1000
 
 
 class ServingModule(tf.Module):
-    """The exported object: a float32 Keras classifier plus preprocessing and top-k labels.
+    """The exported object: a float32 Keras classifier plus preprocessing, top-k labels, fc7 features.
 
     Args:
       model: Keras model mapping float32 [N, S, S, 3] mean-subtracted crops to logits [N, C].
@@ -122,9 +126,17 @@ class ServingModule(tf.Module):
                 tf.TensorSpec([None, self.crop_size, self.crop_size, 3], tf.float32, name="images")
             ],
         )
+        # Decoding to centre crops is one function that serving_default and features both call:
+        # traced and saved once.
+        self._center_crops = tf.function(self._center_crops, input_signature=[bytes_spec])
         self.serve_image_bytes = tf.function(self._serve_image_bytes, input_signature=[bytes_spec])
         self.serve_ten_crop = tf.function(self._serve_ten_crop, input_signature=[bytes_spec])
         self.predict_images = tf.function(self._predict_images)
+        # The fc7 embedding, when the model has that layer (any AlexNet; not a stand-in model).
+        self.serve_features = None
+        if embedding.has_layer(model, embedding.FEATURES_LAYER):
+            self.feature_model = embedding.feature_model(model, embedding.FEATURES_LAYER)
+            self.serve_features = tf.function(self._serve_features, input_signature=[bytes_spec])
         for dtype in (tf.float32, tf.uint8):
             self.predict_images.get_concrete_function(
                 tf.TensorSpec([None, None, None, 3], dtype, name="images")
@@ -284,9 +296,16 @@ class ServingModule(tf.Module):
 
         return tf.cond(decoded <= self.max_pixels, decode(10), decode(1))
 
+    def _center_crops(self, image_bytes):
+        return self._decode_all(image_bytes, preprocessing.preprocess_for_eval, self._crop_spec)
+
     def _serve_image_bytes(self, image_bytes):
-        crops = self._decode_all(image_bytes, preprocessing.preprocess_for_eval, self._crop_spec)
+        crops = self._center_crops(image_bytes)
         return self._outputs(tf.nn.softmax(self._logits(crops), axis=-1))
+
+    def _serve_features(self, image_bytes):
+        crops = self._center_crops(image_bytes)
+        return {"features": tf.cast(self.feature_model(crops, training=False), tf.float32)}
 
     def _serve_ten_crop(self, image_bytes):
         crops = self._decode_all(image_bytes, preprocessing.ten_crop, self._ten_crop_spec)
@@ -417,11 +436,16 @@ def warmup_images(seed=0):
     return [tf.io.encode_jpeg(pixels[0]).numpy(), tf.io.encode_png(pixels[1]).numpy()]
 
 
-def write_warmup_requests(version_dir, model_name="alexnet"):
+def write_warmup_requests(version_dir, model_name="alexnet", signatures=None):
     """Writes `assets.extra/tf_serving_warmup_requests`: PredictionLog records TF Serving replays on load.
 
     One request per signature (batch 1 on the bytes signatures, batch 2 of pixels), so every
     graph is traced before the first real request. Needs tensorflow-serving-api.
+
+    Args:
+      version_dir: the SavedModel version being written.
+      model_name: TF Serving's model name (the base path's last folder).
+      signatures: names of the signatures the SavedModel has; None: the three every export has.
 
     Returns:
       The file's path.
@@ -433,7 +457,10 @@ def write_warmup_requests(version_dir, model_name="alexnet"):
         SERVING_SIGNATURE: ("image_bytes", tf.make_tensor_proto([jpeg], dtype=tf.string, shape=[1])),
         TEN_CROP_SIGNATURE: ("image_bytes", tf.make_tensor_proto([png], dtype=tf.string, shape=[1])),
         PIXELS_SIGNATURE: ("images", tf.make_tensor_proto(np.full((2, 256, 256, 3), 128.0, np.float32))),
+        FEATURES_SIGNATURE: ("image_bytes", tf.make_tensor_proto([jpeg], dtype=tf.string, shape=[1])),
     }
+    wanted = (SERVING_SIGNATURE, TEN_CROP_SIGNATURE, PIXELS_SIGNATURE) if signatures is None else signatures
+    inputs = {name: value for name, value in inputs.items() if name in wanted}
     path = os.path.join(version_dir, WARMUP_FILE)
     tf.io.gfile.makedirs(os.path.dirname(path))
     with tf.io.TFRecordWriter(path) as writer:
@@ -513,10 +540,14 @@ def export_saved_model(
                     tf.TensorSpec([None, None, None, 3], tf.float32, name="images")
                 ),
             }
+            if module.serve_features is not None:
+                signatures[FEATURES_SIGNATURE] = module.serve_features
             tf.saved_model.save(module, target, signatures=signatures)
         if warmup:
             try:
-                write_warmup_requests(target, model_name=os.path.basename(os.path.normpath(export_dir)))
+                write_warmup_requests(
+                    target, os.path.basename(os.path.normpath(export_dir)), signatures=list(signatures)
+                )
             except ImportError:
                 logging.warning("tensorflow-serving-api is not installed: no warm-up requests written")
         if local:

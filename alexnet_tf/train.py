@@ -12,6 +12,7 @@ SavedModel for TF Serving to --export_dir (default <model_dir>/export/<version>)
 
 import dataclasses
 import os
+import random
 import sys
 import time
 
@@ -25,6 +26,7 @@ from alexnet_tf.config import (
     DISTRIBUTIONS,
     LR_SCHEDULES,
     PRECISIONS,
+    TRAINABLE,
     VARIANTS,
     ConfigError,
     TrainConfig,
@@ -70,6 +72,16 @@ def define_flags(flag_values=FLAGS):
         "Global validation batches (of --batch_size images) per evaluation; default: all.",
         **fv,
     )
+    flags.DEFINE_string(
+        "data_service",
+        d.data_service,
+        "grpc://HOST:PORT of a tf.data service dispatcher (python -m alexnet_tf.data_service): its "
+        "workers read, decode and crop the training images; --data_dir must be readable there too.",
+        **fv,
+    )
+    flags.DEFINE_float(
+        "data_service_wait_s", d.data_service_wait_s, "Seconds to wait for the dispatcher at start.", **fv
+    )
     flags.DEFINE_enum("variant", d.variant, VARIANTS, "AlexNet variant.", **fv)
     flags.DEFINE_float(
         "dropout_rate",
@@ -82,6 +94,26 @@ def define_flags(flag_values=FLAGS):
         "hidden_bias", d.hidden_bias, "Bias init of conv2/4/5, fc6, fc7; default 1.0 (paper).", **fv
     )
     flags.DEFINE_float("weight_init_stddev", d.weight_init_stddev, "Stddev of the N(0, s) kernel init.", **fv)
+    flags.DEFINE_string(
+        "init_from",
+        d.init_from,
+        "Fine-tune: start from these weights, a .keras file (e.g. tools/import_weights.py's) or a "
+        "training checkpoint or model dir; fc8 is new. Ignored when --model_dir has checkpoints.",
+        **fv,
+    )
+    flags.DEFINE_enum(
+        "trainable",
+        d.trainable,
+        TRAINABLE,
+        "What trains: all, fc (fc6-fc8) or head (fc8); the rest is frozen.",
+        **fv,
+    )
+    flags.DEFINE_float(
+        "head_lr_multiplier",
+        d.head_lr_multiplier,
+        "fc8's learning rate / the others' (Caffe's fine-tuning: 10).",
+        **fv,
+    )
     flags.DEFINE_integer("epochs", d.epochs, "Passes over the training set.", **fv)
     flags.DEFINE_integer("train_steps", d.train_steps, "Total optimizer steps; overrides --epochs.", **fv)
     flags.DEFINE_integer("batch_size", d.batch_size, "Global batch, split over replicas.", **fv)
@@ -171,9 +203,12 @@ def run(config):
             "'Portability'); bfloat16 is emulated here, so --precision=auto picks float32"
         )
     # The process-wide state of a run, in one place: the dtype policy, the seeds, determinism.
+    # Without --seed a seed is drawn; the run keeps it in its checkpoints (TrainLoop), so that
+    # even an unseeded run resumes exactly.
     seed = config.seed if config.seed is not None else (0 if config.deterministic else None)
-    if seed is not None:
-        keras.utils.set_random_seed(seed)
+    if seed is None:
+        seed = random.SystemRandom().randrange(1 << 31)
+    keras.utils.set_random_seed(seed)
     if config.deterministic:
         tf.config.experimental.enable_op_determinism()
     previous_policy = keras.mixed_precision.global_policy()

@@ -18,7 +18,8 @@ from tfrecord_fixtures import write_fake_tfrecords
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TIMEOUT = 300
-TINY = ["--batch_size=4", "--steps=2", "--warmup_steps=1", "--repeats=1"]
+# The smallest settings: one timed step of a batch of 2 (2 replicas of 1 in the mirrored run).
+TINY = ["--batch_size=2", "--steps=1", "--warmup_steps=1", "--repeats=1"]
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +72,7 @@ def test_train_mode_times_every_precision_with_the_matmul_ceiling():
     for row in report["results"]:
         assert row["tflops"] > 0 and row["share_of_bf16_matmul"] > 0
         assert row["images_per_sec_min"] <= row["images_per_sec"] <= row["images_per_sec_max"]
-    assert report["settings"]["replicas"] == 1 and report["settings"]["steps"] == 2
+    assert report["settings"]["replicas"] == 1 and report["settings"]["steps"] == 1
 
 
 @pytest.mark.slow

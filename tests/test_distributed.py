@@ -1,7 +1,8 @@
 """Tests of distributed training: MirroredStrategy over 2 logical CPUs and 2 worker processes.
 
-Both run in subprocesses: logical devices must be configured before TensorFlow starts, and
-MultiWorkerMirroredStrategy needs one process per worker (here on 127.0.0.1, free ports).
+Both run in subprocesses: logical devices must be configured before TensorFlow starts (one
+process serves both 2-CPU checks), and MultiWorkerMirroredStrategy needs one process per
+worker (here on 127.0.0.1, free ports).
 """
 
 import json
@@ -19,6 +20,9 @@ from tiny_dataset import write_tiny_dataset
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TIMEOUT = 300
 
+# Both checks on 2 logical CPUs run in this one process (the devices are set once, before
+# TensorFlow starts), each on its own data and printing its own JSON line: first how many
+# batches --eval_steps takes, then one replica against two.
 MIRRORED_SCRIPT = textwrap.dedent("""
     import json, sys
     import tensorflow as tf
@@ -26,9 +30,22 @@ MIRRORED_SCRIPT = textwrap.dedent("""
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
     import keras, numpy as np
     from alexnet_tf import train
+    from alexnet_tf.training import inputs
     from alexnet_tf.training import step as steps
     from alexnet_tf.config import ConfigError, TrainConfig
     from alexnet_tf.training.devices import create_strategy
+
+    def count_eval_batches(data_dir):
+        strategy = create_strategy("mirrored")
+        config = TrainConfig(data_dir=data_dir, model_dir="/unused", batch_size=4, eval_steps=3)
+        input_fns = inputs.make_input_fns(config, inputs.describe_data(config), seed=0)
+        batches = images = 0
+        for _, labels in strategy.distribute_datasets_from_function(input_fns.evaluation):
+            batches += 1
+            images += sum(int(tf.shape(l)[0]) for l in strategy.experimental_local_results(labels))
+        return {"replicas": strategy.num_replicas_in_sync, "steps": batches, "images": images}
+
+    print(json.dumps({"eval_steps": count_eval_batches(sys.argv[3])}), flush=True)
 
     GLOBAL_BATCH, CLASSES = 4, 5
     # A rate large enough that a wrongly scaled gradient would show far above the tolerance.
@@ -67,7 +84,7 @@ MIRRORED_SCRIPT = textwrap.dedent("""
         error = ""
     except ConfigError as e:
         error = str(e)
-    print(json.dumps({
+    print(json.dumps({"mirrored": {
         "replicas": [1, mirrored.num_replicas_in_sync, create_strategy("auto").num_replicas_in_sync],
         "initial_diff": max(float(np.abs(a - b).max()) for a, b in zip(one[0], two[0])),
         "final_diff": max(float(np.abs(a - b).max()) for a, b in zip(one[1], two[1])),
@@ -75,17 +92,29 @@ MIRRORED_SCRIPT = textwrap.dedent("""
         "sums": [one[2].tolist(), two[2].tolist()],
         "eval": [one[3], two[3]],
         "error": error,
-    }))
+    }}))
 """)
 
 
-@pytest.mark.slow
-def test_two_mirrored_replicas_match_one_replica_with_the_same_global_batch(tmp_path):
-    data_dir = write_tiny_dataset(tmp_path / "data")
-    result = subprocess.run([sys.executable, "-c", MIRRORED_SCRIPT, data_dir, str(tmp_path / "model")],
+@pytest.fixture(scope="module")
+def two_logical_cpus(tmp_path_factory):
+    """{"eval_steps": ..., "mirrored": ...}: the JSON lines of one run of MIRRORED_SCRIPT."""
+    root = tmp_path_factory.mktemp("mirrored")
+    data_dir = write_tiny_dataset(root / "data")
+    eval_data_dir = write_tiny_dataset(root / "eval_data", validation_records=16)
+    result = subprocess.run([sys.executable, "-c", MIRRORED_SCRIPT, data_dir, str(root / "model"), eval_data_dir],
                             cwd=REPO, capture_output=True, text=True, timeout=TIMEOUT)
     assert result.returncode == 0, result.stderr[-4000:]
-    out = json.loads(result.stdout.strip().splitlines()[-1])
+    out = {}
+    for line in result.stdout.splitlines():
+        if line.startswith("{"):
+            out.update(json.loads(line))
+    return out
+
+
+@pytest.mark.slow
+def test_two_mirrored_replicas_match_one_replica_with_the_same_global_batch(two_logical_cpus):
+    out = two_logical_cpus["mirrored"]
     assert out["replicas"] == [1, 2, 1]  # "auto" keeps one device without GPUs or TF_CONFIG
     assert out["initial_diff"] == 0.0
     assert out["moved"] > 1e-3  # the steps moved the weights 10x more than the tolerance
@@ -98,34 +127,10 @@ def test_two_mirrored_replicas_match_one_replica_with_the_same_global_batch(tmp_
     assert "global batch_size 3 is not divisible by the 2 replicas" in out["error"]
 
 
-EVAL_STEPS_SCRIPT = textwrap.dedent("""
-    import json, sys
-    import tensorflow as tf
-    cpu = tf.config.list_physical_devices("CPU")[0]
-    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-    from alexnet_tf.training import inputs
-    from alexnet_tf.config import TrainConfig
-    from alexnet_tf.training.devices import create_strategy
-
-    strategy = create_strategy("mirrored")
-    config = TrainConfig(data_dir=sys.argv[1], model_dir="/unused", batch_size=4, eval_steps=3)
-    input_fns = inputs.make_input_fns(config, inputs.describe_data(config), seed=0)
-    steps = images = 0
-    for _, labels in strategy.distribute_datasets_from_function(input_fns.evaluation):
-        steps += 1
-        images += sum(int(tf.shape(l)[0]) for l in strategy.experimental_local_results(labels))
-    print(json.dumps({"replicas": strategy.num_replicas_in_sync, "steps": steps, "images": images}))
-""")
-
-
 @pytest.mark.slow
-def test_eval_steps_counts_global_batches_on_two_mirrored_replicas(tmp_path):
-    data_dir = write_tiny_dataset(tmp_path / "data", validation_records=16)
-    result = subprocess.run([sys.executable, "-c", EVAL_STEPS_SCRIPT, data_dir],
-                            cwd=REPO, capture_output=True, text=True, timeout=TIMEOUT)
-    assert result.returncode == 0, result.stderr[-4000:]
+def test_eval_steps_counts_global_batches_on_two_mirrored_replicas(two_logical_cpus):
     # --eval_steps=3 at a global batch of 4: 12 of the 16 images (the per-replica take gave 6).
-    assert json.loads(result.stdout.strip().splitlines()[-1]) == {"replicas": 2, "steps": 3, "images": 12}
+    assert two_logical_cpus["eval_steps"] == {"replicas": 2, "steps": 3, "images": 12}
 
 
 def _free_ports(count):

@@ -17,12 +17,18 @@ from tiny_dataset import write_jpeg
 LABELS = [f"label {c}" for c in range(7)]
 
 
-def small_classifier(num_classes=7, image_size=224):
-    """Crops -> logits that depend on colour and layout, so the preprocessing matters."""
+def small_classifier(num_classes=7, image_size=224, fc7=True):
+    """Crops -> logits that depend on colour and layout, so the preprocessing matters.
+
+    With `fc7`, a hidden layer named like AlexNet's gives the export its `features` signature;
+    it is the identity on the pooled (non-negative) activations, so the logits stay the same.
+    """
     keras.utils.set_random_seed(0)
     inputs = keras.Input((image_size, image_size, 3))
     x = keras.layers.Conv2D(4, 8, strides=8, activation="relu")(inputs)
     x = keras.layers.GlobalAveragePooling2D()(x)
+    if fc7:
+        x = keras.layers.Dense(4, activation="relu", kernel_initializer="identity", name="fc7")(x)
     return keras.Model(inputs, keras.layers.Dense(num_classes)(x))
 
 
@@ -82,13 +88,14 @@ def test_predict_images_takes_uint8_or_float32_pixels_of_any_size(exported):
 
 
 def test_versions_count_up_and_labels_default_to_class_numbers(tmp_path):
-    model = small_classifier(num_classes=3)
+    model = small_classifier(num_classes=3, fc7=False)
     base = str(tmp_path)
     first = serving.export_saved_model(model, base)
     second = serving.export_saved_model(model, base)
     assert (first, second) == (os.path.join(base, "1"), os.path.join(base, "2"))
     assert serving.export_saved_model(model, base, version=7) == os.path.join(base, "7")
     loaded = tf.saved_model.load(second)
+    assert serving.FEATURES_SIGNATURE not in loaded.signatures  # a model without fc7 has none
     out = loaded.predict_images(tf.zeros([1, 240, 240, 3], tf.uint8))
     assert out["top_k_classes"].shape == (1, 3)  # top-k stops at the number of classes
     assert sorted(out["top_k_labels"].numpy()[0].astype(str)) == ["0", "1", "2"]
@@ -119,6 +126,12 @@ pixels = np.stack([tf.io.decode_image(encoded[0], channels=3).numpy()] * 3)
 results["predict_images/batch"] = loaded.signatures["predict_images"](
     images=tf.constant(pixels, tf.float32))["probabilities"].numpy()
 results["predict_images/uint8"] = loaded.predict_images(tf.constant(pixels[:1]))["probabilities"].numpy()
+features = loaded.signatures["features"]
+results["features/batch"] = features(image_bytes=tf.constant(encoded))["features"].numpy()
+try:
+    features(image_bytes=tf.constant([encoded[0], b"not an image"]))
+except tf.errors.InvalidArgumentError as e:
+    results["features/error"] = np.array(e.message)
 np.savez(out, **results)
 """
 
@@ -165,6 +178,39 @@ def test_fresh_process_serves_every_signature_like_the_in_memory_model(exported,
     first_float = tf.nn.softmax(model(preprocessing.preprocess_for_eval(as_float)[tf.newaxis]))[0].numpy()
     np.testing.assert_allclose(got["predict_images/batch"], np.stack([first_float] * 3), atol=1e-5)
     np.testing.assert_allclose(got["predict_images/uint8"], first[np.newaxis], atol=1e-5)
+    fc7 = keras.Model(model.inputs, model.get_layer("fc7").output)
+    crops = tf.stack([preprocessing.preprocess_for_eval(preprocessing.decode_image(e)) for e in encoded])
+    assert got["features/batch"].dtype == np.float32 and got["features/batch"].shape == (4, 4)
+    np.testing.assert_allclose(got["features/batch"], fc7(crops).numpy(), atol=1e-5)
+    assert "image_bytes[1] is not a JPEG, PNG, GIF or BMP image" in str(got["features/error"])
+
+
+def test_features_command_reads_the_features_signature_and_names_a_bad_file(exported, tmp_path):
+    """`python -m alexnet_tf.features --model=<export>` gets fc7 from the SavedModel's signature."""
+    from absl import flags  # pylint: disable=g-import-not-at-top
+
+    from alexnet_tf import embedding, features  # pylint: disable=g-import-not-at-top
+
+    model, base, _, _ = exported
+    files = [str(tmp_path / f"{i}.jpg") for i in range(3)]
+    encoded = [write_jpeg(path, 240 + 20 * i, 300, seed=i) for i, path in enumerate(files)]
+    (tmp_path / "bad.png").write_bytes(b"\x89PNG but nothing more")
+    values = flags.FlagValues()
+    features.define_flags(values)
+    values(["features", f"--model={base}", f"--output={tmp_path / 'f.npz'}", "--batch_size=2"])
+    # The bad file fails its batch in the signature; the command retries that batch one by one.
+    written, failures = features.run([files[0], str(tmp_path / "bad.png"), *files[1:]], values)
+    assert written == str(tmp_path / "f.npz")
+    assert [name for name, _ in failures] == [str(tmp_path / "bad.png")]
+    assert "image_bytes[0] is a truncated or corrupt image" in failures[0][1]
+    saved = np.load(written)
+    assert saved["files"].tolist() == files and str(saved["layer"]) == "fc7"
+    crops = tf.stack([preprocessing.preprocess_for_eval(preprocessing.decode_image(e)) for e in encoded])
+    expected = embedding.feature_model(model)(crops).numpy()
+    np.testing.assert_allclose(saved["features"], expected, atol=1e-5)
+    values.layer = "conv1"
+    with pytest.raises(features.UsageError, match="--layer=conv1: a SavedModel gives only"):
+        features.run(files, values)
 
 
 def test_bytes_that_are_no_image_fail_with_a_clear_error(exported, tmp_path):
@@ -195,8 +241,10 @@ def test_warmup_file_holds_prediction_logs_that_replay(exported):
         seen.add(request.model_spec.signature_name)
         inputs = {name: tf.make_ndarray(proto) for name, proto in request.inputs.items()}
         outputs = loaded.signatures[request.model_spec.signature_name](**inputs)
-        assert outputs["probabilities"].shape[0] == len(next(iter(inputs.values())))
-    assert seen == {serving.SERVING_SIGNATURE, serving.PIXELS_SIGNATURE, serving.TEN_CROP_SIGNATURE}
+        first_output = outputs["features" if "features" in outputs else "probabilities"]
+        assert first_output.shape[0] == len(next(iter(inputs.values())))
+    assert seen == {serving.SERVING_SIGNATURE, serving.PIXELS_SIGNATURE, serving.TEN_CROP_SIGNATURE,
+                    serving.FEATURES_SIGNATURE}
 
 
 @pytest.mark.slow
@@ -206,7 +254,8 @@ def test_saved_model_cli_shows_and_runs_the_signatures(exported, tmp_path):
     show = subprocess.run([cli, "show", "--all", "--dir", path], capture_output=True, text=True, timeout=TIMEOUT)
     assert show.returncode == 0, show.stderr[-2000:]
     for text in ("signature_def['serving_default']", "inputs['image_bytes']", "signature_def['predict_images']",
-                 "signature_def['serving_ten_crop']", "outputs['top_k_labels']", "dtype: DT_STRING"):
+                 "signature_def['serving_ten_crop']", "outputs['top_k_labels']", "dtype: DT_STRING",
+                 "signature_def['features']", "outputs['features']"):
         assert text in show.stdout
     np.save(tmp_path / "bytes.npy", np.array([write_jpeg(tmp_path / "a.jpg", 120, 90)]))
     runs = [["--signature_def", "serving_default", "--inputs", f"image_bytes={tmp_path / 'bytes.npy'}"],
@@ -346,6 +395,12 @@ def test_limits_are_export_options(tmp_path):
         serve(image_bytes=tf.constant([small, large]))
     with pytest.raises(tf.errors.InvalidArgumentError, match="request has 3 images, over the limit of 2"):
         serve(image_bytes=tf.constant([small] * 3))
+    features = tf.saved_model.load(path).signatures[serving.FEATURES_SIGNATURE]  # the same limits
+    assert features(image_bytes=tf.constant([small, small]))["features"].shape == (2, 4)
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"image_bytes\[1\] is 101x100 pixels"):
+        features(image_bytes=tf.constant([small, large]))
+    with pytest.raises(tf.errors.InvalidArgumentError, match="request has 3 images, over the limit of 2"):
+        features(image_bytes=tf.constant([small] * 3))
     pixels = tf.saved_model.load(path).signatures[serving.PIXELS_SIGNATURE]
     with pytest.raises(tf.errors.InvalidArgumentError, match="images are 101x100 pixels"):
         pixels(images=tf.zeros([1, 100, 101, 3]))

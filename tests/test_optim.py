@@ -144,3 +144,39 @@ def test_trainer_reports_the_loss_with_its_decay_term_and_applies_the_decay():
     cross_entropy, loss = sums[0] / 2, sums[1]
     assert loss == pytest.approx(cross_entropy, rel=1e-6)  # no decay term computed in the step
 
+
+
+@pytest.mark.parametrize("momentum", [0.9, 0.0])
+def test_lr_multipliers_scale_one_layers_whole_step_under_a_strategy(momentum):
+    """Caffe's lr_mult: {"head": 10} makes head's step (gradient and decay) 10 times the others', per replica."""
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0"])  # distributed variables and merge_call
+    rng = np.random.default_rng(0)
+    x = tf.constant(rng.normal(size=(4, 5)).astype(np.float32))
+
+    def one_step(**kwargs):
+        with strategy.scope():
+            optimizer = MomentumSGD(0.01, momentum=momentum, l2=0.05, **kwargs)
+            model = keras.Sequential([keras.Input((5,)), keras.layers.Dense(3, name="body"),
+                                      keras.layers.Dense(2, name="head")])
+            model.set_weights(initial)
+            optimizer.build(model.trainable_variables)
+
+        def step():
+            with tf.GradientTape() as tape:
+                loss = tf.reduce_sum(tf.square(model(x)))
+            variables = model.trainable_variables
+            optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
+
+        strategy.run(tf.function(step))
+        return {"/".join(v.path.split("/")[-2:]): v.numpy() - start for v, start in zip(model.weights, initial)}
+
+    initial = [rng.normal(size=shape).astype(np.float32) for shape in ((5, 3), (3,), (3, 2), (2,))]
+    scaled, plain = one_step(lr_multipliers={"head": 10}), one_step()
+    for path in plain:
+        factor = 10.0 if path.startswith("head/") else 1.0
+        assert np.abs(plain[path]).min() > 0, path
+        np.testing.assert_allclose(scaled[path], factor * plain[path], rtol=1e-5, err_msg=path)
+    config = MomentumSGD(0.01, lr_multipliers={"head": 10}).get_config()
+    assert MomentumSGD.from_config(config).lr_multipliers == {"head": 10.0}
+    with pytest.raises(ValueError, match="lr_multipliers must be > 0"):
+        MomentumSGD(0.01, lr_multipliers={"head": 0})

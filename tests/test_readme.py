@@ -1,11 +1,13 @@
-"""The README's two commands: CI runs the test one verbatim, and the main one installs as
-written in a fresh virtual environment on a copy of the checkout and runs its entry point
-(shortened to a few steps here; the full demo is the trainer's own end-to-end test's job)."""
+"""The README's two commands: CI runs the test one verbatim in a fresh virtual environment;
+the main one installs as the test one does (the same venv and package, fewer extras), and its
+entry point runs on the package installed there (shortened to a few steps here; the full demo
+is the trainer's own end-to-end test's job)."""
 
 import os
 import re
-import shutil
+import shlex
 import subprocess
+import sys
 
 import pytest
 
@@ -24,7 +26,9 @@ def test_readme_has_exactly_two_setup_commands():
     main, tests = readme_commands()
     assert "pip install" in main and main.endswith("python -m alexnet_tf.train --demo")
     assert "pip install" in tests and "python -m pytest" in tests
-    # Both kernel families: the portability pass runs with oneDNN's kernels off.
+    # Lint and format first (one ruff configuration, ruff.toml), then both kernel families:
+    # the portability pass runs with oneDNN's kernels off.
+    assert "ruff check . && ruff format --check . && python -m pytest" in tests
     assert tests.endswith('python -m pytest -m "not portability" && TF_ENABLE_ONEDNN_OPTS=0 python -m pytest -m portability')
 
 
@@ -36,20 +40,59 @@ def test_ci_runs_the_readme_test_command_verbatim():
     assert "set -eo pipefail" in lines  # a failing test fails CI
 
 
-@pytest.mark.slow
-def test_readme_main_command_in_a_fresh_venv(tmp_path):
-    main, _ = readme_commands()
-    # Everything up to the entry point runs verbatim; the entry point gets a few steps only.
+def _steps(command):
+    """A `a && b && c` command line as a list of argument lists."""
+    return [shlex.split(step) for step in command.split(" && ")]
+
+
+def _package_spec(requirement):
+    """(path, extras) of a pip requirement like `.[cpu,test]`."""
+    match = re.fullmatch(r"([^\[\]]+)(?:\[([^\]]*)\])?", requirement)
+    assert match, requirement
+    return match.group(1), {e.strip() for e in (match.group(2) or "").split(",") if e.strip()}
+
+
+def test_readme_main_command_installs_as_the_test_command_does():
+    """The main command's install is the CI's (which runs the test command verbatim), so the
+    fresh venv CI creates is the main command's, with the `test` extras on top."""
+    main, tests = readme_commands()
     install, entry_point = main.rsplit(" && ", 1)
-    shortened = f"{entry_point} --train_steps=3 --demo_cache_dir={tmp_path / 'cache'}"
-    checkout = tmp_path / "checkout"
-    shutil.copytree(REPO, checkout, ignore=shutil.ignore_patterns(
-        ".git", ".venv", "build", "dist", "*.egg-info", "__pycache__", ".pytest_cache"))
-    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME")}
-    result = subprocess.run(["bash", "-c", f"{install} && cd / && {shortened}"], cwd=checkout, env=env,
-                            capture_output=True, text=True, timeout=1200)
+    assert entry_point == "python -m alexnet_tf.train --demo"
+    main_steps, test_steps = _steps(install), _steps(tests)
+    # The same venv, created and activated in the same way, first.
+    assert main_steps[:-1] == test_steps[:len(main_steps) - 1]
+    create, activate = main_steps[:-1]
+    assert create[1:3] == ["-m", "venv"] and activate == [".", f"{create[3]}/bin/activate"], (create, activate)
+    main_pip, test_pip = main_steps[-1], test_steps[len(main_steps) - 1]
+    assert main_pip[:2] == test_pip[:2] == ["pip", "install"]
+    assert len(main_pip) == len(test_pip) == 3  # no options, one requirement each
+    main_path, main_extras = _package_spec(main_pip[2])
+    test_path, test_extras = _package_spec(test_pip[2])
+    assert main_path == test_path == "."  # this checkout, not an index or another path
+    assert main_extras <= test_extras, (main_extras, test_extras)
+    # What the test command installs after that adds packages without changing those
+    # requirements (--no-deps); then it checks the code with ruff and runs the tests.
+    for step in test_steps[len(main_steps):]:
+        assert step[:3] == ["pip", "install", "--no-deps"] or step[:3] == ["python", "-m", "pytest"] or (
+            step[0] == "ruff") or (
+            step[0] == "TF_ENABLE_ONEDNN_OPTS=0" and step[1:4] == ["python", "-m", "pytest"]), step
+
+
+@pytest.mark.slow
+def test_readme_main_command_entry_point_runs_the_installed_package(tmp_path):
+    """The entry point as written (shortened to a few steps) in this venv, which CI has just
+    created with the main command's install (the test above), as a fresh process started
+    outside the checkout and without PYTHONPATH: it imports the installed package, as a
+    user's does. The full demo is the trainer's own end-to-end test's job."""
+    main, _ = readme_commands()
+    entry_point = shlex.split(main.rsplit(" && ", 1)[1])
+    assert entry_point[0] == "python"  # the activated venv's interpreter: ours
+    shortened = [sys.executable, *entry_point[1:], "--train_steps=3", f"--demo_cache_dir={tmp_path / 'cache'}"]
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
+    workdir = tmp_path / "elsewhere"
+    workdir.mkdir()
+    result = subprocess.run(shortened, cwd=workdir, env=env, capture_output=True, text=True, timeout=1200)
     assert result.returncode == 0, (result.stdout[-3000:], result.stderr[-3000:])
-    assert os.path.isdir(checkout / ".venv")
     assert "Trained 3 steps" in result.stdout
     assert "tensorboard --logdir" in result.stdout
     saved_model = result.stdout.split("SavedModel:", 1)[1].split()[0]

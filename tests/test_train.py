@@ -148,14 +148,45 @@ def test_a_train_step_of_a_zero_weight_model_counts_one_top1_hit_not_all():
     assert (top1, top5, count, stop) == (1.0, 4.0, 4.0, 0.0)  # in_top_k said 4 top-1 hits of 4
 
 
-def test_filter_grid_tiles_96_filters_in_8_rows_of_12_each_stretched_to_0_1():
+# The paper variant's conv1 as Figure 3 draws it: two towers of 48 filters, 3 rows of 16 each, every
+# 11x11 filter scaled 4x (44 px) with 2 px between filters and 10 px between the towers.
+FILTERS_WIDTH, FILTERS_HEIGHT = 16 * 44 + 15 * 2, 2 * (3 * 44 + 2 * 2) + 10
+
+
+def test_filter_grid_draws_two_towers_of_48_filters_each_stretched_to_0_1_and_scaled_up():
     kernel = np.random.default_rng(0).normal(size=(11, 11, 3, 96)).astype(np.float32)
     kernel[..., 5] *= 100.0
-    grid = summaries.filter_grid(kernel)
-    assert grid.shape == (1, 8 * 12 - 1, 12 * 12 - 1, 3)
+    grid = summaries.filter_grid(kernel, towers=2)
+    assert grid.shape == (1, FILTERS_HEIGHT, FILTERS_WIDTH, 3)
     assert grid.min() == 0.0 and grid.max() == 1.0
-    tile = grid[0, 0:11, 5 * 12:5 * 12 + 11]  # filter 5 is normalised on its own
+    tile = grid[0, 0:44, 5 * 46:5 * 46 + 44]  # filter 5 is normalised on its own
     assert tile.min() == 0.0 and tile.max() == 1.0
+    # Nearest-neighbour scaling: each weight is a 4x4 block of one colour.
+    np.testing.assert_array_equal(tile, np.repeat(np.repeat(tile[::4, ::4], 4, axis=0), 4, axis=1))
+    stretched = (kernel[..., 5] - kernel[..., 5].min()) / np.ptp(kernel[..., 5])
+    np.testing.assert_allclose(tile[::4, ::4], stretched, atol=1e-6)
+    # Filter 48, the first of the second tower, opens the lower block.
+    second = grid[0, 3 * 46 - 2 + 10:, :44]
+    expected = (kernel[..., 48] - kernel[..., 48].min()) / np.ptp(kernel[..., 48])
+    np.testing.assert_allclose(second[:44:4, ::4], expected, atol=1e-6)
+    assert np.all(grid[0, 3 * 46 - 2:3 * 46 - 2 + 10] == 1.0)  # the white gap between the towers
+
+
+def test_conv1_filter_image_follows_the_towers_and_shows_bgr_kernels_in_rgb():
+    from alexnet_tf.model import build_alexnet  # pylint: disable=g-import-not-at-top
+
+    one_block = build_alexnet(num_classes=2, variant="one_weird_trick", input_shape=(95, 95, 3),
+                              weight_decay=0, kernel_initializer="zeros")
+    image = summaries.conv1_filter_image(one_block)
+    assert image.shape == (1, 4 * 44 + 3 * 2, FILTERS_WIDTH, 3)  # 64 filters, one block of 4 rows
+    caffe = build_alexnet(num_classes=2, variant="caffe", weight_decay=0,
+                          input_conversion={"channel_order": "bgr"}, kernel_initializer="zeros")
+    kernel = np.zeros((11, 11, 3, 96), np.float32)
+    kernel[:, :, 0, 0] = 1.0  # filter 0 looks at the B of Caffe's BGR input: blue in RGB
+    caffe.get_layer("conv1").weights[0].assign(kernel)
+    image = summaries.conv1_filter_image(caffe)
+    assert image.shape == (1, FILTERS_HEIGHT, FILTERS_WIDTH, 3)
+    assert image[0, 20, 20].tolist() == [0.0, 0.0, 1.0]
 
 
 # ----------------------------------------------------------------------------- end to end
@@ -213,13 +244,38 @@ def test_tensorboard_events_hold_scalars_input_grid_and_conv1_filters(trained):
     plugin, filters = train_events["conv1_filters"]
     assert plugin == "images" and [e.step for e in filters] == [0, 4, 8]  # start and every epoch
     width, height = (int(x) for x in tf.make_ndarray(filters[-1].tensor_proto)[:2])
-    assert (width, height) == (12 * 12 - 1, 8 * 12 - 1)  # 96 filters of 11 x 11, 8 rows of 12
+    assert (width, height) == (FILTERS_WIDTH, FILTERS_HEIGHT)  # 2 towers of 48 filters of 44 x 44 px
     assert train_events["conv1/kernel"][0] == "histograms"
 
     validation_events = _tensor_events(os.path.join(model_dir, "validation"))
     for tag in ("loss", "top1", "top5", "images_per_sec"):
         assert [e.step for e in validation_events[tag][1]] == [4, 8], tag
     assert "ten_crop_top1" in validation_events
+
+
+@pytest.mark.slow
+def test_projector_holds_fc7_embeddings_labels_and_sprite_of_the_validation_images(trained):
+    from google.protobuf import text_format  # pylint: disable=g-import-not-at-top
+    from tensorboard.plugins import projector  # pylint: disable=g-import-not-at-top
+
+    model_dir, _ = trained
+    run_dir = os.path.join(model_dir, "validation")
+    config = projector.ProjectorConfig()
+    with open(os.path.join(run_dir, "projector_config.pbtxt")) as f:
+        text_format.Parse(f.read(), config)
+    (entry,) = config.embeddings
+    assert entry.tensor_name == "fc7/.ATTRIBUTES/VARIABLE_VALUE"
+    embeddings = tf.train.load_checkpoint(tf.train.latest_checkpoint(run_dir)).get_tensor(entry.tensor_name)
+    assert embeddings.shape == (8, 4096) and embeddings.dtype == np.float32  # all 8 validation images
+    with open(os.path.join(run_dir, entry.metadata_path)) as f:
+        lines = f.read().splitlines()
+    assert lines[0] == "label\tpredicted" and len(lines) == 1 + 8
+    assert all(set(line.split("\t")) <= {f"class {c}" for c in range(5)} for line in lines[1:])
+    with open(os.path.join(run_dir, entry.sprite.image_path), "rb") as f:
+        sprite = tf.io.decode_png(f.read()).numpy()
+    assert list(entry.sprite.single_image_dim) == [48, 48]
+    assert sprite.shape == (3 * 48, 3 * 48, 3)  # ceil(sqrt(8)) = 3 thumbnails per row, 3 rows
+    assert sprite[:48, :48].std() > 0 and np.all(sprite[2 * 48:, 2 * 48:] == 255)  # 8 drawn, the 9th blank
 
 
 def _free_port():
@@ -248,6 +304,14 @@ def test_tensorboard_serves_the_scalar_tags(trained):
                 continue
         assert {"loss", "top1", "top5", "learning_rate", "images_per_sec"} <= set(tags["train"])
         assert {"loss", "top1", "top5", "images_per_sec"} <= set(tags["validation"])
+        projector = f"http://127.0.0.1:{port}/data/plugin/projector"
+        with urllib.request.urlopen(f"{projector}/runs", timeout=30) as r:
+            assert json.load(r) == ["validation"]
+        name = "fc7/.ATTRIBUTES/VARIABLE_VALUE"
+        with urllib.request.urlopen(f"{projector}/tensor?run=validation&name={name}", timeout=30) as r:
+            assert len(r.read()) == 8 * 4096 * 4  # the embeddings as float32
+        with urllib.request.urlopen(f"{projector}/sprite_image?run=validation&name={name}", timeout=30) as r:
+            assert tf.io.decode_png(r.read()).shape == (144, 144, 3)
     finally:
         server.kill()
         server.wait(timeout=30)
@@ -263,6 +327,7 @@ def test_saved_model_classifies_a_real_jpeg_in_a_fresh_process(trained, tmp_path
         loaded = tf.saved_model.load({os.path.join(model_dir, 'export', '1')!r})
         image_bytes = tf.io.read_file({str(jpeg_path)!r})
         out = loaded.signatures["serving_default"](image_bytes=tf.stack([image_bytes, image_bytes]))
+        features = loaded.signatures["features"](image_bytes=tf.stack([image_bytes]))["features"]
         pixels = tf.io.decode_jpeg(image_bytes)[tf.newaxis]
         by_pixels = loaded.predict_images(pixels)  # uint8: the very same preprocessing
         print(json.dumps({{
@@ -271,6 +336,7 @@ def test_saved_model_classifies_a_real_jpeg_in_a_fresh_process(trained, tmp_path
             "labels": out["top_k_labels"].numpy()[0].astype(str).tolist(),
             "classes": out["top_k_classes"].numpy()[0].tolist(),
             "same_as_pixels": float(np.abs(out["probabilities"][:1] - by_pixels["probabilities"]).max()),
+            "features": [features.shape.as_list(), features.dtype.name, float(tf.reduce_min(features))],
         }}))
     """)
     result = run_command([sys.executable, "-c", script], timeout=120)
@@ -282,6 +348,7 @@ def test_saved_model_classifies_a_real_jpeg_in_a_fresh_process(trained, tmp_path
     # Batch 2 and batch 1 run different oneDNN kernel blockings: float rounding only (a
     # preprocessing difference moves probabilities by 1e-3 and more).
     assert out["same_as_pixels"] < 1e-5
+    assert out["features"][:2] == [[1, 4096], "float32"] and out["features"][2] >= 0.0  # fc7 after its ReLU
 
 
 # ----------------------------------------------------------------------------- resume

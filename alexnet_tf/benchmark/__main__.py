@@ -21,6 +21,11 @@ model to ONNX). The modes:
               through onnxruntime with --onnx (alexnet_tf.benchmark.serve).
 input and end_to_end read --data_dir's train-* shards, or the generated demo dataset (that of
 `alexnet_tf.train --demo`: 1,000 small rendered images, built once, ~20 s) without it.
+With --data_service=grpc://HOST:PORT they also time the same pipeline through that tf.data
+service (a "service" row); --data_service=local starts a dispatcher and one worker on this
+machine for the run and counts the worker's CPU time:
+
+    python -m alexnet_tf.benchmark --mode=input --data_service=local
 
 Every precision or row is built once and the repeats go round-robin over all of them, so
 noise from other jobs hits them alike and their ratios stay meaningful on a shared machine.
@@ -38,7 +43,7 @@ import sys
 
 from absl import app, flags
 
-from alexnet_tf.config import VARIANTS, ConfigError
+from alexnet_tf.config import VARIANTS, ConfigError, parse_service_address
 
 FLAGS = flags.FLAGS
 MODES = ("train", "input", "end_to_end", "serve")
@@ -94,6 +99,12 @@ def define_flags():
     flags.DEFINE_string(
         "data_dir", None, "Folder of train-* TFRecord shards (input, end_to_end); default: the demo dataset."
     )
+    flags.DEFINE_string(
+        "data_service",
+        None,
+        "input, end_to_end: also time the pipeline through the tf.data service at grpc://HOST:PORT; "
+        "'local' starts a dispatcher and one worker on this machine (python -m alexnet_tf.data_service).",
+    )
     flags.DEFINE_bool("matmul", True, "train: also time a bfloat16 matmul (the machine's ceiling).")
     flags.DEFINE_integer("matmul_size", 4096, "train: n of the n x n x n matmul.")
     flags.DEFINE_integer("pil_processes", 2, "input: worker processes of the PIL loader.")
@@ -140,6 +151,11 @@ def settings_from_flags(flag_values):
         raise ConfigError(f"--replicas={fv.replicas} applies to --mode=train and end_to_end only")
     if fv.data_dir is not None and mode not in ("input", "end_to_end"):
         raise ConfigError(f"--data_dir={fv.data_dir} applies to --mode=input and end_to_end only")
+    if fv.data_service is not None:
+        if mode not in ("input", "end_to_end"):
+            raise ConfigError(f"--data_service={fv.data_service} applies to --mode=input and end_to_end only")
+        if fv.data_service != "local":
+            parse_service_address(fv.data_service)
     settings = {"warmup_steps": warmup, "steps": steps, "repeats": fv.repeats}
     if mode in ("train", "end_to_end"):
         for name, value in (("steps", steps), ("warmup_steps", warmup)):
@@ -171,6 +187,7 @@ def settings_from_flags(flag_values):
             data_dir=fv.data_dir,
             num_classes=fv.num_classes,
             label_offset=fv.label_offset,
+            data_service=fv.data_service,
         )
     if mode == "input":
         settings["pil_processes"] = fv.pil_processes
@@ -253,28 +270,46 @@ def run(mode, settings):
         )
         return result, train.train_table
     data_dir = s["data_dir"] or _demo_data_dir()
-    try:
-        if mode == "input":
-            result, table = (
-                pipeline.run(
-                    data_dir,
-                    batch_size=s["batch_size"],
-                    num_classes=s["num_classes"],
-                    label_offset=s["label_offset"],
-                    pil_processes=s["pil_processes"],
-                    **timing,
-                ),
-                pipeline.table,
-            )
-        else:
-            result, table = (
-                train.run_end_to_end(
-                    strategy, data_dir, num_classes=s["num_classes"], label_offset=s["label_offset"], **timing
-                ),
-                train.end_to_end_table,
-            )
-    except ConfigError as e:
-        raise ConfigError(f"--data_dir={data_dir}: {e}") from None
+    service, service_pids = s["data_service"], ()
+    if service and service != "local":
+        from alexnet_tf.config import TrainConfig  # pylint: disable=g-import-not-at-top
+        from alexnet_tf.training.inputs import check_data_service  # pylint: disable=g-import-not-at-top
+
+        check_data_service(TrainConfig(data_service=service))
+    with contextlib.ExitStack() as stack:
+        if service == "local":
+            _progress("starting a tf.data service dispatcher and worker on this machine")
+            local = stack.enter_context(pipeline.LocalService(workers=1))
+            service, service_pids = local.address, tuple(local.worker_pids)
+        try:
+            if mode == "input":
+                result, table = (
+                    pipeline.run(
+                        data_dir,
+                        batch_size=s["batch_size"],
+                        num_classes=s["num_classes"],
+                        label_offset=s["label_offset"],
+                        pil_processes=s["pil_processes"],
+                        data_service=service,
+                        service_pids=service_pids,
+                        **timing,
+                    ),
+                    pipeline.table,
+                )
+            else:
+                result, table = (
+                    train.run_end_to_end(
+                        strategy,
+                        data_dir,
+                        num_classes=s["num_classes"],
+                        label_offset=s["label_offset"],
+                        data_service=service,
+                        **timing,
+                    ),
+                    train.end_to_end_table,
+                )
+        except ConfigError as e:
+            raise ConfigError(f"--data_dir={data_dir}: {e}") from None
     result["data"]["demo"] = s["data_dir"] is None
     return result, table
 
@@ -290,6 +325,10 @@ def _title(mode, settings, result):
     rounds = f"median of {s['repeats']} x {s['steps']} {'batches' if mode == 'input' else 'steps'}"
     data = result.get("data", {})
     source = f"{data.get('data_dir')}{' (the generated demo dataset)' if s.get('data_dir') is None else ''}"
+    if s.get("data_service"):
+        service = s["data_service"]
+        where = "a dispatcher and worker started here" if service == "local" else service
+        rounds += f"; service row through the tf.data service ({where})"
     if mode == "input":
         return f"Training input pipeline, batch {s['batch_size']}, {source}; {rounds}"
     what = "synthetic in-memory data" if mode == "train" else f"TFRecords from {source} and synthetic data"

@@ -22,18 +22,43 @@ its ratios are the steadier comparison.
             mean subtraction) into float32 batches in shared memory. The JPEG bytes are read into
             memory up front (only as many records as one round uses), which favours this row.
             Skipped, with a note, when Pillow is not installed.
+  service:  with --data_service, the pipeline row's dataset through the tf.data service
+            (workers read, decode, crop and batch; this process finishes the batches).
+            --data_service=local starts a dispatcher and one worker on this machine
+            (`python -m alexnet_tf.data_service`, free ports): its CPU time is then counted
+            with this process's, and "worker images/sec per core" is images per CPU-second of
+            the worker alone, the figure that sizes a service (docs/distributed.md).
+
+Then, once per round, the cost of an exact resume (alexnet_tf.data's training order): the
+seconds from building the trainer's dataset to its first batch at the epoch's start and at its
+middle (a run resumed there), and the rate at which the shards' records are read without
+parsing or decoding, which is what a resume spends reaching its place; BUILD.md ("Exact
+resume") extrapolates it to ImageNet.
 
 TensorFlow is imported inside the functions: the PIL workers import this module and stay
 free of it.
 """
 
+import dataclasses
 import gc
 import io
 import os
+import signal
+import socket
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
 
 import numpy as np
+
+RESUME_FIGURES = (
+    "epoch_start_seconds",
+    "mid_epoch_seconds",
+    "read_records_per_sec",
+    "read_megabytes_per_sec",
+)
 
 
 def describe_train_shards(data_dir, num_classes=None, label_offset=None, **config_fields):
@@ -45,20 +70,17 @@ def describe_train_shards(data_dir, num_classes=None, label_offset=None, **confi
     from alexnet_tf.config import TrainConfig  # pylint: disable=g-import-not-at-top
     from alexnet_tf.training.inputs import describe_data  # pylint: disable=g-import-not-at-top
 
-    # A set steps_per_epoch skips counting the records when the manifest does not say.
+    # Shards whose manifest does not list their record counts are counted (the training order
+    # is planned from them).
     config = TrainConfig(
-        data_dir=data_dir,
-        num_classes=num_classes,
-        label_offset=label_offset,
-        steps_per_epoch=1,
-        **config_fields,
+        data_dir=data_dir, num_classes=num_classes, label_offset=label_offset, **config_fields
     )
     return config, describe_data(config, require_validation=False)
 
 
-def _cpu_seconds(pids):
-    """User + system CPU seconds used so far by this process (all threads) and `pids`."""
-    total = time.process_time()  # ns resolution; os.times() counts 10 ms ticks
+def _cpu_seconds(pids, own=True):
+    """User + system CPU seconds used so far by this process (all threads, when `own`) and `pids`."""
+    total = time.process_time() if own else 0.0  # ns resolution; os.times() counts 10 ms ticks
     for pid in pids:
         with open(f"/proc/{pid}/stat") as f:
             fields = f.read().rsplit(")", 1)[1].split()
@@ -66,15 +88,23 @@ def _cpu_seconds(pids):
     return total
 
 
-def _timed(batches, warmup_batches, timed_batches, batch_size, pids=()):
-    """(images/sec, CPU ms/image) of `timed_batches` batches of an iterator, after `warmup_batches`."""
+def _timed(batches, warmup_batches, timed_batches, batch_size, pids=(), service_pids=()):
+    """(images/sec, CPU ms/image) of `timed_batches` batches of an iterator, after `warmup_batches`.
+
+    CPU time is this process's and that of `pids` and `service_pids`; a third value, the CPU
+    ms/image of `service_pids` alone, is added when they are given.
+    """
     for _ in range(warmup_batches):
         next(batches)
-    start, cpu = time.perf_counter(), _cpu_seconds(pids)
+    pids = tuple(pids) + tuple(service_pids)
+    start, cpu, service_cpu = time.perf_counter(), _cpu_seconds(pids), _cpu_seconds(service_pids, own=False)
     for _ in range(timed_batches):
         next(batches)
     images = timed_batches * batch_size
-    return images / (time.perf_counter() - start), (_cpu_seconds(pids) - cpu) * 1e3 / images
+    timing = (images / (time.perf_counter() - start), (_cpu_seconds(pids) - cpu) * 1e3 / images)
+    if service_pids:
+        timing += ((_cpu_seconds(service_pids, own=False) - service_cpu) * 1e3 / images,)
+    return timing
 
 
 def _decode_only(tf, files, batch_size):
@@ -93,6 +123,34 @@ def _decode_only(tf, files, batch_size):
 
 def _pipeline(train_dataset):
     return (images for images, _ in train_dataset())
+
+
+def _first_batch_seconds(train_dataset, start_step):
+    start = time.perf_counter()
+    next(iter(train_dataset(start=start_step)))
+    return time.perf_counter() - start
+
+
+def _read_rate(tf, files, records, at_least=20_000):
+    """(records/s, MB/s) reading the shards' records, neither parsed nor decoded, 16 shards at a time.
+
+    The shards are read as many times as it takes to read `at_least` records (`records` per
+    pass), so that start-up does not dominate on small datasets; repeated reads come from the
+    page cache, so this is the per-record cost of a resume's reading, not a disk's bandwidth.
+    """
+    passes = -(-at_least // max(records, 1))
+    start = time.perf_counter()
+    dataset = tf.data.Dataset.from_tensor_slices(files * passes).interleave(
+        tf.data.TFRecordDataset, cycle_length=16, num_parallel_calls=tf.data.AUTOTUNE
+    )
+
+    def add(totals, group):
+        lengths = tf.cast(tf.strings.length(group), tf.int64)
+        return totals[0] + tf.size(group, out_type=tf.int64), totals[1] + tf.reduce_sum(lengths)
+
+    read = dataset.batch(64).reduce((tf.constant(0, tf.int64), tf.constant(0, tf.int64)), add)
+    seconds = time.perf_counter() - start
+    return int(read[0]) / seconds, int(read[1]) / seconds / 1e6
 
 
 # ----------------------------------------------------------------------------- PIL loader
@@ -189,6 +247,75 @@ def _read_jpegs(tf, files, count):
     ]
 
 
+class LocalService:
+    """A tf.data service dispatcher and worker(s) on this machine: `python -m alexnet_tf.data_service`.
+
+    Started on free ports of 127.0.0.1 as subprocesses, stopped with SIGTERM on exit; `address`
+    is the dispatcher's grpc:// address and `worker_pids` the workers' process ids.
+    """
+
+    def __init__(self, workers=1, timeout_s=300):
+        self._workers, self._timeout_s = workers, timeout_s
+        self._processes, self._logs = [], []
+        self.address, self.worker_pids = None, []
+
+    @staticmethod
+    def _free_port():
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            return s.getsockname()[1]
+
+    def _start(self, *args):
+        log = tempfile.TemporaryFile("w+")
+        command = [sys.executable, "-m", "alexnet_tf.data_service", *args]
+        self._processes.append(subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT))
+        self._logs.append(log)
+        return self._processes[-1]
+
+    def __enter__(self):
+        port = self._free_port()
+        self.address = f"grpc://127.0.0.1:{port}"
+        try:
+            self._start("dispatcher", f"--port={port}")
+            for _ in range(self._workers):
+                worker_port = self._free_port()
+                worker = self._start(
+                    "worker",
+                    f"--dispatcher=127.0.0.1:{port}",
+                    f"--port={worker_port}",
+                    f"--worker_address=127.0.0.1:{worker_port}",
+                )
+                self.worker_pids.append(worker.pid)
+            deadline = time.monotonic() + self._timeout_s
+            for process, log in zip(self._processes, self._logs):
+                while True:
+                    log.seek(0)
+                    text = log.read()
+                    if "serving on" in text:
+                        break
+                    if process.poll() is not None or time.monotonic() > deadline:
+                        last = text.strip().splitlines()[-1:] or ["(no output)"]
+                        raise RuntimeError(f"the local tf.data service did not start: {last[0]}")
+                    time.sleep(0.2)
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def __exit__(self, *exc_info):
+        for process in self._processes:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        for process in self._processes:
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        for log in self._logs:
+            log.close()
+
+
 def run(
     data_dir,
     *,
@@ -199,6 +326,8 @@ def run(
     timed_steps,
     repeats,
     pil_processes,
+    data_service=None,
+    service_pids=(),
     progress=lambda message: None,
 ):
     """Times the rows round-robin.
@@ -210,6 +339,9 @@ def run(
       warmup_steps, timed_steps: untimed and timed batches of every row in every round.
       repeats: rounds; medians are reported.
       pil_processes: worker processes of the PIL loader.
+      data_service: grpc://HOST:PORT of a tf.data service: adds the "service" row.
+      service_pids: process ids of that service's workers on this machine (LocalService), whose
+        CPU time the service row counts; empty for a remote service.
       progress: called with a line of progress.
 
     Returns:
@@ -231,6 +363,10 @@ def run(
         "decode": lambda: _decode_only(tf, files, batch_size),
         "pipeline": lambda: _pipeline(train_dataset),
     }
+    if data_service:
+        service_config = dataclasses.replace(config, data_service=data_service, model_dir="benchmark")
+        service_dataset = make_input_fns(service_config, info, seed=None).train
+        rows["service"] = lambda: _pipeline(service_dataset)
     loader, skipped = None, []
     try:
         import PIL  # pylint: disable=g-import-not-at-top,unused-import
@@ -245,15 +381,23 @@ def run(
     # Startup leaves ~1M Python objects that every full collection would walk again.
     gc.freeze()
     rounds = {name: [] for name in rows}
+    steps_per_epoch = info.train_examples // batch_size
+    resume = {key: [] for key in RESUME_FIGURES}
     try:
         for repeat in range(repeats):
             progress(f"repeat {repeat + 1}/{repeats}")
             for name, make in rows.items():
                 batches = make()
                 pids = loader.pids if name == "pil" else ()
-                rounds[name].append(_timed(batches, warmup_steps, timed_steps, batch_size, pids))
+                on_service = tuple(service_pids) if name == "service" else ()
+                rounds[name].append(_timed(batches, warmup_steps, timed_steps, batch_size, pids, on_service))
                 batches.close()  # stops a tf.data iterator's threads, drains the PIL pool
                 del batches
+            resume["epoch_start_seconds"].append(_first_batch_seconds(train_dataset, 0))
+            resume["mid_epoch_seconds"].append(_first_batch_seconds(train_dataset, steps_per_epoch // 2))
+            records_per_sec, megabytes_per_sec = _read_rate(tf, files, info.train_examples)
+            resume["read_records_per_sec"].append(records_per_sec)
+            resume["read_megabytes_per_sec"].append(megabytes_per_sec)
     finally:
         if loader is not None:
             loader.close()
@@ -281,6 +425,14 @@ def run(
     if "pil" in rounds:
         ratios["pipeline/pil"] = ratio("pipeline", "pil")
         ratios["pipeline/pil by CPU time"] = cpu_ratio("pipeline", "pil")
+    per_core = lambda ms: 1e3 / ms if ms and ms > 0 else None  # noqa: E731
+    ratios["pipeline images/sec per core"] = per_core(cpu_ms["pipeline"])
+    if "service" in rounds:
+        ratios["service/pipeline"] = ratio("service", "pipeline")
+        if service_pids:
+            ratios["service/pipeline by CPU time"] = cpu_ratio("service", "pipeline")
+            worker_ms = statistics.median(r[2] for r in rounds["service"])
+            ratios["service worker images/sec per core"] = per_core(worker_ms)
     return {
         "data": {
             "data_dir": data_dir,
@@ -292,6 +444,11 @@ def run(
         "results": results,
         "ratios": ratios,
         "skipped": skipped,
+        "resume": {
+            "step": steps_per_epoch // 2,
+            "steps_per_epoch": steps_per_epoch,
+            **{key: statistics.median(values) for key, values in resume.items()},
+        },
     }
 
 
@@ -307,5 +464,13 @@ def table(result):
     lines += ["", "| ratio | value |", "|---|---:|"]
     lines += [
         f"| {name} | {'-' if value is None else f'{value:.2f}'} |" for name, value in result["ratios"].items()
+    ]
+    r = result["resume"]
+    lines += [
+        "",
+        f"Exact resume: first batch {r['epoch_start_seconds']:.2f} s at the epoch's start, "
+        f"{r['mid_epoch_seconds']:.2f} s resumed at step {r['step']} of {r['steps_per_epoch']}; "
+        f"records read without decoding: {r['read_records_per_sec']:.0f}/s, "
+        f"{r['read_megabytes_per_sec']:.0f} MB/s (medians of the rounds).",
     ]
     return "\n".join(lines)

@@ -141,7 +141,7 @@ def _time_rows(
             each_round()
         for (key, source), rounds in rates.items():
             trainer, iterator = trainers[key], iterators[source]
-            if source == "tfrecord" and warmup_steps:
+            if source != "synthetic" and warmup_steps:
                 # Batches the pipeline prefetched while other rows ran must not count.
                 trainer.run(iterator, warmup_steps)
             rounds.append(timed_steps * config.batch_size / trainer.run(iterator, timed_steps))
@@ -264,6 +264,7 @@ def run_end_to_end(
     warmup_steps,
     timed_steps,
     repeats,
+    data_service=None,
     progress=lambda message: None,
 ):
     """Training speed from the TFRecords in `data_dir` and from synthetic batches, interleaved.
@@ -273,6 +274,8 @@ def run_end_to_end(
       data_dir: folder with train-* shards (and manifest.json or labels.txt).
       num_classes: None: from the data's labels file or manifest (checked against it otherwise).
       label_offset: None: detected as the trainer does.
+      data_service: grpc://HOST:PORT of a tf.data service: adds rows fed by the same pipeline
+        through it (source "service").
       Others: as run_train.
 
     Returns:
@@ -296,6 +299,9 @@ def run_end_to_end(
         "tfrecord": make_input_fns(config, info, seed=None).train,
         "synthetic": make_input_fns(config, synthetic, seed=0).train,
     }
+    if data_service:
+        service_config = dataclasses.replace(config, data_service=data_service, model_dir="benchmark")
+        input_fns["service"] = make_input_fns(service_config, info, seed=None).train
     rows, flops = _time_rows(
         config,
         strategy,
@@ -317,6 +323,14 @@ def run_end_to_end(
         )
         for p in precisions
     }
+    if data_service:
+        for p in precisions:
+            ratios[f"{p} service/tfrecord"] = statistics.median(
+                v / t
+                for v, t in zip(
+                    by_key[p, "service"].rounds_images_per_sec, by_key[p, "tfrecord"].rounds_images_per_sec
+                )
+            )
     return {
         "data": {
             "data_dir": data_dir,

@@ -5,7 +5,7 @@
     step.py        the training state and the distributed train/eval steps
     schedules.py   the learning-rate schedules, including the paper's plateau rule
     loop.py        one run: resume, train, evaluate, checkpoint, export (and its exceptions)
-    summaries.py   TensorBoard writers and images
+    summaries.py   TensorBoard writers, images (Figure 3 filters) and the fc7 projector
     preemption.py  SIGTERM as a flag the loop polls
 
 Nothing here sets process-wide state (seeds, determinism, dtype policy): `train.run` does.

@@ -74,6 +74,18 @@ def check_global_batch(batch_size, replicas):
         )
 
 
+def num_workers(strategy):
+    """Worker processes of the strategy's cluster (chief included); 1 outside a cluster.
+
+    `distribute_datasets_from_function` builds one input pipeline in each of them.
+    """
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not resolver.task_type:
+        return 1
+    cluster = resolver.cluster_spec().as_dict()
+    return max(sum(len(cluster.get(job, [])) for job in ("chief", "worker")), 1)
+
+
 def is_chief(strategy):
     """True for the process that writes checkpoints, summaries and the export."""
     resolver = getattr(strategy, "cluster_resolver", None)

@@ -8,6 +8,7 @@ batch is split over replicas by `data.make_dataset` through the InputContext).
 
 from collections.abc import Callable
 import dataclasses
+import hashlib
 import json
 import os
 from typing import Optional
@@ -16,7 +17,7 @@ from absl import logging
 import tensorflow as tf
 
 from alexnet_tf import data, schema
-from alexnet_tf.config import ConfigError
+from alexnet_tf.config import ConfigError, parse_service_address
 
 DEFAULT_NUM_CLASSES = 1000
 RECORD_COUNTS_FILENAME = "record_counts.json"  # in the model dir: counts of shards without a manifest
@@ -33,6 +34,9 @@ class DataInfo:
     labels: Optional[tuple[schema.LabelEntry, ...]]  # labels.txt entries in label order, if known
     label_offset: int
     train_examples: int
+    # {training shard file name: records} (TFRecord shards): what the exact training order
+    # (data.make_dataset) is planned from; None for other sources.
+    train_shard_records: Optional[dict] = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,13 +46,6 @@ class InputFns:
     train: Callable
     evaluation: Callable
     preview: Callable  # () -> one small batch of augmented training images, not distributed
-
-
-def count_records(pattern):
-    """Counts the records of the TFRecord files matching `pattern` (reads them all once)."""
-    files = tf.io.gfile.glob(pattern)
-    dataset = tf.data.TFRecordDataset(files, num_parallel_reads=min(16, len(files)))
-    return int(dataset.reduce(tf.constant(0, tf.int64), lambda count, _: count + 1).numpy())
 
 
 def _shard_fingerprint(files):
@@ -69,43 +66,44 @@ def _read_json(path):
         return {}
 
 
-def cached_record_count(pattern, cache_path=None, write_cache=False):
-    """count_records(pattern), read from the JSON file `cache_path` when its shards are unchanged.
+def cached_shard_records(pattern, cache_path=None, write_cache=False, skip_corrupt=False):
+    """{shard file name: records} of the files matching `pattern`, counted or read from a cache.
 
-    The cache maps each pattern to its shards' names, sizes and modification times and their
-    record count; a count is reused only for exactly the same files. A fresh count is stored
-    there when `write_cache` (the chief: other workers read what it wrote). A cache that
-    cannot be written only costs a recount at the next start.
+    The JSON file `cache_path` maps each pattern to its shards' names, sizes and modification
+    times and their record counts; counts are reused only for exactly the same files. A fresh
+    count (which reads every record once; `skip_corrupt` as in data.shard_record_counts) is
+    stored there when `write_cache` (the chief: other workers read what it wrote). A cache
+    that cannot be written only costs a recount at the next start.
     """
-    if not cache_path:
-        return count_records(pattern)
-    fingerprint = _shard_fingerprint(tf.io.gfile.glob(pattern))
-    cache = _read_json(cache_path)
-    entry = cache.get(pattern)
+    files = sorted(tf.io.gfile.glob(pattern))
+    fingerprint = _shard_fingerprint(files) if cache_path else None
+    entry = _read_json(cache_path).get(pattern) if cache_path else None
     if (
         isinstance(entry, dict)
         and entry.get("files") == fingerprint
-        and isinstance(entry.get("records"), int)
+        and isinstance(entry.get("per_file"), list)
+        and len(entry["per_file"]) == len(files)
     ):
-        logging.info("Record count of %s: %d, cached in %s.", pattern, entry["records"], cache_path)
-        return entry["records"]
+        logging.info("Record counts of %s: %d in all, cached in %s.", pattern, entry["records"], cache_path)
+        return {name: count for (name, _, _), count in zip(fingerprint, entry["per_file"])}
     logging.warning(
-        "No record count in the data dir's %s; counting the records of %s once (set "
-        "--steps_per_epoch to skip this).",
+        "No record counts in the data dir's %s; counting the records of %s once (the training "
+        "order needs each shard's count; the converter writes them into its manifest).",
         schema.MANIFEST_FILENAME,
         pattern,
     )
-    records = count_records(pattern)
-    if write_cache:
-        cache[pattern] = {"files": fingerprint, "records": records}
+    counts = data.shard_record_counts(files, skip_corrupt)
+    if cache_path and write_cache:
+        cache = _read_json(cache_path)
+        cache[pattern] = {"files": fingerprint, "records": sum(counts), "per_file": counts}
         try:
             tf.io.gfile.makedirs(os.path.dirname(cache_path))
             with tf.io.gfile.GFile(cache_path + ".tmp", "w") as f:
                 json.dump(cache, f, indent=1)
             tf.io.gfile.rename(cache_path + ".tmp", cache_path, overwrite=True)
         except (tf.errors.OpError, OSError) as e:
-            logging.warning("Could not cache the record count in %s: %s", cache_path, e)
-    return records
+            logging.warning("Could not cache the record counts in %s: %s", cache_path, e)
+    return {os.path.basename(f): count for f, count in zip(files, counts)}
 
 
 def _check_data_dir(data_dir):
@@ -157,12 +155,15 @@ def _describe_tfrecords(config, count_cache, write_count_cache, require_validati
         num_classes = _num_classes(
             config, manifest.get("num_classes"), os.path.join(data_dir, schema.MANIFEST_FILENAME)
         )
-    train_examples = schema.split_size(manifest, "train")
-    if train_examples is None and config.steps_per_epoch is None:
-        train_examples = cached_record_count(
-            os.path.join(data_dir, config.train_pattern), count_cache, write_count_cache
-        )
-    return DataInfo("tfrecord", num_classes, labels, int(offset), train_examples or 0)
+    train_glob = os.path.join(data_dir, config.train_pattern)
+    listed = schema.shard_records(manifest)
+    names = [os.path.basename(f) for f in tf.io.gfile.glob(train_glob)]
+    if all(name in listed for name in names):
+        shard_records = {name: listed[name] for name in names}
+    else:
+        shard_records = cached_shard_records(train_glob, count_cache, write_count_cache, config.skip_corrupt)
+    train_examples = sum(shard_records.values())
+    return DataInfo("tfrecord", num_classes, labels, int(offset), train_examples, shard_records)
 
 
 def _describe_tfds(config):
@@ -203,6 +204,8 @@ def describe_data(config, count_cache=None, write_count_cache=False, require_val
       ConfigError: missing or empty data dir, no matching files, a labels file that does not
         agree with --num_classes, unknown label offset, tfds data not prepared.
     """
+    if config.data_service:
+        check_data_service(config)
     if config.data_source == "tfrecord":
         return _describe_tfrecords(config, count_cache, write_count_cache, require_validation)
     if config.data_source == "tfds":
@@ -211,6 +214,75 @@ def describe_data(config, count_cache=None, write_count_cache=False, require_val
     return DataInfo(
         "synthetic", config.num_classes or DEFAULT_NUM_CLASSES, None, 0, steps * config.batch_size
     )
+
+
+def check_data_service(config):
+    """Waits up to config.data_service_wait_s for the dispatcher; ConfigError naming it if none answers."""
+    host, port = parse_service_address(config.data_service)
+    try:
+        data.wait_for_dispatcher(host, port, config.data_service_wait_s)
+    except ConnectionError as e:
+        raise ConfigError(
+            f"--data_service={config.data_service}: {e}; start it with python -m alexnet_tf.data_service "
+            "dispatcher, or raise --data_service_wait_s"
+        ) from None
+
+
+def service_job_name(config, seed, pipeline_batch_size, shuffle_buffer_size):
+    """The tf.data service job of a run's training input: the same in every trainer process.
+
+    A dispatcher serves a job by name to whoever asks, whatever dataset the asker brings (the
+    job keeps the dataset it was created with), so the name holds everything that shapes the
+    dataset the workers run: the run, the data, the sizes, the augmentation and the seed.
+    Trainer processes of one run share the job; another run, or the same run resumed with
+    another seed or replica count, gets its own.
+    """
+    fields = (
+        config.model_dir,
+        config.data_dir,
+        config.train_pattern,
+        config.image_size,
+        config.augment,
+        config.skip_corrupt,
+        pipeline_batch_size,
+        shuffle_buffer_size,
+        seed,
+    )
+    return "alexnet_tf-" + hashlib.sha256(repr(fields).encode()).hexdigest()[:16]
+
+
+def steps_per_epoch(config, info, num_pipelines=1):
+    """Global steps per epoch: --steps_per_epoch, else one pass over the training data.
+
+    TFRecord shards: the steps of data.make_dataset's epoch (all input pipelines take as many
+    steps, so with several workers an epoch ends with the smallest worker's share); other
+    sources: the training examples over the global batch.
+    """
+    if config.steps_per_epoch:
+        return config.steps_per_epoch
+    if info.train_shard_records:
+        counts = [info.train_shard_records[name] for name in sorted(info.train_shard_records)]
+        return data.training_steps_per_epoch(counts, config.batch_size, num_pipelines)
+    return info.train_examples // config.batch_size
+
+
+def inexact_resume_reason(config, info):
+    """Why a resumed run of this input would not continue the interrupted run exactly, or None.
+
+    TFRecord shards resume exactly (data.make_dataset); synthetic batches have nothing to lose.
+    """
+    if config.data_service:
+        return (
+            "tf.data service input is read in the order the service's workers produce it; read "
+            "the TFRecord shards directly (no --data_service) for an exact resume"
+        )
+    if info.source == "tfds":
+        return (
+            "tensorflow-datasets input reshuffles on resume (seed + step) instead of continuing "
+            "the epoch's order; convert the data to TFRecord shards (alexnet_tf.convert) for an "
+            "exact resume"
+        )
+    return None
 
 
 def pipeline_batches(global_batches, input_context=None):
@@ -225,17 +297,27 @@ def pipeline_batches(global_batches, input_context=None):
     return global_batches * (input_context.num_replicas_in_sync // input_context.num_input_pipelines)
 
 
-def make_input_fns(config, info, seed):
+def make_input_fns(config, info, seed, start_step=0):
     """The dataset functions of a run.
 
     Args:
       config: TrainConfig.
       info: DataInfo from describe_data.
-      seed: shuffle seed of the training data, or None.
+      seed: seed of the training order and augmentation, or None.
+      start_step: global steps already trained: TFRecord training data continues exactly
+        where they ended (data.make_dataset); tensorflow-datasets input reshuffles instead,
+        with seed + start_step, so that it does not replay the epoch's start.
 
     Returns:
       InputFns.
     """
+    if config.data_service:
+        logging.info(
+            "Training batches come from the tf.data service at %s (dynamic sharding: each shard at "
+            "most once per pass); evaluation reads locally. Exact resume does not hold with service "
+            "input: a resumed run gets the service's stream, not the records where it stopped.",
+            config.data_service,
+        )
     common = dict(image_size=config.image_size)
     train_glob = os.path.join(config.data_dir, config.train_pattern)
     eval_glob = os.path.join(config.data_dir, config.eval_pattern)
@@ -246,7 +328,20 @@ def make_input_fns(config, info, seed):
         **common,
     )
 
-    def train(input_context=None, batch_size=config.batch_size, shuffle_buffer_size=10_000):
+    def train(
+        input_context=None,
+        batch_size=config.batch_size,
+        shuffle_buffer_size=10_000,
+        start=start_step,
+        local=False,
+    ):
+        service, job_name = None if local else config.data_service, None
+        if service:
+            per_replica = batch_size
+            if input_context is not None:
+                per_replica = input_context.get_per_replica_batch_size(batch_size)
+            job_name = service_job_name(config, seed, per_replica, shuffle_buffer_size)
+            logging.info("Reading training batches from job %s of the tf.data service.", job_name)
         if info.source == "tfrecord":
             return data.make_dataset(
                 train_glob,
@@ -256,6 +351,10 @@ def make_input_fns(config, info, seed):
                 input_context=input_context,
                 seed=seed,
                 shuffle_buffer_size=shuffle_buffer_size,
+                start_step=0 if service else start,
+                shard_records=info.train_shard_records,
+                data_service=service,
+                service_job_name=job_name,
                 **record_args,
             )
         if info.source == "tfds":
@@ -266,7 +365,7 @@ def make_input_fns(config, info, seed):
                 True,
                 augment=config.augment,
                 input_context=input_context,
-                seed=seed,
+                seed=None if seed is None else seed + start,
                 shuffle_buffer_size=shuffle_buffer_size,
                 **common,
             )
@@ -308,7 +407,9 @@ def make_input_fns(config, info, seed):
         return dataset.take(pipeline_batches(steps, input_context)) if steps else dataset
 
     def preview():
-        images, _ = next(iter(train(batch_size=min(16, config.batch_size), shuffle_buffer_size=64)))
+        # Local even with --data_service: one batch is not worth a job on the service.
+        batches = train(batch_size=min(16, config.batch_size), shuffle_buffer_size=64, start=0, local=True)
+        images, _ = next(iter(batches))
         return images.numpy()
 
     return InputFns(train, evaluation, preview)

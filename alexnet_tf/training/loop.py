@@ -3,10 +3,13 @@
 `TrainLoop(...).fit()` is what `alexnet_tf.train.run` calls once the strategy, the data, the
 seeds and the precision policy are settled (this module sets no process-wide state).
 Progress lives in Python counters (step, epoch) that are copied into the checkpoint at every
-save. The loop runs training in chunks of at most
---steps_per_execution steps that end on every logging, checkpoint, epoch and profiler
-boundary; between chunks it checks the loss (NaN/inf stops training without saving) and
-the workers' summed SIGTERM flag (all workers save and stop at the same step).
+save. A resumed run continues exactly: the checkpoint holds the run's seed and the dropout
+generators' states, and the training data restarts at the step's place in its epoch's order
+(`data.make_dataset`), so a killed and restarted run ends with the same weights.
+The loop runs training in chunks of at most --steps_per_execution steps that end on every
+logging, checkpoint, epoch and profiler boundary; between chunks it checks the loss (NaN/inf
+stops training without saving) and the workers' summed SIGTERM flag (all workers save and
+stop at the same step).
 """
 
 import dataclasses
@@ -19,13 +22,13 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from alexnet_tf import metrics, serving
+from alexnet_tf import embedding, metrics, serving
 from alexnet_tf.checkpointing import CHECKPOINT_SUBDIR, Checkpointer, check_model_spec, check_writable
 from alexnet_tf.config import ConfigError
-from alexnet_tf.training import summaries
-from alexnet_tf.training.devices import is_chief, worker_name
-from alexnet_tf.training.inputs import make_input_fns
-from alexnet_tf.training.preemption import PreemptionSignal
+from alexnet_tf.training import init_from, summaries
+from alexnet_tf.training.devices import is_chief, num_workers, worker_name
+from alexnet_tf.training.inputs import inexact_resume_reason, make_input_fns, steps_per_epoch
+from alexnet_tf.training.preemption import PreemptionSignal, send_test_signal
 from alexnet_tf.training.step import (
     build_model,
     build_state,
@@ -103,12 +106,16 @@ class TrainLoop:
     """One training run: restore, train to each epoch end, evaluate, checkpoint, export."""
 
     def __init__(self, config, strategy, info, precision, seed):
-        """Builds the run's state; `seed` (or None) seeds the data order, set by `train.run` with the RNGs."""
+        """Builds the run's state; `seed` (int) is the one `train.run` seeded the RNGs with.
+
+        It becomes the run's seed (of the data order and augmentation) unless a checkpoint
+        holds one already: a resumed run keeps the seed it started with.
+        """
         self.config, self.strategy, self.info, self.precision = config, strategy, info, precision
         self.model_dir = model_dir = config.model_dir
         self.chief = is_chief(strategy)
         self.name = worker_name(strategy)
-        self.steps_per_epoch = config.steps_per_epoch or info.train_examples // config.batch_size
+        self.steps_per_epoch = steps_per_epoch(config, info, num_workers(strategy))
         if self.steps_per_epoch < 1:
             raise ConfigError(
                 f"batch_size {config.batch_size} is larger than the {info.train_examples} training examples"
@@ -118,13 +125,26 @@ class TrainLoop:
         checkpoint_dir = os.path.join(model_dir, CHECKPOINT_SUBDIR)
         if self.chief:
             check_writable(model_dir)
-        spec = {"variant": config.variant, "num_classes": info.num_classes, "image_size": config.image_size}
-        check_model_spec(checkpoint_dir, spec, write=self.chief)
+        start = init_from.plan(config, checkpoint_dir)  # resume, --init_from's weights, or fresh
+        self.input_conversion = start.input_conversion
+        spec = init_from.model_spec(config, info.num_classes, start)
+        # With --init_from, the spec is written once the weights have been found to fit.
+        check_model_spec(checkpoint_dir, spec, write=self.chief and start.source is None)
         self.seed = seed
         loss_scaling = precision == "mixed_float16"
         self.state = build_state(
-            config, strategy, info.num_classes, self.steps_per_epoch, self.total_steps, loss_scaling
+            config,
+            strategy,
+            info.num_classes,
+            self.steps_per_epoch,
+            self.total_steps,
+            loss_scaling,
+            seed=seed,
+            input_conversion=self.input_conversion,
         )
+        if start.source is not None:
+            init_from.initialise(config, start, self.state.model, strategy)
+            check_model_spec(checkpoint_dir, spec, write=self.chief)
         self.train_fn = make_train_function(
             strategy, self.state, config.batch_size, config.jit_compile, loss_scaling
         )
@@ -154,9 +174,13 @@ class TrainLoop:
     def _fit(self):
         restored = self.checkpointer.restore_latest()
         self.step, self.epoch = int(self.state.step.numpy()), int(self.state.epoch.numpy())
+        self.seed = self._run_seed(restored)
         if restored:
             self.saved = (self.step, self.epoch)
             logging.info("Resuming from %s at step %d (epoch %d).", restored, self.step, self.epoch)
+        reason = inexact_resume_reason(self.config, self.info)
+        if reason and self.chief:
+            logging.warning("A resumed run will not continue exactly: %s", reason)
         logging.info(
             "%s: %d replica(s), %s, global batch %d, %d steps per epoch, %d steps in %d epochs.",
             self.name,
@@ -179,9 +203,7 @@ class TrainLoop:
                 self.epoch,
             )
             return finished
-        # A resumed run reshuffles with another seed, so it does not replay the epoch's start.
-        seed = None if self.seed is None else self.seed + self.step
-        self.inputs = make_input_fns(self.config, self.info, seed)
+        self.inputs = make_input_fns(self.config, self.info, self.seed, start_step=self.step)
         if self.step == 0 and self.chief:
             self._write_images()
         iterator = iter(self.strategy.distribute_datasets_from_function(self.inputs.train))
@@ -203,6 +225,25 @@ class TrainLoop:
                 {"ten_crop_top1": ten_crop["top1"], "ten_crop_top5": ten_crop["top5"]},
             )
         return self._finish(validation, ten_crop)
+
+    def _run_seed(self, restored):
+        """The run's seed: the one its checkpoints hold (the seed of its first start)."""
+        seed = int(self.state.seed.numpy())
+        if restored and self.config.seed is not None and self.config.seed != seed:
+            logging.warning(
+                "%s: --seed=%d, but the run in %s started with seed %d; it continues with %d "
+                "(a new --model_dir starts a run with the new seed).",
+                self.name,
+                self.config.seed,
+                self.model_dir,
+                seed,
+                seed,
+            )
+        elif not restored:
+            logging.info(
+                "%s: seed %d (kept in the checkpoints; a resumed run continues with it).", self.name, seed
+            )
+        return seed
 
     def _train_until(self, iterator, end):
         config, meter, traced = self.config, _Meter(), False
@@ -236,6 +277,7 @@ class TrainLoop:
                     f"preempted (signal {self.preemption.received or 'on another worker'}): "
                     f"checkpoint {path} at step {self.step}; re-run the same command to resume"
                 )
+            send_test_signal(self.step)
             if self.step % config.checkpoint_every_steps == 0 and self.step != end:
                 self._save()
         self._profile(end)  # stops a trace that ends with the epoch
@@ -266,13 +308,12 @@ class TrainLoop:
                 f"; validation top-1 stopped improving: learning rate now {self.state.learning_rate():.6g}"
             )
         if self.chief:
-            conv1 = self.state.model.get_layer("conv1").weights[0]
             self.writers.image(
                 "train",
                 self.step,
                 "conv1_filters",
-                summaries.filter_grid(conv1.numpy()),
-                description="First-layer filters, each stretched to [0, 1] (paper Fig. 3).",
+                summaries.conv1_filter_image(self.state.model),
+                description="First-layer filters, each stretched to [0, 1], one block per tower (Fig. 3).",
             )
             if self.config.histograms:
                 self.writers.histograms("train", self.step, self.state.model.trainable_variables)
@@ -338,8 +379,7 @@ class TrainLoop:
             grid,
             description="Training inputs after augmentation, mean added back.",
         )
-        conv1 = self.state.model.get_layer("conv1").weights[0]
-        self.writers.image("train", 0, "conv1_filters", summaries.filter_grid(conv1.numpy()))
+        self.writers.image("train", 0, "conv1_filters", summaries.conv1_filter_image(self.state.model))
 
     def _weights_finite(self):
         return all(
@@ -368,6 +408,8 @@ class TrainLoop:
 
     def _finish(self, validation, ten_crop):
         export_path = self._export() if self.chief else ""
+        if self.chief:
+            self._write_projector()
         weights = [v.numpy().ravel() for v in self.state.model.trainable_variables]
         logging.info(
             "%s: final weights fingerprint %.12e %.12e",
@@ -398,12 +440,46 @@ class TrainLoop:
         self.strategy.reduce(tf.distribute.ReduceOp.SUM, ones, axis=None)
         return result
 
+    def _write_projector(self):
+        """fc7 embeddings of the first validation images for TensorBoard's projector (chief only)."""
+        if not embedding.has_layer(self.state.model, embedding.FEATURES_LAYER):
+            return
+        model = embedding.feature_model(self.state.model, embedding.FEATURES_LAYER, with_output=True)
+        sample = self.inputs.evaluation().unbatch().take(summaries.PROJECTOR_MAX_IMAGES).batch(64)
+        features, labels, predicted, thumbnails = [], [], [], []
+        for images, batch_labels in sample:
+            fc7, logits = model(images, training=False)
+            features.append(np.asarray(tf.cast(fc7, tf.float32)))
+            predicted.append(np.argmax(np.asarray(logits), axis=-1))
+            labels.append(batch_labels.numpy())
+            thumbnails.append(summaries.sprite_thumbnails(images))
+        if not features:
+            return
+        entries = self.info.labels or range(self.info.num_classes)
+        names = [getattr(entry, "name", entry) for entry in entries]  # LabelEntry, tfds name or index
+        log_dir = os.path.join(self.model_dir, "validation")
+        summaries.write_projector(
+            log_dir,
+            np.concatenate(features),
+            {
+                "label": [names[i] for i in np.concatenate(labels)],
+                "predicted": [names[i] for i in np.concatenate(predicted)],
+            },
+            np.concatenate(thumbnails),
+            tensor_name=embedding.FEATURES_LAYER,
+        )
+        logging.info(
+            "Wrote the fc7 embeddings of %d validation images for TensorBoard's projector to %s",
+            sum(len(f) for f in features),
+            log_dir,
+        )
+
     def _export(self):
         """Exports a float32 copy of the model: serving must not depend on the training policy."""
         previous = keras.mixed_precision.global_policy()
         keras.mixed_precision.set_global_policy("float32")
         try:
-            serving_model = build_model(self.config, self.info.num_classes)
+            serving_model = build_model(self.config, self.info.num_classes, self.input_conversion)
         finally:
             keras.mixed_precision.set_global_policy(previous)
         serving_model.set_weights([v.numpy() for v in self.state.model.weights])

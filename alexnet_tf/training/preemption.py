@@ -1,7 +1,21 @@
 """SIGTERM as a flag the training loop polls between steps (Kubernetes, Slurm, cloud preemption)."""
 
+import os
 import signal
 import threading
+
+# For tests only (tests/test_resume.py): "SIGKILL@3" makes the trainer send itself SIGKILL
+# right after the chunk of steps that ends at step 3, before a checkpoint due there is
+# written, so that a test interrupts a real run, with a real signal, at a step it chooses.
+# Any signal name works ("SIGTERM@5": a preemption there). Never set it outside tests.
+TEST_SELF_SIGNAL_ENV = "ALEXNET_TF_TEST_SELF_SIGNAL"
+
+
+def send_test_signal(step):
+    """Sends this process the signal that TEST_SELF_SIGNAL_ENV names for `step`, if any."""
+    name, _, at = os.environ.get(TEST_SELF_SIGNAL_ENV, "").partition("@")
+    if name and int(at) == step:
+        os.kill(os.getpid(), getattr(signal, name))
 
 
 class PreemptionSignal:

@@ -14,13 +14,17 @@ import numpy as np
 import tensorflow as tf
 
 from alexnet_tf import metrics, optim
-from alexnet_tf.checkpointing import model_weights
-from alexnet_tf.model import build_alexnet
+from alexnet_tf.checkpointing import model_weights, random_state
+from alexnet_tf.model import HEAD_LAYER, build_alexnet, set_trainable
 from alexnet_tf.training.schedules import AlexNetSchedule, PlateauState
 
 
-def build_model(config, num_classes):
-    """The AlexNet this config trains (the global dtype policy decides its compute dtype)."""
+def build_model(config, num_classes, input_conversion=None):
+    """The AlexNet this config trains (the global dtype policy decides its compute dtype).
+
+    `input_conversion`: the InputConversion arguments of the weights a fine-tuning run started
+    from (`training.init_from`), or None.
+    """
     return build_alexnet(
         num_classes=num_classes,
         variant=config.variant,
@@ -29,6 +33,7 @@ def build_model(config, num_classes):
         weight_decay=0.0,  # the optimizer applies it (build_optimizer)
         weight_init_stddev=config.weight_init_stddev,
         hidden_bias=config.hidden_bias,
+        input_conversion=input_conversion,
     )
 
 
@@ -39,6 +44,7 @@ def build_optimizer(config, schedule, loss_scaling):
     the L2 term `wd w` of the kernels inside the gradient, added in the same fused kernel as the
     update rather than through a regulariser in the loss (the trainer still reports the loss
     with its `wd/2 |w|^2` term). Decoupled decay instead shrinks `w` by `lr wd w` (biases excluded).
+    `head_lr_multiplier` multiplies fc8's whole step, decay included (Caffe's `lr_mult`).
     """
     decoupled = config.decoupled_weight_decay
     optimizer = optim.MomentumSGD(
@@ -46,6 +52,7 @@ def build_optimizer(config, schedule, loss_scaling):
         momentum=config.momentum,
         l2=0.0 if decoupled else config.weight_decay,
         weight_decay=config.weight_decay if decoupled else None,
+        lr_multipliers={HEAD_LAYER: config.head_lr_multiplier} if config.head_lr_multiplier != 1.0 else None,
     )
     if config.decoupled_weight_decay:
         optimizer.exclude_from_weight_decay(var_names=["bias"])
@@ -64,15 +71,25 @@ class TrainState:
     step: tf.Variable
     epoch: tf.Variable
     checkpoint: tf.train.Checkpoint
+    seed: tf.Variable = None  # the run's seed, drawn at its first start unless given
 
     def learning_rate(self):
         return float(self.schedule(self.optimizer.iterations))
 
 
-def build_state(config, strategy, num_classes, steps_per_epoch, total_steps, loss_scaling):
-    """Creates model, optimizer and counters under the strategy's scope."""
+def build_state(
+    config, strategy, num_classes, steps_per_epoch, total_steps, loss_scaling, seed=0, input_conversion=None
+):
+    """Creates model, optimizer, counters and the run's `seed` under the strategy's scope.
+
+    A restored checkpoint replaces all of them, the seed and the dropout layers' generator
+    states included (a variable's initial value comes from worker 0 under multi-worker).
+    Layers that `config.trainable` freezes are not trainable before the optimizer is built, so
+    it has slots (and the checkpoint holds slots) only for the weights that train.
+    """
     with strategy.scope():
-        model = build_model(config, num_classes)
+        model = build_model(config, num_classes, input_conversion)
+        set_trainable(model, config.trainable)
         plateau = PlateauState(config.plateau_patience, config.max_lr_drops)
         schedule = AlexNetSchedule(
             config.lr_schedule,
@@ -87,10 +104,17 @@ def build_state(config, strategy, num_classes, steps_per_epoch, total_steps, los
         optimizer.build(model.trainable_variables)  # slots exist before a restore fills them
         step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
         epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
+        run_seed = tf.Variable(seed, dtype=tf.int64, trainable=False, name="seed")
     checkpoint = tf.train.Checkpoint(
-        model=model_weights(model), optimizer=optimizer, plateau=plateau, step=step, epoch=epoch
+        model=model_weights(model),
+        optimizer=optimizer,
+        plateau=plateau,
+        step=step,
+        epoch=epoch,
+        seed=run_seed,
+        random=random_state(model),
     )
-    return TrainState(model, optimizer, schedule, plateau, step, epoch, checkpoint)
+    return TrainState(model, optimizer, schedule, plateau, step, epoch, checkpoint, run_seed)
 
 
 def weight_decay_loss(state):

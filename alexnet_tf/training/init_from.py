@@ -1,0 +1,103 @@
+"""Starting a run from other weights (`--init_from`, fine-tuning): whether to, what, and copying them in.
+
+`plan` decides before the model is built. A model dir that already holds checkpoints resumes
+from them and ignores --init_from (with a log line), so a preempted fine-tuning job continues
+instead of starting over. Otherwise the source is loaded (`checkpointing.load_model`: a
+`.keras` file such as tools/import_weights.py writes, or a training checkpoint or model dir)
+and must be an AlexNet of the run's variant. The run's model takes the source's input
+convention (its InputConversion layer: imported Caffe or torchvision weights expect their own
+pixels); the model spec beside the checkpoints records it, so resuming, `alexnet_tf.evaluate`
+and `alexnet_tf.export` rebuild the same model.
+
+`initialise` copies every weight but fc8's by name (`pretrained.copy_weights`); fc8 keeps its
+fresh initialisation for the run's classes (a new label set is a new head, even with the same
+class count). A weight of another shape stops the run with a ConfigError naming it and both
+shapes, before anything is written to the model dir.
+"""
+
+import dataclasses
+import math
+from typing import Optional
+
+from absl import logging
+import keras
+import tensorflow as tf
+
+from alexnet_tf import pretrained
+from alexnet_tf.checkpointing import MODEL_SPEC_DEFAULTS, load_model, read_model_spec
+from alexnet_tf.config import ConfigError
+from alexnet_tf.model import HEAD_LAYER
+
+
+@dataclasses.dataclass(frozen=True)
+class Start:
+    """How a run starts: from `source`'s weights (None: fresh or resumed) with `input_conversion`."""
+
+    source: Optional[keras.Model]
+    input_conversion: Optional[dict]
+
+
+def plan(config, checkpoint_dir):
+    """The run's Start: resume (the stored input convention), --init_from's weights, or fresh.
+
+    Raises:
+      ConfigError: --init_from cannot be loaded, is no AlexNet, or is another variant.
+    """
+    if tf.train.latest_checkpoint(checkpoint_dir):
+        if config.init_from:
+            logging.info(
+                "--init_from=%s ignored: %s already holds checkpoints of this run; resuming from them.",
+                config.init_from,
+                checkpoint_dir,
+            )
+        stored = read_model_spec(checkpoint_dir) or {}
+        return Start(None, stored.get("input_conversion"))
+    if not config.init_from:
+        return Start(None, None)
+    where = f"--init_from={config.init_from}"
+    try:
+        source, _ = load_model(config.init_from)
+    except ConfigError as e:
+        raise ConfigError(f"{where}: {e}") from None
+    except (ValueError, OSError, tf.errors.OpError) as e:
+        first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ConfigError(f"{where}: cannot load it ({first_line})") from None
+    info = pretrained.describe(source)
+    if info.variant is None:
+        raise ConfigError(f"{where}: not an AlexNet (no layers conv1..conv5)")
+    if info.variant != config.variant:
+        raise ConfigError(
+            f"{where} holds a {info.variant} AlexNet but --variant={config.variant}: "
+            f"pass --variant={info.variant}"
+        )
+    return Start(source, info.input_conversion)
+
+
+def model_spec(config, num_classes, start):
+    """The model spec of the run (checkpointing.check_model_spec): what fixes its variables."""
+    spec = {"variant": config.variant, "num_classes": num_classes, "image_size": config.image_size}
+    # The optimizer's slots exist for the trainable weights only, so `trainable` fixes them too.
+    extra = {"input_conversion": start.input_conversion, "trainable": config.trainable}
+    spec.update({k: v for k, v in extra.items() if v != MODEL_SPEC_DEFAULTS[k]})
+    return spec
+
+
+def initialise(config, start, model, strategy):
+    """Copies the source's weights into `model`, all but fc8's; logs what trains."""
+    with strategy.scope():
+        copied = pretrained.copy_weights(
+            start.source, model, skip=(HEAD_LAYER,), where=f"--init_from={config.init_from}"
+        )
+    trainable = sum(math.prod(v.shape) for v in model.trainable_variables)
+    total = sum(math.prod(v.shape) for v in model.weights)
+    logging.info(
+        "Initialised %d weights from %s; %s is new for %d classes. "
+        "--trainable=%s: %s of %s parameters train.",
+        len(copied),
+        config.init_from,
+        HEAD_LAYER,
+        int(model.output_shape[-1]),
+        config.trainable,
+        f"{trainable:,}",
+        f"{total:,}",
+    )

@@ -1,0 +1,161 @@
+"""Tests of alexnet_tf.applications: AlexNet() in keras.applications' conventions, preprocess_input and
+decode_predictions, and the weight matching behind `weights=` (alexnet_tf.pretrained).
+
+One saved model serves every weights test: torchvision's layout at 95 x 95 with 3 classes and
+torchvision's input convention, as tools/import_weights.py would write it, saved as a `.keras`
+file and as a training checkpoint the way the trainer writes one.
+"""
+
+import os
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import alexnet_tf
+from alexnet_tf import config, model, preprocessing, pretrained, weights
+from alexnet_tf.checkpointing import CHECKPOINT_SUBDIR, Checkpointer, check_model_spec, model_weights
+
+SIZE, CLASSES = 95, 3
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    """(source model, its .keras path, its model dir) with random weights."""
+    root = tmp_path_factory.mktemp("weights")
+    keras.utils.set_random_seed(1)
+    source = model.build_alexnet(num_classes=CLASSES, variant="one_weird_trick", input_shape=(SIZE, SIZE, 3),
+                                 input_conversion=weights.TORCHVISION_INPUT)
+    keras_path = str(root / "imported.keras")
+    source.save(keras_path)
+    model_dir = str(root / "run")
+    checkpoint_dir = os.path.join(model_dir, CHECKPOINT_SUBDIR)
+    check_model_spec(checkpoint_dir, {"variant": "one_weird_trick", "num_classes": CLASSES, "image_size": SIZE,
+                                      "input_conversion": model.input_conversion_of(source)}, write=True)
+    Checkpointer(tf.train.Checkpoint(model=model_weights(source)), checkpoint_dir, True, 1).save(7)
+    return source, keras_path, model_dir
+
+
+def _assert_same_weights(expected, actual, layers=None):
+    mine = {v.path: v.numpy() for v in actual.weights}
+    theirs = {v.path: v.numpy() for v in expected.weights if layers is None or v.path.split("/")[0] in layers}
+    assert sorted(mine) == sorted(theirs)
+    for path, value in theirs.items():
+        assert np.array_equal(mine[path], value), path
+
+
+def test_the_trainable_choices_are_the_models():
+    assert set(config.TRAINABLE) == set(model.TRAINABLE_LAYERS)
+
+
+def test_no_top_is_the_trunk_to_pool5_and_pooling_makes_it_a_vector():
+    zeros = dict(kernel_initializer="zeros")  # shapes and counts only: skip drawing 61 M numbers
+    trunk = alexnet_tf.AlexNet(include_top=False, **zeros)
+    assert trunk.output_shape == (None, 6, 6, 256)
+    # conv1..conv5 of the paper: 96*363+96 + 256*1200+256 + 384*2304+384 + 384*1728+384 + 256*1728+256
+    assert trunk.count_params() == 2_334_080
+    assert [layer.name for layer in trunk.layers if layer.weights] == [f"conv{i}" for i in range(1, 6)]
+    for pooling in ("avg", "max"):
+        pooled = alexnet_tf.AlexNet(include_top=False, pooling=pooling, **zeros)
+        assert pooled.output_shape == (None, 256) and pooled.count_params() == 2_334_080
+    # torchvision's layout at 128 x 128: pool5 is 3 x 3 (the adaptive pool belongs to the top).
+    small = alexnet_tf.AlexNet(include_top=False, variant="one_weird_trick", input_shape=(128, 128, 3), **zeros)
+    assert small.output_shape == (None, 3, 3, 256) and small.count_params() == 2_469_696
+    free = alexnet_tf.AlexNet(include_top=False, pooling="max", input_shape=(None, None, 3), **zeros)
+    assert free(np.zeros((1, 300, 260, 3), np.float32)).shape == (1, 256)
+
+    full = alexnet_tf.AlexNet(**zeros)
+    assert full.count_params() == 60_965_224 and full.output_shape == (None, 1000)
+    ten = alexnet_tf.AlexNet(classes=10, classifier_activation="softmax", **zeros)
+    assert ten.count_params() == 60_965_224 - 4097 * 990
+    names = [layer.name for layer in ten.layers]
+    assert {f"conv{i}" for i in range(1, 6)} | {"fc6", "fc7", "fc8"} <= set(names)
+    assert names[-1] == "predictions" and ten.output.dtype == "float32"
+
+
+def test_weights_from_a_keras_file_or_a_checkpoint_load_exactly(saved):
+    source, keras_path, model_dir = saved
+    images = preprocessing.subtract_mean(np.random.default_rng(0).uniform(0, 255, (2, SIZE, SIZE, 3)))
+    expected = source(images, training=False).numpy()
+    for path in (keras_path, model_dir):
+        loaded = alexnet_tf.AlexNet(weights=path)  # variant, classes, size and convention: the weights'
+        assert model.variant_of(loaded) == "one_weird_trick" and loaded.output_shape == (None, CLASSES)
+        assert model.input_conversion_of(loaded) == model.input_conversion_of(source)
+        _assert_same_weights(source, loaded)
+        np.testing.assert_array_equal(loaded(images, training=False).numpy(), expected)
+
+    trunk = alexnet_tf.AlexNet(include_top=False, pooling="max", weights=model_dir)
+    _assert_same_weights(source, trunk, layers={f"conv{i}" for i in range(1, 6)})
+    assert trunk.output_shape == (None, 256)
+    probabilities = alexnet_tf.AlexNet(weights=model_dir, classes=CLASSES, classifier_activation="softmax")
+    np.testing.assert_allclose(probabilities(images).numpy().sum(axis=1), 1.0, atol=1e-6)
+
+
+def test_contradicting_arguments_and_unusable_weights_raise_clear_value_errors(saved, tmp_path):
+    _, _, model_dir = saved
+    cases = [
+        (dict(weights=model_dir, classes=10), f"classes=10 but weights={model_dir!r} have classes=3"),
+        (dict(weights=model_dir, variant="paper"), "variant='paper' but weights="),
+        (dict(weights=model_dir, input_conversion=weights.CAFFE_INPUT), "input_conversion="),
+        (dict(weights="imagenet"), "tools/import_weights.py"),
+        (dict(weights=str(tmp_path / "missing.keras")), "no such file"),
+        (dict(weights=str(tmp_path)), "no checkpoint in"),
+        (dict(pooling="avg"), "pooling applies to include_top=False"),
+        (dict(include_top=False, pooling="sum"), "pooling must be None, 'avg' or 'max'"),
+        (dict(include_top=False, classifier_activation="softmax"), "classifier_activation applies to"),
+    ]
+    dense = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, name="fc8")])
+    dense.save(tmp_path / "dense.keras")
+    cases.append((dict(weights=str(tmp_path / "dense.keras")), "are not an AlexNet"))
+    for arguments, message in cases:
+        with pytest.raises(ValueError) as raised:
+            alexnet_tf.AlexNet(**arguments)
+        assert message in str(raised.value), arguments
+        assert "\n" not in str(raised.value)
+
+
+def test_a_weight_of_another_shape_is_named_with_both_shapes():
+    # fc6 takes pool5's maps flattened: 6*6*256 rows at 224 x 224, 7*7*256 at 256 x 256 (paper variant).
+    at_224 = model.build_alexnet(num_classes=5, kernel_initializer="zeros")
+    at_256 = model.build_alexnet(num_classes=5, input_shape=(256, 256, 3), kernel_initializer="zeros")
+    before = at_256.get_layer("conv1").kernel.numpy().copy()
+    at_224.get_layer("conv1").kernel.assign(np.ones((11, 11, 3, 96), np.float32))
+    with pytest.raises(ValueError, match=r"w: fc6/kernel has shape \(9216, 4096\) there but \(12544, 4096\) here"):
+        pretrained.copy_weights(at_224, at_256, where="w")
+    np.testing.assert_array_equal(at_256.get_layer("conv1").kernel.numpy(), before)  # nothing assigned
+    copied = pretrained.copy_weights(at_224, at_256, skip=("fc6",))
+    assert "fc6/kernel" not in copied and "conv1/kernel" in copied
+    assert at_256.get_layer("conv1").kernel.numpy().min() == 1.0
+
+
+def test_preprocess_input_is_the_evaluation_crop_and_mean():
+    rng = np.random.default_rng(0)
+    batch = rng.integers(0, 256, (2, 227, 227, 3), dtype=np.uint8)
+    out = alexnet_tf.preprocess_input(batch)
+    assert isinstance(out, np.ndarray) and out.dtype == np.float32
+    np.testing.assert_array_equal(out, batch.astype(np.float32) - np.float32(preprocessing.MEAN_RGB))
+    assert tf.is_tensor(alexnet_tf.preprocess_input(tf.constant(batch)))
+
+    photos = [rng.integers(0, 256, shape, dtype=np.uint8) for shape in ((300, 400, 3), (256, 256, 3))]
+    cropped = alexnet_tf.preprocess_input(photos, image_size=SIZE)
+    assert cropped.shape == (2, SIZE, SIZE, 3)
+    for photo, crop in zip(photos, cropped):
+        np.testing.assert_array_equal(crop, preprocessing.preprocess_for_eval(photo, SIZE).numpy())
+    np.testing.assert_array_equal(alexnet_tf.preprocess_input(photos[1], image_size=SIZE), cropped[1:])
+    as_tensor = alexnet_tf.preprocess_input(tf.constant(photos[1][np.newaxis]), image_size=SIZE)
+    np.testing.assert_array_equal(as_tensor.numpy(), cropped[1:])
+
+
+def test_decode_predictions_ranks_and_labels_like_the_serving_signature(tmp_path):
+    probabilities = np.array([[0.1, 0.3, 0.3, 0.3], [0.7, 0.1, 0.15, 0.05]], np.float32)
+    rows = alexnet_tf.decode_predictions(probabilities, top=3)
+    assert [c for _, _, c in rows[0]] == [1, 2, 3]  # ties: the lower class index first, as tf.math.top_k
+    assert rows[1][0] == ("0", pytest.approx(0.7), 0)
+    labels = tmp_path / "labels.txt"
+    labels.write_text("".join(f"{c}\tn0000000{c}\tthing {c}\n" for c in range(4)))
+    rows = alexnet_tf.decode_predictions(probabilities, top=9, labels=str(labels))
+    assert len(rows[1]) == 4  # at most the classes there are
+    assert rows[1][:2] == [("n00000000 thing 0", pytest.approx(0.7), 0), ("n00000002 thing 2", pytest.approx(0.15), 2)]
+    with pytest.raises(ValueError, match="3 labels for 4 classes"):
+        alexnet_tf.decode_predictions(probabilities, labels=["a", "b", "c"])

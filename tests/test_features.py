@@ -1,0 +1,157 @@
+"""Tests of python -m alexnet_tf.features: fc7 files, the neighbours and predictions pictures.
+
+One module-scoped setup: the demo dataset rendered and converted with 3 classes (4 training
+and 2 validation images each, JPEG files and TFRecords) and a one_weird_trick AlexNet at
+95 px saved as .keras. The neighbours command runs as a fresh process (exit status, stderr);
+the other checks call `features.run`, what the command runs, in this process. An exported
+SavedModel as --model is tested in test_export.py, on the export made there.
+"""
+
+import os
+import shutil
+import types
+
+from absl import flags
+from conftest import run_command
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from alexnet_tf import data, demo_data, embedding, features, figures
+from alexnet_tf.model import build_alexnet
+
+IMAGE_SIZE = 95
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    root = tmp_path_factory.mktemp("features")
+    data_dir = demo_data.build_demo_dataset(str(root / "cache"), num_classes=3, train_per_class=4,
+                                            validation_per_class=2)
+    raw = os.path.join(os.path.dirname(data_dir), "raw")
+    keras.utils.set_random_seed(0)
+    model = build_alexnet(num_classes=3, variant="one_weird_trick",
+                          input_shape=(IMAGE_SIZE, IMAGE_SIZE, 3), dropout_rate=0.0, weight_decay=0.0)
+    keras_file = str(root / "model.keras")
+    model.save(keras_file)
+    # What `features.load(keras_file)` returns, without reading the 230 MB file again in each test.
+    return types.SimpleNamespace(data_dir=data_dir, train=os.path.join(raw, "train"),
+                                 val=os.path.join(raw, "val"), model=model, keras_file=keras_file,
+                                 loaded=features.KerasModel(model, labels_dir=str(root)))
+
+
+def flag_values(**overrides):
+    """The command's flags at their defaults, as `features.run` reads them, with `overrides`."""
+    values = flags.FlagValues()
+    features.define_flags(values)
+    values(["features"])
+    return types.SimpleNamespace(**{**values.flag_values_dict(), **overrides})
+
+
+def read_png(path):
+    with open(path, "rb") as f:
+        return tf.io.decode_png(f.read(), channels=3).numpy()
+
+
+def test_fc7_of_a_data_dir_split_are_those_of_the_evaluation_crops(demo, tmp_path, capsys):
+    output = str(tmp_path / "out" / "features.npz")
+    config = flag_values(model=demo.keras_file, layer="fc7", data_dir=demo.data_dir, split="validation",
+                         output=output)
+    written, failures = features.run([], config, demo.loaded)
+    assert (written, failures) == (output, [])
+    assert "features: 6/6 images (100.0%)" in capsys.readouterr().err  # the progress line
+    saved = np.load(output)
+    assert saved["features"].dtype == np.float32 and saved["features"].shape == (6, 4096)
+    assert saved["label_names"].tolist() == ["circle", "square", "triangle"]
+    assert str(saved["layer"]) == "fc7"
+    records = tf.data.TFRecordDataset(sorted(tf.io.gfile.glob(os.path.join(demo.data_dir, "validation-*"))))
+    parsed = [tf.io.parse_single_example(r, {"image/filename": tf.io.FixedLenFeature([], tf.string),
+                                              "image/class/label": tf.io.FixedLenFeature([], tf.int64)})
+              for r in records]
+    assert saved["files"].tolist() == [p["image/filename"].numpy().decode() for p in parsed]
+    assert saved["labels"].tolist() == [int(p["image/class/label"]) for p in parsed]
+    # The very crops evaluation reads (data.make_dataset, training=False), through fc7.
+    dataset = data.make_dataset(os.path.join(demo.data_dir, "validation-*"), 6, False, image_size=IMAGE_SIZE)
+    images, labels = next(iter(dataset))
+    assert labels.numpy().tolist() == saved["labels"].tolist()
+    expected = embedding.feature_model(demo.model)(images, training=False).numpy()
+    np.testing.assert_allclose(saved["features"], expected, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.slow
+def test_command_draws_each_query_and_its_six_nearest_gallery_images(demo, tmp_path):
+    gallery = shutil.copytree(demo.train, tmp_path / "gallery")
+    (gallery / "broken.jpg").write_bytes(b"not an image at all")
+    query_in_gallery = sorted(gallery.glob("n00000001/*.JPEG"))[0]
+    queries = [os.path.join(demo.val, "ILSVRC2012_val_00000001.JPEG"), str(query_in_gallery)]
+    output = tmp_path / "neighbours.png"
+    result = run_command(["-m", "alexnet_tf.features", f"--model={demo.keras_file}",
+                          f"--neighbours={','.join(queries)}", f"--gallery={gallery}", f"--output={output}"])
+    # The broken file is named and skipped; the picture of the others is written; status 1.
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert (f"alexnet_tf.features: {gallery / 'broken.jpg'}: cannot be decoded as a JPEG, PNG, GIF or BMP "
+            "image; skipped") in result.stderr
+    assert result.stdout.strip().splitlines()[-1] == str(output)
+    picture = read_png(output)
+    layout = figures.neighbours_layout(6, 128)
+    assert picture.shape == (layout.size(2)[1], layout.size(2)[0], 3)
+    assert picture.shape[1] >= 7 * 128 and picture.shape[0] >= 2 * 128
+
+    def cell(row, column):
+        x, y = layout.origin(row, column)
+        return picture[y:y + 128, x:x + 128].astype(int)
+
+    # A query that is in the gallery is its own nearest neighbour (distance 0): the same picture.
+    np.testing.assert_array_equal(cell(1, 1), cell(1, 0))
+    for column in range(2, 7):
+        assert np.abs(cell(1, column) - cell(1, 0)).mean() > 5, column
+    for column in range(7):
+        assert cell(0, column).std() > 0, column  # every cell holds an image
+
+
+def test_predictions_picture_shows_top_labels_as_bars_with_the_true_one_red(demo, tmp_path):
+    output = str(tmp_path / "predictions.png")
+    config = flag_values(model=demo.keras_file, data_dir=demo.data_dir, predictions=True, output=output,
+                         max_images=5)
+    written, failures = features.run([], config, demo.loaded)
+    assert (written, failures) == (output, [])
+    umask = os.umask(0)
+    os.umask(umask)
+    assert os.stat(output).st_mode & 0o777 == 0o666 & ~umask  # an ordinary file, not a private temporary
+    assert not [name for name in os.listdir(tmp_path) if ".tmp" in name]
+    picture = read_png(output)
+    columns, rows = 4, 2  # 5 images, 4 per row
+    assert picture.shape[1] == 2 * figures.MARGIN + columns * (128 + 2 * figures.PAD) - 2 * figures.PAD
+    assert picture.shape[0] > rows * (128 + 3 * 10)  # thumbnails, the true label, 3 bars each
+    red = np.all(picture == figures.TRUTH_BAR, axis=-1)
+    blue = np.all(picture == figures.BAR, axis=-1)
+    assert red.any() and blue.any()
+    # 3 classes: every true label is among the top 3, so each image has one red bar.
+    cell_width = 128 + 2 * figures.PAD
+    for i in range(5):
+        left = figures.MARGIN + (i % columns) * cell_width
+        top, bottom = (0, picture.shape[0] // 2) if i < columns else (picture.shape[0] // 2, picture.shape[0])
+        assert red[top:bottom, left:left + 128].any(), i
+
+
+def test_any_layer_of_files_and_clear_errors(demo, tmp_path):
+    files = sorted(os.path.join(demo.val, name) for name in os.listdir(demo.val))[:3]
+    output = str(tmp_path / "conv5.npz")
+    config = flag_values(model=demo.keras_file, layer="conv5", output=output)
+    written, failures = features.run(files, config, demo.loaded)
+    assert (written, failures) == (output, [])
+    saved = np.load(output)
+    assert saved["features"].shape == (3, 5, 5, 256)  # conv5 of a 95-px crop
+    assert saved["files"].tolist() == files and saved["labels"].tolist() == [-1, -1, -1]
+    wrong_layer = r"--layer=fc9: the model has no such layer; pass one of its layers: pad1, conv1, .*logits$"
+    with pytest.raises(features.UsageError, match=wrong_layer):
+        features.run(files, flag_values(model=demo.keras_file, layer="fc9", output=output), demo.loaded)
+    with pytest.raises(features.UsageError, match=r"--output=x.png: features are written as NumPy \.npz"):
+        features.run(files, flag_values(model=demo.keras_file, output="x.png"))
+    with pytest.raises(features.UsageError, match="--neighbours needs --gallery"):
+        features.run([], flag_values(model=demo.keras_file, neighbours=files, output="n.png"))
+    with pytest.raises(features.UsageError, match="no such file or folder: nowhere.jpg"):
+        features.run(["nowhere.jpg"], flag_values(model=demo.keras_file, output=output))
+    with pytest.raises(features.UsageError, match=r"no such file: none.keras \(--model\): pass a \.keras"):
+        features.run(files, flag_values(model="none.keras", output=output))
