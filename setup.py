@@ -55,6 +55,9 @@ setup(
             "safetensors>=0.4",
             "tf2onnx>=1.17.0",
             "grpcio>=1.60",
+            # tests/test_backends.py runs the model on Keras' JAX backend (CPU wheels).
+            "jax>=0.10.2",
+            "jaxlib>=0.10.2",
         ],
     },
     entry_points={

@@ -63,7 +63,8 @@ def grouped_conv_implementation(name):
       (`alexnet_tf.export`), so a SavedModel written anywhere serves anywhere.
 
     The choice is made when a function is traced: eager calls and new traces inside the block
-    see it, functions traced before it keep theirs.
+    see it, functions traced before it keep theirs. TensorFlow backend only: JAX and PyTorch
+    run every grouped convolution as one op.
     """
     global _grouped_conv_implementation
     if name not in GROUPED_CONV_IMPLEMENTATIONS:
@@ -79,7 +80,7 @@ def grouped_conv_implementation(name):
 
 
 def resolve_grouped_conv_implementation(dtype, name=None):
-    """The implementation ("native" or "split") a grouped convolution in `dtype` uses here."""
+    """The implementation ("native" or "split") a grouped convolution in `dtype` uses here (TensorFlow)."""
     name = _grouped_conv_implementation if name is None else name
     if name != "auto":
         return name

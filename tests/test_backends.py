@@ -13,6 +13,7 @@ torch==2.13.0 wheel to run its half), and its tests skip where it is absent.
 import importlib.util
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -154,3 +155,34 @@ def test_keras_files_load_across_backends_with_identical_weights(results, backen
     for peer, (peer_report, _) in results.items():
         if peer != backend:
             assert report["loaded_from_peers"][peer] == peer_report["variants"]["paper"]["saved_digest"]
+
+
+def readme_example():
+    """The bash block of README.md's "Other Keras backends" section."""
+    with open(os.path.join(REPO, "README.md"), encoding="utf-8") as f:
+        section = f.read().split("## Other Keras backends", 1)[1].split("\n## ", 1)[0]
+    (block,) = re.findall(r"```bash\n(.*?)```", section, re.S)
+    return block.strip()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not installed("jax"), reason=MISSING_REASON["jax"])
+def test_readme_example_trains_on_jax_and_its_file_loads_under_tensorflow(tmp_path):
+    import keras  # pylint: disable=g-import-not-at-top
+
+    import alexnet_tf  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import
+
+    example = readme_example()
+    assert example.startswith("KERAS_BACKEND=jax python -c")
+    path = os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])
+    env = dict(os.environ, PYTHONPATH=REPO, PATH=path)
+    env.pop("KERAS_BACKEND", None)
+    result = subprocess.run(
+        ["bash", "-c", example], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert keras.backend.backend() == "tensorflow"
+    model = keras.saving.load_model(tmp_path / "alexnet_jax.keras")
+    assert model.name == "alexnet_one_weird_trick" and model.output_shape == (None, 10)
+    images = np.random.default_rng(0).uniform(-128, 128, (4, 127, 127, 3)).astype("float32")
+    assert np.isfinite(model.predict(images, verbose=0)).all()
