@@ -3,9 +3,9 @@
 A training checkpoint (`<model_dir>/checkpoints/ckpt-<step>`) is a tf.train.Checkpoint of
 the model weights, the optimizer (momentum slots, iteration count, loss scale), the
 plateau schedule's state, the epoch and step counters, the run's seed and the state of the
-dropout layers' random generators: all a resumed run needs to continue exactly. TensorFlow writes the data
-first and the `checkpoints/checkpoint` index last, so a process killed while saving
-leaves the previous checkpoint as the latest. `model_spec.json` beside the checkpoints
+dropout layers' random generators: all a resumed run needs to continue exactly. TensorFlow
+writes the data first and the `checkpoints/checkpoint` index last, so a process killed
+while saving leaves the previous checkpoint as the latest. `model_spec.json` beside the checkpoints
 records what shape of model they hold, so a mismatching run stops before touching them.
 """
 
