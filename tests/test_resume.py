@@ -132,6 +132,7 @@ def runs(tmp_path_factory):
     # SIGTERM after step 2: the epoch ends, step 3 trains, its checkpoint is written, exit 143.
     assert preempted.returncode == 143, preempted.stderr[-3000:]
     path = os.path.join(two["i"], "checkpoints", "ckpt-3")
+    assert "preempted (signal 15)" in preempted.stderr
     assert f"checkpoint {path} at step 3; re-run the same command to resume" in preempted.stderr
     assert "Traceback" not in preempted.stderr
     assert resumed(two_finished, two["i"], 3, 1), two_finished.stderr[-3000:]
@@ -278,6 +279,7 @@ def test_every_epoch_visits_each_image_once_and_a_stream_started_at_any_step_con
         np.concatenate([labels for _, labels in own[start:]]),
     )  # worker 1's
     assert sorted(np.concatenate(shares)) == list(range(num_images))
-    # Unequal shares (13 and 11 images): every worker stops with the smaller one's full steps.
-    assert data.training_steps_per_epoch([7, 5, 6, 7], 4, num_pipelines=2) == 11 // 2
-    assert data.training_steps_per_epoch([7, 5, 6, 7], 4) == 25 // 4
+    # Unequal shares (shards 0 and 2: 13 images, 1 and 3: 11): every worker stops with the
+    # smaller share's full steps, of 2 images each.
+    assert data.training_steps_per_epoch([7, 4, 6, 7], 4, num_pipelines=2) == 11 // 2
+    assert data.training_steps_per_epoch([7, 4, 6, 7], 4) == 24 // 4
