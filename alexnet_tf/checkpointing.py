@@ -3,11 +3,11 @@
 A training checkpoint (`<model_dir>/checkpoints/ckpt-<step>`) is a tf.train.Checkpoint of
 the model weights, the optimizer (momentum slots, iteration count, loss scale), the
 plateau schedule's state, the epoch and step counters, the run's seed and the state of the
-dropout layers' random generators: all a resumed run needs to continue exactly. TensorFlow writes the data
-first and the `checkpoints/checkpoint` index last, so a process killed while saving
-leaves the previous checkpoint as the latest. `model_spec.json` beside the checkpoints
-records what shape of model they hold (and the input convention and trainable layers of a
-fine-tuning run), so a mismatching run stops before touching them.
+dropout layers' random generators: all a resumed run needs to continue exactly. TensorFlow
+writes the data first and the `checkpoints/checkpoint` index last, so a process killed
+while saving leaves the previous checkpoint as the latest. `model_spec.json` beside the
+checkpoints records what shape of model they hold (and the input convention and trainable
+layers of a fine-tuning run), so a mismatching run stops before touching them.
 """
 
 import json
@@ -16,6 +16,7 @@ import shutil
 import tempfile
 import uuid
 
+from absl import logging
 import tensorflow as tf
 
 from alexnet_tf.config import ConfigError
@@ -196,10 +197,13 @@ class Checkpointer:
       directory: `<model_dir>/checkpoints`; every worker restores from here.
       chief: whether this process owns the real directory.
       max_to_keep: how many checkpoints to keep.
+      optional: names of `checkpoint`'s parts that older checkpoints may lack; such a
+        checkpoint restores the rest, and those parts keep their fresh values.
     """
 
-    def __init__(self, checkpoint, directory, chief, max_to_keep):
+    def __init__(self, checkpoint, directory, chief, max_to_keep, optional=()):
         self.checkpoint = checkpoint
+        self.optional = tuple(optional)
         self.directory = directory
         self._write_dir = WriteDir(directory, chief)
         self.manager = tf.train.CheckpointManager(checkpoint, self._write_dir.path, max_to_keep)
@@ -209,11 +213,30 @@ class Checkpointer:
         path = tf.train.latest_checkpoint(self.directory)
         if path is None:
             return None
+        checkpoint, missing = self.checkpoint, []
         try:
-            self.checkpoint.restore(path).assert_existing_objects_matched()
+            stored = {name.split("/")[0] for name, _ in tf.train.list_variables(path)}
+            missing = [name for name in self.optional if name not in stored]
+            if missing:
+                parts = stored - {"save_counter", "_CHECKPOINTABLE_OBJECT_GRAPH"}
+                checkpoint = tf.train.Checkpoint(
+                    **{
+                        name: getattr(self.checkpoint, name)
+                        for name in parts
+                        if hasattr(self.checkpoint, name)
+                    }
+                )
+            checkpoint.restore(path).assert_existing_objects_matched()
         except (AssertionError, ValueError, tf.errors.OpError) as e:
             first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise ConfigError(f"cannot resume from {path}: {first_line}") from None
+        if missing:
+            logging.warning(
+                "%s was written by an older version, without %s: resuming without them, so not "
+                "exactly as an uninterrupted run would continue.",
+                path,
+                ", ".join(repr(name) for name in missing),
+            )
         return path
 
     def save(self, step):

@@ -305,7 +305,7 @@ def _exact_training_records(
     The cost is at most one block (cycle_length shards) plus one window of reading.
 
     Returns:
-      (dataset of (serialized record, int64 [2] image seed), steps per epoch).
+      A dataset of (serialized record, int64 [2] seed of the epoch's images, int64 position in the epoch).
     """
     num_files = len(files)
     if num_files >= num_pipelines:
@@ -372,13 +372,13 @@ def _exact_training_records(
         image_seed = _fold(epoch_seed, _IMAGES)
 
         def permute(index, records):
-            # Output t of window `index` is its record order[t], at position index * window + t.
-            order = tf.random.experimental.stateless_shuffle(
+            # Output t of window `index` is its record shuffled[t], at position index * window + t.
+            shuffled = tf.random.experimental.stateless_shuffle(
                 tf.range(tf.size(records, out_type=tf.int64)), _fold(epoch_seed, _WINDOW_ORDER, index)
             )
-            positions = index * window + tf.range(tf.size(order, out_type=tf.int64))
+            positions = index * window + tf.range(tf.size(shuffled, out_type=tf.int64))
             keep = (positions >= start) & (positions < used)
-            taken = tf.gather(records, tf.boolean_mask(order, keep))
+            taken = tf.gather(records, tf.boolean_mask(shuffled, keep))
             return (
                 taken,
                 tf.tile(image_seed[tf.newaxis], [tf.size(taken), 1]),
@@ -393,7 +393,7 @@ def _exact_training_records(
     else:
         epochs = tf.data.Dataset.range(first_epoch, first_epoch + 1)
     # One window read ahead: the next one fills while this one is consumed (~2 windows of memory).
-    return epochs.flat_map(epoch_windows).prefetch(1).unbatch(), steps_per_epoch
+    return epochs.flat_map(epoch_windows).prefetch(1).unbatch()
 
 
 def _shard_counts(files, shard_records, skip_corrupt):
@@ -516,7 +516,7 @@ def make_dataset(
     if training and data_service is None:
         if seed is None:
             seed = int.from_bytes(os.urandom(4), "little")
-        records, _ = _exact_training_records(
+        records = _exact_training_records(
             files,
             _file_sizes(files),
             _shard_counts(files, shard_records, skip_corrupt),

@@ -21,6 +21,7 @@ uninterrupted one exactly, with one or two input pipelines.
 
 import concurrent.futures
 import json
+import logging
 import os
 import re
 import signal
@@ -36,6 +37,8 @@ from tfrecord_fixtures import make_example, natural_image
 from tiny_dataset import write_tiny_dataset
 
 from alexnet_tf import data
+from alexnet_tf.checkpointing import Checkpointer
+from alexnet_tf.config import ConfigError
 from alexnet_tf.training.preemption import TEST_SELF_SIGNAL_ENV
 
 TIMEOUT = 600
@@ -132,6 +135,7 @@ def runs(tmp_path_factory):
     # SIGTERM after step 2: the epoch ends, step 3 trains, its checkpoint is written, exit 143.
     assert preempted.returncode == 143, preempted.stderr[-3000:]
     path = os.path.join(two["i"], "checkpoints", "ckpt-3")
+    assert "preempted (signal 15)" in preempted.stderr
     assert f"checkpoint {path} at step 3; re-run the same command to resume" in preempted.stderr
     assert "Traceback" not in preempted.stderr
     assert resumed(two_finished, two["i"], 3, 1), two_finished.stderr[-3000:]
@@ -198,6 +202,20 @@ def test_killed_and_resumed_run_ends_bit_identical_to_an_uninterrupted_one(runs,
         assert reference and sorted(resumed) == sorted(reference), split
         # Steps logged twice (before a kill and after the resume) hold the same value twice.
         assert all(len(v) == 1 for v in reference.values()) and resumed == reference, split
+
+
+def test_a_checkpoint_without_the_newer_parts_still_resumes(tmp_path, caplog):
+    step, seed = tf.Variable(7, dtype=tf.int64), tf.Variable(5, dtype=tf.int64)
+    tf.train.Checkpoint(step=step).save(str(tmp_path / "ckpt"))  # as written before the seed was kept
+    step.assign(0)
+    checkpointer = Checkpointer(tf.train.Checkpoint(step=step, seed=seed), str(tmp_path), True, 1)
+    with pytest.raises(ConfigError, match="cannot resume from"):
+        checkpointer.restore_latest()  # a part that is not optional must be there
+    checkpointer.optional = ("seed",)
+    with caplog.at_level(logging.WARNING):
+        assert checkpointer.restore_latest() == str(tmp_path / "ckpt-1")
+    assert (int(step.numpy()), int(seed.numpy())) == (7, 5)
+    assert "without 'seed': resuming without them" in caplog.text
 
 
 # ----------------------------------------------------------------------------- the data stream
@@ -278,6 +296,7 @@ def test_every_epoch_visits_each_image_once_and_a_stream_started_at_any_step_con
         np.concatenate([labels for _, labels in own[start:]]),
     )  # worker 1's
     assert sorted(np.concatenate(shares)) == list(range(num_images))
-    # Unequal shares (13 and 11 images): every worker stops with the smaller one's full steps.
-    assert data.training_steps_per_epoch([7, 5, 6, 7], 4, num_pipelines=2) == 11 // 2
-    assert data.training_steps_per_epoch([7, 5, 6, 7], 4) == 25 // 4
+    # Unequal shares (shards 0 and 2: 13 images, 1 and 3: 11): every worker stops with the
+    # smaller share's full steps, of 2 images each.
+    assert data.training_steps_per_epoch([7, 4, 6, 7], 4, num_pipelines=2) == 11 // 2
+    assert data.training_steps_per_epoch([7, 4, 6, 7], 4) == 24 // 4

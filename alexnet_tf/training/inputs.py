@@ -81,6 +81,7 @@ def cached_shard_records(pattern, cache_path=None, write_cache=False, skip_corru
     if (
         isinstance(entry, dict)
         and entry.get("files") == fingerprint
+        and isinstance(entry.get("records"), int)
         and isinstance(entry.get("per_file"), list)
         and len(entry["per_file"]) == len(files)
     ):

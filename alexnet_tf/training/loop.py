@@ -149,8 +149,13 @@ class TrainLoop:
             strategy, self.state, config.batch_size, config.jit_compile, loss_scaling
         )
         self.eval_fn = make_eval_function(strategy, self.state.model, ten_crop=False)
+        # Checkpoints written before exact resume lack the seed and the dropout generators.
         self.checkpointer = Checkpointer(
-            self.state.checkpoint, checkpoint_dir, self.chief, config.keep_checkpoints
+            self.state.checkpoint,
+            checkpoint_dir,
+            self.chief,
+            config.keep_checkpoints,
+            optional=("seed", "random"),
         )
         self.writers = summaries.SummaryWriters(model_dir, self.chief)
         self.step = self.epoch = 0
