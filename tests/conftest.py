@@ -13,8 +13,9 @@ def run_command(args, *, env=None, timeout=600, cwd=REPO):
     """Runs `python args...` (e.g. ["-m", "alexnet_tf.export", ...] or ["tools/x.py", ...]) in a
     fresh interpreter from the repository root, as a user would; `env` entries override ours."""
     full_env = dict(os.environ, **(env or {}))
-    return subprocess.run([sys.executable, *args], cwd=cwd, env=full_env, capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(
+        [sys.executable, *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout
+    )
 
 
 @pytest.fixture

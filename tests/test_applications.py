@@ -25,14 +25,26 @@ def saved(tmp_path_factory):
     """(source model, its .keras path, its model dir) with random weights."""
     root = tmp_path_factory.mktemp("weights")
     keras.utils.set_random_seed(1)
-    source = model.build_alexnet(num_classes=CLASSES, variant="one_weird_trick", input_shape=(SIZE, SIZE, 3),
-                                 input_conversion=weights.TORCHVISION_INPUT)
+    source = model.build_alexnet(
+        num_classes=CLASSES,
+        variant="one_weird_trick",
+        input_shape=(SIZE, SIZE, 3),
+        input_conversion=weights.TORCHVISION_INPUT,
+    )
     keras_path = str(root / "imported.keras")
     source.save(keras_path)
     model_dir = str(root / "run")
     checkpoint_dir = os.path.join(model_dir, CHECKPOINT_SUBDIR)
-    check_model_spec(checkpoint_dir, {"variant": "one_weird_trick", "num_classes": CLASSES, "image_size": SIZE,
-                                      "input_conversion": model.input_conversion_of(source)}, write=True)
+    check_model_spec(
+        checkpoint_dir,
+        {
+            "variant": "one_weird_trick",
+            "num_classes": CLASSES,
+            "image_size": SIZE,
+            "input_conversion": model.input_conversion_of(source),
+        },
+        write=True,
+    )
     Checkpointer(tf.train.Checkpoint(model=model_weights(source)), checkpoint_dir, True, 1).save(7)
     return source, keras_path, model_dir
 
@@ -60,7 +72,9 @@ def test_no_top_is_the_trunk_to_pool5_and_pooling_makes_it_a_vector():
         pooled = alexnet_tf.AlexNet(include_top=False, pooling=pooling, **zeros)
         assert pooled.output_shape == (None, 256) and pooled.count_params() == 2_334_080
     # torchvision's layout at 128 x 128: pool5 is 3 x 3 (the adaptive pool belongs to the top).
-    small = alexnet_tf.AlexNet(include_top=False, variant="one_weird_trick", input_shape=(128, 128, 3), **zeros)
+    small = alexnet_tf.AlexNet(
+        include_top=False, variant="one_weird_trick", input_shape=(128, 128, 3), **zeros
+    )
     assert small.output_shape == (None, 3, 3, 256) and small.count_params() == 2_469_696
     free = alexnet_tf.AlexNet(include_top=False, pooling="max", input_shape=(None, None, 3), **zeros)
     assert free(np.zeros((1, 300, 260, 3), np.float32)).shape == (1, 256)
@@ -121,7 +135,9 @@ def test_a_weight_of_another_shape_is_named_with_both_shapes():
     at_256 = model.build_alexnet(num_classes=5, input_shape=(256, 256, 3), kernel_initializer="zeros")
     before = at_256.get_layer("conv1").kernel.numpy().copy()
     at_224.get_layer("conv1").kernel.assign(np.ones((11, 11, 3, 96), np.float32))
-    with pytest.raises(ValueError, match=r"w: fc6/kernel has shape \(9216, 4096\) there but \(12544, 4096\) here"):
+    with pytest.raises(
+        ValueError, match=r"w: fc6/kernel has shape \(9216, 4096\) there but \(12544, 4096\) here"
+    ):
         pretrained.copy_weights(at_224, at_256, where="w")
     np.testing.assert_array_equal(at_256.get_layer("conv1").kernel.numpy(), before)  # nothing assigned
     copied = pretrained.copy_weights(at_224, at_256, skip=("fc6",))
@@ -156,6 +172,9 @@ def test_decode_predictions_ranks_and_labels_like_the_serving_signature(tmp_path
     labels.write_text("".join(f"{c}\tn0000000{c}\tthing {c}\n" for c in range(4)))
     rows = alexnet_tf.decode_predictions(probabilities, top=9, labels=str(labels))
     assert len(rows[1]) == 4  # at most the classes there are
-    assert rows[1][:2] == [("n00000000 thing 0", pytest.approx(0.7), 0), ("n00000002 thing 2", pytest.approx(0.15), 2)]
+    assert rows[1][:2] == [
+        ("n00000000 thing 0", pytest.approx(0.7), 0),
+        ("n00000002 thing 2", pytest.approx(0.15), 2),
+    ]
     with pytest.raises(ValueError, match="3 labels for 4 classes"):
         alexnet_tf.decode_predictions(probabilities, labels=["a", "b", "c"])

@@ -6,17 +6,16 @@ that the report is well formed and every rate is a positive number.
 
 import json
 import math
-import os
 import subprocess
 import sys
 
+from conftest import REPO
 import keras
 import pytest
-
-from alexnet_tf.benchmark import serve as bench_serve
 from tfrecord_fixtures import write_fake_tfrecords
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from alexnet_tf.benchmark import serve as bench_serve
+
 TIMEOUT = 300
 # The smallest settings: one timed step of a batch of 2 (2 replicas of 1 in the mirrored run).
 TINY = ["--batch_size=2", "--steps=1", "--warmup_steps=1", "--repeats=1"]
@@ -30,8 +29,13 @@ def data_dir(tmp_path_factory):
 
 
 def _benchmark(*args):
-    return subprocess.run([sys.executable, "-m", "alexnet_tf.benchmark", *args], cwd=REPO,
-                          capture_output=True, text=True, timeout=TIMEOUT)
+    return subprocess.run(
+        [sys.executable, "-m", "alexnet_tf.benchmark", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+    )
 
 
 def _rates(node):
@@ -77,8 +81,15 @@ def test_train_mode_times_every_precision_with_the_matmul_ceiling():
 
 @pytest.mark.slow
 def test_train_mode_mirrors_over_two_logical_cpus():
-    report = _report("train", *TINY, "--num_classes=10", "--nomatmul", "--replicas=2",
-                     "--precision=float32", "--variant=one_weird_trick")
+    report = _report(
+        "train",
+        *TINY,
+        "--num_classes=10",
+        "--nomatmul",
+        "--replicas=2",
+        "--precision=float32",
+        "--variant=one_weird_trick",
+    )
     assert report["settings"]["replicas"] == 2
     assert [r["precision"] for r in report["results"]] == ["float32"]
     assert report["bf16_matmul_tflops"] is None
@@ -86,13 +97,21 @@ def test_train_mode_mirrors_over_two_logical_cpus():
 
 @pytest.mark.slow
 def test_end_to_end_mode_times_tfrecords_against_synthetic_data(data_dir):
-    report = _report("end_to_end", *TINY, f"--data_dir={data_dir}", "--precision=float32",
-                     "--variant=one_weird_trick")
-    assert [(r["precision"], r["data"]) for r in report["results"]] == [("float32", "tfrecord"),
-                                                                        ("float32", "synthetic")]
+    report = _report(
+        "end_to_end", *TINY, f"--data_dir={data_dir}", "--precision=float32", "--variant=one_weird_trick"
+    )
+    assert [(r["precision"], r["data"]) for r in report["results"]] == [
+        ("float32", "tfrecord"),
+        ("float32", "synthetic"),
+    ]
     assert report["ratios"]["float32 tfrecord/synthetic"] > 0
-    assert report["data"] == {"data_dir": data_dir, "num_classes": 10, "label_offset": 0,
-                              "train_examples": 16, "demo": False}
+    assert report["data"] == {
+        "data_dir": data_dir,
+        "num_classes": 10,
+        "label_offset": 0,
+        "train_examples": 16,
+        "demo": False,
+    }
 
 
 def test_input_mode_times_the_pipeline_against_its_bounds(data_dir):
@@ -104,10 +123,13 @@ def test_input_mode_times_the_pipeline_against_its_bounds(data_dir):
 
 
 def test_serve_mode_reports_latency_and_throughput():
-    report = _report("serve", "--requests=3", "--serve_batch_size=2", "--steps=1", "--repeats=1",
-                     "--num_classes=10")
-    assert [(r["signature"], r["batch"]) for r in report["latency"]] == [("serving_default", 1),
-                                                                         ("predict_images", 1)]
+    report = _report(
+        "serve", "--requests=3", "--serve_batch_size=2", "--steps=1", "--repeats=1", "--num_classes=10"
+    )
+    assert [(r["signature"], r["batch"]) for r in report["latency"]] == [
+        ("serving_default", 1),
+        ("predict_images", 1),
+    ]
     for row in report["latency"]:
         assert 0 < row["median_ms"] <= row["p99_ms"] and row["requests"] == 3
     assert [(r["runtime"], r["batch"]) for r in report["throughput"]] == [("saved_model", 2)]
@@ -126,8 +148,9 @@ def test_serve_rows_include_onnxruntime_when_installed(monkeypatch):
         return keras.Model(inputs, keras.layers.Dense(num_classes)(x))
 
     monkeypatch.setattr("alexnet_tf.model.build_alexnet", small_alexnet)
-    result = bench_serve.run(variant="paper", num_classes=10, requests=2, batch_size=2, warmup_steps=1,
-                             timed_steps=1, repeats=2)
+    result = bench_serve.run(
+        variant="paper", num_classes=10, requests=2, batch_size=2, warmup_steps=1, timed_steps=1, repeats=2
+    )
     assert [r["runtime"] for r in result["latency"]] == ["saved_model", "saved_model", "onnxruntime"]
     assert [r["runtime"] for r in result["throughput"]] == ["saved_model", "onnxruntime"]
     assert all(len(r["rounds_images_per_sec"]) == 2 for r in result["throughput"])
@@ -135,8 +158,9 @@ def test_serve_rows_include_onnxruntime_when_installed(monkeypatch):
     assert "| onnxruntime | pixels |" in bench_serve.table(result)
 
 
-@pytest.mark.parametrize("contents, message", [
-    ([], "is empty"), (["notes.txt"], "no training files match 'train-*'")])
+@pytest.mark.parametrize(
+    "contents, message", [([], "is empty"), (["notes.txt"], "no training files match 'train-*'")]
+)
 def test_data_dir_without_training_shards_exits_2_naming_the_flag(tmp_path, contents, message):
     for name in contents:
         (tmp_path / name).write_text("no shards here")
@@ -148,17 +172,22 @@ def test_data_dir_without_training_shards_exits_2_naming_the_flag(tmp_path, cont
     assert result.stdout == ""
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--steps=3", "--steps_per_execution=2"], "--steps=3 is not a multiple of --steps_per_execution=2"),
-    (["--mode=serve", "--replicas=2"], "--replicas=2 applies to --mode=train and end_to_end only"),
-    (["--batch_size=5", "--replicas=2"], "--batch_size=5 is not divisible by --replicas=2"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--steps=3", "--steps_per_execution=2"], "--steps=3 is not a multiple of --steps_per_execution=2"),
+        (["--mode=serve", "--replicas=2"], "--replicas=2 applies to --mode=train and end_to_end only"),
+        (["--batch_size=5", "--replicas=2"], "--batch_size=5 is not divisible by --replicas=2"),
+    ],
+)
 def test_bad_flags_exit_2_with_one_line_naming_the_flag(args, message):
     result = _benchmark(*args)
     assert result.returncode == 2 and result.stdout == ""
     # `import alexnet_tf` imports TensorFlow (it registers the layers), whose C++ start-up lines
     # may come first whatever TF_CPP_MIN_LOG_LEVEL says; the command's own output is one line.
-    ours = [line for line in result.stderr.strip().splitlines() if "alexnet_tf" in line or "Traceback" in line]
+    ours = [
+        line for line in result.stderr.strip().splitlines() if "alexnet_tf" in line or "Traceback" in line
+    ]
     assert ours == [f"alexnet_tf.benchmark: error: {message}"]
     assert result.stderr.strip().splitlines()[-1] == ours[0]
 

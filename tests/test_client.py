@@ -19,10 +19,10 @@ import threading
 import numpy as np
 import pytest
 import tensorflow as tf
-
-from alexnet_tf import client, serving
 from test_export import LABELS, small_classifier
 from tiny_dataset import write_jpeg
+
+from alexnet_tf import client, serving
 
 MODEL_NAME = "alexnet"
 
@@ -57,7 +57,9 @@ def test_rest_body_is_tf_serving_row_format_with_b64(files):
     assert [set(instance) for instance in body["instances"]] == [{"b64"}, {"b64"}]
     assert [base64.b64decode(i["b64"], validate=True) for i in body["instances"]] == images
     assert client.rest_url("host:8501", "alexnet") == "http://host:8501/v1/models/alexnet:predict"
-    assert client.rest_url("host:8501", "alexnet", 3) == "http://host:8501/v1/models/alexnet/versions/3:predict"
+    assert (
+        client.rest_url("host:8501", "alexnet", 3) == "http://host:8501/v1/models/alexnet/versions/3:predict"
+    )
 
 
 def test_grpc_request_is_a_predict_request_with_a_string_tensor(files):
@@ -65,7 +67,8 @@ def test_grpc_request_is_a_predict_request_with_a_string_tensor(files):
 
     _, images = files
     request = predict_pb2.PredictRequest.FromString(
-        client.grpc_request(images, "alexnet", 2, "serving_default").SerializeToString())
+        client.grpc_request(images, "alexnet", 2, "serving_default").SerializeToString()
+    )
     assert (request.model_spec.name, request.model_spec.signature_name) == ("alexnet", "serving_default")
     assert request.model_spec.version.value == 2
     assert list(request.inputs) == ["image_bytes"]
@@ -85,7 +88,7 @@ def rest_handler(loaded):
             if self.path != f"/v1/models/{MODEL_NAME}:predict":
                 return self.reply(404, {"error": f"Servable not found for request: {self.path}"})
             signature = loaded.signatures[body.get("signature_name", "serving_default")]
-            (name, _), = signature.structured_input_signature[1].items()
+            ((name, _),) = signature.structured_input_signature[1].items()
             # Row format: with one named input an instance is the value itself; {"b64": ...} is binary.
             values = [i[name] if isinstance(i, dict) and name in i else i for i in body["instances"]]
             values = [base64.b64decode(v["b64"]) for v in values]
@@ -93,8 +96,10 @@ def rest_handler(loaded):
                 outputs = {k: v.numpy() for k, v in signature(**{name: tf.constant(values)}).items()}
             except tf.errors.InvalidArgumentError as e:
                 return self.reply(400, {"error": e.message})
-            rows = [{k: (v[i].astype(str) if v.dtype == object else v[i]).tolist() for k, v in outputs.items()}
-                    for i in range(len(values))]
+            rows = [
+                {k: (v[i].astype(str) if v.dtype == object else v[i]).tolist() for k, v in outputs.items()}
+                for i in range(len(values))
+            ]
             return self.reply(200, {"predictions": rows})
 
         def reply(self, status, payload):
@@ -130,8 +135,10 @@ def grpc_server(loaded):
     class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         def Predict(self, request, context):  # pylint: disable=invalid-name
             if request.model_spec.name != MODEL_NAME:
-                context.abort(grpc.StatusCode.NOT_FOUND,
-                              f"Servable not found for request: Latest({request.model_spec.name})")
+                context.abort(
+                    grpc.StatusCode.NOT_FOUND,
+                    f"Servable not found for request: Latest({request.model_spec.name})",
+                )
             signature = loaded.signatures[request.model_spec.signature_name or "serving_default"]
             inputs = {k: tf.make_ndarray(v) for k, v in request.inputs.items()}
             try:
@@ -153,14 +160,16 @@ def grpc_server(loaded):
 
 
 def expected_lines(loaded, paths, images):
-    outputs = {k: v.numpy() for k, v in
-               loaded.signatures["serving_default"](image_bytes=tf.constant(images)).items()}
+    outputs = {
+        k: v.numpy() for k, v in loaded.signatures["serving_default"](image_bytes=tf.constant(images)).items()
+    }
     return [client.format_result(p, client.top_k(outputs, i)) for i, p in enumerate(paths)]
 
 
 @pytest.mark.parametrize("protocol", ["rest", "grpc"])
-def test_client_end_to_end_prints_what_the_model_says(protocol, rest_server, grpc_server, loaded, files,
-                                                      tmp_path, capsys):
+def test_client_end_to_end_prints_what_the_model_says(
+    protocol, rest_server, grpc_server, loaded, files, tmp_path, capsys
+):
     paths, images = files
     server = rest_server if protocol == "rest" else grpc_server
     missing = str(tmp_path / "missing.jpg")
@@ -169,9 +178,12 @@ def test_client_end_to_end_prints_what_the_model_says(protocol, rest_server, grp
     assert failures == 1
     assert err.splitlines() == [f"alexnet_tf.client: {missing}: No such file or directory"]
     got, want = out.strip().split("\n"), "\n".join(expected_lines(loaded, paths, images)).split("\n")
-    assert [l.split()[-2:] for l in got] == [l.split()[-2:] for l in want]  # labels and classes
-    np.testing.assert_allclose([float(l.split()[0]) for l in got[1:6]], [float(l.split()[0]) for l in want[1:6]],
-                               atol=1e-4)
+    assert [line.split()[-2:] for line in got] == [line.split()[-2:] for line in want]  # labels and classes
+    np.testing.assert_allclose(
+        [float(line.split()[0]) for line in got[1:6]],
+        [float(line.split()[0]) for line in want[1:6]],
+        atol=1e-4,
+    )
 
 
 @pytest.mark.parametrize("protocol", ["rest", "grpc"])
@@ -197,22 +209,26 @@ def test_server_that_is_not_there(protocol, files, capsys):
     out, err = capsys.readouterr()
     assert out == ""
     assert err.splitlines() == [err.strip()] and err.startswith(
-        f"alexnet_tf.client: {server} ({protocol}): cannot reach TF Serving")
+        f"alexnet_tf.client: {server} ({protocol}): cannot reach TF Serving"
+    )
 
 
 @pytest.mark.parametrize("protocol", ["rest", "grpc"])
-def test_one_bad_file_among_good_ones_is_named_and_the_others_predicted(protocol, rest_server, grpc_server,
-                                                                        loaded, files, tmp_path, capsys):
+def test_one_bad_file_among_good_ones_is_named_and_the_others_predicted(
+    protocol, rest_server, grpc_server, loaded, files, tmp_path, capsys
+):
     """One bad image fails TF Serving's whole request: the client resends file by file."""
     paths, images = files
     server = rest_server if protocol == "rest" else grpc_server
     broken = str(tmp_path / "broken.jpg")
     with open(broken, "wb") as f:
-        f.write(images[0][:len(images[0]) // 2])  # valid magic bytes, cut short
+        f.write(images[0][: len(images[0]) // 2])  # valid magic bytes, cut short
     assert client.run(server, [paths[0], broken, paths[1]], protocol=protocol, timeout=30) == 1
     out, err = capsys.readouterr()
     got, want = out.strip().split("\n"), "\n".join(expected_lines(loaded, paths, images)).split("\n")
-    assert [l.split()[-2:] for l in got] == [l.split()[-2:] for l in want]  # both files, labels and classes
+    assert [line.split()[-2:] for line in got] == [
+        line.split()[-2:] for line in want
+    ]  # both files, labels and classes
     assert len(err.splitlines()) == 1 and err.startswith(f"alexnet_tf.client: {broken}: server error")
     assert "truncated JPEG" in err
 
@@ -224,10 +240,19 @@ def test_command_line_reports_each_file_and_exits_nonzero(rest_server, files, tm
     with open(broken, "wb") as f:
         f.write(images[1][:300])
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    result = subprocess.run([sys.executable, "-m", "alexnet_tf.client", f"--server={rest_server}", paths[0], broken,
-                             paths[1]], cwd=repo, env={**os.environ, "PYTHONPATH": repo}, capture_output=True,
-                            text=True, timeout=240)
+    result = subprocess.run(
+        [sys.executable, "-m", "alexnet_tf.client", f"--server={rest_server}", paths[0], broken, paths[1]],
+        cwd=repo,
+        env={**os.environ, "PYTHONPATH": repo},
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
     assert result.returncode == 1
     assert [line for line in result.stdout.splitlines() if not line.startswith(" ")] == paths
     errors = [line for line in result.stderr.splitlines() if line.startswith("alexnet_tf.client:")]
-    assert len(errors) == 1 and errors[0].startswith(f"alexnet_tf.client: {broken}: ") and "Traceback" not in result.stderr
+    assert (
+        len(errors) == 1
+        and errors[0].startswith(f"alexnet_tf.client: {broken}: ")
+        and "Traceback" not in result.stderr
+    )

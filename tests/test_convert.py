@@ -11,6 +11,7 @@ import sys
 import tarfile
 import time
 
+from conftest import REPO
 import numpy as np
 from PIL import Image
 import pytest
@@ -18,7 +19,6 @@ import tensorflow as tf
 
 from alexnet_tf import convert
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CLI = os.path.join("tools", "build_imagenet_tfrecords.py")
 SYNSETS = ("n01440764", "n01443537", "n01484850")
 
@@ -43,7 +43,7 @@ def smooth_image(seed, height, width):
     y, x = np.mgrid[0:height, 0:width] / max(height, width)
     image = np.stack([x, y, (x + y) / 2], -1) * rng.uniform(80, 200, 3) + rng.uniform(0, 50, 3)
     top, left = rng.integers(0, height // 2), rng.integers(0, width // 2)
-    image[top:top + height // 3, left:left + width // 3] = rng.uniform(0, 255, 3)
+    image[top : top + height // 3, left : left + width // 3] = rng.uniform(0, 255, 3)
     return np.clip(image, 0, 255).astype(np.uint8)
 
 
@@ -70,37 +70,53 @@ def make_tree(root, per_class=4, size=(60, 80), seed=0, bad=True, val_per_class=
     for c, synset in enumerate(SYNSETS):
         for n in range(per_class):
             image = smooth_image([seed, c, n], *size)
-            write(os.path.join(train, synset, f"{synset}_{n}.JPEG"), encode(image, "JPEG",
-                                                                            quality=95))
+            write(os.path.join(train, synset, f"{synset}_{n}.JPEG"), encode(image, "JPEG", quality=95))
     if bad:
         image = smooth_image([seed, 99], 70, 90)
         good_jpeg = encode(image, "JPEG")
         rgba = np.concatenate([image, np.full((70, 90, 1), 128, np.uint8)], -1)
         contents = {
-            "cmyk.JPEG": encode(image, "JPEG", "CMYK"), "gray.JPEG": encode(image, "JPEG", "L"),
-            "png.JPEG": encode(image, "PNG"), "gif.JPEG": encode(image, "GIF"),
-            "bmp.JPEG": encode(image, "BMP"), "webp.JPEG": encode(image, "WEBP"),
-            "alpha.png": encode(rgba, "PNG"), "truncated.JPEG": good_jpeg[:len(good_jpeg) // 2],
-            "zero.JPEG": b"", "text.JPEG": b"this is not an image\n"}
+            "cmyk.JPEG": encode(image, "JPEG", "CMYK"),
+            "gray.JPEG": encode(image, "JPEG", "L"),
+            "png.JPEG": encode(image, "PNG"),
+            "gif.JPEG": encode(image, "GIF"),
+            "bmp.JPEG": encode(image, "BMP"),
+            "webp.JPEG": encode(image, "WEBP"),
+            "alpha.png": encode(rgba, "PNG"),
+            "truncated.JPEG": good_jpeg[: len(good_jpeg) // 2],
+            "zero.JPEG": b"",
+            "text.JPEG": b"this is not an image\n",
+        }
         for k, (name, data) in enumerate(contents.items()):
             write(os.path.join(train, SYNSETS[k % len(SYNSETS)], name), data)
         write(os.path.join(train, "README.txt"), b"loose file outside any class\n")
     labels = []
     for k in range(val_per_class * len(SYNSETS)):
         labels.append(SYNSETS[(k * 2) % len(SYNSETS)])
-        write(os.path.join(val, f"ILSVRC2012_val_{k + 1:08d}.JPEG"),
-              encode(smooth_image([seed, 50, k], *size), "JPEG", quality=95))
+        write(
+            os.path.join(val, f"ILSVRC2012_val_{k + 1:08d}.JPEG"),
+            encode(smooth_image([seed, 50, k], *size), "JPEG", quality=95),
+        )
     write(os.path.join(root, "val_labels.txt"), "".join(f"{s}\n" for s in labels).encode())
-    write(os.path.join(root, "names.txt"), b"n01440764 tench, Tinca tinca\n"
-          b"n01443537 goldfish, Carassius auratus\nn01484850 great white shark\n")
+    write(
+        os.path.join(root, "names.txt"),
+        b"n01440764 tench, Tinca tinca\nn01443537 goldfish, Carassius auratus\nn01484850 great white shark\n",
+    )
     return (train, val, os.path.join(root, "val_labels.txt"), os.path.join(root, "names.txt"))
 
 
 def run_convert(tree, output_dir, **kwargs):
     train, val, labels, names = tree
-    settings = dict(train_dir=train, validation_dir=val, validation_labels=labels,
-                    class_names=names, train_shards=3, validation_shards=2, num_workers=1,
-                    progress=False)
+    settings = dict(
+        train_dir=train,
+        validation_dir=val,
+        validation_labels=labels,
+        class_names=names,
+        train_shards=3,
+        validation_shards=2,
+        num_workers=1,
+        progress=False,
+    )
     settings.update(kwargs)
     return convert.convert(str(output_dir), **settings)
 
@@ -109,26 +125,31 @@ def read_records(path):
     records = []
     for record in tf.data.TFRecordDataset(path).as_numpy_iterator():
         feature = tf.train.Example.FromString(record).features.feature
-        records.append({k: (v.bytes_list.value or v.int64_list.value)[0]
-                        for k, v in feature.items()})
+        records.append({k: (v.bytes_list.value or v.int64_list.value)[0] for k, v in feature.items()})
     return records
 
 
 def all_records(output_dir, split):
     manifest = convert.load_manifest(output_dir)
-    return [r for shard in manifest["splits"][split]["shards"]
-            for r in read_records(os.path.join(output_dir, shard["file"]))]
+    return [
+        r
+        for shard in manifest["splits"][split]["shards"]
+        for r in read_records(os.path.join(output_dir, shard["file"]))
+    ]
 
 
 def shard_stats(output_dir):
-    return {n: (os.stat(os.path.join(output_dir, n)).st_ino,
-                os.stat(os.path.join(output_dir, n)).st_mtime_ns)
-            for n in os.listdir(output_dir) if n.startswith(("train-", "validation-"))}
+    return {
+        n: (os.stat(os.path.join(output_dir, n)).st_ino, os.stat(os.path.join(output_dir, n)).st_mtime_ns)
+        for n in os.listdir(output_dir)
+        if n.startswith(("train-", "validation-"))
+    }
 
 
 def run_cli(*args, **kwargs):
-    return subprocess.run([sys.executable, CLI, *args], cwd=REPO, capture_output=True, text=True,
-                          timeout=300, **kwargs)
+    return subprocess.run(
+        [sys.executable, CLI, *args], cwd=REPO, capture_output=True, text=True, timeout=300, **kwargs
+    )
 
 
 @pytest.fixture(scope="module")
@@ -171,8 +192,12 @@ def test_rgb_jpeg_without_resize_keeps_original_bytes():
 
 
 def test_resize_shorter_side_keeps_whole_image_and_aspect():
-    for shape, expected in (((375, 500, 3), (256, 341)), ((500, 375, 3), (341, 256)),
-                            ((100, 100, 3), (256, 256)), ((256, 300, 3), (256, 300))):
+    for shape, expected in (
+        ((375, 500, 3), (256, 341)),
+        ((500, 375, 3), (341, 256)),
+        ((100, 100, 3), (256, 256)),
+        ((256, 300, 3), (256, 300)),
+    ):
         image = tf.zeros(shape, tf.uint8)
         assert tuple(convert.resize_shorter_side(image, 256).shape[:2]) == expected
 
@@ -213,9 +238,11 @@ def test_bad_files_are_repaired_or_skipped_with_reasons(converted):
 def test_labels_synsets_and_names_follow_folders(converted, bad_tree):
     output_dir, manifest = converted
     with open(os.path.join(output_dir, "labels.txt"), encoding="utf-8") as f:
-        assert f.read() == ("0\tn01440764\ttench, Tinca tinca\n"
-                            "1\tn01443537\tgoldfish, Carassius auratus\n"
-                            "2\tn01484850\tgreat white shark\n")
+        assert f.read() == (
+            "0\tn01440764\ttench, Tinca tinca\n"
+            "1\tn01443537\tgoldfish, Carassius auratus\n"
+            "2\tn01484850\tgreat white shark\n"
+        )
     names = [c["name"] for c in manifest["classes"]]
     for record in all_records(output_dir, "train"):
         label = record["image/class/label"]
@@ -267,7 +294,9 @@ def test_resolution_zero_keeps_original_jpeg_bytes(bad_tree, tmp_path):
         with open(os.path.join(bad_tree[0], synset, record["image/filename"].decode()), "rb") as f:
             source = f.read()
         if convert.sniff_format(source) == "JPEG" and record["image/filename"] not in (
-                b"cmyk.JPEG", b"gray.JPEG"):
+            b"cmyk.JPEG",
+            b"gray.JPEG",
+        ):
             assert record["image/encoded"] == source
 
 
@@ -275,10 +304,16 @@ def test_resolution_zero_keeps_original_jpeg_bytes(bad_tree, tmp_path):
 def test_cli_with_worker_processes(bad_tree, converted, tmp_path):
     """The real command line with two worker processes writes what one process writes."""
     train, val, labels, names = bad_tree
-    result = run_cli(f"--train_dir={train}", f"--validation_dir={val}",
-                     f"--validation_labels={labels}", f"--class_names={names}",
-                     f"--output_dir={tmp_path}", "--train_shards=3", "--validation_shards=2",
-                     "--num_workers=2")
+    result = run_cli(
+        f"--train_dir={train}",
+        f"--validation_dir={val}",
+        f"--validation_labels={labels}",
+        f"--class_names={names}",
+        f"--output_dir={tmp_path}",
+        "--train_shards=3",
+        "--validation_shards=2",
+        "--num_workers=2",
+    )
     assert result.returncode == 0, result.stderr
     assert "images/s" in result.stderr and "Traceback" not in result.stderr
     manifest = convert.load_manifest(str(tmp_path))
@@ -352,11 +387,18 @@ def test_killed_run_resumes(good_tree, tmp_path):
 def test_sigkilled_cli_leaves_no_partial_shard_and_resumes(tmp_path):
     tree = make_tree(str(tmp_path / "big"), per_class=40, size=(375, 500), bad=False)
     output_dir = str(tmp_path / "out")
-    args = [f"--train_dir={tree[0]}", f"--validation_dir={tree[1]}",
-            f"--validation_labels={tree[2]}", f"--output_dir={output_dir}", "--train_shards=40",
-            "--validation_shards=2", "--num_workers=1"]
-    process = subprocess.Popen([sys.executable, CLI, *args], cwd=REPO, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
+    args = [
+        f"--train_dir={tree[0]}",
+        f"--validation_dir={tree[1]}",
+        f"--validation_labels={tree[2]}",
+        f"--output_dir={output_dir}",
+        "--train_shards=40",
+        "--validation_shards=2",
+        "--num_workers=1",
+    ]
+    process = subprocess.Popen(
+        [sys.executable, CLI, *args], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     manifest_path = os.path.join(output_dir, "manifest.json")
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
@@ -417,13 +459,21 @@ def test_tar_inputs_match_folder_inputs(good_tree, tmp_path):
     with tarfile.open(tmp_path / "val.tar", "w") as archive:
         for name in sorted(os.listdir(val)):
             archive.add(os.path.join(val, name), arcname=name)
-    from_tar = run_convert((str(tmp_path / "train.tar"), str(tmp_path / "val.tar"), labels, names),
-                           tmp_path / "from_tar", train_shards=1, validation_shards=1)
+    from_tar = run_convert(
+        (str(tmp_path / "train.tar"), str(tmp_path / "val.tar"), labels, names),
+        tmp_path / "from_tar",
+        train_shards=1,
+        validation_shards=1,
+    )
     os.makedirs(tmp_path / "class_tars")
     for synset in SYNSETS:  # the official tar unpacked one level: a folder of per-class tars
         os.rename(tmp_path / f"{synset}.tar", tmp_path / "class_tars" / f"{synset}.tar")
-    run_convert((str(tmp_path / "class_tars"), val, labels, names), tmp_path / "from_class_tars",
-                train_shards=1, validation_shards=1)
+    run_convert(
+        (str(tmp_path / "class_tars"), val, labels, names),
+        tmp_path / "from_class_tars",
+        train_shards=1,
+        validation_shards=1,
+    )
     from_dirs = run_convert(good_tree, tmp_path / "from_dirs", train_shards=1, validation_shards=1)
     for split in ("train", "validation"):
         assert from_tar["splits"][split]["per_class"] == from_dirs["splits"][split]["per_class"]
@@ -455,28 +505,33 @@ def test_validation_class_folders_and_file_synset_labels(good_tree, tmp_path):
     assert by_folders["splits"]["validation"]["per_class"] == counts
 
 
-@pytest.mark.parametrize("case, message", [
-    ("missing_train", "--train_dir .*missing does not exist"),
-    ("no_classes", "no class folders found in --train_dir .*empty"),
-    ("empty_classes", "no image files found in --train_dir .*hollow"),
-    ("label_count", "holds 6 files but validation labels .*short.txt lists 5"),
-    ("default_labels", "holds 6 files but the ILSVRC-2012 ground truth .* lists 50000"),
-    ("unknown_class", "validation class n99999999 .*has no folder in --train_dir"),
-    ("missing_names", "--class_names .*nope.txt does not exist"),
-])
+@pytest.mark.parametrize(
+    "case, message",
+    [
+        ("missing_train", "--train_dir .*missing does not exist"),
+        ("no_classes", "no class folders found in --train_dir .*empty"),
+        ("empty_classes", "no image files found in --train_dir .*hollow"),
+        ("label_count", "holds 6 files but validation labels .*short.txt lists 5"),
+        ("default_labels", "holds 6 files but the ILSVRC-2012 ground truth .* lists 50000"),
+        ("unknown_class", "validation class n99999999 .*has no folder in --train_dir"),
+        ("missing_names", "--class_names .*nope.txt does not exist"),
+    ],
+)
 def test_whole_run_errors_stop_before_writing(good_tree, tmp_path, case, message):
     train, val, labels, names = good_tree
     os.makedirs(tmp_path / "empty")
     os.makedirs(tmp_path / "hollow" / "n01440764")
     (tmp_path / "short.txt").write_text("n01440764\n" * 5)
     (tmp_path / "unknown.txt").write_text("n99999999\n" * 6)
-    tree = {"missing_train": (str(tmp_path / "missing"), val, labels, names),
-            "no_classes": (str(tmp_path / "empty"), val, labels, names),
-            "empty_classes": (str(tmp_path / "hollow"), val, labels, names),
-            "label_count": (train, val, str(tmp_path / "short.txt"), names),
-            "default_labels": (train, val, None, names),
-            "unknown_class": (train, val, str(tmp_path / "unknown.txt"), names),
-            "missing_names": (train, val, labels, str(tmp_path / "nope.txt"))}[case]
+    tree = {
+        "missing_train": (str(tmp_path / "missing"), val, labels, names),
+        "no_classes": (str(tmp_path / "empty"), val, labels, names),
+        "empty_classes": (str(tmp_path / "hollow"), val, labels, names),
+        "label_count": (train, val, str(tmp_path / "short.txt"), names),
+        "default_labels": (train, val, None, names),
+        "unknown_class": (train, val, str(tmp_path / "unknown.txt"), names),
+        "missing_names": (train, val, labels, str(tmp_path / "nope.txt")),
+    }[case]
     with pytest.raises(convert.ConversionError, match=message):
         run_convert(tree, tmp_path / "out")
     assert not os.path.exists(tmp_path / "out")
@@ -486,7 +541,7 @@ def test_cli_input_error_is_one_line_and_nonzero(tmp_path):
     missing = str(tmp_path / "no_such_folder")
     result = run_cli(f"--train_dir={missing}", f"--output_dir={tmp_path / 'out'}")
     assert result.returncode == 1
-    lines = [l for l in result.stderr.splitlines() if l.startswith("error:")]
+    lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(lines) == 1 and missing in lines[0] and "Traceback" not in result.stderr
     assert not os.path.exists(tmp_path / "out")
 
@@ -548,8 +603,11 @@ def test_hostile_entries_are_skipped_with_reasons_and_the_rest_converted(good_tr
         assert json.load(f)["skipped"] == manifest["skipped"]
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads a chmod 000 folder anyway; the PATH_MAX "
-                    "folder of the test above is the unreadable-folder case that runs as root")
+@pytest.mark.skipif(
+    os.geteuid() == 0,
+    reason="root reads a chmod 000 folder anyway; the PATH_MAX "
+    "folder of the test above is the unreadable-folder case that runs as root",
+)
 def test_chmod_000_folder_is_listed(good_tree, tmp_path):
     locked = os.path.join(good_tree[0], SYNSETS[2], "locked")
     os.makedirs(locked)
@@ -559,7 +617,8 @@ def test_chmod_000_folder_is_listed(good_tree, tmp_path):
     finally:
         os.chmod(locked, 0o755)
     assert {s["path"]: s["reason"] for s in manifest["skipped"]}[f"{SYNSETS[2]}/locked"].startswith(
-        "unreadable folder: Permission denied")
+        "unreadable folder: Permission denied"
+    )
 
 
 def test_replaced_file_of_the_same_size_changes_the_fingerprint(good_tree, tmp_path):

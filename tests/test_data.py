@@ -8,9 +8,9 @@ import tarfile
 import numpy as np
 import pytest
 import tensorflow as tf
+from tfrecord_fixtures import make_example, natural_image, write_fake_tfrecords
 
 from alexnet_tf import data, preprocessing, schema
-from tfrecord_fixtures import make_example, natural_image, write_fake_tfrecords
 
 MEAN = np.asarray(preprocessing.MEAN_RGB, np.float32)
 EIGVAL = np.asarray(preprocessing.PCA_EIGVAL, np.float32) * 255.0
@@ -23,8 +23,9 @@ SHAPES = [(256, 300), (320, 256), (256, 256), (180, 240), (400, 300)]
 def shards(tmp_path_factory):
     """Two 0-based shards with manifest.json and labels.txt; returns (directory, records)."""
     directory = tmp_path_factory.mktemp("shards")
-    records = write_fake_tfrecords(directory, num_records=20, num_shards=2, num_classes=5,
-                                   image_shapes=SHAPES)
+    records = write_fake_tfrecords(
+        directory, num_records=20, num_shards=2, num_classes=5, image_shapes=SHAPES
+    )
     return str(directory), records
 
 
@@ -36,7 +37,7 @@ def _square_np(image):
     """NumPy reference of the paper's central 256 square of an image whose shorter side is 256."""
     h, w = image.shape[:2]
     top, left = (h - 256) // 2, (w - 256) // 2
-    return image[top:top + 256, left:left + 256]
+    return image[top : top + 256, left : left + 256]
 
 
 def _in_map(fn, *inputs):
@@ -52,8 +53,10 @@ def test_read_labels_file(tmp_path):
     path = tmp_path / "labels.txt"
     path.write_text("0\tn01440764\ttench\n1\tn01443537\tgoldfish, Carassius auratus\n\n")
     entries = schema.read_labels_file(str(path))
-    assert entries == [schema.LabelEntry(0, "n01440764", "tench"),
-                       schema.LabelEntry(1, "n01443537", "goldfish, Carassius auratus")]
+    assert entries == [
+        schema.LabelEntry(0, "n01440764", "tench"),
+        schema.LabelEntry(1, "n01443537", "goldfish, Carassius auratus"),
+    ]
 
 
 @pytest.mark.parametrize("text", ["n01440764 tench\n", "0\tn0\ta\n2\tn2\tc\n", "x\tn0\ta\n"])
@@ -78,14 +81,18 @@ def test_detect_label_offset(tmp_path):
 # ----------------------------------------------------------------------------- preprocessing
 
 
-@pytest.mark.parametrize("fmt,mode", [("png", "L"), ("png", "RGBA"), ("gif", "P"), ("bmp", "RGB"),
-                                      ("jpeg", "L"), ("jpeg", "RGB")])
+@pytest.mark.parametrize(
+    "fmt,mode", [("png", "L"), ("png", "RGBA"), ("gif", "P"), ("bmp", "RGB"), ("jpeg", "L"), ("jpeg", "RGB")]
+)
 def test_decode_image_formats(fmt, mode):
     image_module = pytest.importorskip("PIL.Image")
     pixels = natural_image(np.random.default_rng(0), 20, 30)
     buffer = io.BytesIO()
     image_module.fromarray(pixels).convert(mode).save(buffer, fmt)
-    for decoded in (preprocessing.decode_image(buffer.getvalue()), _in_map(preprocessing.decode_image, buffer.getvalue())):
+    for decoded in (
+        preprocessing.decode_image(buffer.getvalue()),
+        _in_map(preprocessing.decode_image, buffer.getvalue()),
+    ):
         assert decoded.shape == (20, 30, 3) and decoded.dtype == tf.uint8
     if fmt in ("png", "bmp") and mode == "RGB":
         np.testing.assert_array_equal(decoded, pixels)
@@ -112,7 +119,7 @@ def test_preprocess_for_eval_is_the_centre_crop_minus_the_mean():
 def test_ten_crop_returns_the_papers_ten_windows():
     image = natural_image(np.random.default_rng(3), 300, 256)
     square = _square_np(image).astype(np.float32) - MEAN
-    windows = [square[y:y + 224, x:x + 224] for y, x in ((0, 0), (0, 32), (32, 0), (32, 32), (16, 16))]
+    windows = [square[y : y + 224, x : x + 224] for y, x in ((0, 0), (0, 32), (32, 0), (32, 32), (16, 16))]
     expected = np.stack(windows + [w[:, ::-1] for w in windows])
     np.testing.assert_array_equal(preprocessing.ten_crop(image), expected)
     np.testing.assert_array_equal(_in_map(preprocessing.ten_crop, image), expected)
@@ -127,8 +134,15 @@ def test_rescaling_keeps_uint8_and_float_paths_together():
 
 
 @pytest.mark.parametrize("shape", [(256, 300), (300, 256), (180, 240), (400, 300)])
-@pytest.mark.parametrize("fn", [preprocessing.preprocess_for_eval, preprocessing.ten_crop, preprocessing.center_crop,
-                                lambda image: preprocessing.subtract_mean(preprocessing.decode_image(tf.io.encode_png(image)))])
+@pytest.mark.parametrize(
+    "fn",
+    [
+        preprocessing.preprocess_for_eval,
+        preprocessing.ten_crop,
+        preprocessing.center_crop,
+        lambda image: preprocessing.subtract_mean(preprocessing.decode_image(tf.io.encode_png(image))),
+    ],
+)
 def test_eval_functions_agree_eagerly_and_in_map(fn, shape):
     image = natural_image(np.random.default_rng(5), *shape)
     np.testing.assert_array_equal(fn(image), _in_map(fn, image))
@@ -154,10 +168,12 @@ def _find_window(crop, square):
         target = crop[:, ::-1] if flipped else crop
         for dy in range(33):
             for dx in range(33):
-                window = square[dy:dy + 224, dx:dx + 224]
+                window = square[dy : dy + 224, dx : dx + 224]
                 # decode_and_crop_jpeg upsamples chroma differently in the crop's edge columns.
-                if np.array_equal(window[:, 1:-1], target[:, 1:-1]) and np.abs(
-                        window.astype(int) - target).max() <= 12:
+                if (
+                    np.array_equal(window[:, 1:-1], target[:, 1:-1])
+                    and np.abs(window.astype(int) - target).max() <= 12
+                ):
                     return dy, dx, flipped
     return None
 
@@ -191,7 +207,9 @@ def test_pca_lighting_matches_the_papers_formula():
     # docs/paper.md: add eigvec @ (alpha * eigval) to every RGB pixel.
     expected = images + np.stack([EIGVEC @ (a * EIGVAL) for a in alpha])[:, None, None, :]
     np.testing.assert_allclose(preprocessing.pca_lighting(images, alpha), expected, rtol=1e-6, atol=1e-4)
-    np.testing.assert_allclose(_in_map(preprocessing.pca_lighting, images, alpha), expected, rtol=1e-6, atol=1e-4)
+    np.testing.assert_allclose(
+        _in_map(preprocessing.pca_lighting, images, alpha), expected, rtol=1e-6, atol=1e-4
+    )
 
 
 @pytest.mark.parametrize("run", ["eager", "map"])
@@ -200,7 +218,7 @@ def test_augment_batch_flips_lights_and_subtracts_the_mean(run):
     outputs = {}
     for jit in (True, False):
         tf.random.set_seed(0)
-        fn = lambda x: preprocessing.augment_batch(x, jit_compile=jit)
+        fn = lambda x, jit=jit: preprocessing.augment_batch(x, jit_compile=jit)
         outputs[jit] = (fn(images) if run == "eager" else _in_map(fn, images)).numpy()
     np.testing.assert_array_equal(outputs[True], outputs[False])  # XLA changes nothing
     flips = []
@@ -245,7 +263,9 @@ def test_evaluation_matches_the_serving_preprocessing_exactly(shards):
     images, labels = (np.concatenate(parts) for parts in zip(*dataset))
     shard = [r for r in records if r.shard.endswith("train-00000-of-00002")]
     assert labels.tolist() == [r.label for r in shard]
-    expected = np.stack([preprocessing.preprocess_for_eval(preprocessing.decode_image(r.jpeg)) for r in shard])
+    expected = np.stack(
+        [preprocessing.preprocess_for_eval(preprocessing.decode_image(r.jpeg)) for r in shard]
+    )
     np.testing.assert_array_equal(images, expected)
 
 
@@ -256,28 +276,38 @@ def test_ten_crop_dataset(shards):
     assert batches[0][0].shape == (3, 10, 224, 224, 3) and batches[0][0].dtype == tf.float32
     assert sum(int(b[1].shape[0]) for b in batches) == len(records)
     first = [r for r in records if r.index_in_shard == 0][0]
-    matches = [np.array_equal(batches[0][0][i], preprocessing.ten_crop(preprocessing.decode_image(first.jpeg)))
-               for i in range(3)]
+    matches = [
+        np.array_equal(batches[0][0][i], preprocessing.ten_crop(preprocessing.decode_image(first.jpeg)))
+        for i in range(3)
+    ]
     assert any(matches)
 
 
 def test_png_records_decode_through_the_general_path(tmp_path):
     image = natural_image(np.random.default_rng(10), 256, 280)
     with tf.io.TFRecordWriter(str(tmp_path / "train-00000-of-00001")) as writer:
-        writer.write(make_example(tf.io.encode_png(image).numpy(), 3, 256, 280, "n0", "a",
-                                  "x.png").SerializeToString())
+        writer.write(
+            make_example(tf.io.encode_png(image).numpy(), 3, 256, 280, "n0", "a", "x.png").SerializeToString()
+        )
     evaluated, labels = next(iter(data.make_dataset(str(tmp_path / "train-*"), 1, False, label_offset=0)))
     np.testing.assert_array_equal(evaluated[0], preprocessing.preprocess_for_eval(image))
-    trained, _ = next(iter(data.make_dataset(str(tmp_path / "train-*"), 1, True, label_offset=0,
-                                             shuffle_buffer_size=2)))
+    trained, _ = next(
+        iter(data.make_dataset(str(tmp_path / "train-*"), 1, True, label_offset=0, shuffle_buffer_size=2))
+    )
     assert trained.shape == (1, 224, 224, 3) and labels.numpy().tolist() == [3]
 
 
 @pytest.mark.parametrize("how", ["manifest", "labels_file", "argument"])
 def test_one_based_labels_come_out_zero_based(tmp_path, how):
-    records = write_fake_tfrecords(tmp_path, num_records=6, num_shards=1, num_classes=3, label_offset=1,
-                                   write_manifest=how == "manifest",
-                                   write_labels_file=how == "labels_file")
+    records = write_fake_tfrecords(
+        tmp_path,
+        num_records=6,
+        num_shards=1,
+        num_classes=3,
+        label_offset=1,
+        write_manifest=how == "manifest",
+        write_labels_file=how == "labels_file",
+    )
     pattern = str(tmp_path / "train-*")
     if how == "argument":
         with pytest.raises(ValueError, match="label_offset=1"):
@@ -289,8 +319,7 @@ def test_one_based_labels_come_out_zero_based(tmp_path, how):
 
 def test_a_wrong_label_offset_fails_loudly(tmp_path):
     write_fake_tfrecords(tmp_path, num_records=12, num_shards=1, num_classes=3, label_offset=1)
-    dataset = data.make_dataset(str(tmp_path / "train-*"), 12, training=False, label_offset=0,
-                                num_classes=3)
+    dataset = data.make_dataset(str(tmp_path / "train-*"), 12, training=False, label_offset=0, num_classes=3)
     with pytest.raises(tf.errors.InvalidArgumentError, match="label_offset"):
         next(iter(dataset))
 
@@ -348,8 +377,9 @@ def test_input_context_gives_disjoint_per_worker_data(tmp_path, num_shards):
     everything = _fingerprints(data.make_dataset(str(tmp_path / "train-*"), 4, training=False))
     per_worker = []
     for worker in range(2):
-        context = tf.distribute.InputContext(num_input_pipelines=2, input_pipeline_id=worker,
-                                             num_replicas_in_sync=2)
+        context = tf.distribute.InputContext(
+            num_input_pipelines=2, input_pipeline_id=worker, num_replicas_in_sync=2
+        )
         dataset = data.make_dataset(str(tmp_path / "train-*"), 4, training=False, input_context=context)
         assert dataset.element_spec[0].shape[0] in (None, 2)  # per-replica batch of the global 4
         assert all(images.shape[0] <= 2 for images, _ in dataset)
@@ -361,8 +391,9 @@ def test_input_context_gives_disjoint_per_worker_data(tmp_path, num_shards):
 @pytest.mark.parametrize("num_shards", [4, 1])
 def test_training_input_context_gives_disjoint_per_worker_data(tmp_path, num_shards):
     # image_size == resize_shorter makes the crop the whole square; only the flip is random.
-    write_fake_tfrecords(tmp_path, num_records=12, num_shards=num_shards, num_classes=3,
-                         image_shapes=[(256, 256)])
+    write_fake_tfrecords(
+        tmp_path, num_records=12, num_shards=num_shards, num_classes=3, image_shapes=[(256, 256)]
+    )
     args = dict(image_size=256, pca_std=0.0, repeat=False, drop_remainder=False, shuffle_buffer_size=4)
 
     def fingerprints(dataset):
@@ -372,10 +403,16 @@ def test_training_input_context_gives_disjoint_per_worker_data(tmp_path, num_sha
     everything = fingerprints(data.make_dataset(str(tmp_path / "train-*"), 4, True, **args))
     per_worker = []
     for worker in range(2):
-        context = tf.distribute.InputContext(num_input_pipelines=2, input_pipeline_id=worker,
-                                             num_replicas_in_sync=2)
-        per_worker.append(fingerprints(data.make_dataset(str(tmp_path / "train-*"), 4, True,
-                                                         input_context=context, seed=worker, **args)))
+        context = tf.distribute.InputContext(
+            num_input_pipelines=2, input_pipeline_id=worker, num_replicas_in_sync=2
+        )
+        per_worker.append(
+            fingerprints(
+                data.make_dataset(
+                    str(tmp_path / "train-*"), 4, True, input_context=context, seed=worker, **args
+                )
+            )
+        )
     assert len(set(everything)) == 12
     assert sorted(per_worker[0] + per_worker[1]) == sorted(everything)
 
@@ -400,7 +437,9 @@ def test_bad_arguments_name_the_value(shards):
 @pytest.mark.parametrize("ten_crop", [False, True])
 def test_synthetic_dataset(ten_crop):
     context = tf.distribute.InputContext(num_input_pipelines=1, input_pipeline_id=0, num_replicas_in_sync=2)
-    dataset = data.synthetic_dataset(8, image_size=32, num_classes=7, ten_crop=ten_crop, input_context=context)
+    dataset = data.synthetic_dataset(
+        8, image_size=32, num_classes=7, ten_crop=ten_crop, input_context=context
+    )
     (images, labels), (again, _) = dataset.take(2)
     assert images.shape == ((4, 10, 32, 32, 3) if ten_crop else (4, 32, 32, 3))
     assert images.dtype == tf.float32 and labels.dtype == tf.int32 and labels.shape == (4,)
@@ -452,8 +491,12 @@ def test_tfds_source(tfds_dir):
     assert images.shape == (4, 224, 224, 3) and images.dtype == tf.float32
     assert set(labels.numpy()) <= {0, 1}  # n01440764, n01443537: the first two synsets
     raw = tfds.builder("imagenet2012", data_dir=tfds_dir).as_dataset(
-        split="validation", shuffle_files=False, decoders={"image": tfds.decode.SkipDecoding()})
-    expected = [(preprocessing.preprocess_for_eval(preprocessing.decode_image(e["image"])), int(e["label"])) for e in raw]
+        split="validation", shuffle_files=False, decoders={"image": tfds.decode.SkipDecoding()}
+    )
+    expected = [
+        (preprocessing.preprocess_for_eval(preprocessing.decode_image(e["image"])), int(e["label"]))
+        for e in raw
+    ]
     images, labels = next(iter(data.make_tfds_dataset(tfds_dir, "validation", 4, training=False)))
     assert labels.numpy().tolist() == [label for _, label in expected]
     np.testing.assert_array_equal(images, np.stack([image for image, _ in expected]))

@@ -5,14 +5,13 @@ import os
 import subprocess
 import sys
 
+from conftest import REPO
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from alexnet_tf import convert
-from alexnet_tf import demo_data
+from alexnet_tf import convert, demo_data
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMALL = dict(num_classes=10, train_per_class=4, validation_per_class=2)
 
 
@@ -26,17 +25,19 @@ def tree_bytes(root):
 
 
 def shard_sha256s(manifest):
-    return {s["file"]: s["sha256"] for split in manifest["splits"].values()
-            for s in split["shards"]}
+    return {s["file"]: s["sha256"] for split in manifest["splits"].values() for s in split["shards"]}
 
 
 def test_render_is_a_function_of_the_seed(tmp_path):
-    first = demo_data.render_demo_tree(str(tmp_path / "a"), seed=3, num_classes=3,
-                                       train_per_class=2, validation_per_class=2)
-    demo_data.render_demo_tree(str(tmp_path / "b"), seed=3, num_classes=3, train_per_class=2,
-                               validation_per_class=2)
-    demo_data.render_demo_tree(str(tmp_path / "c"), seed=4, num_classes=3, train_per_class=2,
-                               validation_per_class=2)
+    first = demo_data.render_demo_tree(
+        str(tmp_path / "a"), seed=3, num_classes=3, train_per_class=2, validation_per_class=2
+    )
+    demo_data.render_demo_tree(
+        str(tmp_path / "b"), seed=3, num_classes=3, train_per_class=2, validation_per_class=2
+    )
+    demo_data.render_demo_tree(
+        str(tmp_path / "c"), seed=4, num_classes=3, train_per_class=2, validation_per_class=2
+    )
     a, b, c = (tree_bytes(tmp_path / name) for name in "abc")
     assert a == b and a != c
     assert sorted(os.listdir(first.train_dir)) == ["n00000000", "n00000001", "n00000002"]
@@ -46,11 +47,13 @@ def test_render_is_a_function_of_the_seed(tmp_path):
 
 
 def test_images_vary_in_size_and_classes_differ():
-    images = [demo_data.render_image(c, np.random.default_rng([0, c, n]))
-              for c in range(len(demo_data.CLASS_NAMES)) for n in range(3)]
+    images = [
+        demo_data.render_image(c, np.random.default_rng([0, c, n]))
+        for c in range(len(demo_data.CLASS_NAMES))
+        for n in range(3)
+    ]
     assert len({image.shape for image in images}) > 10
-    assert all(96 <= min(i.shape[:2]) and max(i.shape[:2]) <= 160 and i.shape[2] == 3
-               for i in images)
+    assert all(96 <= min(i.shape[:2]) and max(i.shape[:2]) <= 160 and i.shape[2] == 3 for i in images)
     assert all(i.std() > 10 for i in images)  # a visible shape or texture, not a flat colour
 
 
@@ -69,10 +72,8 @@ def test_build_is_deterministic_and_reused_from_the_cache(tmp_path):
     assert demo_data.build_demo_dataset(str(tmp_path / "one"), seed=0, **SMALL) == output_dir
     assert os.stat(os.path.join(output_dir, "manifest.json")).st_mtime_ns == stamp
 
-    again = convert.load_manifest(demo_data.build_demo_dataset(str(tmp_path / "two"), seed=0,
-                                                               **SMALL))
-    other = convert.load_manifest(demo_data.build_demo_dataset(str(tmp_path / "two"), seed=1,
-                                                               **SMALL))
+    again = convert.load_manifest(demo_data.build_demo_dataset(str(tmp_path / "two"), seed=0, **SMALL))
+    other = convert.load_manifest(demo_data.build_demo_dataset(str(tmp_path / "two"), seed=1, **SMALL))
     assert shard_sha256s(again) == shard_sha256s(manifest)
     assert shard_sha256s(other) != shard_sha256s(manifest)
 
@@ -91,9 +92,13 @@ def test_interrupted_build_finishes_on_the_next_call(tmp_path):
 @pytest.mark.slow
 def test_default_demo_dataset_via_the_tool(tmp_path):
     """The trainer's --demo data: 10 classes x (100 train + 20 validation), 256-px short side."""
-    result = subprocess.run([sys.executable, os.path.join("tools", "make_demo_dataset.py"),
-                             f"--output_dir={tmp_path}"], cwd=REPO, capture_output=True,
-                            text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, os.path.join("tools", "make_demo_dataset.py"), f"--output_dir={tmp_path}"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr
     output_dir = result.stdout.strip().splitlines()[-1]
     manifest = convert.load_manifest(output_dir)

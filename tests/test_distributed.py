@@ -13,11 +13,10 @@ import subprocess
 import sys
 import textwrap
 
+from conftest import REPO
 import pytest
-
 from tiny_dataset import write_tiny_dataset
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TIMEOUT = 300
 
 # Both checks on 2 logical CPUs run in this one process (the devices are set once, before
@@ -102,8 +101,13 @@ def two_logical_cpus(tmp_path_factory):
     root = tmp_path_factory.mktemp("mirrored")
     data_dir = write_tiny_dataset(root / "data")
     eval_data_dir = write_tiny_dataset(root / "eval_data", validation_records=16)
-    result = subprocess.run([sys.executable, "-c", MIRRORED_SCRIPT, data_dir, str(root / "model"), eval_data_dir],
-                            cwd=REPO, capture_output=True, text=True, timeout=TIMEOUT)
+    result = subprocess.run(
+        [sys.executable, "-c", MIRRORED_SCRIPT, data_dir, str(root / "model"), eval_data_dir],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+    )
     assert result.returncode == 0, result.stderr[-4000:]
     out = {}
     for line in result.stdout.splitlines():
@@ -152,8 +156,9 @@ def _fingerprint(log):
 @pytest.mark.slow
 def test_two_workers_train_identical_weights_and_only_the_chief_writes(tmp_path):
     # 3 validation shards over 2 workers: one worker has more batches than the other.
-    data_dir = write_tiny_dataset(tmp_path / "data", train_records=8, validation_records=9,
-                                  validation_shards=3)
+    data_dir = write_tiny_dataset(
+        tmp_path / "data", train_records=8, validation_records=9, validation_shards=3
+    )
     model_dir = tmp_path / "model"
     workers = [f"127.0.0.1:{port}" for port in _free_ports(2)]
     processes, temp_dirs = [], []
@@ -161,13 +166,31 @@ def test_two_workers_train_identical_weights_and_only_the_chief_writes(tmp_path)
         temp_dir = tmp_path / f"tmp{index}"
         temp_dir.mkdir()
         temp_dirs.append(temp_dir)
-        env = dict(os.environ, TMPDIR=str(temp_dir), TF_CONFIG=json.dumps(
-            {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}))
-        command = [sys.executable, "-m", "alexnet_tf.train", f"--data_dir={data_dir}", f"--model_dir={model_dir}",
-                   "--batch_size=4", "--train_steps=2", "--steps_per_epoch=2", "--log_every_steps=1",
-                   "--precision=float32", "--seed=0"]
-        processes.append(subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE,
-                                          stderr=subprocess.STDOUT, text=True))
+        env = dict(
+            os.environ,
+            TMPDIR=str(temp_dir),
+            TF_CONFIG=json.dumps(
+                {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
+            ),
+        )
+        command = [
+            sys.executable,
+            "-m",
+            "alexnet_tf.train",
+            f"--data_dir={data_dir}",
+            f"--model_dir={model_dir}",
+            "--batch_size=4",
+            "--train_steps=2",
+            "--steps_per_epoch=2",
+            "--log_every_steps=1",
+            "--precision=float32",
+            "--seed=0",
+        ]
+        processes.append(
+            subprocess.Popen(
+                command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+            )
+        )
     logs = []
     try:
         for process in processes:
@@ -185,7 +208,9 @@ def test_two_workers_train_identical_weights_and_only_the_chief_writes(tmp_path)
     assert sorted(os.listdir(model_dir / "export")) == ["1"]
     assert os.path.exists(model_dir / "export" / "1" / "saved_model.pb")
     assert sorted(f for f in os.listdir(model_dir / "checkpoints") if f.startswith("ckpt-")) == [
-        "ckpt-2.data-00000-of-00001", "ckpt-2.index"]
+        "ckpt-2.data-00000-of-00001",
+        "ckpt-2.index",
+    ]
     with open(model_dir / "results.json") as f:
         assert json.load(f)["num_replicas"] == 2
     assert os.listdir(temp_dirs[1]) == []

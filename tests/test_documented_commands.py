@@ -12,11 +12,10 @@ import json
 import os
 import re
 
+from conftest import REPO, run_command
 import keras
 import numpy as np
 import pytest
-
-from conftest import REPO, run_command
 
 DOCS = ["README.md", *sorted(glob.glob(os.path.join(REPO, "docs", "*.md")))]
 
@@ -64,8 +63,15 @@ def test_export_command_writes_an_onnx_file_from_a_keras_file(tmp_path):
     x = GroupedConv2D(16, 5, groups=2, padding="same", activation="relu")(x)
     model = keras.Model(inputs, keras.layers.Dense(4)(keras.layers.GlobalAveragePooling2D()(x)))
     model.save(tmp_path / "model.keras")
-    result = run_command(["-m", "alexnet_tf.export", f"--checkpoint={tmp_path / 'model.keras'}",
-                          f"--export_dir={tmp_path / 'models' / 'alexnet.onnx'}", "--format=onnx"])
+    result = run_command(
+        [
+            "-m",
+            "alexnet_tf.export",
+            f"--checkpoint={tmp_path / 'model.keras'}",
+            f"--export_dir={tmp_path / 'models' / 'alexnet.onnx'}",
+            "--format=onnx",
+        ]
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     path = str(tmp_path / "models" / "alexnet.onnx")
     assert result.stdout.strip().splitlines()[-1] == path
@@ -76,8 +82,16 @@ def test_export_command_writes_an_onnx_file_from_a_keras_file(tmp_path):
 
 @pytest.mark.slow
 def test_grouped_conv_benchmark_tool_times_every_candidate():
-    result = run_command(["tools/benchmark_grouped_conv.py", "--batch_size=2", "--steps=1", "--repeats=1",
-                          "--dtype=float32", "--json"])
+    result = run_command(
+        [
+            "tools/benchmark_grouped_conv.py",
+            "--batch_size=2",
+            "--steps=1",
+            "--repeats=1",
+            "--dtype=float32",
+            "--json",
+        ]
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(result.stdout)
     text = json.dumps(report)
@@ -87,8 +101,9 @@ def test_grouped_conv_benchmark_tool_times_every_candidate():
 
 @pytest.mark.slow
 def test_onednn_ab_tool_runs_both_kernel_families():
-    result = run_command(["tools/onednn_ab.py", "--variant=one_weird_trick", "--rounds=1", "--batch_size=1",
-                          "--steps=1"])
+    result = run_command(
+        ["tools/onednn_ab.py", "--variant=one_weird_trick", "--rounds=1", "--batch_size=1", "--steps=1"]
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     row = [line for line in result.stdout.splitlines() if line.startswith("| one_weird_trick")]
     off, on = (float(v) for v in row[0].split("|")[2:4])
@@ -97,9 +112,19 @@ def test_onednn_ab_tool_runs_both_kernel_families():
 
 @pytest.mark.slow
 def test_compare_pytorch_tool_runs_where_pytorch_is_installed():
-    pytest.importorskip("torch", reason="PyTorch is for comparison benchmarks only: pip install torch==2.13.0")
-    result = run_command(["tools/compare_pytorch.py", "--batch_size=2", "--steps=1", "--repeats=1",
-                          "--precision=float32", "--json"])
+    pytest.importorskip(
+        "torch", reason="PyTorch is for comparison benchmarks only: pip install torch==2.13.0"
+    )
+    result = run_command(
+        [
+            "tools/compare_pytorch.py",
+            "--batch_size=2",
+            "--steps=1",
+            "--repeats=1",
+            "--precision=float32",
+            "--json",
+        ]
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "torch" in result.stdout.lower()
 

@@ -4,15 +4,16 @@ import os
 import subprocess
 import sys
 
+from conftest import REPO
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from tiny_dataset import write_jpeg
 
 from alexnet_tf import export, preprocessing, serving
 from alexnet_tf.config import ConfigError
 from alexnet_tf.layers import GroupedConv2D, LocalResponseNormalization
-from tiny_dataset import write_jpeg
 
 LABELS = [f"label {c}" for c in range(7)]
 
@@ -58,14 +59,17 @@ def test_layout_is_tf_serving_versioned_and_complete(exported):
 def test_serving_default_takes_image_bytes_and_returns_named_outputs(exported, tmp_path):
     model, _, _, loaded = exported
     signature = loaded.signatures[serving.SERVING_SIGNATURE]
-    (name, spec), = signature.structured_input_signature[1].items()
+    ((name, spec),) = signature.structured_input_signature[1].items()
     assert (name, spec.dtype, spec.shape.as_list()) == ("image_bytes", tf.string, [None])
     jpeg = write_jpeg(tmp_path / "a.jpg", 300, 451)
     png = tf.io.encode_png(tf.io.decode_jpeg(jpeg)).numpy()
     out = signature(image_bytes=tf.constant([jpeg, png]))
     assert {k: (v.dtype, v.shape.as_list()) for k, v in out.items()} == {
-        "probabilities": (tf.float32, [2, 7]), "top_k_classes": (tf.int32, [2, 5]),
-        "top_k_scores": (tf.float32, [2, 5]), "top_k_labels": (tf.string, [2, 5])}
+        "probabilities": (tf.float32, [2, 7]),
+        "top_k_classes": (tf.int32, [2, 5]),
+        "top_k_scores": (tf.float32, [2, 5]),
+        "top_k_labels": (tf.string, [2, 5]),
+    }
     expected = expected_probabilities(model, tf.io.decode_jpeg(jpeg))
     np.testing.assert_allclose(out["probabilities"].numpy()[0], expected[0], atol=1e-6)
     np.testing.assert_allclose(out["probabilities"].numpy()[1], expected[0], atol=1e-6)  # same pixels
@@ -107,7 +111,6 @@ def test_versions_count_up_and_labels_default_to_class_numbers(tmp_path):
 
 # ----------------------------------------------------------------------------- issue 5: serving
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TIMEOUT = 240
 # Reads the export in a fresh interpreter and calls every signature, batch 1 and batch N.
 FRESH_PROCESS_SCRIPT = """
@@ -121,7 +124,8 @@ results = {}
 for name in ("serving_default", "serving_ten_crop"):
     signature = loaded.signatures[name]
     results[name + "/batch"] = signature(image_bytes=tf.constant(encoded))["probabilities"].numpy()
-    results[name + "/single"] = signature(image_bytes=tf.constant(encoded[:1]))["top_k_labels"].numpy().astype(bytes)
+    single = signature(image_bytes=tf.constant(encoded[:1]))
+    results[name + "/single"] = single["top_k_labels"].numpy().astype(bytes)
 pixels = np.stack([tf.io.decode_image(encoded[0], channels=3).numpy()] * 3)
 results["predict_images/batch"] = loaded.signatures["predict_images"](
     images=tf.constant(pixels, tf.float32))["probabilities"].numpy()
@@ -162,8 +166,13 @@ def test_fresh_process_serves_every_signature_like_the_in_memory_model(exported,
     model, _, path, _ = exported
     files = encoded_images(str(tmp_path))
     out = str(tmp_path / "out.npz")
-    result = subprocess.run([sys.executable, "-c", FRESH_PROCESS_SCRIPT, path, out, *files], cwd=REPO,
-                            capture_output=True, text=True, timeout=TIMEOUT)
+    result = subprocess.run(
+        [sys.executable, "-c", FRESH_PROCESS_SCRIPT, path, out, *files],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     got = np.load(out)
     encoded = [open(f, "rb").read() for f in files]
@@ -217,16 +226,23 @@ def test_bytes_that_are_no_image_fail_with_a_clear_error(exported, tmp_path):
     _, _, _, loaded = exported
     jpeg = write_jpeg(tmp_path / "a.jpg", 64, 80)
     for name in (serving.SERVING_SIGNATURE, serving.TEN_CROP_SIGNATURE):
-        with pytest.raises(tf.errors.InvalidArgumentError, match=r"image_bytes\[1\] is not a JPEG, PNG, GIF or BMP"):
+        with pytest.raises(
+            tf.errors.InvalidArgumentError, match=r"image_bytes\[1\] is not a JPEG, PNG, GIF or BMP"
+        ):
             loaded.signatures[name](image_bytes=tf.constant([jpeg, b"hello, not an image"]))
-    for cut in (jpeg[:200], jpeg[:len(jpeg) // 2]):  # truncated: valid magic bytes, named by index
+    for cut in (jpeg[:200], jpeg[: len(jpeg) // 2]):  # truncated: valid magic bytes, named by index
         with pytest.raises(tf.errors.InvalidArgumentError, match=r"image_bytes\[1\] is a truncated JPEG"):
             loaded.signatures[serving.SERVING_SIGNATURE](image_bytes=tf.constant([jpeg, cut]))
-    with pytest.raises(tf.errors.InvalidArgumentError, match=r"image_bytes\[0\] is a truncated or corrupt "
-                       r"image: the file ends inside the JPEG header"):
+    with pytest.raises(
+        tf.errors.InvalidArgumentError,
+        match=r"image_bytes\[0\] is a truncated or corrupt "
+        r"image: the file ends inside the JPEG header",
+    ):
         loaded.signatures[serving.SERVING_SIGNATURE](image_bytes=tf.constant([jpeg[:20]]))
     # The process and the model go on serving.
-    assert loaded.signatures[serving.SERVING_SIGNATURE](image_bytes=tf.constant([jpeg]))["probabilities"].shape == (1, 7)
+    assert loaded.signatures[serving.SERVING_SIGNATURE](image_bytes=tf.constant([jpeg]))[
+        "probabilities"
+    ].shape == (1, 7)
 
 
 def test_warmup_file_holds_prediction_logs_that_replay(exported):
@@ -243,27 +259,46 @@ def test_warmup_file_holds_prediction_logs_that_replay(exported):
         outputs = loaded.signatures[request.model_spec.signature_name](**inputs)
         first_output = outputs["features" if "features" in outputs else "probabilities"]
         assert first_output.shape[0] == len(next(iter(inputs.values())))
-    assert seen == {serving.SERVING_SIGNATURE, serving.PIXELS_SIGNATURE, serving.TEN_CROP_SIGNATURE,
-                    serving.FEATURES_SIGNATURE}
+    assert seen == {
+        serving.SERVING_SIGNATURE,
+        serving.PIXELS_SIGNATURE,
+        serving.TEN_CROP_SIGNATURE,
+        serving.FEATURES_SIGNATURE,
+    }
 
 
 @pytest.mark.slow
 def test_saved_model_cli_shows_and_runs_the_signatures(exported, tmp_path):
     _, _, path, _ = exported
     cli = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
-    show = subprocess.run([cli, "show", "--all", "--dir", path], capture_output=True, text=True, timeout=TIMEOUT)
+    show = subprocess.run(
+        [cli, "show", "--all", "--dir", path], capture_output=True, text=True, timeout=TIMEOUT
+    )
     assert show.returncode == 0, show.stderr[-2000:]
-    for text in ("signature_def['serving_default']", "inputs['image_bytes']", "signature_def['predict_images']",
-                 "signature_def['serving_ten_crop']", "outputs['top_k_labels']", "dtype: DT_STRING",
-                 "signature_def['features']", "outputs['features']"):
+    for text in (
+        "signature_def['serving_default']",
+        "inputs['image_bytes']",
+        "signature_def['predict_images']",
+        "signature_def['serving_ten_crop']",
+        "outputs['top_k_labels']",
+        "dtype: DT_STRING",
+        "signature_def['features']",
+        "outputs['features']",
+    ):
         assert text in show.stdout
     np.save(tmp_path / "bytes.npy", np.array([write_jpeg(tmp_path / "a.jpg", 120, 90)]))
-    runs = [["--signature_def", "serving_default", "--inputs", f"image_bytes={tmp_path / 'bytes.npy'}"],
-            ["--signature_def", "predict_images", "--inputs", f"images={tmp_path / 'pixels.npy'}"]]
+    runs = [
+        ["--signature_def", "serving_default", "--inputs", f"image_bytes={tmp_path / 'bytes.npy'}"],
+        ["--signature_def", "predict_images", "--inputs", f"images={tmp_path / 'pixels.npy'}"],
+    ]
     np.save(tmp_path / "pixels.npy", np.full((2, 250, 300, 3), 90.0, np.float32))
     for args in runs:
-        result = subprocess.run([cli, "run", "--dir", path, "--tag_set", "serve", *args],
-                                capture_output=True, text=True, timeout=TIMEOUT)
+        result = subprocess.run(
+            [cli, "run", "--dir", path, "--tag_set", "serve", *args],
+            capture_output=True,
+            text=True,
+            timeout=TIMEOUT,
+        )
         assert result.returncode == 0, result.stderr[-2000:]
         assert "top_k_labels" in result.stdout and "probabilities" in result.stdout
 
@@ -307,8 +342,11 @@ def test_onnx_pixel_model_matches_the_pixel_signature(tmp_path):
         np.testing.assert_allclose(onnx_export.onnxruntime_probabilities(path, inputs), expected, atol=1e-4)
     model.save(tmp_path / "m.keras")  # the command line's path: .keras file -> .onnx file
     written = export.run(str(tmp_path / "m.keras"), str(tmp_path / "out" / "m.onnx"), export_format="onnx")
-    np.testing.assert_allclose(onnx_export.onnxruntime_probabilities(written, inputs),
-                               onnx_export.onnxruntime_probabilities(path, inputs), atol=1e-6)
+    np.testing.assert_allclose(
+        onnx_export.onnxruntime_probabilities(written, inputs),
+        onnx_export.onnxruntime_probabilities(path, inputs),
+        atol=1e-6,
+    )
 
 
 # ----------------------------------------------------------------------------- issue 12: serving limits
@@ -320,12 +358,18 @@ def black_png(height, width):
     import zlib  # pylint: disable=g-import-not-at-top
 
     def chunk(kind, payload):
-        return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
+        return (
+            struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
+        )
 
     compressor, row = zlib.compressobj(9), bytes(width + 1)  # filter byte 0, then the pixels
     idat = b"".join(compressor.compress(row) for _ in range(height)) + compressor.flush()
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
-            + chunk(b"IDAT", idat) + chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
+        + chunk(b"IDAT", idat)
+        + chunk(b"IEND", b"")
+    )
 
 
 # Calls serving_default of a SavedModel in a fresh interpreter, one request per argument file
@@ -360,10 +404,16 @@ def run_limits_script(path, requests, tmp_path):
         np.save(files[-1], np.array(images, dtype=object), allow_pickle=True)
     write_jpeg(tmp_path / "warm.jpg", 64, 80)
     script = LIMITS_SCRIPT.replace("np.load(path)", "np.load(path, allow_pickle=True).tolist()")
-    result = subprocess.run([sys.executable, "-c", script, path, str(tmp_path / "warm.jpg"), *files],
-                            cwd=REPO, capture_output=True, text=True, timeout=TIMEOUT)
+    result = subprocess.run(
+        [sys.executable, "-c", script, path, str(tmp_path / "warm.jpg"), *files],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     import json  # pylint: disable=g-import-not-at-top
+
     return [json.loads(line) for line in result.stdout.splitlines()]
 
 
@@ -375,9 +425,12 @@ def test_decompression_bomb_is_refused_before_decoding_in_a_fresh_process(export
     assert len(bomb) < 1 << 20
     small = write_jpeg(tmp_path / "a.jpg", 64, 80)
     bomb_result, batch_result, large_png = run_limits_script(
-        path, [[small, bomb], [small] * 65, [black_png(6000, 6000)]], tmp_path)
-    assert "image_bytes[1] is 20000x20000 pixels (400000000), over the limit of 40000000 pixels per " \
-           "image (max_pixels)" in bomb_result["error"]
+        path, [[small, bomb], [small] * 65, [black_png(6000, 6000)]], tmp_path
+    )
+    assert (
+        "image_bytes[1] is 20000x20000 pixels (400000000), over the limit of 40000000 pixels per "
+        "image (max_pixels)" in bomb_result["error"]
+    )
     # Refused from the header: the process grew by far less than the 1.2 GB a decode takes.
     assert bomb_result["rss_kib"] - bomb_result["rss_before_kib"] < 100 * 1024, bomb_result
     assert "request has 65 images, over the limit of 64 per request (max_batch)" in batch_result["error"]
@@ -385,13 +438,17 @@ def test_decompression_bomb_is_refused_before_decoding_in_a_fresh_process(export
 
 
 def test_limits_are_export_options(tmp_path):
-    path = serving.export_saved_model(small_classifier(), str(tmp_path), warmup=False, max_pixels=100 * 100,
-                                     max_batch=2)
+    path = serving.export_saved_model(
+        small_classifier(), str(tmp_path), warmup=False, max_pixels=100 * 100, max_batch=2
+    )
     serve = tf.saved_model.load(path).signatures[serving.SERVING_SIGNATURE]
     small, large = write_jpeg(tmp_path / "a.jpg", 100, 100), write_jpeg(tmp_path / "b.jpg", 100, 101)
     assert serve(image_bytes=tf.constant([small, small]))["probabilities"].shape == (2, 7)
-    with pytest.raises(tf.errors.InvalidArgumentError, match=r"image_bytes\[1\] is 101x100 pixels \(10100\), "
-                       r"over the limit of 10000 pixels"):
+    with pytest.raises(
+        tf.errors.InvalidArgumentError,
+        match=r"image_bytes\[1\] is 101x100 pixels \(10100\), "
+        r"over the limit of 10000 pixels",
+    ):
         serve(image_bytes=tf.constant([small, large]))
     with pytest.raises(tf.errors.InvalidArgumentError, match="request has 3 images, over the limit of 2"):
         serve(image_bytes=tf.constant([small] * 3))
@@ -409,8 +466,9 @@ def test_limits_are_export_options(tmp_path):
 @pytest.mark.parametrize("fmt", ["PNG", "GIF", "BMP", "BMP-top-down", "JPEG-progressive"])
 def test_header_sizes_match_the_decoder(fmt):
     """The sizes read from headers are those the decoder produces, for every format served."""
-    from PIL import Image  # pylint: disable=g-import-not-at-top
     import io  # pylint: disable=g-import-not-at-top
+
+    from PIL import Image  # pylint: disable=g-import-not-at-top
 
     image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (37, 53, 3), np.uint8))
     buffer = io.BytesIO()
@@ -423,7 +481,8 @@ def test_header_sizes_match_the_decoder(fmt):
         height = int.from_bytes(encoded[22:26], "little", signed=True)
         encoded = encoded[:22] + (-height).to_bytes(4, "little", signed=True) + encoded[26:]
     header = serving.ServingModule._header(  # pylint: disable=protected-access
-        type("Limits", (), {"max_pixels": 10 ** 9})(), tf.constant(0), tf.constant(encoded)).numpy()
+        type("Limits", (), {"max_pixels": 10**9})(), tf.constant(0), tf.constant(encoded)
+    ).numpy()
     assert header.tolist() == [37, 53, 1]
     assert tf.io.decode_image(encoded, channels=3, expand_animations=False).shape == (37, 53, 3)
 
@@ -437,7 +496,8 @@ def test_large_jpegs_are_decoded_downscaled_with_the_same_result(exported, tmp_p
     for (height, width), ratio in (((1000, 1500), 1), ((2100, 3000), 2), ((4200, 5000), 4)):
         jpeg = tf.io.encode_jpeg(natural_image(rng, height, width), quality=90).numpy()
         header = serving.ServingModule._header(  # pylint: disable=protected-access
-            type("Limits", (), {"max_pixels": 10 ** 9})(), tf.constant(0), tf.constant(jpeg)).numpy()
+            type("Limits", (), {"max_pixels": 10**9})(), tf.constant(0), tf.constant(jpeg)
+        ).numpy()
         assert header.tolist() == [height, width, ratio]
         full = preprocessing.preprocess_for_eval(preprocessing.decode_image(jpeg))
         scaled = preprocessing.preprocess_for_eval(tf.io.decode_jpeg(jpeg, channels=3, ratio=ratio))

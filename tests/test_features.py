@@ -27,18 +27,29 @@ IMAGE_SIZE = 95
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
     root = tmp_path_factory.mktemp("features")
-    data_dir = demo_data.build_demo_dataset(str(root / "cache"), num_classes=3, train_per_class=4,
-                                            validation_per_class=2)
+    data_dir = demo_data.build_demo_dataset(
+        str(root / "cache"), num_classes=3, train_per_class=4, validation_per_class=2
+    )
     raw = os.path.join(os.path.dirname(data_dir), "raw")
     keras.utils.set_random_seed(0)
-    model = build_alexnet(num_classes=3, variant="one_weird_trick",
-                          input_shape=(IMAGE_SIZE, IMAGE_SIZE, 3), dropout_rate=0.0, weight_decay=0.0)
+    model = build_alexnet(
+        num_classes=3,
+        variant="one_weird_trick",
+        input_shape=(IMAGE_SIZE, IMAGE_SIZE, 3),
+        dropout_rate=0.0,
+        weight_decay=0.0,
+    )
     keras_file = str(root / "model.keras")
     model.save(keras_file)
     # What `features.load(keras_file)` returns, without reading the 230 MB file again in each test.
-    return types.SimpleNamespace(data_dir=data_dir, train=os.path.join(raw, "train"),
-                                 val=os.path.join(raw, "val"), model=model, keras_file=keras_file,
-                                 loaded=features.KerasModel(model, labels_dir=str(root)))
+    return types.SimpleNamespace(
+        data_dir=data_dir,
+        train=os.path.join(raw, "train"),
+        val=os.path.join(raw, "val"),
+        model=model,
+        keras_file=keras_file,
+        loaded=features.KerasModel(model, labels_dir=str(root)),
+    )
 
 
 def flag_values(**overrides):
@@ -56,8 +67,9 @@ def read_png(path):
 
 def test_fc7_of_a_data_dir_split_are_those_of_the_evaluation_crops(demo, tmp_path, capsys):
     output = str(tmp_path / "out" / "features.npz")
-    config = flag_values(model=demo.keras_file, layer="fc7", data_dir=demo.data_dir, split="validation",
-                         output=output)
+    config = flag_values(
+        model=demo.keras_file, layer="fc7", data_dir=demo.data_dir, split="validation", output=output
+    )
     written, failures = features.run([], config, demo.loaded)
     assert (written, failures) == (output, [])
     assert "features: 6/6 images (100.0%)" in capsys.readouterr().err  # the progress line
@@ -66,9 +78,16 @@ def test_fc7_of_a_data_dir_split_are_those_of_the_evaluation_crops(demo, tmp_pat
     assert saved["label_names"].tolist() == ["circle", "square", "triangle"]
     assert str(saved["layer"]) == "fc7"
     records = tf.data.TFRecordDataset(sorted(tf.io.gfile.glob(os.path.join(demo.data_dir, "validation-*"))))
-    parsed = [tf.io.parse_single_example(r, {"image/filename": tf.io.FixedLenFeature([], tf.string),
-                                              "image/class/label": tf.io.FixedLenFeature([], tf.int64)})
-              for r in records]
+    parsed = [
+        tf.io.parse_single_example(
+            r,
+            {
+                "image/filename": tf.io.FixedLenFeature([], tf.string),
+                "image/class/label": tf.io.FixedLenFeature([], tf.int64),
+            },
+        )
+        for r in records
+    ]
     assert saved["files"].tolist() == [p["image/filename"].numpy().decode() for p in parsed]
     assert saved["labels"].tolist() == [int(p["image/class/label"]) for p in parsed]
     # The very crops evaluation reads (data.make_dataset, training=False), through fc7.
@@ -86,12 +105,22 @@ def test_command_draws_each_query_and_its_six_nearest_gallery_images(demo, tmp_p
     query_in_gallery = sorted(gallery.glob("n00000001/*.JPEG"))[0]
     queries = [os.path.join(demo.val, "ILSVRC2012_val_00000001.JPEG"), str(query_in_gallery)]
     output = tmp_path / "neighbours.png"
-    result = run_command(["-m", "alexnet_tf.features", f"--model={demo.keras_file}",
-                          f"--neighbours={','.join(queries)}", f"--gallery={gallery}", f"--output={output}"])
+    result = run_command(
+        [
+            "-m",
+            "alexnet_tf.features",
+            f"--model={demo.keras_file}",
+            f"--neighbours={','.join(queries)}",
+            f"--gallery={gallery}",
+            f"--output={output}",
+        ]
+    )
     # The broken file is named and skipped; the picture of the others is written; status 1.
     assert result.returncode == 1, result.stderr[-3000:]
-    assert (f"alexnet_tf.features: {gallery / 'broken.jpg'}: cannot be decoded as a JPEG, PNG, GIF or BMP "
-            "image; skipped") in result.stderr
+    assert (
+        f"alexnet_tf.features: {gallery / 'broken.jpg'}: cannot be decoded as a JPEG, PNG, GIF or BMP "
+        "image; skipped"
+    ) in result.stderr
     assert result.stdout.strip().splitlines()[-1] == str(output)
     picture = read_png(output)
     layout = figures.neighbours_layout(6, 128)
@@ -100,7 +129,7 @@ def test_command_draws_each_query_and_its_six_nearest_gallery_images(demo, tmp_p
 
     def cell(row, column):
         x, y = layout.origin(row, column)
-        return picture[y:y + 128, x:x + 128].astype(int)
+        return picture[y : y + 128, x : x + 128].astype(int)
 
     # A query that is in the gallery is its own nearest neighbour (distance 0): the same picture.
     np.testing.assert_array_equal(cell(1, 1), cell(1, 0))
@@ -112,8 +141,9 @@ def test_command_draws_each_query_and_its_six_nearest_gallery_images(demo, tmp_p
 
 def test_predictions_picture_shows_top_labels_as_bars_with_the_true_one_red(demo, tmp_path):
     output = str(tmp_path / "predictions.png")
-    config = flag_values(model=demo.keras_file, data_dir=demo.data_dir, predictions=True, output=output,
-                         max_images=5)
+    config = flag_values(
+        model=demo.keras_file, data_dir=demo.data_dir, predictions=True, output=output, max_images=5
+    )
     written, failures = features.run([], config, demo.loaded)
     assert (written, failures) == (output, [])
     umask = os.umask(0)
@@ -132,7 +162,7 @@ def test_predictions_picture_shows_top_labels_as_bars_with_the_true_one_red(demo
     for i in range(5):
         left = figures.MARGIN + (i % columns) * cell_width
         top, bottom = (0, picture.shape[0] // 2) if i < columns else (picture.shape[0] // 2, picture.shape[0])
-        assert red[top:bottom, left:left + 128].any(), i
+        assert red[top:bottom, left : left + 128].any(), i
 
 
 def test_any_layer_of_files_and_clear_errors(demo, tmp_path):

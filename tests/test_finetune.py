@@ -1,4 +1,5 @@
-"""Tests of fine-tuning: `--init_from`, `--trainable`, `--head_lr_multiplier` (alexnet_tf/training/init_from.py).
+"""Tests of fine-tuning: `--init_from`, `--trainable`, `--head_lr_multiplier`
+(alexnet_tf/training/init_from.py).
 
 The end-to-end test is README's "Fine-tune on your own images" at toy size: a model trained on
 5 classes, carrying torchvision's input convention as an import by tools/import_weights.py
@@ -14,11 +15,13 @@ import subprocess
 import sys
 import time
 
+from conftest import REPO, run_command
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 from tensorboard.backend.event_processing import event_accumulator
+import tensorflow as tf
+from tiny_dataset import write_jpeg, write_tiny_dataset
 
 import alexnet_tf
 from alexnet_tf import data, model, serving, train, weights
@@ -26,8 +29,6 @@ from alexnet_tf.checkpointing import CHECKPOINT_SUBDIR
 from alexnet_tf.config import ConfigError, TrainConfig
 from alexnet_tf.training import step as steps
 from alexnet_tf.training.schedules import AlexNetSchedule
-from conftest import REPO, run_command
-from tiny_dataset import write_jpeg, write_tiny_dataset
 
 SIZE = 95  # one_weird_trick's smallest trainable input: the cheapest whole AlexNet
 FROZEN = [f"conv{i}" for i in range(1, 6)] + ["fc6", "fc7"]
@@ -60,10 +61,17 @@ def base(datasets):
     """A .keras model trained for 2 steps on the 5 old classes, with torchvision's input convention."""
     root, old, _ = datasets
     keras.utils.set_random_seed(0)
-    source = model.build_alexnet(num_classes=5, variant="one_weird_trick", input_shape=(SIZE, SIZE, 3),
-                                 dropout_rate=0.0, input_conversion=weights.TORCHVISION_INPUT)
-    source.compile(optimizer=keras.optimizers.SGD(0.001, momentum=0.9),
-                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    source = model.build_alexnet(
+        num_classes=5,
+        variant="one_weird_trick",
+        input_shape=(SIZE, SIZE, 3),
+        dropout_rate=0.0,
+        input_conversion=weights.TORCHVISION_INPUT,
+    )
+    source.compile(
+        optimizer=keras.optimizers.SGD(0.001, momentum=0.9),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
     batches = data.make_dataset(os.path.join(old, "train-*"), 4, False, image_size=SIZE)
     history = source.fit(batches, epochs=1, verbose=0)
     assert np.isfinite(history.history["loss"][0])
@@ -102,23 +110,35 @@ def test_init_from_that_does_not_fit_stops_the_run_before_it_writes(datasets, tm
     # Layers named as AlexNet's, without LRN (so one_weird_trick's), but 8 filters where it has 64.
     inputs = keras.Input((SIZE, SIZE, 3))
     x = inputs
-    for i, (filters, kernel, stride) in enumerate(((8, 11, 4), (8, 5, 1), (8, 3, 1), (8, 3, 1), (8, 3, 1)), 1):
+    for i, (filters, kernel, stride) in enumerate(
+        ((8, 11, 4), (8, 5, 1), (8, 3, 1), (8, 3, 1), (8, 3, 1)), 1
+    ):
         x = keras.layers.Conv2D(filters, kernel, strides=stride, padding="same", name=f"conv{i}")(x)
     narrow = str(tmp_path / "narrow.keras")
     keras.Model(inputs, keras.layers.Dense(3, name="fc8")(keras.layers.Flatten()(x))).save(narrow)
     cases = {
-        "variant": (dict(init_from=narrow, variant="paper", image_size=224),
-                    f"--init_from={narrow} holds a one_weird_trick AlexNet but --variant=paper: "
-                    "pass --variant=one_weird_trick"),
-        "missing": (dict(init_from=str(tmp_path / "nope.keras")),
-                    f"--init_from={tmp_path / 'nope.keras'}: no such file"),
-        "shape": (dict(init_from=narrow, precision="float32"),
-                  f"--init_from={narrow}: conv1/kernel has shape (11, 11, 3, 8) there but (11, 11, 3, 64) here"),
+        "variant": (
+            dict(init_from=narrow, variant="paper", image_size=224),
+            f"--init_from={narrow} holds a one_weird_trick AlexNet but --variant=paper: "
+            "pass --variant=one_weird_trick",
+        ),
+        "missing": (
+            dict(init_from=str(tmp_path / "nope.keras")),
+            f"--init_from={tmp_path / 'nope.keras'}: no such file",
+        ),
+        "shape": (
+            dict(init_from=narrow, precision="float32"),
+            f"--init_from={narrow}: conv1/kernel has shape (11, 11, 3, 8) there but (11, 11, 3, 64) here",
+        ),
     }
     for name, (fields, message) in cases.items():
         model_dir = tmp_path / f"run_{name}"
-        config = TrainConfig(data_dir=new, model_dir=str(model_dir), batch_size=4,
-                             **{"variant": "one_weird_trick", "image_size": SIZE, **fields})
+        config = TrainConfig(
+            data_dir=new,
+            model_dir=str(model_dir),
+            batch_size=4,
+            **{"variant": "one_weird_trick", "image_size": SIZE, **fields},
+        )
         with pytest.raises(ConfigError) as raised:
             train.run(config)
         assert message in str(raised.value), name
@@ -128,15 +148,26 @@ def test_init_from_that_does_not_fit_stops_the_run_before_it_writes(datasets, tm
 def test_the_readme_fine_tuning_commands_use_flags_that_exist():
     """Each command of README's "Fine-tune on your own images" parses; the trainer's config validates."""
     from absl import flags  # pylint: disable=g-import-not-at-top
+
     from alexnet_tf import evaluate, export, predict  # pylint: disable=g-import-not-at-top
 
     with open(os.path.join(REPO, "README.md"), encoding="utf-8") as f:
         section = f.read().split("## Fine-tune on your own images", 1)[1].split("\n## ", 1)[0]
-    lines = [line.split() for block in re.findall(r"```bash\n(.*?)```", section, re.S)
-             for line in block.replace("\\\n", " ").splitlines() if line.strip()]
+    lines = [
+        line.split()
+        for block in re.findall(r"```bash\n(.*?)```", section, re.S)
+        for line in block.replace("\\\n", " ").splitlines()
+        if line.strip()
+    ]
     commands = {words[2] if words[1] == "-m" else words[1]: words for words in lines}
-    assert set(commands) == {"tools/build_imagenet_tfrecords.py", "tools/import_weights.py", "alexnet_tf.train",
-                             "alexnet_tf.evaluate", "alexnet_tf.export", "alexnet_tf.predict"}
+    assert set(commands) == {
+        "tools/build_imagenet_tfrecords.py",
+        "tools/import_weights.py",
+        "alexnet_tf.train",
+        "alexnet_tf.evaluate",
+        "alexnet_tf.export",
+        "alexnet_tf.predict",
+    }
     for name, words in commands.items():
         if name.startswith("tools/"):
             with open(os.path.join(REPO, name), encoding="utf-8") as f:
@@ -145,8 +176,12 @@ def test_the_readme_fine_tuning_commands_use_flags_that_exist():
                 assert re.search(r'DEFINE_\w+\(\s*"' + word[2:].split("=")[0] + '"', source), (name, word)
             continue
         flag_values = flags.FlagValues()
-        {"alexnet_tf.train": train, "alexnet_tf.evaluate": evaluate, "alexnet_tf.export": export,
-         "alexnet_tf.predict": predict}[name].define_flags(flag_values)
+        {
+            "alexnet_tf.train": train,
+            "alexnet_tf.evaluate": evaluate,
+            "alexnet_tf.export": export,
+            "alexnet_tf.predict": predict,
+        }[name].define_flags(flag_values)
         flag_values(words[2:])
         if name == "alexnet_tf.train":
             config = train.config_from_flags(flag_values)
@@ -162,10 +197,23 @@ def test_head_only_fine_tuning_resumes_after_sigkill_and_keeps_the_frozen_layers
     root, _, new = datasets
     keras_path, source = base
     model_dir = str(tmp_path / "finetuned")
-    command = ["-m", "alexnet_tf.train", f"--data_dir={new}", f"--model_dir={model_dir}",
-               f"--init_from={keras_path}", "--variant=one_weird_trick", f"--image_size={SIZE}",
-               "--trainable=head", "--head_lr_multiplier=10", "--batch_size=4", "--epochs=2",
-               "--log_every_steps=1", "--keep_checkpoints=1", "--ten_crop_eval", "--seed=0"]
+    command = [
+        "-m",
+        "alexnet_tf.train",
+        f"--data_dir={new}",
+        f"--model_dir={model_dir}",
+        f"--init_from={keras_path}",
+        "--variant=one_weird_trick",
+        f"--image_size={SIZE}",
+        "--trainable=head",
+        "--head_lr_multiplier=10",
+        "--batch_size=4",
+        "--epochs=2",
+        "--log_every_steps=1",
+        "--keep_checkpoints=1",
+        "--ten_crop_eval",
+        "--seed=0",
+    ]
 
     # 1. Fine-tune (2 steps per epoch, a checkpoint at each epoch's end); SIGKILL at the first checkpoint.
     log_path = tmp_path / "first.log"
@@ -197,18 +245,28 @@ def test_head_only_fine_tuning_resumes_after_sigkill_and_keeps_the_frozen_layers
         results = json.load(f)
     assert (results["global_step"], results["optimizer_iterations"], results["epochs_completed"]) == (4, 4, 2)
     assert results["validation"]["count"] == 4 and results["validation_ten_crop"]["count"] == 4
-    accumulator = event_accumulator.EventAccumulator(os.path.join(model_dir, "validation"),
-                                                     size_guidance={event_accumulator.TENSORS: 0})
+    accumulator = event_accumulator.EventAccumulator(
+        os.path.join(model_dir, "validation"), size_guidance={event_accumulator.TENSORS: 0}
+    )
     accumulator.Reload()
     assert sorted({e.step for e in accumulator.Tensors("top1")}) == [2, 4]  # both runs' epochs, one log dir
     with open(os.path.join(model_dir, CHECKPOINT_SUBDIR, "model_spec.json")) as f:
-        assert json.load(f) == {"variant": "one_weird_trick", "num_classes": 3, "image_size": SIZE,
-                                "input_conversion": model.input_conversion_of(source), "trainable": "head"}
+        assert json.load(f) == {
+            "variant": "one_weird_trick",
+            "num_classes": 3,
+            "image_size": SIZE,
+            "input_conversion": model.input_conversion_of(source),
+            "trainable": "head",
+        }
 
     # The frozen layers are the base's bit for bit; fc8 is new and went on training after the restart.
     final = tf.train.latest_checkpoint(os.path.join(model_dir, CHECKPOINT_SUBDIR))
     assert final.endswith("ckpt-4")
-    slots = {tuple(shape) for name, shape in tf.train.list_variables(final) if name.startswith("optimizer/") and shape}
+    slots = {
+        tuple(shape)
+        for name, shape in tf.train.list_variables(final)
+        if name.startswith("optimizer/") and shape
+    }
     assert slots == {(4096, 3), (3,)}
     tuned = alexnet_tf.AlexNet(weights=model_dir)  # also what evaluate and export rebuild from the spec
     assert model.input_conversion_of(tuned) == model.input_conversion_of(source)
@@ -221,10 +279,14 @@ def test_head_only_fine_tuning_resumes_after_sigkill_and_keeps_the_frozen_layers
     # The export is that model, input conversion included, and reads like the application API.
     jpeg = write_jpeg(root / "photo.jpg", 300, 420, seed=3)
     loaded = tf.saved_model.load(results["export_path"])
-    outputs = {k: v.numpy() for k, v in loaded.signatures["serving_default"](image_bytes=tf.constant([jpeg])).items()}
+    outputs = {
+        k: v.numpy() for k, v in loaded.signatures["serving_default"](image_bytes=tf.constant([jpeg])).items()
+    }
     pixels = alexnet_tf.preprocess_input(tf.io.decode_jpeg(jpeg).numpy(), image_size=SIZE)
     probabilities = tf.nn.softmax(tuned(pixels)).numpy()
     np.testing.assert_allclose(outputs["probabilities"], probabilities, atol=1e-5)
     decoded = alexnet_tf.decode_predictions(probabilities, top=3, labels=os.path.join(new, "labels.txt"))
-    assert [(label, c) for label, _, c in decoded[0]] == [(label, c) for label, _, c in serving.top_k(outputs)]
+    assert [(label, c) for label, _, c in decoded[0]] == [
+        (label, c) for label, _, c in serving.top_k(outputs)
+    ]
     assert re.fullmatch(r"n0900000\d class \d", decoded[0][0][0])

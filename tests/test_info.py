@@ -1,16 +1,14 @@
 """Tests of alexnet_tf.info: the layer table and its command line."""
 
 import json
-import os
 import subprocess
 import sys
 
+from conftest import REPO
 import pytest
 
 from alexnet_tf.info import layer_table, training_flops
 from alexnet_tf.model import build_alexnet
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_layer_table_paper_totals():
@@ -27,8 +25,13 @@ def test_layer_table_paper_totals():
 
 
 def _run_info(*args):
-    return subprocess.run([sys.executable, "-m", "alexnet_tf.info", *args], cwd=REPO,
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "alexnet_tf.info", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 @pytest.mark.slow
@@ -41,7 +44,7 @@ def test_info_command_prints_table_and_totals():
     assert result.returncode == 0, result.stderr[-2000:]
     table = json.loads(result.stdout)
     assert table["total_params"] == 61_100_840 - 4_097_000 + 4096 * 10 + 10
-    assert [l["name"] for l in table["layers"]][-2:] == ["fc8", "logits"]
+    assert [layer["name"] for layer in table["layers"]][-2:] == ["fc8", "logits"]
 
 
 @pytest.mark.slow

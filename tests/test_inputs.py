@@ -6,10 +6,10 @@ import os
 import numpy as np
 import pytest
 import tensorflow as tf
-
-from alexnet_tf.training import inputs
-from alexnet_tf.config import TrainConfig
 from tiny_dataset import write_tiny_dataset
+
+from alexnet_tf.config import TrainConfig
+from alexnet_tf.training import inputs
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +49,9 @@ def test_training_records_without_a_manifest_count_are_counted_once_then_cached(
     with open(cache) as f:
         (entry,) = json.load(f).values()
     assert entry["records"] == 6 and [name for name, _, _ in entry["files"]] == [
-        "train-00000-of-00002", "train-00001-of-00002"]
+        "train-00000-of-00002",
+        "train-00001-of-00002",
+    ]
 
     # Same name, size and mtime, garbage inside: the cached count is used, nothing is read.
     shard = os.path.join(data_dir, "train-00000-of-00002")

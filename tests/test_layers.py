@@ -6,12 +6,12 @@ import sys
 import textwrap
 
 import keras
+from keras_roundtrip import assert_layer_roundtrip
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from alexnet_tf.layers import GroupedConv2D, LocalResponseNormalization
-from keras_roundtrip import assert_layer_roundtrip
 
 
 @pytest.fixture
@@ -29,7 +29,7 @@ def lrn_reference(a, depth_radius=2, bias=2.0, alpha=1e-4, beta=0.75):
     out = np.empty_like(a)
     for i in range(n_channels):
         lo, hi = max(0, i - depth_radius), min(n_channels - 1, i + depth_radius)
-        denom = (bias + alpha * np.sum(a[..., lo:hi + 1] ** 2, axis=-1)) ** beta
+        denom = (bias + alpha * np.sum(a[..., lo : hi + 1] ** 2, axis=-1)) ** beta
         out[..., i] = a[..., i] / denom
     return out
 
@@ -50,7 +50,7 @@ def conv2d_reference(x, kernel, stride, padding):
     out = np.zeros((n, out_h, out_w, cout))
     for i in range(out_h):
         for j in range(out_w):
-            patch = x[:, i * stride:i * stride + kh, j * stride:j * stride + kw, :]
+            patch = x[:, i * stride : i * stride + kh, j * stride : j * stride + kw, :]
             out[:, i, j, :] = np.tensordot(patch, kernel, axes=([1, 2, 3], [0, 1, 2]))
     return out
 
@@ -64,6 +64,7 @@ def grouped_reference(x, kernel, bias, groups, stride, padding):
 
 
 # --- LocalResponseNormalization -------------------------------------------------------
+
 
 def test_lrn_defaults_are_the_papers():
     config = LocalResponseNormalization().get_config()
@@ -94,10 +95,15 @@ def test_lrn_training_gradient_matches_core_op(kwargs):
     with tf.GradientTape(persistent=True) as tape:
         tape.watch(a)
         ours = tf.reduce_sum(layer(a, training=True) * upstream)
-        core = tf.reduce_sum(upstream * tf.nn.local_response_normalization(
-            a, config["depth_radius"], config["bias"], config["alpha"], config["beta"]))
-    np.testing.assert_allclose(tape.gradient(ours, a).numpy(), tape.gradient(core, a).numpy(),
-                               rtol=1e-5, atol=1e-6)
+        core = tf.reduce_sum(
+            upstream
+            * tf.nn.local_response_normalization(
+                a, config["depth_radius"], config["bias"], config["alpha"], config["beta"]
+            )
+        )
+    np.testing.assert_allclose(
+        tape.gradient(ours, a).numpy(), tape.gradient(core, a).numpy(), rtol=1e-5, atol=1e-6
+    )
 
 
 def test_lrn_under_mixed_bfloat16_computes_in_float32(policy):
@@ -111,10 +117,12 @@ def test_lrn_under_mixed_bfloat16_computes_in_float32(policy):
     np.testing.assert_array_equal(tf.cast(inference, tf.float32).numpy(), tf.cast(got, tf.float32).numpy())
     # The float32 computation rounded once to bfloat16 is what a float32-internal layer
     # returns; computing the sum of squares in bfloat16 would drift by several ulps.
-    expected = tf.cast(tf.constant(lrn_reference(tf.cast(a_bf16, tf.float32).numpy()), tf.float32), tf.bfloat16)
+    expected = tf.cast(
+        tf.constant(lrn_reference(tf.cast(a_bf16, tf.float32).numpy()), tf.float32), tf.bfloat16
+    )
     got32 = tf.cast(got, tf.float32).numpy()
     exp32 = tf.cast(expected, tf.float32).numpy()
-    np.testing.assert_allclose(got32, exp32, rtol=2.0 ** -7)
+    np.testing.assert_allclose(got32, exp32, rtol=2.0**-7)
     assert np.mean(got32 == exp32) > 0.99
 
 
@@ -137,7 +145,7 @@ def test_lrn_bfloat16_training_gradient_is_float32_math_rounded_once(policy):
         core = tf.reduce_sum(up32 * tf.nn.local_response_normalization(a32, 2, 2.0, 1e-4, 0.75))
     expected = tf.cast(tf.cast(tape.gradient(core, a32), tf.bfloat16), tf.float32).numpy()
     got32 = tf.cast(got, tf.float32).numpy()
-    np.testing.assert_allclose(got32, expected, rtol=2.0 ** -7, atol=1e-6)
+    np.testing.assert_allclose(got32, expected, rtol=2.0**-7, atol=1e-6)
     assert np.mean(got32 == expected) > 0.95
 
 
@@ -191,15 +199,24 @@ GROUPED_CASES = [
 
 
 def _grouped_layer(filters, kernel, groups, stride, padding, input_shape):
-    layer = GroupedConv2D(filters, kernel, groups=groups, strides=stride, padding=padding,
-                          kernel_initializer="glorot_normal", bias_initializer="random_normal")
+    layer = GroupedConv2D(
+        filters,
+        kernel,
+        groups=groups,
+        strides=stride,
+        padding=padding,
+        kernel_initializer="glorot_normal",
+        bias_initializer="random_normal",
+    )
     layer.build(input_shape)
     return layer
 
 
 @pytest.mark.parametrize("jit_compile", [False, True])
 @pytest.mark.parametrize("shape, filters, kernel, groups, stride, padding", GROUPED_CASES)
-def test_grouped_conv_matches_per_group_convolutions(shape, filters, kernel, groups, stride, padding, jit_compile):
+def test_grouped_conv_matches_per_group_convolutions(
+    shape, filters, kernel, groups, stride, padding, jit_compile
+):
     x = np.random.default_rng(3).normal(size=shape).astype("float32")
     layer = _grouped_layer(filters, kernel, groups, stride, padding, shape)
     fn = tf.function(layer, jit_compile=True) if jit_compile else layer
@@ -255,8 +272,14 @@ def test_grouped_conv_bfloat16_matches_float32(policy):
         ({"filters": 6, "kernel_size": 3, "groups": 4}, r"filters \(6\) must be divisible by groups \(4\)"),
         ({"filters": 0, "kernel_size": 3}, "filters must be a positive integer, got 0"),
         ({"filters": 4, "kernel_size": 3, "groups": 0}, "groups must be a positive integer, got 0"),
-        ({"filters": 4, "kernel_size": 0}, r"kernel_size must be a positive int or a pair of them, got \(0, 0\)"),
-        ({"filters": 4, "kernel_size": 3, "padding": "causal"}, "padding must be 'valid' or 'same', got 'causal'"),
+        (
+            {"filters": 4, "kernel_size": 0},
+            r"kernel_size must be a positive int or a pair of them, got \(0, 0\)",
+        ),
+        (
+            {"filters": 4, "kernel_size": 3, "padding": "causal"},
+            "padding must be 'valid' or 'same', got 'causal'",
+        ),
     ],
 )
 def test_grouped_conv_rejects_invalid_arguments(kwargs, message):
@@ -272,8 +295,16 @@ def test_grouped_conv_rejects_indivisible_input_channels():
 def test_grouped_conv_serialisation_roundtrip(tmp_path):
     assert_layer_roundtrip(
         GroupedConv2D,
-        {"filters": 8, "kernel_size": (3, 5), "groups": 2, "strides": 2, "padding": "same",
-         "activation": "relu", "bias_initializer": "ones", "kernel_regularizer": keras.regularizers.L2(1e-3)},
+        {
+            "filters": 8,
+            "kernel_size": (3, 5),
+            "groups": 2,
+            "strides": 2,
+            "padding": "same",
+            "activation": "relu",
+            "bias_initializer": "ones",
+            "kernel_regularizer": keras.regularizers.L2(1e-3),
+        },
         (2, 9, 9, 6),
         tmp_path,
     )
@@ -294,13 +325,15 @@ def test_layers_in_saved_model_run_in_a_fresh_process_without_xla(tmp_path):
     script = textwrap.dedent(f"""
         import numpy as np, tensorflow as tf
         tf.config.optimizer.set_jit(False)
-        loaded = tf.saved_model.load({str(tmp_path / 'saved')!r})
-        x = np.load({str(tmp_path / 'x.npy')!r})
+        loaded = tf.saved_model.load({str(tmp_path / "saved")!r})
+        x = np.load({str(tmp_path / "x.npy")!r})
         got = loaded.serve(tf.constant(x)).numpy()
-        np.testing.assert_allclose(got, np.load({str(tmp_path / 'expected.npy')!r}), atol=1e-5, rtol=1e-5)
+        np.testing.assert_allclose(got, np.load({str(tmp_path / "expected.npy")!r}), atol=1e-5, rtol=1e-5)
         print("OK", got.shape)
     """)
     env = dict(os.environ, TF_XLA_FLAGS="--tf_xla_auto_jit=-1", TF_CPP_MIN_LOG_LEVEL="2")
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, env=env)
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=300, env=env
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "OK (3, 16, 16, 8)" in result.stdout

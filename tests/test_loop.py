@@ -7,21 +7,32 @@ import os
 
 import numpy as np
 import pytest
-import tensorflow as tf
 from tensorboard.backend.event_processing import event_accumulator
+import tensorflow as tf
+from tiny_dataset import write_tiny_dataset
 
 from alexnet_tf import optim, train
 from alexnet_tf.checkpointing import restore_model
 from alexnet_tf.config import TrainConfig
 from alexnet_tf.training.inputs import RECORD_COUNTS_FILENAME
-from tiny_dataset import write_tiny_dataset
 
 
 def small_config(data_dir, model_dir):
     # one_weird_trick at 128 px: the trainer's full path at a fraction of the paper model's cost.
-    return TrainConfig(data_dir=data_dir, model_dir=model_dir, variant="one_weird_trick", image_size=128,
-                       batch_size=2, epochs=1, log_every_steps=1, checkpoint_every_steps=1,
-                       keep_checkpoints=3, lr_schedule="step", precision="float32", seed=0)
+    return TrainConfig(
+        data_dir=data_dir,
+        model_dir=model_dir,
+        variant="one_weird_trick",
+        image_size=128,
+        batch_size=2,
+        epochs=1,
+        log_every_steps=1,
+        checkpoint_every_steps=1,
+        keep_checkpoints=3,
+        lr_schedule="step",
+        precision="float32",
+        seed=0,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -73,8 +84,12 @@ def test_rerunning_a_finished_run_says_so_and_writes_nothing(finished_run, caplo
         assert [entry["records"] for entry in json.load(f).values()] == [4]
 
     def snapshot():
-        return {os.path.join(root, name): os.stat(os.path.join(root, name)).st_mtime_ns
-                for root, _, names in os.walk(model_dir) for name in names if "events" not in name}
+        return {
+            os.path.join(root, name): os.stat(os.path.join(root, name)).st_mtime_ns
+            for root, _, names in os.walk(model_dir)
+            for name in names
+            if "events" not in name
+        }
 
     before = snapshot()
     with caplog.at_level(logging.INFO, logger="absl"):

@@ -8,9 +8,9 @@ from alexnet_tf import metrics
 
 
 def test_classification_sums_count_top1_top5_and_negative_log_likelihood():
-    probabilities = tf.constant([[0.5, 0.2, 0.1, 0.1, 0.05, 0.05],
-                                 [0.01, 0.09, 0.1, 0.1, 0.2, 0.5],
-                                 [0.3, 0.3, 0.1, 0.1, 0.1, 0.1]])
+    probabilities = tf.constant(
+        [[0.5, 0.2, 0.1, 0.1, 0.05, 0.05], [0.01, 0.09, 0.1, 0.1, 0.2, 0.5], [0.3, 0.3, 0.1, 0.1, 0.1, 0.1]]
+    )
     labels = tf.constant([0, 0, 1])
     nll, top1, top5, count = metrics.classification_sums(probabilities, labels).numpy()
     assert nll == pytest.approx(-np.log(0.5) - np.log(0.01) - np.log(0.3))

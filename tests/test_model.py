@@ -10,8 +10,14 @@ from alexnet_tf.layers import GroupedConv2D, LocalResponseNormalization
 from alexnet_tf.model import build_alexnet
 
 PAPER_LAYER_PARAMS = {
-    "conv1": 34_944, "conv2": 307_456, "conv3": 885_120, "conv4": 663_936, "conv5": 442_624,
-    "fc6": 37_752_832, "fc7": 16_781_312, "fc8": 4_097_000,
+    "conv1": 34_944,
+    "conv2": 307_456,
+    "conv3": 885_120,
+    "conv4": 663_936,
+    "conv5": 442_624,
+    "fc6": 37_752_832,
+    "fc7": 16_781_312,
+    "fc8": 4_097_000,
 }
 
 
@@ -31,11 +37,14 @@ def test_paper_variant_parameter_counts(paper_model):
         assert paper_model.get_layer(name).count_params() == params, name
 
 
-@pytest.mark.parametrize("variant, num_classes, expected", [
-    ("one_weird_trick", 1000, 61_100_840),
-    ("paper", 10, 60_965_224 - 4_097_000 + 4096 * 10 + 10),
-    ("one_weird_trick", 10, 61_100_840 - 4_097_000 + 4096 * 10 + 10),
-])
+@pytest.mark.parametrize(
+    "variant, num_classes, expected",
+    [
+        ("one_weird_trick", 1000, 61_100_840),
+        ("paper", 10, 60_965_224 - 4_097_000 + 4096 * 10 + 10),
+        ("one_weird_trick", 10, 61_100_840 - 4_097_000 + 4096 * 10 + 10),
+    ],
+)
 def test_parameter_counts(variant, num_classes, expected):
     assert build_alexnet(num_classes=num_classes, variant=variant).count_params() == expected
 
@@ -51,11 +60,11 @@ def test_paper_variant_layout(paper_model):
     assert shapes["pool5"] == (6, 6, 256)
     assert shapes["flatten"] == (9216,)
     assert shapes["logits"] == (1000,)
-    groups = {l.name: l.groups for l in paper_model.layers if isinstance(l, GroupedConv2D)}
+    groups = {layer.name: layer.groups for layer in paper_model.layers if isinstance(layer, GroupedConv2D)}
     assert groups == {"conv1": 1, "conv2": 2, "conv3": 1, "conv4": 2, "conv5": 2}
-    lrn = [l.name for l in paper_model.layers if isinstance(l, LocalResponseNormalization)]
+    lrn = [layer.name for layer in paper_model.layers if isinstance(layer, LocalResponseNormalization)]
     assert lrn == ["lrn1", "lrn2"]
-    order = [l.name for l in paper_model.layers]
+    order = [layer.name for layer in paper_model.layers]
     # LRN after the ReLU'd conv and before the overlapping 3x3/2 pool; dropout after fc6/fc7.
     assert order.index("conv1") < order.index("lrn1") < order.index("pool1")
     assert order.index("fc6") + 1 == order.index("dropout6")
@@ -68,14 +77,19 @@ def _inbound(model, name):
     return model.get_layer(name).input._keras_history.operation.name
 
 
-@pytest.mark.parametrize("variant, inbound", [
-    # The paper (section 4.2) and Caffe's bvlc_alexnet drop the outputs of fc6 and fc7
-    # (fc6's Dense applies the ReLU); torchvision's classifier drops their inputs.
-    ("paper", {"dropout6": "fc6", "fc7": "dropout6", "dropout7": "fc7", "fc8": "dropout7"}),
-    ("caffe", {"dropout6": "fc6", "fc7": "dropout6", "dropout7": "fc7", "fc8": "dropout7"}),
-    ("one_weird_trick", {"dropout6": "flatten", "fc6": "dropout6", "dropout7": "fc6", "fc7": "dropout7",
-                         "fc8": "fc7"}),
-])
+@pytest.mark.parametrize(
+    "variant, inbound",
+    [
+        # The paper (section 4.2) and Caffe's bvlc_alexnet drop the outputs of fc6 and fc7
+        # (fc6's Dense applies the ReLU); torchvision's classifier drops their inputs.
+        ("paper", {"dropout6": "fc6", "fc7": "dropout6", "dropout7": "fc7", "fc8": "dropout7"}),
+        ("caffe", {"dropout6": "fc6", "fc7": "dropout6", "dropout7": "fc7", "fc8": "dropout7"}),
+        (
+            "one_weird_trick",
+            {"dropout6": "flatten", "fc6": "dropout6", "dropout7": "fc6", "fc7": "dropout7", "fc8": "fc7"},
+        ),
+    ],
+)
 def test_dropout_placement_follows_each_variants_reference(variant, inbound):
     model = build_alexnet(variant=variant, kernel_initializer="zeros")
     assert {name: _inbound(model, name) for name in inbound} == inbound
@@ -121,7 +135,7 @@ def test_one_weird_trick_layout():
     filters = [model.get_layer(f"conv{i}").filters for i in range(1, 6)]
     assert filters == [64, 192, 384, 256, 256]
     assert all(model.get_layer(f"conv{i}").groups == 1 for i in range(1, 6))
-    assert not any(isinstance(l, LocalResponseNormalization) for l in model.layers)
+    assert not any(isinstance(layer, LocalResponseNormalization) for layer in model.layers)
     assert tuple(model.get_layer("avgpool").output.shape[1:]) == (6, 6, 256)
 
 
@@ -130,14 +144,17 @@ def test_one_weird_trick_accepts_other_input_sizes():
     assert model(np.zeros((2, 160, 192, 3), "float32")).shape == (2, 5)
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"variant": "vgg"}, "unknown variant 'vgg'"),
-    ({"num_classes": 0}, "num_classes must be a positive integer, got 0"),
-    ({"dropout_rate": 1.0}, r"dropout_rate must be in \[0, 1\), got 1.0"),
-    ({"weight_decay": -1.0}, "weight_decay must be >= 0, got -1.0"),
-    ({"input_shape": (224, 224, 1)}, "input_shape must be"),
-    ({"input_shape": (128, 128, 3)}, "needs input height and width >= 224"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"variant": "vgg"}, "unknown variant 'vgg'"),
+        ({"num_classes": 0}, "num_classes must be a positive integer, got 0"),
+        ({"dropout_rate": 1.0}, r"dropout_rate must be in \[0, 1\), got 1.0"),
+        ({"weight_decay": -1.0}, "weight_decay must be >= 0, got -1.0"),
+        ({"input_shape": (224, 224, 1)}, "input_shape must be"),
+        ({"input_shape": (128, 128, 3)}, "needs input height and width >= 224"),
+    ],
+)
 def test_invalid_arguments(kwargs, message):
     with pytest.raises(ValueError, match=message):
         build_alexnet(**kwargs)
@@ -166,8 +183,10 @@ def test_sgd_steps_reduce_the_loss(variant):
     """A few of the paper's SGD steps on one fixed batch lower its loss."""
     keras.utils.set_random_seed(3)
     model = build_alexnet(num_classes=4, variant=variant, dropout_rate=0.0, hidden_bias=0.1)
-    model.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9),
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.compile(
+        optimizer=keras.optimizers.SGD(0.01, momentum=0.9),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
     rng = np.random.default_rng(3)
     x = rng.normal(scale=60.0, size=(4, 224, 224, 3)).astype("float32")  # one image per class
     y = np.arange(4)

@@ -22,12 +22,15 @@ def _train(optimizer, steps=4, seed=0):
     return [w.numpy(), b.numpy()], [v.numpy() for v in optimizer.variables]
 
 
-@pytest.mark.parametrize("kwargs", [
-    {"momentum": 0.9},
-    {"momentum": 0.9, "nesterov": True},
-    {"momentum": 0.0},
-    {"momentum": 0.9, "weight_decay": 5e-4},
-])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"momentum": 0.9},
+        {"momentum": 0.9, "nesterov": True},
+        {"momentum": 0.0},
+        {"momentum": 0.9, "weight_decay": 5e-4},
+    ],
+)
 def test_momentum_sgd_matches_keras_sgd(kwargs):
     learning_rate = keras.optimizers.schedules.ExponentialDecay(0.01, 2, 0.5)
     ours, ours_slots = _train(MomentumSGD(learning_rate, **kwargs))
@@ -45,7 +48,7 @@ def test_momentum_sgd_under_tf_function_matches_eager():
 
         def step():
             with tf.GradientTape() as tape:
-                loss = tf.reduce_sum(w ** 3)
+                loss = tf.reduce_sum(w**3)
             optimizer.apply_gradients([(tape.gradient(loss, w), w)])
 
         step = tf.function(step) if compiled else step
@@ -96,7 +99,9 @@ def _train_with_l2(optimizer, l2_in_loss, steps=4, seed=0):
     return kernel.numpy(), bias.numpy()
 
 
-@pytest.mark.parametrize("kwargs", [{"momentum": 0.9}, {"momentum": 0.9, "nesterov": True}, {"momentum": 0.0}])
+@pytest.mark.parametrize(
+    "kwargs", [{"momentum": 0.9}, {"momentum": 0.9, "nesterov": True}, {"momentum": 0.0}]
+)
 def test_l2_in_the_update_equals_the_papers_l2_loss(kwargs):
     """v <- m v - lr (g + wd w) on kernels only: what an L2 loss wd/2 |w|^2 on the kernels gives."""
     fused = _train_with_l2(MomentumSGD(0.01, l2=0.05, **kwargs), l2_in_loss=0.0)
@@ -122,8 +127,8 @@ def test_negative_l2_is_refused():
 def test_trainer_reports_the_loss_with_its_decay_term_and_applies_the_decay():
     """Total loss = cross-entropy + wd/2 |kernels|^2 before the update; the step leaves the decay
     term out (a square-and-sum over 61 M weights), `weight_decay_loss` gives it at log time."""
-    from alexnet_tf.training import step as steps
     from alexnet_tf.config import TrainConfig
+    from alexnet_tf.training import step as steps
 
     keras.utils.set_random_seed(0)
     config = TrainConfig(num_classes=10, batch_size=2, dropout_rate=0.0, precision="float32")
@@ -145,10 +150,10 @@ def test_trainer_reports_the_loss_with_its_decay_term_and_applies_the_decay():
     assert loss == pytest.approx(cross_entropy, rel=1e-6)  # no decay term computed in the step
 
 
-
 @pytest.mark.parametrize("momentum", [0.9, 0.0])
 def test_lr_multipliers_scale_one_layers_whole_step_under_a_strategy(momentum):
-    """Caffe's lr_mult: {"head": 10} makes head's step (gradient and decay) 10 times the others', per replica."""
+    """Caffe's lr_mult: {"head": 10} makes head's step (gradient and decay) 10 times the
+    others', per replica."""
     strategy = tf.distribute.MirroredStrategy(["/cpu:0"])  # distributed variables and merge_call
     rng = np.random.default_rng(0)
     x = tf.constant(rng.normal(size=(4, 5)).astype(np.float32))
@@ -156,8 +161,9 @@ def test_lr_multipliers_scale_one_layers_whole_step_under_a_strategy(momentum):
     def one_step(**kwargs):
         with strategy.scope():
             optimizer = MomentumSGD(0.01, momentum=momentum, l2=0.05, **kwargs)
-            model = keras.Sequential([keras.Input((5,)), keras.layers.Dense(3, name="body"),
-                                      keras.layers.Dense(2, name="head")])
+            model = keras.Sequential(
+                [keras.Input((5,)), keras.layers.Dense(3, name="body"), keras.layers.Dense(2, name="head")]
+            )
             model.set_weights(initial)
             optimizer.build(model.trainable_variables)
 
@@ -168,7 +174,9 @@ def test_lr_multipliers_scale_one_layers_whole_step_under_a_strategy(momentum):
             optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
 
         strategy.run(tf.function(step))
-        return {"/".join(v.path.split("/")[-2:]): v.numpy() - start for v, start in zip(model.weights, initial)}
+        return {
+            "/".join(v.path.split("/")[-2:]): v.numpy() - start for v, start in zip(model.weights, initial)
+        }
 
     initial = [rng.normal(size=shape).astype(np.float32) for shape in ((5, 3), (3,), (3, 2), (2,))]
     scaled, plain = one_step(lr_multipliers={"head": 10}), one_step()

@@ -13,14 +13,14 @@ import subprocess
 import sys
 import textwrap
 
+from conftest import run_command
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from tiny_dataset import write_jpeg, write_tiny_dataset
 
 from alexnet_tf import hardware, layers
-from conftest import run_command
-from tiny_dataset import write_jpeg, write_tiny_dataset
 
 pytestmark = pytest.mark.portability
 
@@ -51,21 +51,35 @@ def test_import_alone_loads_every_keras_file_the_project_writes(tmp_path):
     (GroupedConv2D, LRN, the InputConversion of imported weights) must be registered."""
     from alexnet_tf import build_alexnet  # pylint: disable=g-import-not-at-top
 
-    model = build_alexnet(num_classes=3, variant="caffe", input_conversion={
-        "input_mean": (123.0, 117.0, 104.0), "channel_order": "bgr", "mean": (104.0, 117.0, 123.0)})
+    model = build_alexnet(
+        num_classes=3,
+        variant="caffe",
+        input_conversion={
+            "input_mean": (123.0, 117.0, 104.0),
+            "channel_order": "bgr",
+            "mean": (104.0, 117.0, 123.0),
+        },
+    )
     path = str(tmp_path / "imported.keras")
     model.save(path)
     x = np.random.default_rng(0).uniform(-100, 100, (1, 224, 224, 3)).astype(np.float32)
     np.save(tmp_path / "x.npy", x)
     expected = model(x, training=False).numpy()
-    result = run_command(["-c", textwrap.dedent(f"""
+    result = run_command(
+        [
+            "-c",
+            textwrap.dedent(f"""
         import json, numpy as np, keras, alexnet_tf
         model = keras.saving.load_model({path!r})
-        print(json.dumps(model(np.load({str(tmp_path / 'x.npy')!r}), training=False).numpy().tolist()))
-    """)])
+        print(json.dumps(model(np.load({str(tmp_path / "x.npy")!r}), training=False).numpy().tolist()))
+    """),
+        ]
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "input_conversion" in [layer.name for layer in model.layers]
-    np.testing.assert_allclose(json.loads(result.stdout.strip().splitlines()[-1]), expected, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(
+        json.loads(result.stdout.strip().splitlines()[-1]), expected, rtol=1e-4, atol=1e-4
+    )
 
 
 def _block_diagonal(kernel, groups):
@@ -74,15 +88,19 @@ def _block_diagonal(kernel, groups):
     dense = np.zeros((kh, kw, per_group * groups, filters), kernel.dtype)
     out = filters // groups
     for g in range(groups):
-        dense[:, :, g * per_group:(g + 1) * per_group, g * out:(g + 1) * out] = kernel[..., g * out:(g + 1) * out]
+        dense[:, :, g * per_group : (g + 1) * per_group, g * out : (g + 1) * out] = kernel[
+            ..., g * out : (g + 1) * out
+        ]
     return dense
 
 
 def _diagonal_blocks(dense, groups):
     """The grouped kernel inside a block-diagonal dense one (the inverse of `_block_diagonal`)."""
     per_group, out = dense.shape[2] // groups, dense.shape[3] // groups
-    return np.concatenate([dense[:, :, g * per_group:(g + 1) * per_group, g * out:(g + 1) * out]
-                           for g in range(groups)], axis=-1)
+    return np.concatenate(
+        [dense[:, :, g * per_group : (g + 1) * per_group, g * out : (g + 1) * out] for g in range(groups)],
+        axis=-1,
+    )
 
 
 @pytest.mark.parametrize("jit_compile", [False, True])
@@ -122,7 +140,9 @@ def test_grouped_conv_forward_and_gradients_in_tf_function(implementation, jit_c
     y_ref, (dx_ref, dkernel_ref, dbias_ref) = reference(x)
     np.testing.assert_allclose(y.numpy(), y_ref.numpy(), rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(dx.numpy(), dx_ref.numpy(), rtol=1e-4, atol=1e-4)
-    np.testing.assert_allclose(dkernel.numpy(), _diagonal_blocks(dkernel_ref.numpy(), 2), rtol=1e-4, atol=1e-3)
+    np.testing.assert_allclose(
+        dkernel.numpy(), _diagonal_blocks(dkernel_ref.numpy(), 2), rtol=1e-4, atol=1e-3
+    )
     np.testing.assert_allclose(dbias.numpy(), dbias_ref.numpy(), rtol=1e-4, atol=1e-4)
 
 
@@ -154,7 +174,9 @@ def test_paper_model_trains_in_bfloat16_in_tf_function(jit_compile):
     assert np.isfinite(loss.numpy())
     assert all(np.all(np.isfinite(g.numpy())) for g in grads)
     conv2 = model.get_layer("conv2").kernel
-    assert not np.array_equal(before[[v.path for v in model.trainable_variables].index(conv2.path)], conv2.numpy())
+    assert not np.array_equal(
+        before[[v.path for v in model.trainable_variables].index(conv2.path)], conv2.numpy()
+    )
 
 
 def test_lrn_training_kernels_match_the_core_op_and_its_gradient():
@@ -178,15 +200,27 @@ def test_lrn_training_kernels_match_the_core_op_and_its_gradient():
 
 # ----------------------------------------------------------------------------- the commands
 
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """The paper variant trained and exported by the trainer's command line (3 steps of 2, float32)."""
-    data_dir = write_tiny_dataset(tmp_path_factory.mktemp("data"), train_records=12, validation_records=4,
-                                  num_classes=3)
+    data_dir = write_tiny_dataset(
+        tmp_path_factory.mktemp("data"), train_records=12, validation_records=4, num_classes=3
+    )
     model_dir = str(tmp_path_factory.mktemp("run") / "model")
-    result = run_command(["-m", "alexnet_tf.train", f"--data_dir={data_dir}", f"--model_dir={model_dir}",
-                          "--variant=paper", "--batch_size=2", "--train_steps=3", "--precision=float32",
-                          "--seed=0"])
+    result = run_command(
+        [
+            "-m",
+            "alexnet_tf.train",
+            f"--data_dir={data_dir}",
+            f"--model_dir={model_dir}",
+            "--variant=paper",
+            "--batch_size=2",
+            "--train_steps=3",
+            "--precision=float32",
+            "--seed=0",
+        ]
+    )
     assert result.returncode == 0, result.stderr[-4000:]
     return data_dir, model_dir, os.path.join(model_dir, "export", "1")
 
@@ -205,8 +239,17 @@ def test_train_command_trains_exports_and_evaluates(trained):
 def test_train_command_in_mixed_bfloat16(tmp_path):
     """Slow where bfloat16 is emulated (no AVX512_BF16/AMX, or oneDNN off), but it must work."""
     data_dir = write_tiny_dataset(tmp_path / "data", train_records=4, validation_records=2, num_classes=2)
-    result = run_command(["-m", "alexnet_tf.train", f"--data_dir={data_dir}", f"--model_dir={tmp_path / 'm'}",
-                          "--batch_size=1", "--train_steps=2", "--precision=mixed_bfloat16"])
+    result = run_command(
+        [
+            "-m",
+            "alexnet_tf.train",
+            f"--data_dir={data_dir}",
+            f"--model_dir={tmp_path / 'm'}",
+            "--batch_size=1",
+            "--train_steps=2",
+            "--precision=mixed_bfloat16",
+        ]
+    )
     assert result.returncode == 0, result.stderr[-4000:]
     assert "Trained 2 steps" in result.stdout
 
@@ -246,9 +289,23 @@ def test_saved_model_cli_runs_the_export(trained, tmp_path):
     _, _, saved_model = trained
     cli = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
     np.save(tmp_path / "bytes.npy", np.array([write_jpeg(tmp_path / "a.jpg", 120, 90)]))
-    result = subprocess.run([cli, "run", "--dir", saved_model, "--tag_set", "serve", "--signature_def",
-                             "serving_default", "--inputs", f"image_bytes={tmp_path / 'bytes.npy'}"],
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [
+            cli,
+            "run",
+            "--dir",
+            saved_model,
+            "--tag_set",
+            "serve",
+            "--signature_def",
+            "serving_default",
+            "--inputs",
+            f"image_bytes={tmp_path / 'bytes.npy'}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "probabilities" in result.stdout and "top_k_labels" in result.stdout
 
@@ -256,7 +313,9 @@ def test_saved_model_cli_runs_the_export(trained, tmp_path):
 def test_evaluate_command_on_the_export_and_the_checkpoint(trained):
     data_dir, model_dir, saved_model = trained
     for source in (f"--saved_model={saved_model}", f"--checkpoint={model_dir}"):
-        result = run_command(["-m", "alexnet_tf.evaluate", f"--data_dir={data_dir}", source, "--batch_size=2"])
+        result = run_command(
+            ["-m", "alexnet_tf.evaluate", f"--data_dir={data_dir}", source, "--batch_size=2"]
+        )
         assert result.returncode == 0, (source, result.stderr[-3000:])
         assert "top-1" in result.stdout or "top_1" in result.stdout, result.stdout
 
@@ -264,7 +323,9 @@ def test_evaluate_command_on_the_export_and_the_checkpoint(trained):
 def test_predict_command_on_the_export(trained, tmp_path):
     _, _, saved_model = trained
     write_jpeg(tmp_path / "cat.jpg", 200, 300)
-    result = run_command(["-m", "alexnet_tf.predict", f"--saved_model={saved_model}", str(tmp_path / "cat.jpg")])
+    result = run_command(
+        ["-m", "alexnet_tf.predict", f"--saved_model={saved_model}", str(tmp_path / "cat.jpg")]
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "cat.jpg" in result.stdout and "class" in result.stdout, result.stdout
 
@@ -281,7 +342,14 @@ def test_export_command_from_a_keras_file_in_a_fresh_process(trained, tmp_path):
     model, _ = load_model(model_dir)
     model.save(keras_file)
     del model
-    result = run_command(["-m", "alexnet_tf.export", f"--checkpoint={keras_file}",
-                          f"--export_dir={tmp_path / 'models' / 'alexnet'}", "--version=7"])
+    result = run_command(
+        [
+            "-m",
+            "alexnet_tf.export",
+            f"--checkpoint={keras_file}",
+            f"--export_dir={tmp_path / 'models' / 'alexnet'}",
+            "--version=7",
+        ]
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert os.path.isfile(tmp_path / "models" / "alexnet" / "7" / "saved_model.pb")

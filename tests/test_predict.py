@@ -6,13 +6,12 @@ import shutil
 import subprocess
 import sys
 
+from conftest import REPO
 import pytest
-
-from alexnet_tf import predict, serving
 from test_export import LABELS, small_classifier
 from tiny_dataset import write_jpeg
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from alexnet_tf import predict, serving
 
 
 @pytest.fixture(scope="module")
@@ -61,17 +60,30 @@ def test_text_output_and_base_dir_resolution(saved_model, files, capsys):
 @pytest.mark.slow
 def test_command_line_exit_status(saved_model, files):
     (a, b), text, _ = files
-    result = subprocess.run([sys.executable, "-m", "alexnet_tf.predict", f"--saved_model={saved_model}", a, text, b],
-                            cwd=REPO, capture_output=True, text=True, timeout=240)
+    result = subprocess.run(
+        [sys.executable, "-m", "alexnet_tf.predict", f"--saved_model={saved_model}", a, text, b],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
     assert result.returncode == 1
     assert result.stdout.count("label ") == 10
     errors = [line for line in result.stderr.splitlines() if line.startswith("alexnet_tf.predict:")]
-    assert len(errors) == 1 and errors[0].startswith(f"alexnet_tf.predict: {text}: image_bytes[0] is not a JPEG")
+    assert len(errors) == 1 and errors[0].startswith(
+        f"alexnet_tf.predict: {text}: image_bytes[0] is not a JPEG"
+    )
 
 
 def run_cli(*args):
-    return subprocess.run([sys.executable, "-m", "alexnet_tf.predict", *args], cwd=REPO,
-                          env={**os.environ, "PYTHONPATH": REPO}, capture_output=True, text=True, timeout=240)
+    return subprocess.run(
+        [sys.executable, "-m", "alexnet_tf.predict", *args],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": REPO},
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
 
 
 @pytest.mark.slow
@@ -88,7 +100,11 @@ def test_pixel_signature_gets_decoded_files(saved_model, files, capsys):
         assert [p["class"] for p in g["predictions"]][:1] == [p["class"] for p in e["predictions"]][:1]
         assert abs(g["predictions"][0]["score"] - e["predictions"][0]["score"]) < 1e-3
     errors = [line for line in result.stderr.splitlines() if line.startswith("alexnet_tf.predict:")]
-    assert len(errors) == 1 and errors[0].startswith(f"alexnet_tf.predict: {text}: ") and "Traceback" not in result.stderr
+    assert (
+        len(errors) == 1
+        and errors[0].startswith(f"alexnet_tf.predict: {text}: ")
+        and "Traceback" not in result.stderr
+    )
 
 
 @pytest.mark.slow
@@ -98,8 +114,10 @@ def test_model_errors_end_with_one_line_naming_the_input(saved_model, files, tmp
     shutil.copytree(os.path.join(saved_model, "1"), broken)
     with open(os.path.join(broken, "variables", "variables.index"), "r+b") as f:
         f.truncate(40)  # a damaged copy: TensorFlow fails to read its variables
-    for args, message in ((["--saved_model=" + broken], "cannot load the SavedModel: "),
-                          (["--saved_model=" + saved_model, "--signature=nope"], "no signature 'nope'")):
+    for args, message in (
+        (["--saved_model=" + broken], "cannot load the SavedModel: "),
+        (["--saved_model=" + saved_model, "--signature=nope"], "no signature 'nope'"),
+    ):
         result = run_cli(*args, a)
         assert result.returncode == 2, result.stderr[-2000:]
         lines = [line for line in result.stderr.splitlines() if line.startswith("alexnet_tf.predict:")]

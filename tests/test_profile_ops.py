@@ -4,11 +4,10 @@ import os
 import subprocess
 import sys
 
+from conftest import REPO
 import keras
 import numpy as np
 import tensorflow as tf
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_profile_ops_sums_a_real_trace_by_layer_and_direction(tmp_path):
@@ -31,17 +30,28 @@ def test_profile_ops_sums_a_real_trace_by_layer_and_direction(tmp_path):
         step()
     tf.profiler.experimental.stop()
 
-    result = subprocess.run([sys.executable, os.path.join(REPO, "tools", "profile_ops.py"), str(tmp_path),
-                             "--steps=2"], capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, os.path.join(REPO, "tools", "profile_ops.py"), str(tmp_path), "--steps=2"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
-    rows = {line.split("|")[1].strip(): float(line.split("|")[2]) for line in result.stdout.splitlines()
-            if line.startswith("| ") and line.count("|") == 4 and "ms/step" not in line}
+    rows = {
+        line.split("|")[1].strip(): float(line.split("|")[2])
+        for line in result.stdout.splitlines()
+        if line.startswith("| ") and line.count("|") == 4 and "ms/step" not in line
+    }
     assert rows.get("conv1 forward", 0) > 0 and rows.get("conv1 backward", 0) > 0, result.stdout
     assert "fc8 forward" in rows, result.stdout
 
 
 def test_profile_ops_names_the_directory_without_a_trace(tmp_path):
-    result = subprocess.run([sys.executable, os.path.join(REPO, "tools", "profile_ops.py"), str(tmp_path)],
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, os.path.join(REPO, "tools", "profile_ops.py"), str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode != 0
     assert f"no *.xplane.pb under {tmp_path}" in result.stderr

@@ -9,9 +9,8 @@ import shlex
 import subprocess
 import sys
 
+from conftest import REPO
 import pytest
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def readme_commands():
@@ -29,7 +28,9 @@ def test_readme_has_exactly_two_setup_commands():
     # Lint and format first (one ruff configuration, ruff.toml), then both kernel families:
     # the portability pass runs with oneDNN's kernels off.
     assert "ruff check . && ruff format --check . && python -m pytest" in tests
-    assert tests.endswith('python -m pytest -m "not portability" && TF_ENABLE_ONEDNN_OPTS=0 python -m pytest -m portability')
+    assert tests.endswith(
+        'python -m pytest -m "not portability" && TF_ENABLE_ONEDNN_OPTS=0 python -m pytest -m portability'
+    )
 
 
 def test_ci_runs_the_readme_test_command_verbatim():
@@ -60,9 +61,12 @@ def test_readme_main_command_installs_as_the_test_command_does():
     assert entry_point == "python -m alexnet_tf.train --demo"
     main_steps, test_steps = _steps(install), _steps(tests)
     # The same venv, created and activated in the same way, first.
-    assert main_steps[:-1] == test_steps[:len(main_steps) - 1]
+    assert main_steps[:-1] == test_steps[: len(main_steps) - 1]
     create, activate = main_steps[:-1]
-    assert create[1:3] == ["-m", "venv"] and activate == [".", f"{create[3]}/bin/activate"], (create, activate)
+    assert create[1:3] == ["-m", "venv"] and activate == [".", f"{create[3]}/bin/activate"], (
+        create,
+        activate,
+    )
     main_pip, test_pip = main_steps[-1], test_steps[len(main_steps) - 1]
     assert main_pip[:2] == test_pip[:2] == ["pip", "install"]
     assert len(main_pip) == len(test_pip) == 3  # no options, one requirement each
@@ -72,10 +76,13 @@ def test_readme_main_command_installs_as_the_test_command_does():
     assert main_extras <= test_extras, (main_extras, test_extras)
     # What the test command installs after that adds packages without changing those
     # requirements (--no-deps); then it checks the code with ruff and runs the tests.
-    for step in test_steps[len(main_steps):]:
-        assert step[:3] == ["pip", "install", "--no-deps"] or step[:3] == ["python", "-m", "pytest"] or (
-            step[0] == "ruff") or (
-            step[0] == "TF_ENABLE_ONEDNN_OPTS=0" and step[1:4] == ["python", "-m", "pytest"]), step
+    for step in test_steps[len(main_steps) :]:
+        assert (
+            step[:3] == ["pip", "install", "--no-deps"]
+            or step[:3] == ["python", "-m", "pytest"]
+            or (step[0] == "ruff")
+            or (step[0] == "TF_ENABLE_ONEDNN_OPTS=0" and step[1:4] == ["python", "-m", "pytest"])
+        ), step
 
 
 @pytest.mark.slow
@@ -87,7 +94,12 @@ def test_readme_main_command_entry_point_runs_the_installed_package(tmp_path):
     main, _ = readme_commands()
     entry_point = shlex.split(main.rsplit(" && ", 1)[1])
     assert entry_point[0] == "python"  # the activated venv's interpreter: ours
-    shortened = [sys.executable, *entry_point[1:], "--train_steps=3", f"--demo_cache_dir={tmp_path / 'cache'}"]
+    shortened = [
+        sys.executable,
+        *entry_point[1:],
+        "--train_steps=3",
+        f"--demo_cache_dir={tmp_path / 'cache'}",
+    ]
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
     workdir = tmp_path / "elsewhere"
     workdir.mkdir()

@@ -20,15 +20,15 @@ import subprocess
 import sys
 import textwrap
 
+from conftest import REPO
 import keras
+from keras_roundtrip import assert_layer_roundtrip
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from alexnet_tf import optim
 from alexnet_tf.layers import ReplicaDropout
-from conftest import REPO
-from keras_roundtrip import assert_layer_roundtrip
 
 TIMEOUT = 180  # the old optimizer deadlocks two workers on an overflow: fail, do not hang
 
@@ -105,11 +105,14 @@ COMMON = textwrap.dedent("""
         return masks, [o.numpy().ravel().tolist() for o in logits]
 """)
 
-MIRRORED_OVERFLOW_SCRIPT = textwrap.dedent("""
+MIRRORED_OVERFLOW_SCRIPT = (
+    textwrap.dedent("""
     import tensorflow as tf
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-""") + COMMON + textwrap.dedent("""
+""")
+    + COMMON
+    + textwrap.dedent("""
     strategy = create_strategy("mirrored")
     state, train = build(strategy)
     # One input pipeline: its per-replica batches go to replica 0, replica 1, replica 0, ...
@@ -124,17 +127,23 @@ MIRRORED_OVERFLOW_SCRIPT = textwrap.dedent("""
         before = after
     print(json.dumps({"replicas": strategy.num_replicas_in_sync, "steps": results}))
 """)
+)
 
 
 @pytest.mark.slow
 def test_an_overflow_on_either_mirrored_replica_skips_the_step_on_both():
-    result = subprocess.run([sys.executable, "-c", MIRRORED_OVERFLOW_SCRIPT], cwd=REPO,
-                            capture_output=True, text=True, timeout=TIMEOUT)
+    result = subprocess.run(
+        [sys.executable, "-c", MIRRORED_OVERFLOW_SCRIPT],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+    )
     assert result.returncode == 0, result.stderr[-4000:]
     out = json.loads(result.stdout.strip().splitlines()[-1])
     assert out["replicas"] == 2
     on_replica_1, on_replica_0, finite = out["steps"]
-    initial = 2.0 ** 15
+    initial = 2.0**15
     for step, scale in ((on_replica_1, initial / 2), (on_replica_0, initial / 4)):
         # Skipped everywhere: weights untouched and finite, the loss scale halved on both copies.
         assert step["moved"] == 0.0, step
@@ -148,11 +157,14 @@ def test_an_overflow_on_either_mirrored_replica_skips_the_step_on_both():
     assert finite["iterations"] == 1, finite
 
 
-MIRRORED_DROPOUT_SCRIPT = textwrap.dedent("""
+MIRRORED_DROPOUT_SCRIPT = (
+    textwrap.dedent("""
     import tensorflow as tf
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-""") + COMMON + textwrap.dedent("""
+""")
+    + COMMON
+    + textwrap.dedent("""
     strategy = create_strategy("mirrored")
     state, _ = build(strategy, dropout_rate=0.5, seed=int(sys.argv[1]))
     results = {}
@@ -161,11 +173,17 @@ MIRRORED_DROPOUT_SCRIPT = textwrap.dedent("""
         results[str(jit_compile)] = {"masks": masks, "logits": logits}
     print(json.dumps(results))
 """)
+)
 
 
 def _mirrored_dropout(seed):
-    result = subprocess.run([sys.executable, "-c", MIRRORED_DROPOUT_SCRIPT, str(seed)], cwd=REPO,
-                            capture_output=True, text=True, timeout=TIMEOUT)
+    result = subprocess.run(
+        [sys.executable, "-c", MIRRORED_DROPOUT_SCRIPT, str(seed)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+    )
     assert result.returncode == 0, result.stderr[-4000:]
     return json.loads(result.stdout.strip().splitlines()[-1])
 
@@ -228,18 +246,32 @@ def _run_two_workers(mode, tmp_path):
     workers = [f"127.0.0.1:{port}" for port in _free_ports(2)]
     processes = []
     for index in range(2):
-        env = dict(os.environ, TF_CONFIG=json.dumps(
-            {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}))
+        env = dict(
+            os.environ,
+            TF_CONFIG=json.dumps(
+                {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
+            ),
+        )
         log = open(tmp_path / f"worker{index}.log", "w")
-        processes.append(subprocess.Popen([sys.executable, "-c", WORKER_SCRIPT, mode], cwd=REPO, env=env,
-                                          stdout=subprocess.PIPE, stderr=log, text=True))
+        processes.append(
+            subprocess.Popen(
+                [sys.executable, "-c", WORKER_SCRIPT, mode],
+                cwd=REPO,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=log,
+                text=True,
+            )
+        )
     outputs = []
     try:
         for process in processes:
             outputs.append(process.communicate(timeout=TIMEOUT)[0])
     except subprocess.TimeoutExpired:
-        pytest.fail(f"the workers did not finish in {TIMEOUT} s (one waits in a collective the other "
-                    f"skipped?); worker 0's log ends:\n{(tmp_path / 'worker0.log').read_text()[-2000:]}")
+        pytest.fail(
+            f"the workers did not finish in {TIMEOUT} s (one waits in a collective the other "
+            f"skipped?); worker 0's log ends:\n{(tmp_path / 'worker0.log').read_text()[-2000:]}"
+        )
     finally:
         for process in processes:
             process.kill()
@@ -258,9 +290,9 @@ def test_an_overflow_on_one_worker_skips_the_step_on_both_workers(tmp_path):
     for result in results:
         skipped, finite = result["steps"]
         assert skipped["moved"] == 0.0 and skipped["finite"], result
-        assert skipped["scale"] == [2.0 ** 14] and skipped["iterations"] == 0, result
+        assert skipped["scale"] == [2.0**14] and skipped["iterations"] == 0, result
         assert finite["moved"] > 1e-5 and finite["finite"], result
-        assert finite["scale"] == [2.0 ** 14] and finite["iterations"] == 1, result
+        assert finite["scale"] == [2.0**14] and finite["iterations"] == 1, result
     # Identical weights on both workers after the skipped step and after the applied one.
     for step in range(2):
         assert results[0]["steps"][step]["fingerprint"] == results[1]["steps"][step]["fingerprint"]
@@ -279,6 +311,7 @@ def _one_variable_step(optimizer, variable, gradient):
     @tf.function
     def step():
         optimizer.apply_gradients([(tf.constant(gradient), variable)])
+
     step()
 
 
@@ -295,8 +328,9 @@ def test_loss_scale_optimizer_on_one_device_skips_non_finite_steps_as_keras_does
 
 
 def test_loss_scale_optimizer_serialises_and_checkpoints_like_keras_own(tmp_path):
-    optimizer = optim.LossScaleOptimizer(optim.MomentumSGD(0.1, momentum=0.9, l2=5e-4), initial_scale=64.0,
-                                         dynamic_growth_steps=7)
+    optimizer = optim.LossScaleOptimizer(
+        optim.MomentumSGD(0.1, momentum=0.9, l2=5e-4), initial_scale=64.0, dynamic_growth_steps=7
+    )
     copy = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(optimizer))
     assert type(copy) is optim.LossScaleOptimizer and type(copy.inner_optimizer) is optim.MomentumSGD
     assert copy.get_config() == optimizer.get_config()
@@ -363,8 +397,9 @@ def test_replica_dropout_noise_shape_shares_the_mask_along_its_none_free_axes():
 
 
 def test_replica_dropout_serialisation_roundtrip(tmp_path):
-    assert_layer_roundtrip(ReplicaDropout, {"rate": 0.3, "noise_shape": (None, 1, 5), "seed": 7}, (2, 4, 5),
-                           tmp_path)
+    assert_layer_roundtrip(
+        ReplicaDropout, {"rate": 0.3, "noise_shape": (None, 1, 5), "seed": 7}, (2, 4, 5), tmp_path
+    )
     assert keras.saving.get_registered_name(ReplicaDropout) == "alexnet_tf>ReplicaDropout"
 
 

@@ -16,29 +16,43 @@ import time
 import urllib.request
 
 from absl import flags
+from conftest import REPO
 import numpy as np
 import pytest
-import tensorflow as tf
 from tensorboard.backend.event_processing import event_accumulator
+import tensorflow as tf
+from tiny_dataset import write_jpeg, write_tiny_dataset
 
 from alexnet_tf import train
 from alexnet_tf.config import ConfigError, TrainConfig, demo_config
-from alexnet_tf.training.schedules import AlexNetSchedule, PlateauState
 from alexnet_tf.training import summaries
-from tiny_dataset import write_jpeg, write_tiny_dataset
+from alexnet_tf.training.schedules import AlexNetSchedule, PlateauState
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # 16 training images at batch 4: 4 steps per epoch, 8 steps; the step schedule divides the
 # rate by 10 after epoch 1, so the final rate tells whether a resumed run lost its place.
-TRAIN_FLAGS = ["--batch_size=4", "--epochs=2", "--lr_schedule=step", "--lr_decay_epochs=1",
-               "--log_every_steps=1", "--keep_checkpoints=2", "--seed=0"]
+TRAIN_FLAGS = [
+    "--batch_size=4",
+    "--epochs=2",
+    "--lr_schedule=step",
+    "--lr_decay_epochs=1",
+    "--log_every_steps=1",
+    "--keep_checkpoints=2",
+    "--seed=0",
+]
 FINAL_LR = 0.01 * 4 / 128 * 0.1
 TIMEOUT = 300
 
 
 def train_command(data_dir, model_dir, *extra):
-    return [sys.executable, "-m", "alexnet_tf.train", f"--data_dir={data_dir}", f"--model_dir={model_dir}",
-            *TRAIN_FLAGS, *extra]
+    return [
+        sys.executable,
+        "-m",
+        "alexnet_tf.train",
+        f"--data_dir={data_dir}",
+        f"--model_dir={model_dir}",
+        *TRAIN_FLAGS,
+        *extra,
+    ]
 
 
 def run_command(command, timeout=TIMEOUT):
@@ -77,7 +91,12 @@ def test_flags_default_to_the_paper_recipe_and_demo_keeps_given_flags():
     flag_values(["train", "--data_dir=/d", "--model_dir=/m"])
     config = train.config_from_flags(flag_values)
     assert config == TrainConfig(data_dir="/d", model_dir="/m")
-    assert (config.batch_size, config.momentum, config.weight_decay, config.learning_rate) == (128, 0.9, 5e-4, 0.01)
+    assert (config.batch_size, config.momentum, config.weight_decay, config.learning_rate) == (
+        128,
+        0.9,
+        5e-4,
+        0.01,
+    )
     assert (config.lr_schedule, config.max_lr_drops, config.epochs) == ("paper", 3, 90)
     assert not config.decoupled_weight_decay
 
@@ -90,6 +109,7 @@ def test_flags_default_to_the_paper_recipe_and_demo_keeps_given_flags():
 
 def test_the_variant_choices_are_the_models():
     from alexnet_tf import config, model  # pylint: disable=g-import-not-at-top
+
     assert set(config.VARIANTS) == set(model.VARIANTS)
 
 
@@ -98,15 +118,21 @@ def test_learning_rate_scales_linearly_with_the_global_batch():
     assert TrainConfig(batch_size=32, learning_rate=0.04).scaled_learning_rate == pytest.approx(0.01)
 
 
-@pytest.mark.parametrize("changes, message", [
-    (dict(data_dir=""), "--data_dir is required"),
-    (dict(model_dir=""), "--model_dir is required"),
-    (dict(variant="vgg"), "variant='vgg'"),
-    (dict(batch_size=0), "batch_size must be >= 1"),
-    (dict(image_size=200), "the paper variant needs image_size >= 224"),
-    (dict(variant="one_weird_trick", image_size=94), "the one_weird_trick variant needs image_size >= 95"),
-    (dict(profile_steps=(5, 2)), "profile_steps"),
-])
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        (dict(data_dir=""), "--data_dir is required"),
+        (dict(model_dir=""), "--model_dir is required"),
+        (dict(variant="vgg"), "variant='vgg'"),
+        (dict(batch_size=0), "batch_size must be >= 1"),
+        (dict(image_size=200), "the paper variant needs image_size >= 224"),
+        (
+            dict(variant="one_weird_trick", image_size=94),
+            "the one_weird_trick variant needs image_size >= 95",
+        ),
+        (dict(profile_steps=(5, 2)), "profile_steps"),
+    ],
+)
 def test_config_validation_names_the_bad_field(changes, message):
     config = TrainConfig(**{**dict(data_dir="/d", model_dir="/m"), **changes})
     with pytest.raises(ConfigError, match=re.escape(message)):
@@ -119,7 +145,7 @@ def test_plateau_divides_by_ten_after_patience_at_most_max_drops_times():
     drops = [state.update(top1) for top1 in (0.1, 0.2, 0.2, 0.15, 0.3, 0.3, 0.3, 0.3, 0.3, 0.3, 0.3)]
     assert drops == [False, False, False, True, False, False, True, False, True, False, False]
     assert int(state.drops.numpy()) == 3
-    assert float(schedule(0)) == pytest.approx(0.01 * 0.1 ** 3)
+    assert float(schedule(0)) == pytest.approx(0.01 * 0.1**3)
 
 
 def test_step_and_cosine_schedules_with_warmup():
@@ -134,8 +160,15 @@ def test_step_and_cosine_schedules_with_warmup():
 
 def test_a_train_step_of_a_zero_weight_model_counts_one_top1_hit_not_all():
     from alexnet_tf.training import step as steps  # pylint: disable=g-import-not-at-top
-    config = TrainConfig(batch_size=4, variant="one_weird_trick", image_size=128, precision="float32",
-                         dropout_rate=0.0, lr_schedule="step")
+
+    config = TrainConfig(
+        batch_size=4,
+        variant="one_weird_trick",
+        image_size=128,
+        precision="float32",
+        dropout_rate=0.0,
+        lr_schedule="step",
+    )
     strategy = tf.distribute.get_strategy()
     state = steps.build_state(config, strategy, 5, steps_per_epoch=1, total_steps=1, loss_scaling=False)
     for variable in state.model.trainable_variables:
@@ -159,28 +192,38 @@ def test_filter_grid_draws_two_towers_of_48_filters_each_stretched_to_0_1_and_sc
     grid = summaries.filter_grid(kernel, towers=2)
     assert grid.shape == (1, FILTERS_HEIGHT, FILTERS_WIDTH, 3)
     assert grid.min() == 0.0 and grid.max() == 1.0
-    tile = grid[0, 0:44, 5 * 46:5 * 46 + 44]  # filter 5 is normalised on its own
+    tile = grid[0, 0:44, 5 * 46 : 5 * 46 + 44]  # filter 5 is normalised on its own
     assert tile.min() == 0.0 and tile.max() == 1.0
     # Nearest-neighbour scaling: each weight is a 4x4 block of one colour.
     np.testing.assert_array_equal(tile, np.repeat(np.repeat(tile[::4, ::4], 4, axis=0), 4, axis=1))
     stretched = (kernel[..., 5] - kernel[..., 5].min()) / np.ptp(kernel[..., 5])
     np.testing.assert_allclose(tile[::4, ::4], stretched, atol=1e-6)
     # Filter 48, the first of the second tower, opens the lower block.
-    second = grid[0, 3 * 46 - 2 + 10:, :44]
+    second = grid[0, 3 * 46 - 2 + 10 :, :44]
     expected = (kernel[..., 48] - kernel[..., 48].min()) / np.ptp(kernel[..., 48])
     np.testing.assert_allclose(second[:44:4, ::4], expected, atol=1e-6)
-    assert np.all(grid[0, 3 * 46 - 2:3 * 46 - 2 + 10] == 1.0)  # the white gap between the towers
+    assert np.all(grid[0, 3 * 46 - 2 : 3 * 46 - 2 + 10] == 1.0)  # the white gap between the towers
 
 
 def test_conv1_filter_image_follows_the_towers_and_shows_bgr_kernels_in_rgb():
     from alexnet_tf.model import build_alexnet  # pylint: disable=g-import-not-at-top
 
-    one_block = build_alexnet(num_classes=2, variant="one_weird_trick", input_shape=(95, 95, 3),
-                              weight_decay=0, kernel_initializer="zeros")
+    one_block = build_alexnet(
+        num_classes=2,
+        variant="one_weird_trick",
+        input_shape=(95, 95, 3),
+        weight_decay=0,
+        kernel_initializer="zeros",
+    )
     image = summaries.conv1_filter_image(one_block)
     assert image.shape == (1, 4 * 44 + 3 * 2, FILTERS_WIDTH, 3)  # 64 filters, one block of 4 rows
-    caffe = build_alexnet(num_classes=2, variant="caffe", weight_decay=0,
-                          input_conversion={"channel_order": "bgr"}, kernel_initializer="zeros")
+    caffe = build_alexnet(
+        num_classes=2,
+        variant="caffe",
+        weight_decay=0,
+        input_conversion={"channel_order": "bgr"},
+        kernel_initializer="zeros",
+    )
     kernel = np.zeros((11, 11, 3, 96), np.float32)
     kernel[:, :, 0, 0] = 1.0  # filter 0 looks at the B of Caffe's BGR input: blue in RGB
     caffe.get_layer("conv1").weights[0].assign(kernel)
@@ -214,8 +257,7 @@ def test_training_run_writes_checkpoint_results_and_export(trained, dataset):
 
 
 def _tensor_events(log_dir):
-    accumulator = event_accumulator.EventAccumulator(
-        log_dir, size_guidance={event_accumulator.TENSORS: 0})
+    accumulator = event_accumulator.EventAccumulator(log_dir, size_guidance={event_accumulator.TENSORS: 0})
     accumulator.Reload()
     events = {}
     for tag in accumulator.Tags()["tensors"]:
@@ -275,7 +317,7 @@ def test_projector_holds_fc7_embeddings_labels_and_sprite_of_the_validation_imag
         sprite = tf.io.decode_png(f.read()).numpy()
     assert list(entry.sprite.single_image_dim) == [48, 48]
     assert sprite.shape == (3 * 48, 3 * 48, 3)  # ceil(sqrt(8)) = 3 thumbnails per row, 3 rows
-    assert sprite[:48, :48].std() > 0 and np.all(sprite[2 * 48:, 2 * 48:] == 255)  # 8 drawn, the 9th blank
+    assert sprite[:48, :48].std() > 0 and np.all(sprite[2 * 48 :, 2 * 48 :] == 255)  # 8 drawn, the 9th blank
 
 
 def _free_port():
@@ -289,16 +331,28 @@ def test_tensorboard_serves_the_scalar_tags(trained):
     model_dir, _ = trained
     port = _free_port()
     server = subprocess.Popen(
-        [sys.executable, "-m", "tensorboard.main", f"--logdir={model_dir}", "--host=127.0.0.1",
-         f"--port={port}", "--load_fast=false"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-m",
+            "tensorboard.main",
+            f"--logdir={model_dir}",
+            "--host=127.0.0.1",
+            f"--port={port}",
+            "--load_fast=false",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline, tags = time.time() + 90, {}
         while time.time() < deadline and not ({"train", "validation"} <= set(tags)):
             time.sleep(1.0)
             assert server.poll() is None, server.stderr.read()[-2000:]
             try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/data/plugin/scalars/tags", timeout=5) as r:
+                with urllib.request.urlopen(
+                    f"http://127.0.0.1:{port}/data/plugin/scalars/tags", timeout=5
+                ) as r:
                     tags = json.load(r)
             except OSError:
                 continue
@@ -324,7 +378,7 @@ def test_saved_model_classifies_a_real_jpeg_in_a_fresh_process(trained, tmp_path
     write_jpeg(jpeg_path, 333, 500)
     script = textwrap.dedent(f"""
         import json, numpy as np, tensorflow as tf
-        loaded = tf.saved_model.load({os.path.join(model_dir, 'export', '1')!r})
+        loaded = tf.saved_model.load({os.path.join(model_dir, "export", "1")!r})
         image_bytes = tf.io.read_file({str(jpeg_path)!r})
         out = loaded.signatures["serving_default"](image_bytes=tf.stack([image_bytes, image_bytes]))
         features = loaded.signatures["features"](image_bytes=tf.stack([image_bytes]))["features"]
@@ -386,7 +440,9 @@ def test_sigkill_then_sigterm_then_resume_matches_an_uninterrupted_run(trained, 
 
         def trained_after_resume():
             text = log_path.read_text()
-            return "Resuming from" in text and re.search(r"step [1-9]\d*/8", text.split("Resuming from", 1)[1])
+            return "Resuming from" in text and re.search(
+                r"step [1-9]\d*/8", text.split("Resuming from", 1)[1]
+            )
 
         _wait_for(trained_after_resume, second, "a step after resuming")
         second.send_signal(signal.SIGTERM)
@@ -425,17 +481,23 @@ def bad_inputs(dataset, tmp_path):
     other_model = tmp_path / "other_model"
     (other_model / "checkpoints").mkdir(parents=True)
     (other_model / "checkpoints" / "model_spec.json").write_text(
-        json.dumps({"variant": "one_weird_trick", "num_classes": 5, "image_size": 224}))
+        json.dumps({"variant": "one_weird_trick", "num_classes": 5, "image_size": 224})
+    )
     model_dir = str(tmp_path / "model")
     return {
         "missing data dir": (dict(data_dir=str(tmp_path / "nope"), model_dir=model_dir), "does not exist"),
         "empty data dir": (dict(data_dir=str(empty), model_dir=model_dir), "is empty"),
-        "no shards": (dict(data_dir=str(unrelated), model_dir=model_dir), "no training files match 'train-*'"),
+        "no shards": (
+            dict(data_dir=str(unrelated), model_dir=model_dir),
+            "no training files match 'train-*'",
+        ),
         "no data_dir": (dict(model_dir=model_dir), "--data_dir is required"),
         "num_classes": (dict(data_dir=dataset, model_dir=model_dir, num_classes=7), "--num_classes=7 but"),
         "unwritable model dir": (dict(data_dir=dataset, model_dir=str(a_file / "model")), "is not writable"),
-        "other variant": (dict(data_dir=dataset, model_dir=str(other_model)),
-                          "holds checkpoints of another model: variant='one_weird_trick'"),
+        "other variant": (
+            dict(data_dir=dataset, model_dir=str(other_model)),
+            "holds checkpoints of another model: variant='one_weird_trick'",
+        ),
     }
 
 
@@ -455,15 +517,32 @@ def test_bad_input_gives_one_clear_line_and_a_nonzero_exit(bad_inputs, dataset, 
     # The command line maps every ConfigError the same way; three cases prove the mapping,
     # the in-process test above covers every message. Divergence has its own exit status.
     nan_dir = str(tmp_path / "nan")
-    cases = {name: (_cli_flags(bad_inputs[name][0]), 2, bad_inputs[name][1])
-             for name in ("missing data dir", "num_classes", "other variant")}
+    cases = {
+        name: (_cli_flags(bad_inputs[name][0]), 2, bad_inputs[name][1])
+        for name in ("missing data dir", "num_classes", "other variant")
+    }
     cases["diverging"] = (
-        [f"--data_dir={dataset}", f"--model_dir={nan_dir}", "--learning_rate=1e9", "--train_steps=4",
-         "--checkpoint_every_steps=1", "--precision=float32"], 1, "training diverged")
-    processes = {name: subprocess.Popen(
-        [sys.executable, "-m", "alexnet_tf.train", "--batch_size=4", "--train_steps=2", *flag_list],
-        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        for name, (flag_list, _, _) in cases.items()}
+        [
+            f"--data_dir={dataset}",
+            f"--model_dir={nan_dir}",
+            "--learning_rate=1e9",
+            "--train_steps=4",
+            "--checkpoint_every_steps=1",
+            "--precision=float32",
+        ],
+        1,
+        "training diverged",
+    )
+    processes = {
+        name: subprocess.Popen(
+            [sys.executable, "-m", "alexnet_tf.train", "--batch_size=4", "--train_steps=2", *flag_list],
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for name, (flag_list, _, _) in cases.items()
+    }
     for name, process in processes.items():
         _, stderr = process.communicate(timeout=TIMEOUT)
         _, returncode, message = cases[name]

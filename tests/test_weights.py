@@ -9,26 +9,34 @@ import os
 import subprocess
 import sys
 
+from conftest import REPO
 import keras
+from keras_roundtrip import assert_layer_roundtrip
 import numpy as np
 import pytest
 
 from alexnet_tf import preprocessing, weights
 from alexnet_tf.model import InputConversion, build_alexnet
-from keras_roundtrip import assert_layer_roundtrip
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CAFFE_MEAN_BGR = np.array([104.00698793, 116.66876762, 122.67891434])  # ilsvrc_2012_mean.npy
 TORCH_MEAN, TORCH_STD = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
 
 # (name, out, in per group, kernel, stride, pad, groups) of Caffe's deploy.prototxt.
-CAFFE_CONVS = (("conv1", 96, 3, 11, 4, 0, 1), ("conv2", 256, 48, 5, 1, 2, 2),
-               ("conv3", 384, 256, 3, 1, 1, 1), ("conv4", 384, 192, 3, 1, 1, 2),
-               ("conv5", 256, 192, 3, 1, 1, 2))
+CAFFE_CONVS = (
+    ("conv1", 96, 3, 11, 4, 0, 1),
+    ("conv2", 256, 48, 5, 1, 2, 2),
+    ("conv3", 384, 256, 3, 1, 1, 1),
+    ("conv4", 384, 192, 3, 1, 1, 2),
+    ("conv5", 256, 192, 3, 1, 1, 2),
+)
 # (state_dict prefix, out, in, kernel, stride, pad) of torchvision.models.alexnet.
-TORCH_CONVS = (("features.0", 64, 3, 11, 4, 2), ("features.3", 192, 64, 5, 1, 2),
-               ("features.6", 384, 192, 3, 1, 1), ("features.8", 256, 384, 3, 1, 1),
-               ("features.10", 256, 256, 3, 1, 1))
+TORCH_CONVS = (
+    ("features.0", 64, 3, 11, 4, 2),
+    ("features.3", 192, 64, 5, 1, 2),
+    ("features.6", 384, 192, 3, 1, 1),
+    ("features.8", 256, 384, 3, 1, 1),
+    ("features.10", 256, 256, 3, 1, 1),
+)
 TORCH_FCS = (("classifier.1", 4096, 9216), ("classifier.4", 4096, 4096), ("classifier.6", 1000, 4096))
 
 
@@ -89,8 +97,17 @@ def caffe_params(rng, fc_units=(4096, 4096, 1000)):
     return params
 
 
-def write_bvlc_alexnet_onnx(path, params, input_size=224, pool_pads=((0, 0, 1, 1), (0,) * 4, (0,) * 4),
-                            fc_form="gemm_transB", opset=9, skip=(), lrn_alpha=1e-4, extra_node=None):
+def write_bvlc_alexnet_onnx(
+    path,
+    params,
+    input_size=224,
+    pool_pads=((0, 0, 1, 1), (0,) * 4, (0,) * 4),
+    fc_form="gemm_transB",
+    opset=9,
+    skip=(),
+    lrn_alpha=1e-4,
+    extra_node=None,
+):
     """Writes the ONNX model zoo's bvlc_alexnet structure (Caffe -> Caffe2 -> ONNX) with `params`.
 
     Node and tensor names follow the zoo graph: data_0, conv1_w_0, conv1_1, norm1_1, pool1_1,
@@ -109,11 +126,19 @@ def write_bvlc_alexnet_onnx(path, params, input_size=224, pool_pads=((0, 0, 1, 1
         return output
 
     pools = iter(pool_pads)
-    for name, out, cin, k, stride, pad, groups in CAFFE_CONVS:
+    for name, out, _cin, k, stride, pad, groups in CAFFE_CONVS:
         index = name[-1]
         if name not in skip:
-            x = add("Conv", [x, f"{name}_w_0", f"{name}_b_0"], f"{name}_1", kernel_shape=[k, k],
-                    strides=[stride, stride], pads=[pad] * 4, dilations=[1, 1], group=groups)
+            x = add(
+                "Conv",
+                [x, f"{name}_w_0", f"{name}_b_0"],
+                f"{name}_1",
+                kernel_shape=[k, k],
+                strides=[stride, stride],
+                pads=[pad] * 4,
+                dilations=[1, 1],
+                group=groups,
+            )
             x = add("Relu", [x], f"{name}_2")
             if extra_node == name:
                 x = add("BatchNormalization", [x, "bn_s", "bn_b", "bn_m", "bn_v"], f"{name}_bn")
@@ -121,8 +146,9 @@ def write_bvlc_alexnet_onnx(path, params, input_size=224, pool_pads=((0, 0, 1, 1
         if index in "12" and f"lrn{index}" not in skip:
             x = add("LRN", [x], f"norm{index}_1", size=5, alpha=lrn_alpha, beta=0.75, bias=1.0)
         if index in "125":
-            x = add("MaxPool", [x], f"pool{index}_1", kernel_shape=[3, 3], strides=[2, 2],
-                    pads=list(next(pools)))
+            x = add(
+                "MaxPool", [x], f"pool{index}_1", kernel_shape=[3, 3], strides=[2, 2], pads=list(next(pools))
+            )
     inits["OC2_DUMMY_1"] = np.array([1, 9216], np.int64)
     x = add("Reshape", [x, "OC2_DUMMY_1"], "OC2_DUMMY_0")
     for i in (6, 7, 8):
@@ -144,12 +170,15 @@ def write_bvlc_alexnet_onnx(path, params, input_size=224, pool_pads=((0, 0, 1, 1
             x = add("Dropout", [x], f"{name}_3", **({"ratio": 0.5} if opset < 12 else {}))
     add("Softmax", [x], "prob_1")
     graph = helper.make_graph(
-        nodes, "bvlc_alexnet",
+        nodes,
+        "bvlc_alexnet",
         [helper.make_tensor_value_info("data_0", TensorProto.FLOAT, [1, 3, input_size, input_size])],
         [helper.make_tensor_value_info("prob_1", TensorProto.FLOAT, [1, None])],
-        [numpy_helper.from_array(v, k) for k, v in inits.items()])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)],
-                              producer_name="onnx-caffe2")
+        [numpy_helper.from_array(v, k) for k, v in inits.items()],
+    )
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", opset)], producer_name="onnx-caffe2"
+    )
     model.ir_version = 7
     onnx.save(model, str(path))
     return str(path)
@@ -195,18 +224,27 @@ def test_onnx_import_matches_onnxruntime(zoo_onnx):
     assert difference < 1e-4 and scale > 1
     # The layouts behind that agreement: HWIO conv kernels (grouped conv2 too) and fc6 rows
     # in channels-last (y, x, c) order where Caffe's are (c, y, x).
-    np.testing.assert_array_equal(model.get_layer("conv2").kernel.numpy()[1, 3, 5, 200],
-                                  params["conv2_w_0"][200, 5, 1, 3])
+    np.testing.assert_array_equal(
+        model.get_layer("conv2").kernel.numpy()[1, 3, 5, 200], params["conv2_w_0"][200, 5, 1, 3]
+    )
     y, x, c = 2, 4, 100
-    np.testing.assert_array_equal(model.get_layer("fc6").kernel.numpy()[(y * 6 + x) * 256 + c, 7],
-                                  params["fc6_w_0"][7, (c * 6 + y) * 6 + x])
+    np.testing.assert_array_equal(
+        model.get_layer("fc6").kernel.numpy()[(y * 6 + x) * 256 + c, 7],
+        params["fc6_w_0"][7, (c * 6 + y) * 6 + x],
+    )
 
 
 def test_onnx_caffe_input_size_and_matmul_add(tmp_path):
     """Caffe's own 227x227 input (no pool padding needed), fc layers as MatMul + Add, opset 12."""
     params = caffe_params(np.random.default_rng(2), fc_units=(4096, 4096, 10))
-    path = write_bvlc_alexnet_onnx(tmp_path / "model.onnx", params, input_size=227,
-                                   pool_pads=((0, 0, 0, 0),) * 3, fc_form="matmul_add", opset=12)
+    path = write_bvlc_alexnet_onnx(
+        tmp_path / "model.onnx",
+        params,
+        input_size=227,
+        pool_pads=((0, 0, 0, 0),) * 3,
+        fc_form="matmul_add",
+        opset=12,
+    )
     images = _project_images(np.random.default_rng(3), 1, 227)
     expected = ort_logits(path, caffe_input(images))
 
@@ -221,8 +259,11 @@ def test_onnx_gemm_forms_read_the_same_weights(tmp_path):
     read = {}
     for form in ("gemm_transB", "gemm", "matmul_add"):
         proto = onnx_load(write_bvlc_alexnet_onnx(tmp_path / f"{form}.onnx", params, fc_form=form))
-        read[form] = [(layer.weight, layer.bias) for layer in weights._read_onnx_layers(proto)[2]
-                      if layer.kind == "dense"]
+        read[form] = [
+            (layer.weight, layer.bias)
+            for layer in weights._read_onnx_layers(proto)[2]
+            if layer.kind == "dense"
+        ]
     for i, (weight, bias) in enumerate(read["gemm_transB"]):
         np.testing.assert_array_equal(weight, params[f"fc{i + 6}_w_0"])
         for form in ("gemm", "matmul_add"):
@@ -234,18 +275,27 @@ def onnx_load(path):
     return pytest.importorskip("onnx").load(path)
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"skip": ("conv3",)},  # missing layer
-     r"conv3 \(ONNX node 'conv4_1'\): weight 'conv4_w_0' has shape \(384, 192, 3, 3\), "
-     r"expected \(384, 256, 3, 3\)"),
-    ({"skip": ("fc6", "fc7", "fc8")},
-     r"fc6: missing; the graph ends after node 'OC2_DUMMY_0', expected a Gemm .*weight shape \(4096, 9216\)"),
-    ({"skip": ("lrn1",)}, r"lrn1: expected an LRN node, found MaxPool node 'pool1_1'"),
-    ({"pool_pads": ((0, 0, 0, 0),) * 3},
-     r"pool1 \(ONNX node 'pool1_1'\): pools \[54, 54\] to \[26, 26\].*gives \[27, 27\]"),
-    ({"lrn_alpha": 2e-5}, r"lrn1 \(ONNX node 'norm1_1'\): LRN alpha / size=4e-06, expected 2e-05"),
-    ({"extra_node": "conv1"}, r"ONNX node 'conv1_bn' is a BatchNormalization"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (
+            {"skip": ("conv3",)},  # missing layer
+            r"conv3 \(ONNX node 'conv4_1'\): weight 'conv4_w_0' has shape \(384, 192, 3, 3\), "
+            r"expected \(384, 256, 3, 3\)",
+        ),
+        (
+            {"skip": ("fc6", "fc7", "fc8")},
+            r"fc6: missing; the graph ends after node 'OC2_DUMMY_0', expected a Gemm .*weight shape \(4096, 9216\)",  # noqa: E501  (the message, verbatim)
+        ),
+        ({"skip": ("lrn1",)}, r"lrn1: expected an LRN node, found MaxPool node 'pool1_1'"),
+        (
+            {"pool_pads": ((0, 0, 0, 0),) * 3},
+            r"pool1 \(ONNX node 'pool1_1'\): pools \[54, 54\] to \[26, 26\].*gives \[27, 27\]",
+        ),
+        ({"lrn_alpha": 2e-5}, r"lrn1 \(ONNX node 'norm1_1'\): LRN alpha / size=4e-06, expected 2e-05"),
+        ({"extra_node": "conv1"}, r"ONNX node 'conv1_bn' is a BatchNormalization"),
+    ],
+)
 def test_onnx_wrong_structure_names_the_layer(tmp_path, kwargs, message):
     params = caffe_params(None, fc_units=(8, 8, 8))
     path = write_bvlc_alexnet_onnx(tmp_path / "bad.onnx", params, **kwargs)
@@ -257,9 +307,11 @@ def test_onnx_wrong_shape_names_the_layer_and_expected_shape(tmp_path):
     params = caffe_params(None, fc_units=(8, 8, 8))
     params["conv2_w_0"] = np.zeros((256, 96, 5, 5), np.float32)  # no groups
     path = write_bvlc_alexnet_onnx(tmp_path / "bad.onnx", params)
-    with pytest.raises(weights.WeightImportError,
-                       match=r"conv2 \(ONNX node 'conv2_1'\): weight 'conv2_w_0' has shape "
-                             r"\(256, 96, 5, 5\), expected \(256, 48, 5, 5\)"):
+    with pytest.raises(
+        weights.WeightImportError,
+        match=r"conv2 \(ONNX node 'conv2_1'\): weight 'conv2_w_0' has shape "
+        r"\(256, 96, 5, 5\), expected \(256, 48, 5, 5\)",
+    ):
         weights.import_onnx(path)
 
 
@@ -367,15 +419,30 @@ def test_pth_import_matches_pytorch(tmp_path):
         def __init__(self, num_classes=1000):
             super().__init__()
             self.features = nn.Sequential(
-                nn.Conv2d(3, 64, 11, 4, 2), nn.ReLU(), nn.MaxPool2d(3, 2),
-                nn.Conv2d(64, 192, 5, padding=2), nn.ReLU(), nn.MaxPool2d(3, 2),
-                nn.Conv2d(192, 384, 3, padding=1), nn.ReLU(),
-                nn.Conv2d(384, 256, 3, padding=1), nn.ReLU(),
-                nn.Conv2d(256, 256, 3, padding=1), nn.ReLU(), nn.MaxPool2d(3, 2))
+                nn.Conv2d(3, 64, 11, 4, 2),
+                nn.ReLU(),
+                nn.MaxPool2d(3, 2),
+                nn.Conv2d(64, 192, 5, padding=2),
+                nn.ReLU(),
+                nn.MaxPool2d(3, 2),
+                nn.Conv2d(192, 384, 3, padding=1),
+                nn.ReLU(),
+                nn.Conv2d(384, 256, 3, padding=1),
+                nn.ReLU(),
+                nn.Conv2d(256, 256, 3, padding=1),
+                nn.ReLU(),
+                nn.MaxPool2d(3, 2),
+            )
             self.avgpool = nn.AdaptiveAvgPool2d((6, 6))
             self.classifier = nn.Sequential(
-                nn.Dropout(), nn.Linear(9216, 4096), nn.ReLU(), nn.Dropout(), nn.Linear(4096, 4096),
-                nn.ReLU(), nn.Linear(4096, num_classes))
+                nn.Dropout(),
+                nn.Linear(9216, 4096),
+                nn.ReLU(),
+                nn.Dropout(),
+                nn.Linear(4096, 4096),
+                nn.ReLU(),
+                nn.Linear(4096, num_classes),
+            )
 
         def forward(self, x):
             return self.classifier(torch.flatten(self.avgpool(self.features(x)), 1))
@@ -403,8 +470,10 @@ def zero_state():
 
 def test_torchvision_missing_layer(tmp_path, zero_state):
     path = save_state(tmp_path / "bad.npz", _without(zero_state, "classifier.6."))
-    with pytest.raises(weights.WeightImportError,
-                       match=r"fc8: classifier\.6\.weight is missing; expected shape \(1000, 4096\)"):
+    with pytest.raises(
+        weights.WeightImportError,
+        match=r"fc8: classifier\.6\.weight is missing; expected shape \(1000, 4096\)",
+    ):
         weights.import_torchvision(path)
 
 
@@ -412,38 +481,48 @@ def test_torchvision_wrong_shape(tmp_path, zero_state):
     state = _without(zero_state, "classifier.")
     state["features.3.weight"] = np.zeros((192, 64, 3, 3), np.float32)
     path = save_state(tmp_path / "bad.npz", state)
-    with pytest.raises(weights.WeightImportError,
-                       match=r"conv2: features\.3\.weight has shape \(192, 64, 3, 3\), "
-                             r"expected \(192, 64, 5, 5\)"):
+    with pytest.raises(
+        weights.WeightImportError,
+        match=r"conv2: features\.3\.weight has shape \(192, 64, 3, 3\), "
+        r"expected \(192, 64, 5, 5\)",
+    ):
         weights.import_torchvision(path)
 
 
 def test_torchvision_other_architecture(tmp_path):
     """A VGG-style state_dict: conv1 is features.0 but 3x3 with 64 filters, and more of them."""
-    state = {"features.0.weight": np.zeros((64, 3, 3, 3), np.float32),
-             "features.0.bias": np.zeros(64, np.float32),
-             "features.2.weight": np.zeros((64, 64, 3, 3), np.float32)}
+    state = {
+        "features.0.weight": np.zeros((64, 3, 3, 3), np.float32),
+        "features.0.bias": np.zeros(64, np.float32),
+        "features.2.weight": np.zeros((64, 64, 3, 3), np.float32),
+    }
     path = save_state(tmp_path / "vgg.npz", state)
-    with pytest.raises(weights.WeightImportError,
-                       match=r"conv1: features\.0\.weight has shape \(64, 3, 3, 3\), "
-                             r"expected \(64, 3, 11, 11\)"):
+    with pytest.raises(
+        weights.WeightImportError,
+        match=r"conv1: features\.0\.weight has shape \(64, 3, 3, 3\), "
+        r"expected \(64, 3, 11, 11\)",
+    ):
         weights.import_torchvision(path)
 
 
 def test_torchvision_unexpected_entries(tmp_path, zero_state):
     state = dict(zero_state, **{"features.1.running_mean": np.zeros(64, np.float32)})
     path = save_state(tmp_path / "bn.npz", state)
-    with pytest.raises(weights.WeightImportError,
-                       match=r"entries \['features\.1\.running_mean'\] are not in"):
+    with pytest.raises(
+        weights.WeightImportError, match=r"entries \['features\.1\.running_mean'\] are not in"
+    ):
         weights.import_torchvision(path)
 
 
-@pytest.mark.parametrize("name, content, message", [
-    ("missing.npz", None, "no such file"),
-    ("weights.bin", b"x", "unknown file type '.bin'"),
-    ("broken.npz", b"not a zip", "cannot read it as a .npz state_dict"),
-    ("broken.onnx", b"\xff\xff not onnx", "not a readable ONNX model"),
-])
+@pytest.mark.parametrize(
+    "name, content, message",
+    [
+        ("missing.npz", None, "no such file"),
+        ("weights.bin", b"x", "unknown file type '.bin'"),
+        ("broken.npz", b"not a zip", "cannot read it as a .npz state_dict"),
+        ("broken.onnx", b"\xff\xff not onnx", "not a readable ONNX model"),
+    ],
+)
 def test_unreadable_files(tmp_path, name, content, message):
     path = tmp_path / name
     if content is not None:
@@ -473,11 +552,13 @@ def test_input_conversion_layer_round_trips(tmp_path):
     assert_layer_roundtrip(InputConversion, weights.CAFFE_INPUT, (2, 5, 5, 3), tmp_path)
     images = _project_images(np.random.default_rng(6), 2, 5)
     layer = InputConversion(**weights.TORCHVISION_INPUT)
-    np.testing.assert_allclose(np.asarray(layer(images)), torchvision_input(images).transpose(0, 2, 3, 1),
-                               atol=1e-5)
+    np.testing.assert_allclose(
+        np.asarray(layer(images)), torchvision_input(images).transpose(0, 2, 3, 1), atol=1e-5
+    )
     layer = InputConversion(**weights.CAFFE_INPUT)
-    np.testing.assert_allclose(np.asarray(layer(images)), caffe_input(images).transpose(0, 2, 3, 1),
-                               atol=1e-4)
+    np.testing.assert_allclose(
+        np.asarray(layer(images)), caffe_input(images).transpose(0, 2, 3, 1), atol=1e-4
+    )
 
 
 def test_import_to_files_writes_keras_labels_and_export(tmp_path, zoo_onnx):
@@ -515,12 +596,22 @@ def test_cli_reports_a_bad_file_in_one_line(tmp_path):
     state = {"features.0.weight": np.zeros((96, 3, 11, 11), np.float32)}  # Caffe's conv1, torchvision's slot
     path = save_state(tmp_path / "paper.npz", state)
     result = subprocess.run(
-        [sys.executable, os.path.join(REPO, "tools", "import_weights.py"), "--source=torchvision",
-         f"--input={path}", f"--output={tmp_path / 'x.keras'}"],
-        capture_output=True, text=True, timeout=300, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
-        check=False)
+        [
+            sys.executable,
+            os.path.join(REPO, "tools", "import_weights.py"),
+            "--source=torchvision",
+            f"--input={path}",
+            f"--output={tmp_path / 'x.keras'}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
+        check=False,
+    )
     assert result.returncode != 0
     assert "Traceback" not in result.stderr
-    assert ("import_weights: error: conv1: features.0.weight has shape (96, 3, 11, 11), "
-            "expected (64, 3, 11, 11)") in result.stderr.splitlines()
+    assert (
+        "import_weights: error: conv1: features.0.weight has shape (96, 3, 11, 11), expected (64, 3, 11, 11)"
+    ) in result.stderr.splitlines()
     assert not (tmp_path / "x.keras").exists()

@@ -60,18 +60,32 @@ def make_example(jpeg, label, height, width, synset, text, filename, bbox=None):
     }
     if bbox is not None:  # [ymin, xmin, ymax, xmax] in [0, 1]
         ymin, xmin, ymax, xmax = bbox
-        feature.update({
-            "image/object/bbox/xmin": _floats([xmin]),
-            "image/object/bbox/ymin": _floats([ymin]),
-            "image/object/bbox/xmax": _floats([xmax]),
-            "image/object/bbox/ymax": _floats([ymax]),
-        })
+        feature.update(
+            {
+                "image/object/bbox/xmin": _floats([xmin]),
+                "image/object/bbox/ymin": _floats([ymin]),
+                "image/object/bbox/xmax": _floats([xmax]),
+                "image/object/bbox/ymax": _floats([ymax]),
+            }
+        )
     return tf.train.Example(features=tf.train.Features(feature=feature))
 
 
-def write_fake_tfrecords(directory, *, num_records=32, num_shards=2, split="train", num_classes=10,
-                         label_offset=0, image_shapes=None, quality=90, seed=0,
-                         write_manifest=True, write_labels_file=True, labels_file_offset=None):
+def write_fake_tfrecords(
+    directory,
+    *,
+    num_records=32,
+    num_shards=2,
+    split="train",
+    num_classes=10,
+    label_offset=0,
+    image_shapes=None,
+    quality=90,
+    seed=0,
+    write_manifest=True,
+    write_labels_file=True,
+    labels_file_offset=None,
+):
     """Writes `num_records` examples into `num_shards` shards named like `train-00000-of-00002`.
 
     Args:
@@ -113,14 +127,27 @@ def write_fake_tfrecords(directory, *, num_records=32, num_shards=2, split="trai
     for shard, items in zip(shards, per_shard):
         with tf.io.TFRecordWriter(shard) as writer:
             for position, (label, jpeg, height, width, i) in enumerate(items):
-                example = make_example(jpeg, label + label_offset, height, width, synsets[label],
-                                       names[label], f"{synsets[label]}_{i}.JPEG")
+                example = make_example(
+                    jpeg,
+                    label + label_offset,
+                    height,
+                    width,
+                    synsets[label],
+                    names[label],
+                    f"{synsets[label]}_{i}.JPEG",
+                )
                 writer.write(example.SerializeToString())
                 records.append(FakeRecord(shard, position, label, jpeg, height, width))
     if write_manifest:
         with open(os.path.join(directory, "manifest.json"), "w") as f:
-            json.dump({"label_offset": label_offset, "num_classes": num_classes,
-                       "splits": {split: {"num_examples": num_records, "num_shards": num_shards}}}, f)
+            json.dump(
+                {
+                    "label_offset": label_offset,
+                    "num_classes": num_classes,
+                    "splits": {split: {"num_examples": num_records, "num_shards": num_shards}},
+                },
+                f,
+            )
     if write_labels_file:
         first = label_offset if labels_file_offset is None else labels_file_offset
         with open(os.path.join(directory, "labels.txt"), "w") as f:

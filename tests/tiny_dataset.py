@@ -5,25 +5,51 @@ import os
 
 import numpy as np
 import tensorflow as tf
-
 from tfrecord_fixtures import natural_image, write_fake_tfrecords
 
 
-def write_tiny_dataset(directory, *, train_records=16, validation_records=8, num_classes=5,
-                       train_shards=2, validation_shards=2, seed=0):
+def write_tiny_dataset(
+    directory,
+    *,
+    train_records=16,
+    validation_records=8,
+    num_classes=5,
+    train_shards=2,
+    validation_shards=2,
+    seed=0,
+):
     """Writes train-* and validation-* shards, labels.txt and a manifest counting both splits.
 
     Returns:
       `directory`, as a string.
     """
     directory = str(directory)
-    write_fake_tfrecords(directory, num_records=train_records, num_shards=train_shards, split="train",
-                         num_classes=num_classes, seed=seed, write_manifest=False)
-    write_fake_tfrecords(directory, num_records=validation_records, num_shards=validation_shards,
-                         split="validation", num_classes=num_classes, seed=seed + 1, write_manifest=False)
-    manifest = {"label_offset": 0, "num_classes": num_classes,
-                "splits": {"train": {"num_examples": train_records, "num_shards": train_shards},
-                           "validation": {"num_examples": validation_records, "num_shards": validation_shards}}}
+    write_fake_tfrecords(
+        directory,
+        num_records=train_records,
+        num_shards=train_shards,
+        split="train",
+        num_classes=num_classes,
+        seed=seed,
+        write_manifest=False,
+    )
+    write_fake_tfrecords(
+        directory,
+        num_records=validation_records,
+        num_shards=validation_shards,
+        split="validation",
+        num_classes=num_classes,
+        seed=seed + 1,
+        write_manifest=False,
+    )
+    manifest = {
+        "label_offset": 0,
+        "num_classes": num_classes,
+        "splits": {
+            "train": {"num_examples": train_records, "num_shards": train_shards},
+            "validation": {"num_examples": validation_records, "num_shards": validation_shards},
+        },
+    }
     with open(os.path.join(directory, "manifest.json"), "w") as f:
         json.dump(manifest, f)
     return directory
