@@ -37,8 +37,44 @@ def installed(backend):
     return importlib.util.find_spec(backend) is not None
 
 
+def readme_example():
+    """The bash block of README.md's "Other Keras backends" section."""
+    with open(os.path.join(REPO, "README.md"), encoding="utf-8") as f:
+        section = f.read().split("## Other Keras backends", 1)[1].split("\n## ", 1)[0]
+    (block,) = re.findall(r"```bash\n(.*?)```", section, re.S)
+    return block.strip()
+
+
 @pytest.fixture(scope="module")
-def results(tmp_path_factory):
+def readme_example_run(tmp_path_factory):
+    """Starts README's example, as written, in a fresh folder; yields (process, log path, folder).
+
+    It only starts it: `results` asks for it too, so that the example runs beside the
+    workers (the machine's cores are shared better than one after the other).
+    """
+    if not installed("jax"):
+        yield None
+        return
+    example = readme_example()
+    assert example.startswith("KERAS_BACKEND=jax python -c")
+    cwd = tmp_path_factory.mktemp("readme_example")
+    # `python` is this interpreter, as in the activated virtual environment the README assumes.
+    path = os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])
+    env = {k: v for k, v in os.environ.items() if k != "KERAS_BACKEND"}
+    env.update(PYTHONPATH=REPO, PATH=path)
+    log = cwd / "output.log"
+    with open(log, "w", encoding="utf-8") as out:
+        process = subprocess.Popen(
+            ["bash", "-c", example], cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT
+        )
+    yield process, log, cwd
+    if process.poll() is None:
+        process.kill()
+        process.wait()
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory, readme_example_run):
     """Runs the workers of TensorFlow and of every installed other backend at once.
 
     Returns {backend: (report dict, arrays dict)} for the backends that ran.
@@ -157,32 +193,19 @@ def test_keras_files_load_across_backends_with_identical_weights(results, backen
             assert report["loaded_from_peers"][peer] == peer_report["variants"]["paper"]["saved_digest"]
 
 
-def readme_example():
-    """The bash block of README.md's "Other Keras backends" section."""
-    with open(os.path.join(REPO, "README.md"), encoding="utf-8") as f:
-        section = f.read().split("## Other Keras backends", 1)[1].split("\n## ", 1)[0]
-    (block,) = re.findall(r"```bash\n(.*?)```", section, re.S)
-    return block.strip()
-
-
 @pytest.mark.slow
 @pytest.mark.skipif(not installed("jax"), reason=MISSING_REASON["jax"])
-def test_readme_example_trains_on_jax_and_its_file_loads_under_tensorflow(tmp_path):
+def test_readme_example_trains_on_jax_and_its_file_loads_under_tensorflow(readme_example_run):
     import keras  # pylint: disable=g-import-not-at-top
 
     import alexnet_tf  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import
 
-    example = readme_example()
-    assert example.startswith("KERAS_BACKEND=jax python -c")
-    path = os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])
-    env = dict(os.environ, PYTHONPATH=REPO, PATH=path)
-    env.pop("KERAS_BACKEND", None)
-    result = subprocess.run(
-        ["bash", "-c", example], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
+    process, log, cwd = readme_example_run
+    returncode = process.wait(timeout=TIMEOUT)
+    with open(log, encoding="utf-8") as f:
+        assert returncode == 0, f.read()[-3000:]
     assert keras.backend.backend() == "tensorflow"
-    model = keras.saving.load_model(tmp_path / "alexnet_jax.keras")
+    model = keras.saving.load_model(cwd / "alexnet_jax.keras")
     assert model.name == "alexnet_one_weird_trick" and model.output_shape == (None, 10)
     images = np.random.default_rng(0).uniform(-128, 128, (4, 127, 127, 3)).astype("float32")
     assert np.isfinite(model.predict(images, verbose=0)).all()
