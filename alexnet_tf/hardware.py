@@ -15,31 +15,27 @@ NATIVE_BFLOAT16_FLAGS = ("avx512_bf16", "amx_bf16")
 
 
 @functools.cache
-def cpu_flags():
-    """The first CPU's feature flags from /proc/cpuinfo (an empty set where it cannot be read)."""
+def _cpuinfo_field(*keys):
+    """The value of the first /proc/cpuinfo line whose key is one of `keys` ("" where unreadable)."""
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as f:
             for line in f:
                 key, _, value = line.partition(":")
-                if key.strip() in ("flags", "Features"):
-                    return frozenset(value.split())
-    except OSError:
-        pass
-    return frozenset()
-
-
-@functools.cache
-def cpu_model():
-    """The CPU's model name from /proc/cpuinfo ("" where it cannot be read)."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                if key.strip() == "model name":
+                if key.strip() in keys:
                     return value.strip()
     except OSError:
         pass
     return ""
+
+
+def cpu_flags():
+    """The first CPU's feature flags from /proc/cpuinfo (an empty set where it cannot be read)."""
+    return frozenset(_cpuinfo_field("flags", "Features").split())
+
+
+def cpu_model():
+    """The CPU's model name from /proc/cpuinfo ("" where it cannot be read)."""
+    return _cpuinfo_field("model name")
 
 
 def cpu_has_native_bfloat16():
