@@ -1,6 +1,6 @@
 """Trains AlexNet: the command `python -m alexnet_tf.train` and the library function `run`.
 
-    python -m alexnet_tf.train --demo        # generated 10-class data, ~3 minutes on 2 CPU cores
+    python -m alexnet_tf.train --demo        # generated 10-class data, ~3-3.5 minutes on 2 CPU cores
     python -m alexnet_tf.train --data_dir=/data/imagenet --model_dir=/runs/alexnet
 
 The defaults are the paper's recipe (see alexnet_tf/config.py). Every epoch ends with an
