@@ -214,6 +214,7 @@ def test_train_command_in_mixed_bfloat16(tmp_path):
             "--batch_size=1",
             "--train_steps=2",
             "--precision=mixed_bfloat16",
+            "--noexport",  # the export the commands check is test_portability_commands.py's
         ]
     )
     assert result.returncode == 0, result.stderr[-4000:]
