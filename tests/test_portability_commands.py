@@ -6,6 +6,7 @@ must pass): the README's test command runs both files a second time with
 the setting. One module fixture trains and exports the model every test here uses.
 """
 
+import concurrent.futures
 import json
 import os
 import subprocess
@@ -77,7 +78,8 @@ def test_an_export_serves_in_fresh_processes_with_onednn_on_and_off(trained, tmp
     _, _, saved_model = trained
     jpeg = tmp_path / "photo.jpg"
     write_jpeg(jpeg, 240, 320)
-    on, off = serve(saved_model, jpeg, "1"), serve(saved_model, jpeg, "0")
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:  # two fresh processes at once
+        on, off = pool.map(lambda onednn: serve(saved_model, jpeg, onednn), ("1", "0"))
     assert (on["onednn"], off["onednn"]) == (True, False)
     for out in (on, off):
         assert np.allclose(np.sum(out["probabilities"], axis=1), 1.0, atol=1e-5)
@@ -112,10 +114,15 @@ def test_saved_model_cli_runs_the_export(trained, tmp_path):
 
 def test_evaluate_command_on_the_export_and_the_checkpoint(trained):
     data_dir, model_dir, saved_model = trained
-    for source in (f"--saved_model={saved_model}", f"--checkpoint={model_dir}"):
-        result = run_command(
-            ["-m", "alexnet_tf.evaluate", f"--data_dir={data_dir}", source, "--batch_size=2"]
+    sources = (f"--saved_model={saved_model}", f"--checkpoint={model_dir}")
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:  # two fresh processes at once
+        results = pool.map(
+            lambda source: run_command(
+                ["-m", "alexnet_tf.evaluate", f"--data_dir={data_dir}", source, "--batch_size=2"]
+            ),
+            sources,
         )
+    for source, result in zip(sources, results):
         assert result.returncode == 0, (source, result.stderr[-3000:])
         assert "top-1" in result.stdout or "top_1" in result.stdout, result.stdout
 

@@ -404,44 +404,6 @@ def test_saved_model_classifies_a_real_jpeg_in_a_fresh_process(trained, tmp_path
     assert out["features"][:2] == [[1, 4096], "float32"] and out["features"][2] >= 0.0  # fc7 after its ReLU
 
 
-@pytest.mark.slow
-def test_noexport_writes_no_saved_model_and_says_how_to_write_one(dataset, tmp_path):
-    # The cheapest whole run: one_weird_trick at 95 px, one step.
-    model_dir = str(tmp_path / "model")
-    result = run_command(
-        train_command(
-            dataset,
-            model_dir,
-            "--variant=one_weird_trick",
-            "--image_size=95",
-            "--train_steps=1",
-            "--noexport",
-        )
-    )
-    assert result.returncode == 0, result.stderr[-4000:]
-    assert checkpoint_step(model_dir) == 1
-    assert not os.path.exists(os.path.join(model_dir, "export"))
-    assert "Exported" not in result.stderr
-    results = read_results(model_dir)
-    assert results["export_path"] == ""
-    command = (
-        f"python -m alexnet_tf.export --checkpoint={model_dir} "
-        f"--export_dir={os.path.join(model_dir, 'export')} --labels={os.path.join(dataset, 'labels.txt')}"
-    )
-    skipped = f"--noexport: no SavedModel was written; `{command}` writes the one this run would have"
-    assert results["export_skipped"].startswith(skipped)
-    assert skipped in result.stderr  # the log
-    assert f"SavedModel:       none: {skipped}" in result.stdout  # the report's last line
-    assert "SavedModel" in result.stdout.strip().splitlines()[-1]
-    # The command it names is one the export command takes.
-    from alexnet_tf import export  # pylint: disable=g-import-not-at-top
-
-    flag_values = flags.FlagValues()
-    export.define_flags(flag_values)
-    flag_values(command.split()[2:])
-    assert flag_values.checkpoint == model_dir and flag_values.labels.endswith("labels.txt")
-
-
 # ----------------------------------------------------------------------------- resume
 
 
