@@ -47,6 +47,8 @@ setup(
         "onnx": ["tf2onnx>=1.17.0", "onnx>=1.17", "onnxruntime>=1.20"],
         "test": [
             "pytest>=8.0",
+            # README's test command runs each pass on 2 processes, a test file each (-n 2 --dist loadfile).
+            "pytest-xdist>=3.8.0",
             "ruff==0.17.6",  # pinned: a newer ruff may format differently (README's test command)
             "pillow>=10.0",
             "importlib_resources",

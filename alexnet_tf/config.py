@@ -104,6 +104,9 @@ class TrainConfig:
     # Outputs.
     model_dir: str = ""
     export_dir: Optional[str] = None  # None: <model_dir>/export
+    # False (--noexport): no SavedModel at the end, for sweeps and for jobs that export later
+    # with `python -m alexnet_tf.export --checkpoint=<model_dir>`; results.json says so.
+    export: bool = True
     checkpoint_every_steps: int = 1000  # also at every epoch end
     keep_checkpoints: int = 3
     log_every_steps: int = 100

@@ -7,7 +7,8 @@ The defaults are the paper's recipe (see alexnet_tf/config.py). Every epoch ends
 evaluation on the validation split and a checkpoint; checkpoints also come every
 --checkpoint_every_steps. Re-running the same command resumes from the newest checkpoint;
 SIGTERM writes one and exits with status 143. TensorBoard logs go to --model_dir and a
-SavedModel for TF Serving to --export_dir (default <model_dir>/export/<version>).
+SavedModel for TF Serving to --export_dir (default <model_dir>/export/<version>), unless
+--noexport.
 """
 
 import dataclasses
@@ -145,6 +146,13 @@ def define_flags(flag_values=FLAGS):
     flags.DEFINE_bool("deterministic", d.deterministic, "Deterministic ops and seeds (slower).", **fv)
     flags.DEFINE_string("model_dir", d.model_dir, "Checkpoints and TensorBoard logs.", **fv)
     flags.DEFINE_string("export_dir", d.export_dir, "SavedModel base path; default <model_dir>/export.", **fv)
+    flags.DEFINE_bool(
+        "export",
+        d.export,
+        "Export a SavedModel at the end; --noexport skips it (sweeps, jobs that export later with "
+        "python -m alexnet_tf.export --checkpoint=<model_dir>).",
+        **fv,
+    )
     flags.DEFINE_integer("checkpoint_every_steps", d.checkpoint_every_steps, "Also at every epoch end.", **fv)
     flags.DEFINE_integer("keep_checkpoints", d.keep_checkpoints, "Checkpoints kept.", **fv)
     flags.DEFINE_integer("log_every_steps", d.log_every_steps, "Training scalars every N steps.", **fv)
@@ -274,7 +282,10 @@ def print_report(result):
         print(f"Validation (ten crop):    top-1 {100 * t['top1']:.2f}%  top-5 {100 * t['top5']:.2f}%")
     print(f"TensorBoard logs: {result.model_dir}   (open with: tensorboard --logdir {result.model_dir})")
     print(f"Checkpoints:      {os.path.dirname(result.checkpoint) if result.checkpoint else '-'}")
-    print(f"SavedModel:       {result.export_path or '-'}")
+    if result.export_skipped:
+        print(f"SavedModel:       none: {result.export_skipped}")
+    else:
+        print(f"SavedModel:       {result.export_path or '-'}")
 
 
 if __name__ == "__main__":

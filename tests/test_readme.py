@@ -28,9 +28,15 @@ def test_readme_has_exactly_two_setup_commands():
     # Lint and format first (one ruff configuration, ruff.toml), then both kernel families:
     # the portability pass runs with oneDNN's kernels off.
     assert "ruff check . && ruff format --check . && python -m pytest" in tests
+    # Each pass on two worker processes that take whole files (pytest-xdist, from the test
+    # extra), so a file's module fixture runs once.
     assert tests.endswith(
-        'python -m pytest -m "not portability" && TF_ENABLE_ONEDNN_OPTS=0 python -m pytest -m portability'
+        'python -m pytest -m "not portability" -n 2 --dist loadfile'
+        " && TF_ENABLE_ONEDNN_OPTS=0 python -m pytest -m portability -n 2 --dist loadfile"
     )
+    with open(os.path.join(REPO, "setup.py"), encoding="utf-8") as f:
+        test_extra = f.read().split('"test": [', 1)[1].split("]", 1)[0]
+    assert re.search(r'"pytest-xdist[>=]', test_extra)
 
 
 def test_ci_runs_the_readme_test_command_verbatim():

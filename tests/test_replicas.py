@@ -208,26 +208,29 @@ def test_mirrored_replicas_draw_independent_dropout_masks_reproducible_from_the_
     assert _mirrored_dropout(0) == first
 
 
+# Runs the checks named in argv[1] ("overflow,dropout") one after the other in one cluster,
+# printing one JSON line each (one pair of processes: each costs a TensorFlow start-up).
 WORKER_SCRIPT = COMMON + textwrap.dedent("""
     strategy = create_strategy("multi_worker")
     worker = strategy.cluster_resolver.task_id
-    mode = sys.argv[1]
-    if mode == "overflow":
-        state, train = build(strategy)
-        # One pipeline and one replica per worker: step 1 overflows on worker 1 only.
-        overflow = [worker == 1, False]
-        iterator = iter(strategy.distribute_datasets_from_function(lambda c: batches(c, overflow)))
-        results, before = [], snapshot(strategy, state)
-        for _ in range(2):
-            train(iterator, tf.constant(1), tf.constant(0.0))
-            after = snapshot(strategy, state)
-            results.append(describe(strategy, state, before, after))
-            before = after
-        print(json.dumps({"worker": worker, "replicas": strategy.num_replicas_in_sync, "steps": results}))
-    elif mode == "dropout":
-        state, _ = build(strategy, dropout_rate=0.5)
-        masks, logits = dropout_masks(strategy, state.model, jit_compile=False)
-        print(json.dumps({"worker": worker, "masks": masks, "logits": logits}))
+    for mode in sys.argv[1].split(","):
+        if mode == "overflow":
+            state, train = build(strategy)
+            # One pipeline and one replica per worker: step 1 overflows on worker 1 only.
+            overflow = [worker == 1, False]
+            iterator = iter(strategy.distribute_datasets_from_function(lambda c: batches(c, overflow)))
+            results, before = [], snapshot(strategy, state)
+            for _ in range(2):
+                train(iterator, tf.constant(1), tf.constant(0.0))
+                after = snapshot(strategy, state)
+                results.append(describe(strategy, state, before, after))
+                before = after
+            print(json.dumps({"mode": mode, "worker": worker, "replicas": strategy.num_replicas_in_sync,
+                              "steps": results}), flush=True)
+        elif mode == "dropout":
+            state, _ = build(strategy, dropout_rate=0.5)
+            masks, logits = dropout_masks(strategy, state.model, jit_compile=False)
+            print(json.dumps({"mode": mode, "worker": worker, "masks": masks, "logits": logits}), flush=True)
 """)
 
 
@@ -241,8 +244,9 @@ def _free_ports(count):
     return ports
 
 
-def _run_two_workers(mode, tmp_path):
-    """Runs WORKER_SCRIPT as worker 0 and worker 1 of a localhost cluster; returns their JSON."""
+def _run_two_workers(modes, tmp_path):
+    """Runs WORKER_SCRIPT as worker 0 and worker 1 of a localhost cluster; returns
+    {mode: [worker 0's JSON, worker 1's]}."""
     workers = [f"127.0.0.1:{port}" for port in _free_ports(2)]
     processes = []
     for index in range(2):
@@ -255,7 +259,7 @@ def _run_two_workers(mode, tmp_path):
         log = open(tmp_path / f"worker{index}.log", "w")
         processes.append(
             subprocess.Popen(
-                [sys.executable, "-c", WORKER_SCRIPT, mode],
+                [sys.executable, "-c", WORKER_SCRIPT, modes],
                 cwd=REPO,
                 env=env,
                 stdout=subprocess.PIPE,
@@ -275,16 +279,26 @@ def _run_two_workers(mode, tmp_path):
     finally:
         for process in processes:
             process.kill()
-    results = []
+    results = {}
     for index, process in enumerate(processes):
         assert process.returncode == 0, (index, (tmp_path / f"worker{index}.log").read_text()[-4000:])
-        results.append(json.loads(outputs[index].strip().splitlines()[-1]))
+        for line in outputs[index].splitlines():
+            if line.startswith("{"):
+                result = json.loads(line)
+                results.setdefault(result["mode"], []).append(result)
+    assert sorted(results) == sorted(modes.split(",")), results
     return results
 
 
+@pytest.fixture(scope="module")
+def two_workers(tmp_path_factory):
+    """Both multi-worker checks, in one pair of worker processes: {mode: [worker 0's, worker 1's]}."""
+    return _run_two_workers("overflow,dropout", tmp_path_factory.mktemp("workers"))
+
+
 @pytest.mark.slow
-def test_an_overflow_on_one_worker_skips_the_step_on_both_workers(tmp_path):
-    results = _run_two_workers("overflow", tmp_path)
+def test_an_overflow_on_one_worker_skips_the_step_on_both_workers(two_workers):
+    results = two_workers["overflow"]
     assert [r["worker"] for r in results] == [0, 1]
     assert [r["replicas"] for r in results] == [2, 2]
     for result in results:
@@ -299,8 +313,8 @@ def test_an_overflow_on_one_worker_skips_the_step_on_both_workers(tmp_path):
 
 
 @pytest.mark.slow
-def test_two_workers_draw_independent_dropout_masks(tmp_path):
-    results = _run_two_workers("dropout", tmp_path)
+def test_two_workers_draw_independent_dropout_masks(two_workers):
+    results = two_workers["dropout"]
     # masks[step][replica]: one local replica per worker; put both workers' side by side.
     masks = [[results[0]["masks"][step][0], results[1]["masks"][step][0]] for step in range(2)]
     _assert_independent_masks(masks)

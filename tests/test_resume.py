@@ -12,7 +12,8 @@ checkpoints must agree with those of uninterrupted runs variable by variable, bi
 and so must results.json and every TensorBoard scalar but throughput. The one-device chain
 runs without --seed (its first process draws a seed, the later ones must continue with it)
 and its uninterrupted twin with --seed set to that seed; the mirrored runs have --seed and
---deterministic.
+--deterministic. Every run has --noexport (nothing here reads a SavedModel), and one test
+checks what that flag promises on the uninterrupted one-device run.
 
 The in-process test checks the data stream itself: every epoch visits every image once, in
 an order that depends on the epoch, and a stream started at any step continues the
@@ -28,6 +29,7 @@ import signal
 import subprocess
 import sys
 
+from absl import flags
 from conftest import REPO
 import numpy as np
 import pytest
@@ -36,7 +38,7 @@ import tensorflow as tf
 from tfrecord_fixtures import make_example, natural_image
 from tiny_dataset import write_tiny_dataset
 
-from alexnet_tf import data
+from alexnet_tf import data, export
 from alexnet_tf.checkpointing import Checkpointer
 from alexnet_tf.config import ConfigError
 from alexnet_tf.training.preemption import TEST_SELF_SIGNAL_ENV
@@ -45,6 +47,7 @@ TIMEOUT = 600
 # 8 images at batch 4: 2 steps per epoch, 4 steps; a checkpoint after every step; the step
 # schedule divides the rate by 10 after epoch 1. one_weird_trick at 95 px is the smallest
 # AlexNet the trainer trains; its dropout (0.5) and the paper's crop, flip and lighting are on.
+# No SavedModel (--noexport): nothing here reads one, and each of the 7 runs saves ~10 CPU s.
 FLAGS = [
     "--variant=one_weird_trick",
     "--image_size=95",
@@ -56,6 +59,7 @@ FLAGS = [
     "--checkpoint_every_steps=1",
     "--keep_checkpoints=1",
     "--precision=float32",
+    "--noexport",
 ]
 MIRRORED = ["--distribution=mirrored", "--seed=3", "--deterministic"]
 # `python -m alexnet_tf.train` with two logical CPU devices (configured before TensorFlow starts).
@@ -86,7 +90,8 @@ def _train(data_dir, model_dir, *extra, self_signal=None, two_cpus=False):
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    """{"one_device" | "mirrored": (uninterrupted run's model dir, interrupted run's)}."""
+    """{"one_device" | "mirrored": (uninterrupted run's model dir, interrupted run's),
+    "noexport": (data dir, the one-device uninterrupted run's model dir, its CompletedProcess)}."""
     root = tmp_path_factory.mktemp("resume")
     data_dir = write_tiny_dataset(root / "data", train_records=8, validation_records=4, num_classes=3)
     one, two = {k: str(root / f"one_{k}") for k in "ui"}, {k: str(root / f"two_{k}") for k in "ui"}
@@ -139,7 +144,11 @@ def runs(tmp_path_factory):
     assert f"checkpoint {path} at step 3; re-run the same command to resume" in preempted.stderr
     assert "Traceback" not in preempted.stderr
     assert resumed(two_finished, two["i"], 3, 1), two_finished.stderr[-3000:]
-    return {"one_device": (one["u"], one["i"]), "mirrored": (two["u"], two["i"])}
+    return {
+        "one_device": (one["u"], one["i"]),
+        "mirrored": (two["u"], two["i"]),
+        "noexport": (data_dir, one["u"], uninterrupted),
+    }
 
 
 def _checkpoint(model_dir):
@@ -169,7 +178,9 @@ def _scalars(log_dir, tags):
 def _read_results(model_dir):
     with open(os.path.join(model_dir, "results.json")) as f:
         results = json.load(f)
-    for key in ("model_dir", "checkpoint", "export_path", "images_per_sec"):
+    assert results.pop("export_path") == ""  # --noexport
+    # Names the model dir, which differs; and the throughput.
+    for key in ("model_dir", "checkpoint", "export_skipped", "images_per_sec"):
         results.pop(key)
     results["validation"].pop("images_per_sec")
     return results
@@ -202,6 +213,31 @@ def test_killed_and_resumed_run_ends_bit_identical_to_an_uninterrupted_one(runs,
         assert reference and sorted(resumed) == sorted(reference), split
         # Steps logged twice (before a kill and after the resume) hold the same value twice.
         assert all(len(v) == 1 for v in reference.values()) and resumed == reference, split
+
+
+@pytest.mark.slow
+def test_noexport_writes_no_saved_model_and_says_how_to_write_one(runs):
+    """Every run here has --noexport: no export dir, and results.json, the log and the report's
+    last line name the `python -m alexnet_tf.export` command that writes the SavedModel later."""
+    data_dir, model_dir, result = runs["noexport"]
+    assert not os.path.exists(os.path.join(model_dir, "export"))
+    assert "Exported" not in result.stderr
+    with open(os.path.join(model_dir, "results.json")) as f:
+        results = json.load(f)
+    assert results["export_path"] == ""
+    command = (
+        f"python -m alexnet_tf.export --checkpoint={model_dir} "
+        f"--export_dir={os.path.join(model_dir, 'export')} --labels={os.path.join(data_dir, 'labels.txt')}"
+    )
+    skipped = f"--noexport: no SavedModel was written; `{command}` writes the one this run would have"
+    assert results["export_skipped"].startswith(skipped)
+    assert skipped in result.stderr  # the log
+    assert result.stdout.strip().splitlines()[-1] == f"SavedModel:       none: {results['export_skipped']}"
+    # The command it names is one the export command takes.
+    flag_values = flags.FlagValues()
+    export.define_flags(flag_values)
+    flag_values(command.split()[2:])
+    assert flag_values.checkpoint == model_dir and flag_values.labels.endswith("labels.txt")
 
 
 def test_a_checkpoint_without_the_newer_parts_still_resumes(tmp_path, caplog):

@@ -22,7 +22,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from alexnet_tf import embedding, metrics, serving
+from alexnet_tf import embedding, metrics, schema, serving
 from alexnet_tf.checkpointing import CHECKPOINT_SUBDIR, Checkpointer, check_model_spec, check_writable
 from alexnet_tf.config import ConfigError
 from alexnet_tf.training import init_from, summaries
@@ -59,10 +59,13 @@ class TrainResult:
     validation: dict  # loss, top1, top5 (centre crop) of the last evaluation
     validation_ten_crop: dict  # empty unless ten_crop_eval
     checkpoint: str
-    export_path: str
+    export_path: str  # "" where no SavedModel was written
     precision: str
     num_replicas: int
     images_per_sec: float  # training throughput of the last logging interval
+    # Why no SavedModel was written (--noexport), and how to write one; "" when exported.
+    # Last and with a default: results.json files written before it still load.
+    export_skipped: str = ""
 
 
 def _steps_to_boundary(step, every):
@@ -412,7 +415,16 @@ class TrainLoop:
         return path
 
     def _finish(self, validation, ten_crop):
-        export_path = self._export() if self.chief else ""
+        export_path, export_skipped = "", ""
+        if not self.config.export:
+            export_skipped = (
+                f"--noexport: no SavedModel was written; `{self._export_command()}` writes the one "
+                "this run would have, from its final checkpoint"
+            )
+            if self.chief:
+                logging.info("%s", export_skipped)
+        elif self.chief:
+            export_path = self._export()
         if self.chief:
             self._write_projector()
         weights = [v.numpy().ravel() for v in self.state.model.trainable_variables]
@@ -435,6 +447,7 @@ class TrainLoop:
             precision=self.precision,
             num_replicas=self.strategy.num_replicas_in_sync,
             images_per_sec=self.last_images_per_sec,
+            export_skipped=export_skipped,
         )
         if self.chief:
             with tf.io.gfile.GFile(os.path.join(self.model_dir, "results.json"), "w") as f:
@@ -478,6 +491,17 @@ class TrainLoop:
             sum(len(f) for f in features),
             log_dir,
         )
+
+    def _export_command(self):
+        """The `python -m alexnet_tf.export` command that writes the SavedModel `_export` would."""
+        words = [
+            "python -m alexnet_tf.export",
+            f"--checkpoint={self.model_dir}",
+            f"--export_dir={self.config.export_dir or os.path.join(self.model_dir, 'export')}",
+        ]
+        if self.info.source == "tfrecord" and self.info.labels:
+            words.append(f"--labels={os.path.join(self.config.data_dir, schema.LABELS_FILENAME)}")
+        return " ".join(words)
 
     def _export(self):
         """Exports a float32 copy of the model: serving must not depend on the training policy."""
