@@ -26,9 +26,10 @@ from alexnet_tf.preprocessing import (
     check_sizes,
     decode_and_random_crop,
     decode_image,
-    flip_and_lighting_draws,
     subtract_mean_batch,
     ten_crops_uint8,
+    training_draws,
+    unfinished_batch,
 )
 
 # A TFRecord frame is an 8-byte length, its 4-byte CRC, the data, and the data's 4-byte CRC.
@@ -194,15 +195,19 @@ def _preprocess_and_batch(
     label_offset,
     num_classes,
     seed,
+    finish_on_host=True,
+    shorter_side=None,
     distribute=None,
 ):
     """The tail shared by all sources: shuffle -> map -> batch -> map -> prefetch.
 
-    `parse` maps an element to (image bytes, stored label, seed): a training image's seed
-    ([2] ints) makes its crop, flip and lighting stateless draws, in an order the stream fixed
-    (`_exact_training_records`); None draws them from TensorFlow's global generator, in an
-    order that the record shuffle (shuffle_buffer_size, None for none) and parallel maps vary.
-    Per record runs only what must (decode and crop); labels and pixels are finished per batch.
+    `parse` maps an element to (image bytes, stored label, draws): a training image's draws
+    are its rows of preprocessing.training_draws (crop, flip, alpha), drawn for a whole window
+    of the stream fixed by `_exact_training_records`; None draws them from TensorFlow's global
+    generator, in an order that the record shuffle (shuffle_buffer_size, None for none) and
+    parallel maps vary. Per record runs only what must (decode and crop); labels and pixels are
+    finished per batch, on the host or (not `finish_on_host`, training only) by the consumer.
+    `shorter_side`: schema.converted_shorter_side of the records.
     `distribute` (a function of a dataset) moves everything up to the uint8 batches elsewhere
     (the tf.data service; stateful draws only).
     """
@@ -211,15 +216,16 @@ def _preprocess_and_batch(
         raise ValueError(f"augment must be one of {AUGMENTATIONS}, got {augment!r}")
     exact = training and shuffle_buffer_size is None
     ordered = exact or not training
+    crop_args = dict(augment=augment, shorter_side=shorter_side)
 
     def preprocess(*element):
-        image_bytes, label, seed = parse(*element)
-        if training and seed is not None:
-            crop_seed, draws_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
-            image = decode_and_random_crop(image_bytes, image_size, resize_shorter, augment, crop_seed)
-            return (image, label, *flip_and_lighting_draws(draws_seed, pca_std))
+        image_bytes, label, draws = parse(*element)
+        if training and draws is not None:
+            crop, flip, alpha = draws
+            image = decode_and_random_crop(image_bytes, image_size, resize_shorter, crop=crop, **crop_args)
+            return image, label, flip, alpha
         if training:
-            image = decode_and_random_crop(image_bytes, image_size, resize_shorter, augment)
+            image = decode_and_random_crop(image_bytes, image_size, resize_shorter, **crop_args)
         elif ten_crop:
             image = ten_crops_uint8(decode_image(image_bytes), image_size, resize_shorter)
         else:
@@ -229,6 +235,8 @@ def _preprocess_and_batch(
 
     def finish(images, labels, flip=None, alpha=None):
         labels = _zero_based_labels(labels, label_offset, num_classes)
+        if training and not finish_on_host:
+            return unfinished_batch(images, pca_std, flip, alpha), labels
         if training:
             return augment_batch(images, pca_std, jit_compile, flip, alpha), labels
         return subtract_mean_batch(images, jit_compile), labels
@@ -241,7 +249,7 @@ def _preprocess_and_batch(
     dataset = dataset.batch(batch_size, drop_remainder=training if drop_remainder is None else drop_remainder)
     if distribute is not None:
         # The service sends uint8 crops, a quarter of float32's bytes; the flip, lighting and
-        # mean (~0.04 ms per image, one XLA kernel) run here on the way in.
+        # mean (one XLA kernel) run after it, here or in the train step.
         dataset = distribute(dataset.with_options(_options(ordered)))
     dataset = dataset.map(_as_written(finish), num_parallel_calls=tf.data.AUTOTUNE, deterministic=ordered)
     dataset = dataset.prefetch(tf.data.AUTOTUNE)
@@ -292,6 +300,7 @@ def _exact_training_records(
     window,
     cycle_length,
     skip_corrupt,
+    draws,
 ):
     """This pipeline's training records, in an order fixed by (seed, epoch, pipeline), from `start_step`.
 
@@ -307,7 +316,9 @@ def _exact_training_records(
     - an epoch yields steps_per_epoch * records_per_step records, the full steps of the smallest
       share, so that every pipeline takes as many steps; the records past them (less than a
       step, plus the shares' differences) are left out of that epoch only.
-    Every record's position in its epoch's stream (with the epoch and p) seeds its augmentation.
+    Each window's random draws come from `draws(seed, window)` with a seed drawn from (seed,
+    epoch, p, window index), and row t goes to the window's output t: every record's draws are
+    a function of its place in its epoch's stream.
 
     A start at global step S begins at epoch S // steps_per_epoch, at position (S %
     steps_per_epoch) * records_per_step: the blocks before the position's window are passed
@@ -316,7 +327,7 @@ def _exact_training_records(
     The cost is at most one block (cycle_length shards) plus one window of reading.
 
     Returns:
-      A dataset of (serialized record, int64 [2] seed of the epoch's images, int64 position in the epoch).
+      A dataset of (serialized record, *its rows of `draws`).
     """
     num_files = len(files)
     if num_files >= num_pipelines:
@@ -389,11 +400,10 @@ def _exact_training_records(
             )
             positions = index * window + tf.range(tf.size(shuffled, out_type=tf.int64))
             keep = (positions >= start) & (positions < used)
-            taken = tf.gather(records, tf.boolean_mask(shuffled, keep))
+            window_draws = draws(_fold(image_seed, index), window)
             return (
-                taken,
-                tf.tile(image_seed[tf.newaxis], [tf.size(taken), 1]),
-                tf.boolean_mask(positions, keep),
+                tf.gather(records, tf.boolean_mask(shuffled, keep)),
+                *(tf.boolean_mask(d[: tf.size(shuffled)], keep) for d in window_draws),
             )
 
         indices = tf.data.Dataset.range(first_window, first_window + num_windows)
@@ -424,6 +434,14 @@ def _shard_counts(files, shard_records, skip_corrupt):
     return [shard_records[os.path.basename(f)] for f in files]
 
 
+def _converted_shorter_side(files):
+    """schema.converted_shorter_side of `files`, when they all lie in one data dir; else None."""
+    directories = {os.path.dirname(f) for f in files}
+    if len(directories) != 1:
+        return None
+    return schema.converted_shorter_side(schema.read_manifest(directories.pop()), files)
+
+
 def make_dataset(
     file_pattern,
     batch_size,
@@ -448,6 +466,7 @@ def make_dataset(
     shard_records=None,
     data_service=None,
     service_job_name=None,
+    finish_on_host=True,
 ):
     """Batched (images, labels) from TFRecord shards in the model-garden ImageNet schema.
 
@@ -493,10 +512,14 @@ def make_dataset(
         not the exact one: files and records are shuffled with stateful draws, and a resume
         does not continue the epoch where it stopped.
       service_job_name: the shared job's name (the same in every input pipeline of a run).
+      finish_on_host: training: False leaves each batch's flip, lighting and mean to its
+        consumer: images come as preprocessing.unfinished_batch's dict of uint8 crops and
+        their draws, for preprocessing.finish_batch (the trainer runs it in the train step, on
+        the accelerator).
 
     Returns:
       tf.data.Dataset of (float32 [B, image_size, image_size, 3] mean-subtracted images,
-      int32 [B] 0-based labels).
+      int32 [B] 0-based labels); in training without `finish_on_host`, the images are a dict.
     """
     if data_service is not None and not (training and service_job_name):
         raise ValueError("data_service is for training pipelines, and needs a service_job_name")
@@ -523,6 +546,8 @@ def make_dataset(
         jit_compile=jit_compile,
         label_offset=label_offset,
         num_classes=num_classes,
+        finish_on_host=finish_on_host,
+        shorter_side=_converted_shorter_side(files),
     )
     if training and data_service is None:
         if seed is None:
@@ -541,12 +566,15 @@ def make_dataset(
             window=shuffle_buffer_size,
             cycle_length=cycle_length,
             skip_corrupt=skip_corrupt,
+            draws=lambda seed, count: training_draws(
+                seed, count, image_size, resize_shorter, augment, pca_std
+            ),
         )
         keys = {key: schema.FEATURE_SPEC[key] for key in (schema.ENCODED_KEY, schema.LABEL_KEY)}
 
-        def parse_record(record, seed, position):
+        def parse_record(record, *draws):
             features = tf.io.parse_single_example(record, keys)
-            return features[schema.ENCODED_KEY], features[schema.LABEL_KEY], _fold(seed, position)
+            return features[schema.ENCODED_KEY], features[schema.LABEL_KEY], draws
 
         return _preprocess_and_batch(
             records, parse_record, training=True, shuffle_buffer_size=None, seed=None, **common
@@ -666,6 +694,7 @@ def make_tfds_dataset(
     drop_remainder=None,
     jit_compile=True,
     seed=None,
+    finish_on_host=True,
 ):
     """Like make_dataset, reading ImageNet prepared by tensorflow-datasets (labels 0-based).
 
@@ -675,8 +704,8 @@ def make_tfds_dataset(
       data_dir: tfds data dir holding `imagenet2012/<version>/`.
       split: tfds split, e.g. "train", "validation", "validation[:1000]".
       batch_size, training, image_size, resize_shorter, augment, pca_std, ten_crop,
-      input_context, shuffle_buffer_size, repeat, drop_remainder, jit_compile, seed: as in
-        make_dataset (tfds splits files between input pipelines).
+      input_context, shuffle_buffer_size, repeat, drop_remainder, jit_compile, seed,
+        finish_on_host: as in make_dataset (tfds splits files between input pipelines).
       name: tfds dataset name.
 
     Returns:
@@ -718,6 +747,7 @@ def make_tfds_dataset(
         label_offset=0,
         num_classes=None,
         seed=seed,
+        finish_on_host=finish_on_host,
     )
 
 

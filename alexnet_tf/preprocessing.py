@@ -9,7 +9,8 @@ its shorter side, rescaled to 256 x 256 when it is not already that size (the co
 images whose shorter side is 256, so rescaling is normally skipped), and then cropped:
 - train ("paper"): a random 224 crop of that square, horizontal flip, PCA lighting noise;
 - eval: the central 224 crop, or ten crops (four corners, centre, and their mirror images).
-The cheap per-pixel work (flip, cast, lighting, mean) runs on whole batches (`augment_batch`).
+The cheap per-pixel work (flip, cast, lighting, mean) runs on whole batches: on the host
+(`augment_batch`), or in the train step on the accelerator (`unfinished_batch`, `finish_batch`).
 """
 
 import tensorflow as tf
@@ -125,35 +126,66 @@ def ten_crop(image, image_size=IMAGE_SIZE, resize_shorter=RESIZE_SHORTER):
     return subtract_mean(ten_crops_uint8(image, image_size, resize_shorter))
 
 
-def _uniform_ints(shape, maxval, seed):
-    """Ints in [0, maxval): stateless from `seed` when given, else from TensorFlow's global generator."""
-    if seed is None:
-        return tf.random.uniform(shape, 0, maxval, tf.int32)
-    return tf.random.stateless_uniform(shape, seed, 0, maxval, tf.int32)
+def training_draws(seed, count, image_size, resize_shorter, augment="paper", pca_std=PCA_STD):
+    """The random draws of `count` training images at once, stateless from `seed`.
+
+    One op per kind for all of them: drawn image by image, the same draws cost the input
+    pipeline more CPU than the crop's decoding saves (python -m alexnet_tf.benchmark --mode=input).
+    Row i of each belongs to image i; row i does not depend on `count`.
+
+    Args:
+      seed: int64 [2] stateless seed.
+      count: images.
+      image_size, resize_shorter, augment: as in decode_and_random_crop.
+      pca_std: standard deviation of the lighting alpha.
+
+    Returns:
+      (crop, flip, alpha): each image's `crop` draw for decode_and_random_crop (int32 [count, 2]
+      offsets for "paper", int64 [count, 2] box seeds for "inception"), bool [count] mirror it,
+      float32 [count, 3] PCA lighting alpha ~ N(0, pca_std) (for augment_batch).
+    """
+    check_sizes(image_size, resize_shorter)
+    crop_seed, flip_seed, alpha_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 3))
+    if augment == "paper":
+        crop = tf.random.stateless_uniform(
+            [count, 2], crop_seed, 0, resize_shorter - image_size + 1, tf.int32
+        )
+    elif augment == "inception":
+        crop = tf.random.stateless_uniform([count, 2], crop_seed, None, None, tf.int64)
+    else:
+        raise ValueError(f"augment must be one of {AUGMENTATIONS}, got {augment!r}")
+    flip = tf.random.stateless_uniform([count], flip_seed) < 0.5
+    return crop, flip, tf.random.stateless_normal([count, 3], alpha_seed, stddev=pca_std)
 
 
-def _random_paper_crop(image_bytes, image_size, resize_shorter, seed=None):
+def _random_paper_crop(image_bytes, image_size, resize_shorter, offset=None, shorter_side=None):
     """Random image_size crop of the central 256 square, decoding only the crop where possible."""
-    dy, dx = tf.unstack(_uniform_ints([2], resize_shorter - image_size + 1, seed))
+    if offset is None:
+        offset = tf.random.uniform([2], 0, resize_shorter - image_size + 1, tf.int32)
+    dy, dx = tf.unstack(offset)
 
-    is_jpeg = tf.io.is_jpeg(image_bytes)
-    shape = tf.cond(
-        is_jpeg, lambda: tf.image.extract_jpeg_shape(image_bytes), lambda: tf.zeros([3], tf.int32)
-    )
-
-    def fused():
+    def fused(shape):
         top, left, _ = _central_square_window(shape[0], shape[1])
         window = tf.stack([top + dy, left + dx, image_size, image_size])
         return tf.image.decode_and_crop_jpeg(image_bytes, window, channels=3)
+
+    if shorter_side == resize_shorter:
+        # The converter's output (schema.converted_shorter_side): no per-image checks, whose
+        # two tf.conds cost about as much CPU as the random draws did.
+        return fused(tf.image.extract_jpeg_shape(image_bytes))
 
     def general():
         square = _square(decode_image(image_bytes), resize_shorter)
         return square[dy : dy + image_size, dx : dx + image_size]
 
-    # Converter output is JPEG with shorter side 256: decode the crop only. Anything else
-    # (other sizes, PNG records) is decoded whole and rescaled.
+    is_jpeg = tf.io.is_jpeg(image_bytes)
+    shape = tf.cond(
+        is_jpeg, lambda: tf.image.extract_jpeg_shape(image_bytes), lambda: tf.zeros([3], tf.int32)
+    )
+    # JPEG with shorter side 256: decode the crop only. Anything else (other sizes, PNG
+    # records) is decoded whole and rescaled.
     fits = tf.logical_and(is_jpeg, tf.equal(tf.minimum(shape[0], shape[1]), resize_shorter))
-    return tf.cond(fits, fused, general)
+    return tf.cond(fits, lambda: fused(shape), general)
 
 
 def _random_inception_crop(image_bytes, image_size, seed=None):
@@ -185,7 +217,12 @@ def _random_inception_crop(image_bytes, image_size, seed=None):
 
 
 def decode_and_random_crop(
-    image_bytes, image_size=IMAGE_SIZE, resize_shorter=RESIZE_SHORTER, augment="paper", seed=None
+    image_bytes,
+    image_size=IMAGE_SIZE,
+    resize_shorter=RESIZE_SHORTER,
+    augment="paper",
+    crop=None,
+    shorter_side=None,
 ):
     """The per-image part of training preprocessing: decode and random crop, still uint8.
 
@@ -194,17 +231,21 @@ def decode_and_random_crop(
       image_size: crop size.
       resize_shorter: "paper" crops come from the central square rescaled to this size.
       augment: "paper" (random crop of the 256 square) or "inception" (random-resized crop).
-      seed: int32/int64 [2] seed of stateless draws (the same seed, the same crop); None draws
-        from TensorFlow's global generator.
+      crop: this image's row of training_draws' `crop` (the same row, the same crop); None
+        draws from TensorFlow's global generator.
+      shorter_side: the shorter side that every image is known to have, as a 3-channel JPEG
+        (schema.converted_shorter_side), or None. When it equals resize_shorter, "paper"
+        decodes the crop without checking the image; otherwise each image is checked and
+        anything else is decoded whole and rescaled.
 
     Returns:
       uint8 [image_size, image_size, 3].
     """
     check_sizes(image_size, resize_shorter)
     if augment == "paper":
-        image = _random_paper_crop(image_bytes, image_size, resize_shorter, seed)
+        image = _random_paper_crop(image_bytes, image_size, resize_shorter, crop, shorter_side)
     elif augment == "inception":
-        image = _random_inception_crop(image_bytes, image_size, seed)
+        image = _random_inception_crop(image_bytes, image_size, crop)
     else:
         raise ValueError(f"augment must be one of {AUGMENTATIONS}, got {augment!r}")
     image.set_shape([image_size, image_size, 3])
@@ -247,33 +288,18 @@ def _flip_and_offset_xla(images, flip, offset):
         return _flip_and_offset_jit(images, flip, offset)
 
 
-def flip_and_lighting_draws(seed, pca_std=PCA_STD):
-    """One image's flip and PCA lighting alpha, stateless from its seed (for `augment_batch`).
+def unfinished_batch(images, pca_std=PCA_STD, flip=None, alpha=None):
+    """A training batch with its per-pixel work still to do, for finish_batch.
 
     Args:
-      seed: int32/int64 [2] seed of this image.
-      pca_std: standard deviation of the lighting alpha.
-
-    Returns:
-      (bool scalar: mirror the image, float32 [3] alpha ~ N(0, pca_std)).
-    """
-    flip_seed, alpha_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
-    flip = tf.random.stateless_uniform([], flip_seed) < 0.5
-    return flip, tf.random.stateless_normal([3], alpha_seed, stddev=pca_std)
-
-
-def augment_batch(images, pca_std=PCA_STD, jit_compile=True, flip=None, alpha=None):
-    """The per-batch part of training preprocessing: flip, float32, PCA lighting, mean.
-
-    Args:
-      images: uint8 [B, H, W, 3].
+      images: uint8 [B, H, W, 3] crops.
       pca_std: standard deviation of the lighting alpha (0 turns lighting off).
-      jit_compile: run the per-pixel work as one XLA kernel (same result, ~10x less CPU).
-      flip, alpha: bool [B] and float32 [B, 3] drawn per image (`flip_and_lighting_draws`);
-        None draws both from TensorFlow's global generator.
+      flip, alpha: bool [B] and float32 [B, 3], as training_draws gives them; None draws both
+        from TensorFlow's global generator.
 
     Returns:
-      float32 [B, H, W, 3], mean subtracted.
+      {"pixels": the uint8 images, "flip": bool [B] mirror them, "offset": float32 [B, 3] the
+      PCA lighting minus the ImageNet mean, to add to every pixel}.
     """
     batch = tf.shape(images)[0]
     if flip is None:
@@ -282,7 +308,40 @@ def augment_batch(images, pca_std=PCA_STD, jit_compile=True, flip=None, alpha=No
         alpha = tf.random.normal([batch, 3], stddev=pca_std)
     # One add does both the lighting and the mean subtraction.
     offset = _lighting_rgb(alpha) - tf.constant(MEAN_RGB, tf.float32)
-    return (_flip_and_offset_xla if jit_compile else _flip_and_offset)(images, flip, offset)
+    return {"pixels": images, "flip": flip, "offset": offset}
+
+
+def finish_batch(batch):
+    """float32 mean-subtracted images of an unfinished_batch: flipped, cast, lighting and mean added.
+
+    One XLA kernel on the device it runs on: the train step calls it on the accelerator, where
+    it reads the 150 KB uint8 crop of each image instead of the host writing 600 KB of float32
+    and copying it over (data.make_dataset's finish_on_host).
+    """
+    return _flip_and_offset_jit(batch["pixels"], batch["flip"], batch["offset"])
+
+
+def finished(images):
+    """`images` as float32 model input: finish_batch of an unfinished batch, anything else unchanged."""
+    return finish_batch(images) if isinstance(images, dict) else images
+
+
+def augment_batch(images, pca_std=PCA_STD, jit_compile=True, flip=None, alpha=None):
+    """The per-batch part of training preprocessing: flip, float32, PCA lighting, mean.
+
+    Args:
+      images: uint8 [B, H, W, 3].
+      pca_std: standard deviation of the lighting alpha (0 turns lighting off).
+      jit_compile: run the per-pixel work as one XLA kernel on the host (same result, ~10x
+        less CPU).
+      flip, alpha: as in unfinished_batch.
+
+    Returns:
+      float32 [B, H, W, 3], mean subtracted.
+    """
+    batch = unfinished_batch(images, pca_std, flip, alpha)
+    finish = _flip_and_offset_xla if jit_compile else _flip_and_offset
+    return finish(batch["pixels"], batch["flip"], batch["offset"])
 
 
 def subtract_mean_batch(images, jit_compile=True):

@@ -164,6 +164,21 @@ def shard_records(manifest):
     return counts
 
 
+def converted_shorter_side(manifest, files):
+    """The shorter side of every image in `files` when the converter's manifest guarantees one, else None.
+
+    A complete conversion with resize_shorter > 0 writes only 3-channel JPEGs whose shorter side
+    is exactly that (alexnet_tf.convert re-encodes everything else), so a reader may decode the
+    crop directly without checking each image; every one of `files` must be a shard it lists.
+    """
+    settings = manifest.get("settings")
+    side = settings.get("resize_shorter") if isinstance(settings, dict) else None
+    if manifest.get("complete") is not True or not isinstance(side, int) or side <= 0:
+        return None
+    listed = shard_records(manifest)
+    return side if all(os.path.basename(f) in listed for f in files) else None
+
+
 def label_offset_of(manifest, labels, data_dir):
     """The label offset that a data dir's parsed manifest and labels.txt entries state, or None.
 

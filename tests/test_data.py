@@ -10,7 +10,7 @@ import pytest
 import tensorflow as tf
 from tfrecord_fixtures import make_example, natural_image, write_fake_tfrecords
 
-from alexnet_tf import data, preprocessing, schema
+from alexnet_tf import data, demo_data, preprocessing, schema
 
 MEAN = np.asarray(preprocessing.MEAN_RGB, np.float32)
 EIGVAL = np.asarray(preprocessing.PCA_EIGVAL, np.float32) * 255.0
@@ -248,6 +248,60 @@ def test_training_batches(shards):
         assert abs(float(tf.reduce_mean(images))) < 60.0
         labels.extend(batch_labels.numpy())
     assert set(labels) <= {r.label for r in records} and len(set(labels)) > 1
+
+
+def test_unfinished_training_batches_finish_to_the_same_images(shards):
+    directory, _ = shards
+    for augment in ("paper", "inception"):
+        args = dict(seed=3, augment=augment)
+        finished = data.make_dataset(_pattern(directory), 8, True, **args).take(3)
+        unfinished = data.make_dataset(_pattern(directory), 8, True, finish_on_host=False, **args).take(3)
+        for (images, labels), (batch, raw_labels) in zip(finished, unfinished):
+            assert batch["pixels"].dtype == tf.uint8 and batch["pixels"].shape == (8, 224, 224, 3)
+            assert batch["flip"].shape == (8,) and batch["offset"].shape == (8, 3)
+            np.testing.assert_array_equal(preprocessing.finish_batch(batch), images)
+            np.testing.assert_array_equal(preprocessing.finished(batch), images)
+            np.testing.assert_array_equal(raw_labels, labels)
+
+
+def test_training_draws_rows_do_not_depend_on_the_count():
+    seed = tf.constant([1, 2], tf.int64)
+    for augment in ("paper", "inception"):
+        few = preprocessing.training_draws(seed, 5, 224, 256, augment)
+        many = preprocessing.training_draws(seed, 300, 224, 256, augment)
+        for a, b in zip(few, many):
+            np.testing.assert_array_equal(a, b[:5])
+    crop, flip, alpha = preprocessing.training_draws(seed, 4000, 224, 256)
+    assert crop.numpy().min() == 0 and crop.numpy().max() == 32  # offsets cover [0, 256 - 224]
+    assert 0.45 < flip.numpy().mean() < 0.55 and 0.09 < alpha.numpy().std() < 0.11
+
+
+def test_converter_output_is_cropped_unchecked_and_alike(tmp_path):
+    """The converter's shards skip the per-image checks of the crop, with the checked path's crops."""
+    converted = demo_data.build_demo_dataset(
+        str(tmp_path / "cache"), num_classes=3, train_per_class=4, validation_per_class=1
+    )
+    files = sorted(tf.io.gfile.glob(os.path.join(converted, "train-*")))
+    assert data._converted_shorter_side(files) == 256
+    plain = tmp_path / "plain"  # the same records with no manifest: every image is checked
+    plain.mkdir()
+    for f in files:
+        tf.io.gfile.copy(f, str(plain / os.path.basename(f)))
+    plain_files = sorted(tf.io.gfile.glob(str(plain / "train-*")))
+    assert data._converted_shorter_side(plain_files) is None
+    assert data._converted_shorter_side(files + plain_files) is None
+    args = dict(seed=1, label_offset=0)
+    batches = [list(data.make_dataset(p, 4, True, **args).take(4)) for p in (files, plain_files)]
+    for (a, la), (b, lb) in zip(*batches):
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(la, lb)
+
+    manifest = schema.read_manifest(converted)
+    assert schema.converted_shorter_side(manifest, files) == 256
+    assert schema.converted_shorter_side({**manifest, "complete": False}, files) is None
+    kept_sizes = {**manifest, "settings": {**manifest["settings"], "resize_shorter": 0}}
+    assert schema.converted_shorter_side(kept_sizes, files) is None
+    assert schema.converted_shorter_side(manifest, files + ["elsewhere/train-99999-of-99999"]) is None
 
 
 def test_inception_augmentation_batches(shards):

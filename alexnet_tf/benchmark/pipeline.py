@@ -16,7 +16,12 @@ its ratios are the steadier comparison.
   decode:   read the train-* shards and tf.io.decode_jpeg every image, in parallel over all
             cores. Nothing else: the stage's physical bound on this machine.
   pipeline: the trainer's training dataset (alexnet_tf.training.inputs.make_input_fns -> data.make_dataset,
-            paper augmentation), float32 batches.
+            paper augmentation): what the host does per image to feed an accelerator. Its
+            batches are uint8 crops with each image's flip and lighting draws; the train step
+            flips, adds the lighting and subtracts the mean on the accelerator.
+  pipeline+finish: the same, with that last step (preprocessing.finish_batch, one XLA kernel)
+            run here on the CPU into float32 batches: the input's whole cost when the CPU
+            also trains, and the row to compare with pil.
   pil:      a multiprocessing.Pool of --pil_processes, each decoding the same records' JPEG bytes
             with PIL and doing the same work (random crop of the 256 square, flip, PCA lighting,
             mean subtraction) into float32 batches in shared memory. The JPEG bytes are read into
@@ -123,6 +128,14 @@ def _decode_only(tf, files, batch_size):
 
 def _pipeline(train_dataset):
     return (images for images, _ in train_dataset())
+
+
+def _pipeline_finished_on_host(tf, train_dataset):
+    from alexnet_tf import preprocessing  # pylint: disable=g-import-not-at-top
+
+    with tf.device("/device:CPU:0"):
+        for images, _ in train_dataset():
+            yield preprocessing.finish_batch(images)
 
 
 def _first_batch_seconds(train_dataset, start_step):
@@ -362,6 +375,7 @@ def run(
     rows = {
         "decode": lambda: _decode_only(tf, files, batch_size),
         "pipeline": lambda: _pipeline(train_dataset),
+        "pipeline+finish": lambda: _pipeline_finished_on_host(tf, train_dataset),
     }
     if data_service:
         service_config = dataclasses.replace(config, data_service=data_service, model_dir="benchmark")
@@ -421,10 +435,11 @@ def run(
     ratios = {
         "pipeline/decode": ratio("pipeline", "decode"),
         "pipeline/decode by CPU time": cpu_ratio("pipeline", "decode"),
+        "pipeline+finish/decode by CPU time": cpu_ratio("pipeline+finish", "decode"),
     }
     if "pil" in rounds:
-        ratios["pipeline/pil"] = ratio("pipeline", "pil")
-        ratios["pipeline/pil by CPU time"] = cpu_ratio("pipeline", "pil")
+        ratios["pipeline+finish/pil"] = ratio("pipeline+finish", "pil")
+        ratios["pipeline+finish/pil by CPU time"] = cpu_ratio("pipeline+finish", "pil")
     per_core = lambda ms: 1e3 / ms if ms and ms > 0 else None  # noqa: E731
     ratios["pipeline images/sec per core"] = per_core(cpu_ms["pipeline"])
     if "service" in rounds:

@@ -16,7 +16,7 @@ from typing import Optional
 from absl import logging
 import tensorflow as tf
 
-from alexnet_tf import data, schema
+from alexnet_tf import data, preprocessing, schema
 from alexnet_tf.config import ConfigError, parse_service_address
 
 DEFAULT_NUM_CLASSES = 1000
@@ -356,6 +356,7 @@ def make_input_fns(config, info, seed, start_step=0):
                 shard_records=info.train_shard_records,
                 data_service=service,
                 service_job_name=job_name,
+                finish_on_host=False,  # the train step finishes the batches (preprocessing.finish_batch)
                 **record_args,
             )
         if info.source == "tfds":
@@ -368,6 +369,7 @@ def make_input_fns(config, info, seed, start_step=0):
                 input_context=input_context,
                 seed=None if seed is None else seed + start,
                 shuffle_buffer_size=shuffle_buffer_size,
+                finish_on_host=False,
                 **common,
             )
         return data.synthetic_dataset(
@@ -411,6 +413,6 @@ def make_input_fns(config, info, seed, start_step=0):
         # Local even with --data_service: one batch is not worth a job on the service.
         batches = train(batch_size=min(16, config.batch_size), shuffle_buffer_size=64, start=0, local=True)
         images, _ = next(iter(batches))
-        return images.numpy()
+        return preprocessing.finished(images).numpy()
 
     return InputFns(train, evaluation, preview)

@@ -13,7 +13,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from alexnet_tf import metrics, optim
+from alexnet_tf import metrics, optim, preprocessing
 from alexnet_tf.checkpointing import model_weights, random_state
 from alexnet_tf.model import HEAD_LAYER, build_alexnet, set_trainable
 from alexnet_tf.training.schedules import AlexNetSchedule, PlateauState
@@ -157,7 +157,9 @@ def make_train_function(strategy, state, global_batch, jit_compile, loss_scaling
         forward_backward = tf.function(forward_backward, jit_compile=True)
 
     def replica_step(images, labels, stop):
-        gradients, losses, logits = forward_backward(images, labels)
+        # Batches of the TFRecord and tfds pipelines come as uint8 crops and their draws: their
+        # flip, lighting and mean run here, on this replica's device (preprocessing.finish_batch).
+        gradients, losses, logits = forward_backward(preprocessing.finished(images), labels)
         optimizer.apply_gradients(zip(gradients, model.trainable_variables))
         # Ranked by the float32 logits: the softmax's order, without its ties where it saturates.
         top1, top5, count = tf.unstack(metrics.correct_counts(tf.cast(logits, tf.float32), labels))
