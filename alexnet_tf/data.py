@@ -1,7 +1,9 @@
 """tf.data pipelines: TFRecord shards (`make_dataset`), tensorflow-datasets, synthetic batches.
 
 Images leave every pipeline as float32 NHWC in the [0, 255] scale with the ImageNet mean
-subtracted (the paper's input convention); labels leave as 0-based int32. The pixel work is
+subtracted (the paper's input convention), except the trainer's training batches: uint8 crops
+with each image's flip and lighting (`finish_on_host=False`), which the train step finishes on
+the accelerator (preprocessing.finish_batch). Labels leave as 0-based int32. The pixel work is
 `alexnet_tf.preprocessing`'s; the record format is `alexnet_tf.schema`'s.
 """
 
