@@ -483,6 +483,8 @@ def test_bad_input_gives_one_clear_line_and_a_nonzero_exit(bad_inputs, dataset, 
             "--train_steps=4",
             "--checkpoint_every_steps=1",
             "--precision=float32",
+            "--variant=one_weird_trick",  # the cheapest whole AlexNet diverges as well
+            "--image_size=95",
         ],
         1,
         "training diverged",
