@@ -31,9 +31,12 @@ def model_weights(model):
     """The model's variables keyed by path ("conv1/kernel"), as a checkpoint holds them.
 
     Keyed by name, not by layer position, so a checkpoint restores into a model built with
-    or without dropout layers (evaluation) and survives layers being reordered.
+    or without dropout layers (evaluation) and survives layers being reordered. The values are
+    the Keras variables themselves, the objects the optimizer tracks too, so a checkpoint holds
+    each weight once (under "model/"); their backing tf.Variables would be a second copy of
+    every weight beside the optimizer's (checkpoints written so still restore).
     """
-    return {variable.path: variable.value for variable in model.weights}
+    return {variable.path: variable for variable in model.weights}
 
 
 def random_state(model):

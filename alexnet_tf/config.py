@@ -204,7 +204,7 @@ def demo_config(**overrides):
     images delays learning past the demo's epochs (measured on an earlier 6-epoch version: with
     0.5, 73.5% and 28% for seeds 0 and 1); hidden biases of 0.1 (Caffe's choice) instead of 1; a
     cosine schedule with a 1-epoch warm-up ends at a small rate without waiting for a validation
-    plateau; one checkpoint kept (each is ~0.45 GB).
+    plateau; one checkpoint kept (each is ~0.46 GB: weights and momentum).
 
     Args:
       **overrides: TrainConfig fields that replace the demo values.
