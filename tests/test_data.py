@@ -544,6 +544,11 @@ def test_tfds_source(tfds_dir):
     images, labels = next(iter(data.make_tfds_dataset(tfds_dir, "train", 4, training=True)))
     assert images.shape == (4, 224, 224, 3) and images.dtype == tf.float32
     assert set(labels.numpy()) <= {0, 1}  # n01440764, n01443537: the first two synsets
+    # What the trainer reads: uint8 crops and their draws, finished in the train step.
+    batch, _ = next(iter(data.make_tfds_dataset(tfds_dir, "train", 4, training=True, finish_on_host=False)))
+    assert batch["pixels"].dtype == tf.uint8 and batch["pixels"].shape == (4, 224, 224, 3)
+    finished = preprocessing.finish_batch(batch).numpy()
+    assert finished.dtype == np.float32 and -154.0 < finished.min() and finished.max() < 182.0
     raw = tfds.builder("imagenet2012", data_dir=tfds_dir).as_dataset(
         split="validation", shuffle_files=False, decoders={"image": tfds.decode.SkipDecoding()}
     )
