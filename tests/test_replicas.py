@@ -87,6 +87,18 @@ COMMON = textwrap.dedent("""
             "fingerprint": float(sum(np.abs(a[0].astype(np.float64)).sum() for a in after)),
         }
 
+    def overflow_steps(strategy, overflow, steps):
+        # `steps` one-step train calls on batches(overflow); describe() after each.
+        state, train = build(strategy)
+        iterator = iter(strategy.distribute_datasets_from_function(lambda c: batches(c, overflow)))
+        results, before = [], snapshot(strategy, state)
+        for _ in range(steps):
+            train(iterator, tf.constant(1), tf.constant(0.0))
+            after = snapshot(strategy, state)
+            results.append(describe(strategy, state, before, after))
+            before = after
+        return results
+
     def dropout_masks(strategy, model, jit_compile):
         # The same input on every replica through the model's own dropout6 layer in training
         # mode, twice: [step][replica] masks (1: kept); and the logits of model(training=True)
@@ -114,17 +126,9 @@ MIRRORED_OVERFLOW_SCRIPT = (
     + COMMON
     + textwrap.dedent("""
     strategy = create_strategy("mirrored")
-    state, train = build(strategy)
     # One input pipeline: its per-replica batches go to replica 0, replica 1, replica 0, ...
     # Step 1 overflows on replica 1 only, step 2 on replica 0 only, step 3 nowhere.
-    overflow = [False, True, True, False, False, False]
-    iterator = iter(strategy.distribute_datasets_from_function(lambda c: batches(c, overflow)))
-    results, before = [], snapshot(strategy, state)
-    for _ in range(3):
-        train(iterator, tf.constant(1), tf.constant(0.0))
-        after = snapshot(strategy, state)
-        results.append(describe(strategy, state, before, after))
-        before = after
+    results = overflow_steps(strategy, [False, True, True, False, False, False], 3)
     print(json.dumps({"replicas": strategy.num_replicas_in_sync, "steps": results}))
 """)
 )
@@ -215,16 +219,8 @@ WORKER_SCRIPT = COMMON + textwrap.dedent("""
     worker = strategy.cluster_resolver.task_id
     for mode in sys.argv[1].split(","):
         if mode == "overflow":
-            state, train = build(strategy)
             # One pipeline and one replica per worker: step 1 overflows on worker 1 only.
-            overflow = [worker == 1, False]
-            iterator = iter(strategy.distribute_datasets_from_function(lambda c: batches(c, overflow)))
-            results, before = [], snapshot(strategy, state)
-            for _ in range(2):
-                train(iterator, tf.constant(1), tf.constant(0.0))
-                after = snapshot(strategy, state)
-                results.append(describe(strategy, state, before, after))
-                before = after
+            results = overflow_steps(strategy, [worker == 1, False], 2)
             print(json.dumps({"mode": mode, "worker": worker, "replicas": strategy.num_replicas_in_sync,
                               "steps": results}), flush=True)
         elif mode == "dropout":
