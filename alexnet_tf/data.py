@@ -549,7 +549,8 @@ def make_dataset(
         label_offset=label_offset,
         num_classes=num_classes,
         finish_on_host=finish_on_host,
-        shorter_side=_converted_shorter_side(files),
+        # Only the training crop uses it: evaluation does not read the manifest again.
+        shorter_side=_converted_shorter_side(files) if training else None,
     )
     if training and data_service is None:
         if seed is None:
