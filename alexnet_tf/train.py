@@ -267,8 +267,11 @@ def _exit(status, message):
 def print_report(result):
     """Prints where the run's outputs went and how to look at them."""
     v = result.validation
+    epochs = f"{result.epochs_completed} epochs"
+    if result.epoch_images:
+        epochs += f" and {result.epoch_images} images of epoch {result.epochs_completed + 1}"
     print(
-        f"\nTrained {result.global_step} steps ({result.epochs_completed} epochs), "
+        f"\nTrained {result.global_step} steps ({epochs}), "
         f"final learning rate {result.learning_rate:.6g}, {result.num_replicas} replica(s), "
         f"{result.precision}, {result.images_per_sec:.1f} images/sec."
     )

@@ -298,16 +298,19 @@ def pipeline_batches(global_batches, input_context=None):
     return global_batches * (input_context.num_replicas_in_sync // input_context.num_input_pipelines)
 
 
-def make_input_fns(config, info, seed, start_step=0):
+def make_input_fns(config, info, seed, start_step=0, position=None):
     """The dataset functions of a run.
 
     Args:
       config: TrainConfig.
       info: DataInfo from describe_data.
       seed: seed of the training order and augmentation, or None.
-      start_step: global steps already trained: TFRecord training data continues exactly
-        where they ended (data.make_dataset); tensorflow-datasets input reshuffles instead,
-        with seed + start_step, so that it does not replay the epoch's start.
+      start_step: global steps already trained: TFRecord training data continues where they
+        ended (data.make_dataset; at `position` when given); tensorflow-datasets input
+        reshuffles instead, with seed + start_step, so that it does not replay the epoch's start.
+      position: data.EpochPosition where TFRecord training data continues (a run resumed with
+        another global batch or number of workers); None: where `start_step` steps of this
+        run's layout end.
 
     Returns:
       InputFns.
@@ -335,6 +338,7 @@ def make_input_fns(config, info, seed, start_step=0):
         shuffle_buffer_size=10_000,
         start=start_step,
         local=False,
+        position=position,
     ):
         service, job_name = None if local else config.data_service, None
         if service:
@@ -353,6 +357,7 @@ def make_input_fns(config, info, seed, start_step=0):
                 seed=seed,
                 shuffle_buffer_size=shuffle_buffer_size,
                 start_step=0 if service else start,
+                position=None if service or not start else position,
                 shard_records=info.train_shard_records,
                 data_service=service,
                 service_job_name=job_name,

@@ -29,6 +29,7 @@ from alexnet_tf.training import init_from, summaries
 from alexnet_tf.training.devices import is_chief, num_workers, worker_name
 from alexnet_tf.training.inputs import inexact_resume_reason, make_input_fns, steps_per_epoch
 from alexnet_tf.training.preemption import PreemptionSignal, send_test_signal
+from alexnet_tf.training.progress import PROGRESS_PARTS, Layout, Tracker, read_stored
 from alexnet_tf.training.step import (
     build_model,
     build_state,
@@ -66,6 +67,8 @@ class TrainResult:
     # Why no SavedModel was written (--noexport), and how to write one; "" when exported.
     # Last and with a default: results.json files written before it still load.
     export_skipped: str = ""
+    # Images of the next epoch trained on: a run that --train_steps stopped inside an epoch.
+    epoch_images: int = 0
 
 
 def _steps_to_boundary(step, every):
@@ -118,14 +121,27 @@ class TrainLoop:
         self.model_dir = model_dir = config.model_dir
         self.chief = is_chief(strategy)
         self.name = worker_name(strategy)
-        self.steps_per_epoch = steps_per_epoch(config, info, num_workers(strategy))
+        pipelines = num_workers(strategy)
+        self.steps_per_epoch = steps_per_epoch(config, info, pipelines)
         if self.steps_per_epoch < 1:
             raise ConfigError(
                 f"batch_size {config.batch_size} is larger than the {info.train_examples} training examples"
             )
-        self.total_steps = config.train_steps or config.epochs * self.steps_per_epoch
-        self.num_epochs = -(-self.total_steps // self.steps_per_epoch)
+        exact_order = info.source == "tfrecord" and info.train_shard_records
+        self.tracker = Tracker(
+            Layout(config.batch_size, pipelines, strategy.num_replicas_in_sync),
+            self.steps_per_epoch,
+            [info.train_shard_records[k] for k in sorted(info.train_shard_records)] if exact_order else None,
+            epochs_are_passes=not (exact_order and config.steps_per_epoch),
+        )
         checkpoint_dir = os.path.join(model_dir, CHECKPOINT_SUBDIR)
+        # Where the run stands, read before anything is written: a re-run whose flags cannot
+        # be honoured stops here (training.progress).
+        stored = read_stored(checkpoint_dir)
+        self.progress, self.resume_change = self.tracker.fresh(), ""
+        if stored is not None:
+            self.progress, self.resume_change = self.tracker.resume(stored, model_dir)
+        self._check_target(config)
         if self.chief:
             check_writable(model_dir)
         start = init_from.plan(config, checkpoint_dir)  # resume, --init_from's weights, or fresh
@@ -140,11 +156,13 @@ class TrainLoop:
             strategy,
             info.num_classes,
             self.steps_per_epoch,
-            self.total_steps,
+            config.train_steps or config.epochs * self.steps_per_epoch,
             loss_scaling,
             seed=seed,
             input_conversion=self.input_conversion,
+            total_follows_offset=bool(config.train_steps),
         )
+        self.state.schedule.set_offset(self.tracker.schedule_offset(self.progress))
         if start.source is not None:
             init_from.initialise(config, start, self.state.model, strategy)
             check_model_spec(checkpoint_dir, spec, write=self.chief)
@@ -158,10 +176,9 @@ class TrainLoop:
             checkpoint_dir,
             self.chief,
             config.keep_checkpoints,
-            optional=("seed", "random"),
+            optional=("seed", "random", *PROGRESS_PARTS),
         )
         self.writers = summaries.SummaryWriters(model_dir, self.chief)
-        self.step = self.epoch = 0
         self.saved = None  # (step, epoch) of the newest checkpoint
         self.last_images_per_sec = 0.0
         self.preemption = None
@@ -181,11 +198,17 @@ class TrainLoop:
 
     def _fit(self):
         restored = self.checkpointer.restore_latest()
-        self.step, self.epoch = int(self.state.step.numpy()), int(self.state.epoch.numpy())
+        if restored and (int(self.state.step.numpy()), int(self.state.epoch.numpy())) != (
+            self.step,
+            self.epoch,
+        ):
+            raise ConfigError(f"{restored} is not the checkpoint the run started from; re-run the command")
         self.seed = self._run_seed(restored)
         if restored:
             self.saved = (self.step, self.epoch)
             logging.info("Resuming from %s at step %d (epoch %d).", restored, self.step, self.epoch)
+            if self.resume_change:
+                logging.warning("%s: %s.", self.name, self.resume_change)
         reason = inexact_resume_reason(self.config, self.info)
         if reason and self.chief:
             logging.warning("A resumed run will not continue exactly: %s", reason)
@@ -211,14 +234,29 @@ class TrainLoop:
                 self.epoch,
             )
             return finished
-        self.inputs = make_input_fns(self.config, self.info, self.seed, start_step=self.step)
+        self.inputs = make_input_fns(
+            self.config, self.info, self.seed, start_step=self.step, position=self.progress.data
+        )
         if self.step == 0 and self.chief:
             self._write_images()
         iterator = iter(self.strategy.distribute_datasets_from_function(self.inputs.train))
         validation = {}
-        while self.epoch < self.num_epochs:
-            self._train_until(iterator, min((self.epoch + 1) * self.steps_per_epoch, self.total_steps))
+        while not self._target_reached():
+            epoch_end = self.step + self.tracker.steps_left(self.progress)
+            end = min(epoch_end, self.config.train_steps) if self.config.train_steps else epoch_end
+            self._train_until(iterator, end)
+            if self.step < epoch_end:  # --train_steps ends the run inside an epoch, which stays open
+                logging.info(
+                    "%s: stopped at --train_steps=%d inside epoch %d (%d images of it trained on); "
+                    "raising --train_steps or --epochs continues it.",
+                    self.name,
+                    self.config.train_steps,
+                    self.epoch + 1,
+                    self.progress.epoch_images,
+                )
+                break
             validation = self._end_epoch()
+        self._save()  # a run that stopped inside an epoch has not saved its last step yet
         if not validation:  # trained to the end, but stopped before its results were written
             validation = run_evaluation(self.strategy, self.eval_fn, self.inputs.evaluation)
         ten_crop = {}
@@ -233,6 +271,60 @@ class TrainLoop:
                 {"ten_crop_top1": ten_crop["top1"], "ten_crop_top5": ten_crop["top5"]},
             )
         return self._finish(validation, ten_crop)
+
+    # -- where the run stands -----------------------------------------------------------------
+
+    @property
+    def step(self):
+        return self.progress.step
+
+    @property
+    def epoch(self):
+        return self.progress.epoch
+
+    def _target_reached(self):
+        """--train_steps steps trained when given, else --epochs epochs complete."""
+        if self.config.train_steps:
+            return self.step >= self.config.train_steps
+        return self.epoch >= self.config.epochs
+
+    @property
+    def total_steps(self):
+        """The step the run ends at (--train_steps, or the last step of its last epoch)."""
+        if self.config.train_steps:
+            return self.config.train_steps
+        if self.epoch >= self.config.epochs:
+            return self.step
+        later_epochs = self.config.epochs - self.epoch - 1
+        return self.step + self.tracker.steps_left(self.progress) + later_epochs * self.steps_per_epoch
+
+    @property
+    def num_epochs(self):
+        """The epoch (counted from 1) the run ends in; with --train_steps, maybe inside it."""
+        if not self.config.train_steps:
+            return self.config.epochs
+        remaining, left = self.config.train_steps - self.step, self.tracker.steps_left(self.progress)
+        if remaining <= 0 and not self.progress.epoch_images:  # it ends with the epoch just completed
+            return max(self.epoch, 1)
+        if remaining <= left:
+            return self.epoch + 1
+        return self.epoch + 1 + -(-(remaining - left) // self.steps_per_epoch)
+
+    def _check_target(self, config):
+        """Refuses a target the run is already past (nothing is written yet)."""
+        progress, where = self.progress, f"the run in {self.model_dir}"
+        if config.train_steps and progress.step > config.train_steps:
+            raise ConfigError(
+                f"--train_steps={config.train_steps}, but {where} has trained {progress.step} steps: "
+                "raise --train_steps (or leave it out to train to --epochs), or use a new --model_dir"
+            )
+        if not config.train_steps and (
+            progress.epoch > config.epochs or (progress.epoch == config.epochs and progress.epoch_images)
+        ):
+            raise ConfigError(
+                f"--epochs={config.epochs}, but {where} has trained {progress.epoch} epochs and "
+                f"{progress.epoch_images} images of the next: raise --epochs, or use a new --model_dir"
+            )
 
     def _run_seed(self, restored):
         """The run's seed: the one its checkpoints hold (the seed of its first start)."""
@@ -270,7 +362,7 @@ class TrainLoop:
             start = time.time()
             sums = self.train_fn(iterator, tf.constant(steps), tf.constant(stop)).numpy()
             seconds = time.time() - start
-            self.step += steps
+            self.progress = self.tracker.advance(self.progress, steps)
             named = metrics.TRAIN_SUMS.unpack(sums)
             if not np.all(np.isfinite([named["cross_entropy"], named["loss"]])):
                 raise TrainingDiverged(self._diverged_message(f"the loss became {named['loss']}"))
@@ -306,7 +398,10 @@ class TrainLoop:
 
     def _end_epoch(self):
         validation = run_evaluation(self.strategy, self.eval_fn, self.inputs.evaluation)
-        self.epoch += 1
+        self.progress = self.tracker.end_epoch(self.progress)
+        # 0 unless the run resumed with another batch inside an epoch: then the next epoch
+        # starts the schedule at its first step, as it would have without the change.
+        self.state.schedule.set_offset(self.tracker.schedule_offset(self.progress))
         self.writers.scalars(
             "validation", self.step, {k: validation[k] for k in ("loss", "top1", "top5", "images_per_sec")}
         )
@@ -346,7 +441,7 @@ class TrainLoop:
         checkpoint but before its export still gets evaluated and exported. Every worker reads
         the same file, so all of them take the same branch.
         """
-        if self.step < self.total_steps or self.epoch < self.num_epochs:
+        if not self._target_reached():
             return None
         path = os.path.join(self.model_dir, "results.json")
         try:
@@ -355,7 +450,11 @@ class TrainLoop:
             result = TrainResult(**results)
         except (tf.errors.OpError, ValueError, TypeError):
             return None  # missing, unreadable, or written by another version
-        if result.global_step != self.step or result.epochs_completed != self.epoch:
+        if (result.global_step, result.epochs_completed, result.epoch_images) != (
+            self.step,
+            self.epoch,
+            self.progress.epoch_images,
+        ):
             return None
         return result
 
@@ -409,6 +508,12 @@ class TrainLoop:
             raise TrainingDiverged(self._diverged_message("the weights became NaN or infinite"))
         self.state.step.assign(self.step)
         self.state.epoch.assign(self.epoch)
+        position, layout = self.progress.data, self.tracker.layout
+        self.state.progress["epoch_images"].assign(self.progress.epoch_images)
+        self.state.progress["data_position"].assign(
+            [position.epoch, position.images, position.pipelines, position.records]
+        )
+        self.state.progress["layout"].assign([layout.batch_size, layout.pipelines, layout.replicas])
         path = self.checkpointer.save(self.step)
         self.saved = (self.step, self.epoch)
         logging.info("%s: saved checkpoint %s", self.name, path)
@@ -439,6 +544,7 @@ class TrainLoop:
             global_step=self.step,
             optimizer_iterations=int(self.state.optimizer.iterations.numpy()),
             epochs_completed=self.epoch,
+            epoch_images=self.progress.epoch_images,
             learning_rate=self.state.learning_rate(),
             validation=validation,
             validation_ten_crop=ten_crop,

@@ -49,6 +49,12 @@ class AlexNetSchedule(keras.optimizers.schedules.LearningRateSchedule):
     - "paper": `base * factor ** drops`, drops counted by a PlateauState;
     - "step": `base * factor ** (number of boundaries passed)`;
     - "cosine": `base * (1 + cos(pi * t)) / 2`, t going from 0 after warm-up to 1 at the end.
+
+    Steps are the run's steps per epoch times its epochs: a run resumed with another global
+    batch sets `offset` (training.progress.Tracker.schedule_offset), which is added to the
+    optimizer's step so the schedule stays on its epochs. With `total_follows_offset` (a run
+    whose end is given in steps, --train_steps) the end moves with it. The offset is 0 in a
+    run that never changed its batch, and adding 0 changes no bit.
     """
 
     def __init__(
@@ -60,6 +66,7 @@ class AlexNetSchedule(keras.optimizers.schedules.LearningRateSchedule):
         boundaries=(),
         decay_factor=0.1,
         plateau=None,
+        total_follows_offset=False,
     ):
         if kind == "paper" and plateau is None:
             raise ValueError("the paper schedule needs a PlateauState")
@@ -72,9 +79,15 @@ class AlexNetSchedule(keras.optimizers.schedules.LearningRateSchedule):
         self.boundaries = tuple(int(b) for b in boundaries)
         self.decay_factor = float(decay_factor)
         self.plateau = plateau
+        self.total_follows_offset = bool(total_follows_offset)
+        # Not a checkpointed value: each start sets it from the run's progress.
+        self.offset = tf.Variable(0.0, trainable=False, dtype=tf.float32, name="schedule_offset")
+
+    def set_offset(self, offset):
+        self.offset.assign(float(offset))
 
     def __call__(self, step):
-        step = tf.cast(step, tf.float32)
+        step = tf.cast(step, tf.float32) + self.offset
         base = tf.constant(self.base_learning_rate, tf.float32)
         if self.kind == "paper":
             rate = base * self.decay_factor ** tf.cast(self.plateau.drops, tf.float32)
@@ -84,7 +97,9 @@ class AlexNetSchedule(keras.optimizers.schedules.LearningRateSchedule):
             )
             rate = base * self.decay_factor**passed
         else:
-            span = max(self.total_steps - self.warmup_steps, 1)
+            span = tf.constant(max(self.total_steps - self.warmup_steps, 1), tf.float32)
+            if self.total_follows_offset:
+                span = tf.maximum(span + self.offset, 1.0)
             progress = tf.clip_by_value((step - self.warmup_steps) / span, 0.0, 1.0)
             rate = base * 0.5 * (1.0 + tf.cos(math.pi * progress))
         if self.warmup_steps:

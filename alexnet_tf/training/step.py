@@ -72,15 +72,27 @@ class TrainState:
     epoch: tf.Variable
     checkpoint: tf.train.Checkpoint
     seed: tf.Variable = None  # the run's seed, drawn at its first start unless given
+    progress: dict = None  # training.progress's checkpoint entries, by name
 
     def learning_rate(self):
         return float(self.schedule(self.optimizer.iterations))
 
 
 def build_state(
-    config, strategy, num_classes, steps_per_epoch, total_steps, loss_scaling, seed=0, input_conversion=None
+    config,
+    strategy,
+    num_classes,
+    steps_per_epoch,
+    total_steps,
+    loss_scaling,
+    seed=0,
+    input_conversion=None,
+    total_follows_offset=False,
 ):
     """Creates model, optimizer, counters and the run's `seed` under the strategy's scope.
+
+    `total_steps` is the schedule's end in steps of this run's batch; `total_follows_offset`:
+    the end is a step count (--train_steps), not epochs (AlexNetSchedule).
 
     A restored checkpoint replaces all of them, the seed and the dropout layers' generator
     states included (a variable's initial value comes from worker 0 under multi-worker).
@@ -99,12 +111,20 @@ def build_state(
             boundaries=[round(e * steps_per_epoch) for e in config.lr_decay_epochs],
             decay_factor=config.lr_decay_factor,
             plateau=plateau,
+            total_follows_offset=total_follows_offset,
         )
         optimizer = build_optimizer(config, schedule, loss_scaling)
         optimizer.build(model.trainable_variables)  # slots exist before a restore fills them
         step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
         epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
         run_seed = tf.Variable(seed, dtype=tf.int64, trainable=False, name="seed")
+        # training.progress: the images of the epoch trained on, the data stream's position
+        # (epoch, images, pipelines, records) and the layout (batch, pipelines, replicas).
+        progress = {
+            "epoch_images": tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch_images"),
+            "data_position": tf.Variable([0] * 4, dtype=tf.int64, trainable=False, name="data_position"),
+            "layout": tf.Variable([0] * 3, dtype=tf.int64, trainable=False, name="layout"),
+        }
     checkpoint = tf.train.Checkpoint(
         model=model_weights(model),
         optimizer=optimizer,
@@ -113,8 +133,9 @@ def build_state(
         epoch=epoch,
         seed=run_seed,
         random=random_state(model),
+        **progress,
     )
-    return TrainState(model, optimizer, schedule, plateau, step, epoch, checkpoint, run_seed)
+    return TrainState(model, optimizer, schedule, plateau, step, epoch, checkpoint, run_seed, progress)
 
 
 def weight_decay_loss(state):
