@@ -277,11 +277,11 @@ def _write_indexed_shards(directory, counts):
     return shard_records
 
 
-def _batches(directory, shard_records, steps, **kwargs):
+def _batches(directory, shard_records, steps, batch_size=4, **kwargs):
     """`steps` batches (images, labels) of make_dataset's training stream, as numpy arrays."""
     dataset = data.make_dataset(
         os.path.join(directory, "train-*"),
-        4,
+        batch_size,
         True,
         image_size=32,
         resize_shorter=40,
@@ -336,3 +336,140 @@ def test_every_epoch_visits_each_image_once_and_a_stream_started_at_any_step_con
     # smaller share's full steps, of 2 images each.
     assert data.training_steps_per_epoch([7, 4, 6, 7], 4, num_pipelines=2) == 11 // 2
     assert data.training_steps_per_epoch([7, 4, 6, 7], 4) == 24 // 4
+
+
+def _context(pipelines, pipeline):
+    return tf.distribute.InputContext(
+        num_input_pipelines=pipelines, input_pipeline_id=pipeline, num_replicas_in_sync=pipelines
+    )
+
+
+def _labels(batches):
+    return np.concatenate([labels for _, labels in batches]) if batches else np.zeros([0], int)
+
+
+@pytest.mark.parametrize(
+    "before, after",
+    [
+        ((4, 1), (8, 1)),  # a bigger global batch
+        ((8, 1), (4, 1)),  # a smaller one
+        ((4, 2), (4, 1)),  # fewer input pipelines (workers) after a preemption
+        ((4, 1), (6, 2)),  # more of them, and another batch
+    ],
+)
+def test_a_stream_resumed_with_another_batch_or_pipelines_continues_the_epoch_at_its_unseen_images(
+    tmp_path, before, after
+):
+    """(global batch, input pipelines) before and after the resume: the images of the epoch seen
+    before it and after it are each image at most once, all but less than a step per pipeline."""
+    shards = _write_indexed_shards(tmp_path, [7, 5, 5, 7])
+    num_images = sum(shards.values())
+    (batch, pipelines), (new_batch, new_pipelines) = before, after
+    steps = 2
+    seen = _labels(
+        [
+            b
+            for p in range(pipelines)
+            for b in _batches(tmp_path, shards, steps, batch_size=batch, input_context=_context(pipelines, p))
+        ]
+    )
+    position = data.position_of_step(steps, list(shards.values()), batch, pipelines)
+    assert (position.epoch, position.images) == (0, steps * batch) == (0, len(seen))
+    left = position.steps_left(new_batch, new_pipelines)
+    rest = [
+        _batches(
+            tmp_path,
+            shards,
+            left + data.training_steps_per_epoch(list(shards.values()), new_batch, new_pipelines),
+            batch_size=new_batch,
+            input_context=_context(new_pipelines, p),
+            position=position,
+        )
+        for p in range(new_pipelines)
+    ]
+    epoch = np.concatenate([seen, *(_labels(r[:left]) for r in rest)])
+    assert len(epoch) == position.images + left * new_batch
+    assert len(set(epoch.tolist())) == len(epoch)  # no image twice in the epoch
+    assert num_images - len(epoch) < new_pipelines * (new_batch // new_pipelines) + pipelines * batch
+    # The next epoch is a whole epoch of the new layout: every image once, less the remainder.
+    following = np.concatenate([_labels(r[left:]) for r in rest])
+    assert len(set(following.tolist())) == len(following) > num_images - new_batch
+
+
+# ----------------------------------------------------------------------------- re-runs with other flags
+
+
+def _rerun(data_dir, model_dir, *flags):
+    """The trainer on 24 images (6 steps per epoch at batch 4), checkpoints at epoch ends and the end."""
+    return _train(data_dir, model_dir, "--checkpoint_every_steps=100", *flags)  # the last flag wins
+
+
+def _trained(result):
+    return re.search(r"^Trained (\d+) steps \((.*?)\)", result.stdout, re.M).groups()
+
+
+def _epoch_lines(result):
+    return re.findall(r"epoch (\d+)/(\d+) \(step (\d+)\)", result.stderr)
+
+
+@pytest.mark.slow
+def test_rerun_with_another_batch_or_a_raised_target_goes_on_and_a_lower_target_is_refused(tmp_path):
+    """What users do to a model dir, as fresh processes: a bigger batch, more steps, more epochs."""
+    data_dir = write_tiny_dataset(tmp_path / "data", train_records=24, validation_records=4, num_classes=3)
+    batch_change, raised = str(tmp_path / "batch"), str(tmp_path / "raised")
+
+    def batch_chain():
+        return [
+            # Stops inside epoch 1 after 8 of its 24 images.
+            _rerun(data_dir, batch_change, "--batch_size=4", "--train_steps=2"),
+            # Twice the batch: epoch 1 ends after its 16 unseen images (2 steps), epoch 2 is 3.
+            _rerun(data_dir, batch_change, "--batch_size=8", "--epochs=2"),
+            _rerun(data_dir, batch_change, "--batch_size=8", "--epochs=1"),  # below what is done
+            _rerun(data_dir, batch_change, "--batch_size=8", "--epochs=3"),  # a finished run, raised
+        ]
+
+    def raised_chain():
+        return [
+            _rerun(data_dir, raised, "--batch_size=4", "--train_steps=3"),  # inside epoch 1
+            _rerun(data_dir, raised, "--batch_size=4", "--train_steps=6"),  # to its end
+            _rerun(data_dir, raised, "--batch_size=4", "--train_steps=8"),  # a finished run, raised
+            _rerun(data_dir, raised, "--batch_size=4", "--train_steps=5"),  # below what is done
+        ]
+
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        chains = pool.submit(batch_chain), pool.submit(raised_chain)
+        (stopped, bigger, lower_epochs, more_epochs), (three, six, eight, lower_steps) = (
+            c.result() for c in chains
+        )
+    for result in (stopped, bigger, more_epochs, three, six, eight):
+        assert result.returncode == 0, result.stderr[-3000:]
+
+    assert _trained(stopped) == ("2", "0 epochs and 8 images of epoch 1")
+    change = (
+        f"resuming {batch_change} with --batch_size=8 (was 4): epoch 1 continues at its next unseen "
+        "images (8 of 24 trained on, 2 steps of 8 left in it); not bit-identical"
+    )
+    assert change in bigger.stderr
+    assert _epoch_lines(bigger) == [("1", "2", "4"), ("2", "2", "7")]
+    assert _trained(bigger) == ("7", "2 epochs")
+    assert _epoch_lines(more_epochs) == [("3", "3", "10")] and _trained(more_epochs) == ("10", "3 epochs")
+    assert "not bit-identical" not in more_epochs.stderr  # the batch it trained with last
+
+    assert _trained(three) == ("3", "0 epochs and 12 images of epoch 1")
+    assert _epoch_lines(six) == [("1", "1", "6")] and _trained(six) == ("6", "1 epochs")
+    assert _trained(eight) == ("8", "1 epochs and 8 images of epoch 2")
+    for model_dir, result in ((raised, eight), (batch_change, more_epochs)):
+        with open(os.path.join(model_dir, "results.json")) as f:
+            results = json.load(f)
+        steps, epochs = _trained(result)[0], _trained(result)[1]
+        assert str(results["global_step"]) == steps and epochs.startswith(f"{results['epochs_completed']} ")
+
+    for result, message in (
+        (lower_epochs, f"--epochs=1, but the run in {batch_change} has trained 2 epochs"),
+        (lower_steps, f"--train_steps=5, but the run in {raised} has trained 8 steps"),
+    ):
+        assert result.returncode == 2, result.stderr[-3000:]
+        last = result.stderr.strip().splitlines()[-1]
+        assert message in last and "Traceback" not in result.stderr
+    # Refused before anything was written: the last checkpoint is still the finished run's.
+    assert tf.train.latest_checkpoint(os.path.join(raised, "checkpoints")).endswith("ckpt-8")
