@@ -26,7 +26,7 @@ progress line on stderr.
   names: `--labels`, else labels.txt beside the model, else the data dir's when it has as
   many classes as the model, else class numbers (a SavedModel has its own).
 
-`--max_images` also bounds the features file and the neighbours' gallery.
+`--max_images` (at least 1) also bounds the features file and the neighbours' gallery.
 
 An image that cannot be read or decoded is named on stderr and skipped; the output is written
 for the others and the exit status is 1. Bad flags, a model or data dir that cannot be read
@@ -504,8 +504,11 @@ def run(argv_images, config, model=None):
         raise UsageError("--neighbours needs --gallery=DIR (a folder of images or a data dir)")
     if not config.neighbours and bool(argv_images) == bool(config.data_dir):
         raise UsageError("give image files/folders or --data_dir (one of them)")
-    if config.batch_size < 1 or config.num_neighbours < 1 or config.thumbnail_size < 8:
-        raise UsageError("--batch_size and --num_neighbours must be >= 1, --thumbnail_size >= 8")
+    for flag, least in (("batch_size", 1), ("num_neighbours", 1), ("thumbnail_size", 8), ("max_images", 1)):
+        value = getattr(config, flag)
+        if value is not None and value < least:
+            unset = "; leave it out to read every image" if flag == "max_images" else ""
+            raise UsageError(f"--{flag}={value}: pass a number of at least {least}{unset}")
     if picture:
         try:
             figures._pillow()  # pylint: disable=protected-access

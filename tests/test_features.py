@@ -185,3 +185,27 @@ def test_any_layer_of_files_and_clear_errors(demo, tmp_path):
         features.run(["nowhere.jpg"], flag_values(model=demo.keras_file, output=output))
     with pytest.raises(features.UsageError, match=r"no such file: none.keras \(--model\): pass a \.keras"):
         features.run(files, flag_values(model="none.keras", output=output))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("value", ["0", "-1"])
+def test_command_refuses_a_max_images_below_1_in_one_line(demo, tmp_path, value):
+    result = run_command(
+        [
+            "-m",
+            "alexnet_tf.features",
+            f"--model={demo.keras_file}",
+            f"--output={tmp_path / 'f.npz'}",
+            f"--max_images={value}",
+            demo.val,
+        ]
+    )
+    assert result.returncode == 2 and result.stdout == ""
+    # TensorFlow's C++ start-up lines may come first; the command's own output is one line.
+    ours = [
+        line for line in result.stderr.strip().splitlines() if "alexnet_tf" in line or "Traceback" in line
+    ]
+    assert ours == [
+        f"alexnet_tf.features: error: --max_images={value}: pass a number of at least 1; "
+        "leave it out to read every image"
+    ]
