@@ -9,11 +9,12 @@
 
 `--model` is a `.keras` file, a training checkpoint (model dir, checkpoints dir or prefix) or an
 exported SavedModel (version dir or base dir; its `features` signature gives fc7 only).
-Images are image files and folders (searched recursively for JPEG/PNG/GIF/BMP files), or the
-TFRecord shards `<split>-*` of a converted data dir. Every image goes through the centre crop
-of evaluation and serving (`preprocessing.preprocess_for_eval` on `preprocessing.decode_image`;
-`alexnet_tf.data.make_dataset(training=False)` computes the same crops), in batches, with a
-progress line on stderr.
+Images are image files and folders (searched recursively; as for the converter, content
+decides, not names: JPEG, PNG, GIF, BMP and WebP are read, other files named and skipped,
+hidden files left out), or the TFRecord shards `<split>-*` of a converted data dir. Every image
+goes through the centre crop of evaluation and serving (`preprocessing.preprocess_for_eval` on
+`preprocessing.decode_image`; `alexnet_tf.data.make_dataset(training=False)` computes the same
+crops), in batches, with a progress line on stderr.
 
 - features: `--output=*.npz` holds `features` (float32 [N, ...], the layer's output),
   `files` (file paths, or the records' `image/filename`), `labels` (int32 [N], 0-based, -1
@@ -49,7 +50,6 @@ from alexnet_tf.config import ConfigError
 from alexnet_tf.errors import error_message
 
 FLAGS = flags.FLAGS
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".bmp")
 IMAGE_FORMATS = "JPEG, PNG, GIF, BMP or WebP"  # what preprocessing.decode_image reads
 DEFAULT_PICTURE_IMAGES = 16
 
@@ -110,6 +110,7 @@ class Source:
     max_images: int = None
     data_dir: str = None
     shard_counts: dict = dataclasses.field(default_factory=dict)  # {shard file name: records}
+    problems: dict = dataclasses.field(default_factory=dict)  # {index in files: why it is no file}
     # What the last pass of `elements()` found:
     read: int = 0  # positions gone through, skipped ones included
     names: dict = dataclasses.field(default_factory=dict)  # {index: name} of the images given
@@ -169,6 +170,10 @@ class Source:
             for index, path in enumerate(self.files):
                 if record:
                     self.read = index + 1
+                if index in self.problems:
+                    if record:
+                        self.skip(index, path, self.problems[index])
+                    continue
                 try:
                     with open(path, "rb") as f:
                         encoded = f.read()
@@ -293,21 +298,29 @@ def _why_no_image(encoded, name):
 
 
 def _image_files(paths, what):
-    """The image files named by `paths` (files as given; folders searched recursively, sorted)."""
-    files = []
+    """The files named by `paths` (folders searched recursively, sorted), and {index: reason}.
+
+    The reasons are those of folder entries that cannot be read (broken symlinks, loops, pipes).
+    """
+    entries = []
     for path in paths:
         if os.path.isdir(path):
-            found = []
-            for root, _, names in os.walk(path):
-                found += [os.path.join(root, n) for n in names if n.lower().endswith(IMAGE_EXTENSIONS)]
+            # The converter's scan of a class folder: every file whatever its name (the content
+            # decides, as there), symlinks followed, what it cannot use named; hidden files are
+            # left out as there.
+            items, problems = [], []
+            info, walk = os.stat(path), convert._walk_class_folder  # pylint: disable=protected-access
+            walk(path, path, None, items, problems, {(info.st_dev, info.st_ino)})
+            found = [(item.source, None) for item in items]
+            found += [(os.path.join(path, shown.removeprefix("./")), reason) for shown, reason in problems]
             if not found:
-                raise UsageError(f"no JPEG, PNG, GIF or BMP files in the folder {path} ({what})")
-            files += sorted(found)
+                raise UsageError(f"no files in the folder {path} ({what}); pass a folder of images")
+            entries += sorted(found)
         elif os.path.exists(path):
-            files.append(path)
+            entries.append((path, None))
         else:
             raise UsageError(f"no such file or folder: {path} ({what})")
-    return files
+    return [name for name, _ in entries], {i: reason for i, (_, reason) in enumerate(entries) if reason}
 
 
 def _shards(data_dir, split):
@@ -356,15 +369,19 @@ def data_dir_source(data_dir, split, label_offset=None, max_images=None, what="-
 
 
 def files_source(paths, what, max_images=None):
-    files = _image_files(paths, what)
+    files, problems = _image_files(paths, what)
     if max_images is not None:
         files = files[:max_images]
-    return Source(files=files, total=len(files))
+    return Source(
+        files=files, total=len(files), problems={i: r for i, r in problems.items() if i < len(files)}
+    )
 
 
 def gallery_source(path, split, label_offset=None, max_images=None):
-    """A data dir when `path` holds `<split>-*` shards, else a folder of images."""
-    if tf.io.gfile.isdir(path) and _shards(path, split):
+    """A data dir when `path` holds `<split>-*` shards or a manifest.json, else a folder of images."""
+    # A data dir without that split's shards is refused, not read as a folder of non-images.
+    is_data_dir = _shards(path, split) or tf.io.gfile.exists(os.path.join(path, schema.MANIFEST_FILENAME))
+    if tf.io.gfile.isdir(path) and is_data_dir:
         return data_dir_source(path, split, label_offset, max_images, what="--gallery")
     return files_source([path], "--gallery", max_images)
 

@@ -181,6 +181,12 @@ def test_any_layer_of_files_and_clear_errors(demo, tmp_path):
         features.run(files, flag_values(model=demo.keras_file, output="x.png"))
     with pytest.raises(features.UsageError, match="--neighbours needs --gallery"):
         features.run([], flag_values(model=demo.keras_file, neighbours=files, output="n.png"))
+    # A data dir without the split is refused, not read as a folder of files that are no images.
+    with pytest.raises(features.UsageError, match=r"no TFRecord shards test-\* in .* \(--gallery\)"):
+        config = flag_values(
+            model=demo.keras_file, neighbours=files, gallery=demo.data_dir, split="test", output="n.png"
+        )
+        features.run([], config)
     with pytest.raises(features.UsageError, match="no such file or folder: nowhere.jpg"):
         features.run(["nowhere.jpg"], flag_values(model=demo.keras_file, output=output))
     with pytest.raises(features.UsageError, match=r"no such file: none.keras \(--model\): pass a \.keras"):
@@ -333,3 +339,39 @@ def test_command_refuses_a_max_images_below_1_in_one_line(demo, tmp_path, value)
         f"alexnet_tf.features: error: --max_images={value}: pass a number of at least 1; "
         "leave it out to read every image"
     ]
+
+
+@pytest.mark.slow
+def test_command_reads_webp_names_each_file_it_skips_and_counts_it_as_read(demo, tmp_path):
+    from PIL import Image  # pylint: disable=g-import-not-at-top
+
+    folder = shutil.copytree(demo.val, tmp_path / "photos")
+    jpegs = sorted(str(p) for p in folder.iterdir())
+    webp = folder / "b.webp"
+    Image.open(jpegs[0]).transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(webp, format="WEBP")
+    (folder / "notes.txt").write_text("not a picture\n")
+    (folder / "zz_broken.jpg").write_bytes(
+        b"\xff\xd8\xff\xe0 cut short"
+    )  # last: the progress must still end at 9/9
+    output = tmp_path / "features.npz"
+    result = run_command(
+        ["-m", "alexnet_tf.features", f"--model={demo.keras_file}", f"--output={output}", str(folder)]
+    )
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert (
+        f"alexnet_tf.features: {folder / 'notes.txt'}: not an image: unrecognised content starting "
+        f"{b'not a pi'!r}; skipped"
+    ) in result.stderr
+    assert (
+        f"alexnet_tf.features: {folder / 'zz_broken.jpg'}: corrupt JPEG: no readable frame header; skipped"
+        in (result.stderr)
+    )
+    assert "features: 9/9 images (100.0%)" in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"alexnet_tf.features: wrote the fc7 features of 7 images to {output}; 2 images skipped (named above)"
+    )
+    saved = np.load(output)
+    assert saved["files"].tolist() == [*jpegs, str(webp)]
+    crop = preprocessing.preprocess_for_eval(preprocessing.decode_image(webp.read_bytes()), IMAGE_SIZE)
+    expected = embedding.feature_model(demo.model)(crop[None], training=False).numpy()
+    np.testing.assert_allclose(saved["features"][-1:], expected, rtol=1e-4, atol=1e-4)
