@@ -256,6 +256,9 @@ class Source:
     def encoded(self, indices):
         """{index: encoded bytes} of the images at `indices` (a second read of those only)."""
         payloads = self._payloads(indices)
+        gone = sorted(set(int(i) for i in indices) - set(payloads))
+        if gone:  # it changed since the first read: main reports it in one line, status 2
+            raise ValueError(f"{self.names[gone[0]]} could not be read again (did it change?); run again")
         if self.files is not None:
             return {index: payload for index, (_, payload) in payloads.items()}
         spec = {schema.ENCODED_KEY: schema.FEATURE_SPEC[schema.ENCODED_KEY]}
