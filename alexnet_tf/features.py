@@ -9,11 +9,12 @@
 
 `--model` is a `.keras` file, a training checkpoint (model dir, checkpoints dir or prefix) or an
 exported SavedModel (version dir or base dir; its `features` signature gives fc7 only).
-Images are image files and folders (searched recursively for JPEG/PNG/GIF/BMP files), or the
-TFRecord shards `<split>-*` of a converted data dir. Every image goes through the centre crop
-of evaluation and serving (`preprocessing.preprocess_for_eval` on `preprocessing.decode_image`;
-`alexnet_tf.data.make_dataset(training=False)` computes the same crops), in batches, with a
-progress line on stderr.
+Images are image files and folders (searched recursively; as for the converter, content
+decides, not names: JPEG, PNG, GIF, BMP and WebP are read, other files named and skipped,
+hidden files left out), or the TFRecord shards `<split>-*` of a converted data dir. Every image
+goes through the centre crop of evaluation and serving (`preprocessing.preprocess_for_eval` on
+`preprocessing.decode_image`; `alexnet_tf.data.make_dataset(training=False)` computes the same
+crops), in batches, with a progress line on stderr.
 
 - features: `--output=*.npz` holds `features` (float32 [N, ...], the layer's output),
   `files` (file paths, or the records' `image/filename`), `labels` (int32 [N], 0-based, -1
@@ -26,11 +27,13 @@ progress line on stderr.
   names: `--labels`, else labels.txt beside the model, else the data dir's when it has as
   many classes as the model, else class numbers (a SavedModel has its own).
 
-`--max_images` also bounds the features file and the neighbours' gallery.
+`--max_images` (at least 1) also bounds the features file and the neighbours' gallery.
 
-An image that cannot be read or decoded is named on stderr and skipped; the output is written
-for the others and the exit status is 1. Bad flags, a model or data dir that cannot be read
-end with one `alexnet_tf.features: error: ...` line and status 2.
+An image that cannot be read or decoded, and the records a corrupt, truncated or missing shard
+lost (counted from manifest.json), are named on stderr and skipped; the output is written for
+the others, a last line says how many images went in and how many were skipped, and the exit
+status is 1. Bad flags, a model or data dir that cannot be read end with one
+`alexnet_tf.features: error: ...` line and status 2.
 """
 
 import dataclasses
@@ -42,12 +45,12 @@ from absl import app, flags
 import numpy as np
 import tensorflow as tf
 
-from alexnet_tf import checkpointing, convert, embedding, figures, preprocessing, schema, serving
+from alexnet_tf import checkpointing, convert, data, embedding, figures, preprocessing, schema, serving
 from alexnet_tf.config import ConfigError
 from alexnet_tf.errors import error_message
 
 FLAGS = flags.FLAGS
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".bmp")
+IMAGE_FORMATS = "JPEG, PNG, GIF, BMP or WebP"  # what preprocessing.decode_image reads
 DEFAULT_PICTURE_IMAGES = 16
 
 
@@ -94,8 +97,9 @@ class Source:
     """Images in a fixed order: files, or the records of TFRecord shards.
 
     `elements()` is a tf.data.Dataset of (index int64, name string, label int32, encoded
-    bytes); index counts from 0 in that order. Files that cannot be read are left out and
-    listed in `failures` ([(name, reason)]).
+    bytes); index is the image's position in that order. Positions that give no image (a file
+    that cannot be read, the records a damaged shard lost) are recorded with `skip`, so that
+    every position is either given or named: `failures` lists them in order.
     """
 
     files: list = None  # image paths, or None for TFRecords
@@ -104,75 +108,222 @@ class Source:
     label_names: tuple = ()
     total: int = None  # number of images, when known
     max_images: int = None
-    failures: list = dataclasses.field(default_factory=list)
+    data_dir: str = None
+    shard_counts: dict = dataclasses.field(default_factory=dict)  # {shard file name: records}
+    problems: dict = dataclasses.field(default_factory=dict)  # {index in files: why it is no file}
+    # What the last pass of `elements()` found:
+    read: int = 0  # positions gone through, skipped ones included
+    names: dict = dataclasses.field(default_factory=dict)  # {index: name} of the images given
+    used: int = 0  # images the caller could use (set by `extract`)
+    error: Exception = None
+    skips: list = dataclasses.field(default_factory=list)  # [(position, name, reason, images)]
+
+    def skip(self, position, name, reason, images=1):
+        """Records images that are not given: `images` of them (None: how many is unknown)."""
+        self.skips.append((position, name, reason, images))
+
+    @property
+    def failures(self):
+        """[(name, reason)] of what was skipped, in order."""
+        return [(name, reason) for _, name, reason, _ in sorted(self.skips, key=lambda s: s[0])]
+
+    def skipped(self):
+        """(images skipped, skips whose number of images is unknown)."""
+        return (
+            sum(images for *_, images in self.skips if images is not None),
+            sum(images is None for *_, images in self.skips),
+        )
 
     def elements(self):
+        self.read, self.names, self.used, self.error, self.skips = 0, {}, 0, None, []
+
+        def generate():
+            try:
+                for index, name, payload in self._items(record=True):
+                    self.names[index] = name
+                    yield index, name, payload
+            except Exception as e:  # pylint: disable=broad-except
+                self.error = e  # the ignore_errors after the reader would hide it: extract raises it
+
+        spec = (tf.TensorSpec([], tf.int64), tf.TensorSpec([], tf.string), tf.TensorSpec([], tf.string))
+        dataset = tf.data.Dataset.from_generator(generate, output_signature=spec)
         if self.files is not None:
-            self.failures = []
+            return dataset.map(lambda index, name, encoded: (index, name, tf.constant(-1), encoded))
+        keys = (schema.ENCODED_KEY, schema.LABEL_KEY, schema.FILENAME_KEY)
+        spec = {key: schema.FEATURE_SPEC[key] for key in keys}
 
-            def generate():
-                for index, path in enumerate(self.files):
-                    try:
-                        with open(path, "rb") as f:
-                            encoded = f.read()
-                    except OSError as e:
-                        self.failures.append((path, e.strerror or str(e)))
-                        continue
-                    yield index, path, -1, encoded
+        def parse(index, name, record):
+            example = tf.io.parse_single_example(record, spec)
+            filename = example[schema.FILENAME_KEY]
+            name = tf.where(tf.equal(filename, ""), name, filename)
+            label = tf.cast(example[schema.LABEL_KEY], tf.int32) - self.label_offset
+            return index, name, label, example[schema.ENCODED_KEY]
 
-            spec = (
-                tf.TensorSpec([], tf.int64),
-                tf.TensorSpec([], tf.string),
-                tf.TensorSpec([], tf.int32),
-                tf.TensorSpec([], tf.string),
-            )
-            dataset = tf.data.Dataset.from_generator(generate, output_signature=spec)
-        else:
-            keys = (schema.ENCODED_KEY, schema.LABEL_KEY, schema.FILENAME_KEY)
-            spec = {key: schema.FEATURE_SPEC[key] for key in keys}
+        return dataset.map(parse)
 
-            def parse(index, record):
-                example = tf.io.parse_single_example(record, spec)
-                name = example[schema.FILENAME_KEY]
-                name = tf.where(tf.equal(name, ""), tf.strings.format("record {}", index), name)
-                label = tf.cast(example[schema.LABEL_KEY], tf.int32) - self.label_offset
-                return index, name, label, example[schema.ENCODED_KEY]
+    def _items(self, record):
+        """(position, name, file bytes or record) of each image the source can give, in order.
 
-            dataset = tf.data.TFRecordDataset(self.shards).enumerate().map(parse)
-        if self.max_images is not None:
-            dataset = dataset.take(self.max_images)
-        return dataset
+        With `record`, what it cannot give is passed to `skip` and `read` counts the positions.
+        """
+        if self.files is not None:
+            for index, path in enumerate(self.files):
+                if record:
+                    self.read = index + 1
+                if index in self.problems:
+                    if record:
+                        self.skip(index, path, self.problems[index])
+                    continue
+                try:
+                    with open(path, "rb") as f:
+                        encoded = f.read()
+                except OSError as e:
+                    if record:
+                        self.skip(index, path, f"cannot read: {e.strerror or e}")
+                    continue
+                yield index, path, encoded
+            return
+        yield from self._records(record)
+
+    def _records(self, record):
+        position, limit, uncounted = 0, self.max_images, []
+        for shard in self.shards:
+            if limit is not None and position >= limit:
+                return
+            expected = self.shard_counts.get(os.path.basename(shard))
+            read, whole = 0, tf.io.gfile.exists(shard)
+            if whole:
+                # data.py's shard reader: it swallows tf.data's read error, which names no file,
+                # and ends a damaged shard with a marker instead (skip_corrupt=True).
+                read_shard = data._read_shard  # pylint: disable=protected-access
+                for group in read_shard(shard, tf.io.gfile.stat(shard).length, skip_corrupt=True):
+                    for item in group.numpy():
+                        if item == data._END_OF_SHARD:  # pylint: disable=protected-access
+                            whole = False
+                            continue
+                        if limit is not None and position >= limit:
+                            return
+                        yield position, f"{shard} record {read}", item
+                        position, read = position + 1, read + 1
+                        if record:
+                            self.read = position
+                what = "corrupt or truncated TFRecord shard"
+            else:
+                what = f"shard listed in {schema.MANIFEST_FILENAME} but missing"
+            if whole and (expected is None or read >= expected):
+                continue
+            if expected is None:
+                if record:
+                    uncounted.append(len(self.skips))
+                    self.skip(position, shard, f"{what}: the records after its first {read} are lost", None)
+                continue
+            lost = expected - read if limit is None else min(expected - read, limit - position)
+            if not whole and read == expected:  # damaged after its last record: nothing lost
+                lost = 0
+            if lost > 0 and record:
+                if whole:
+                    what = f"TFRecord shard shorter than {schema.MANIFEST_FILENAME} says"
+                self.skip(position, shard, f"{what}: {expected - read} of its {expected} images lost", lost)
+            position += max(lost, 0)
+            if record:
+                self.read = position
+        if record and self.total is not None and position < self.total:
+            # The manifest's split size tells how many images are missing in all.
+            missing = self.total - position
+            if len(uncounted) == 1:
+                where, shard, reason, _ = self.skips[uncounted[0]]
+                reason = reason.replace("the records after", f"{missing} images after")
+                self.skips[uncounted[0]] = (where, shard, reason, missing)
+            else:
+                for i in uncounted:  # counted in the line below instead
+                    self.skips[i] = (*self.skips[i][:3], 0)
+                counted = f"{missing} of the {self.total} images that {schema.MANIFEST_FILENAME} counts"
+                self.skip(position, self.data_dir, f"{counted} are missing", missing)
+            self.read = self.total
+
+    def _payloads(self, indices):
+        """{index: (name, file bytes or record)} of the images at `indices` (read again)."""
+        wanted = set(int(i) for i in indices)
+        found = {}
+        if wanted:
+            for index, name, payload in self._items(record=False):
+                if index in wanted:
+                    found[index] = (name, payload)
+                    if len(found) == len(wanted):
+                        break
+        return found
 
     def encoded(self, indices):
         """{index: encoded bytes} of the images at `indices` (a second read of those only)."""
-        wanted = sorted(set(int(i) for i in indices))
+        payloads = self._payloads(indices)
+        gone = sorted(set(int(i) for i in indices) - set(payloads))
+        if gone:  # it changed since the first read: main reports it in one line, status 2
+            raise ValueError(f"{self.names[gone[0]]} could not be read again (did it change?); run again")
         if self.files is not None:
-            result = {}
-            for i in wanted:
-                with open(self.files[i], "rb") as f:
-                    result[i] = f.read()
-            return result
-        table = tf.constant(wanted or [-1], tf.int64)
-        chosen = self.elements().filter(lambda i, *_: tf.reduce_any(tf.equal(i, table)))
-        return {int(i): bytes(encoded) for i, _, _, encoded in chosen.as_numpy_iterator()}
+            return {index: payload for index, (_, payload) in payloads.items()}
+        spec = {schema.ENCODED_KEY: schema.FEATURE_SPEC[schema.ENCODED_KEY]}
+        return {
+            index: tf.io.parse_single_example(record, spec)[schema.ENCODED_KEY].numpy()
+            for index, (_, record) in payloads.items()
+        }
+
+    def explain(self, indices):
+        """[(index, name, reason)] of the images at `indices` that could not be used: read again."""
+        reasons, payloads = [], self._payloads(indices)
+        for index in sorted(indices):
+            if index not in payloads:
+                reasons.append((index, self.names[index], "cannot be decoded, nor read again to tell why"))
+                continue
+            name, payload = payloads[index]
+            if self.shards is not None:
+                keys = (schema.ENCODED_KEY, schema.LABEL_KEY, schema.FILENAME_KEY)
+                try:
+                    example = tf.io.parse_single_example(payload, {k: schema.FEATURE_SPEC[k] for k in keys})
+                except tf.errors.InvalidArgumentError as e:
+                    why = error_message(e)  # TensorFlow's message quotes the whole record: keep the start
+                    why = why if len(why) <= 120 else why[:117] + "..."
+                    reasons.append((index, name, f"not an Example of the ImageNet schema ({why})"))
+                    continue
+                filename = example[schema.FILENAME_KEY].numpy().decode("utf-8", "replace")
+                name = f"{name} ({filename})" if filename else name
+                payload = example[schema.ENCODED_KEY].numpy()
+            reasons.append((index, name, _why_no_image(payload, name)))
+        return reasons
+
+
+def _why_no_image(encoded, name):
+    """Why bytes that preprocessing.decode_image refused are no image: the converter's verdict."""
+    try:
+        convert.convert_image(encoded, name, resize_shorter=0)
+    except convert.BadImageError as e:
+        return str(e)
+    return f"cannot be decoded as a {IMAGE_FORMATS} image"
 
 
 def _image_files(paths, what):
-    """The image files named by `paths` (files as given; folders searched recursively, sorted)."""
-    files = []
+    """The files named by `paths` (folders searched recursively, sorted), and {index: reason}.
+
+    The reasons are those of folder entries that cannot be read (broken symlinks, loops, pipes).
+    """
+    entries = []
     for path in paths:
         if os.path.isdir(path):
-            found = []
-            for root, _, names in os.walk(path):
-                found += [os.path.join(root, n) for n in names if n.lower().endswith(IMAGE_EXTENSIONS)]
+            # The converter's scan of a class folder: every file whatever its name (the content
+            # decides, as there), symlinks followed, what it cannot use named; hidden files are
+            # left out as there.
+            items, problems = [], []
+            info, walk = os.stat(path), convert._walk_class_folder  # pylint: disable=protected-access
+            walk(path, path, None, items, problems, {(info.st_dev, info.st_ino)})
+            found = [(item.source, None) for item in items]
+            found += [(os.path.join(path, shown.removeprefix("./")), reason) for shown, reason in problems]
             if not found:
-                raise UsageError(f"no JPEG, PNG, GIF or BMP files in the folder {path} ({what})")
-            files += sorted(found)
+                raise UsageError(f"no files in the folder {path} ({what}); pass a folder of images")
+            entries += sorted(found)
         elif os.path.exists(path):
-            files.append(path)
+            entries.append((path, None))
         else:
             raise UsageError(f"no such file or folder: {path} ({what})")
-    return files
+    return [name for name, _ in entries], {i: reason for i, (_, reason) in enumerate(entries) if reason}
 
 
 def _shards(data_dir, split):
@@ -203,25 +354,37 @@ def data_dir_source(data_dir, split, label_offset=None, max_images=None, what="-
     if max_images is not None and total is not None:
         total = min(total, max_images)
     names = tuple(entry.name for entry in labels) if labels else ()
+    # A shard the manifest lists but that is gone is read as one that lost all its records.
+    entry = manifest.get("splits", {}).get(split)
+    listed = entry.get("shards") if isinstance(entry, dict) else None
+    listed = [s.get("file") for s in listed if isinstance(s, dict)] if isinstance(listed, list) else []
+    on_disk = {os.path.basename(shard) for shard in shards}
+    gone = [os.path.join(data_dir, name) for name in listed if isinstance(name, str) and name not in on_disk]
     return Source(
-        shards=shards,
+        shards=sorted(shards + gone, key=os.path.basename),
         label_offset=int(offset),
         label_names=names,
         total=total,
         max_images=max_images,
+        data_dir=data_dir,
+        shard_counts=schema.shard_records(manifest),
     )
 
 
 def files_source(paths, what, max_images=None):
-    files = _image_files(paths, what)
+    files, problems = _image_files(paths, what)
     if max_images is not None:
         files = files[:max_images]
-    return Source(files=files, total=len(files))
+    return Source(
+        files=files, total=len(files), problems={i: r for i, r in problems.items() if i < len(files)}
+    )
 
 
 def gallery_source(path, split, label_offset=None, max_images=None):
-    """A data dir when `path` holds `<split>-*` shards, else a folder of images."""
-    if tf.io.gfile.isdir(path) and _shards(path, split):
+    """A data dir when `path` holds `<split>-*` shards or a manifest.json, else a folder of images."""
+    # A data dir without that split's shards is refused, not read as a folder of non-images.
+    is_data_dir = _shards(path, split) or tf.io.gfile.exists(os.path.join(path, schema.MANIFEST_FILENAME))
+    if tf.io.gfile.isdir(path) and is_data_dir:
         return data_dir_source(path, split, label_offset, max_images, what="--gallery")
     return files_source([path], "--gallery", max_images)
 
@@ -342,7 +505,7 @@ class Extracted:
 def extract(model, source, batch_size, layer=None, progress=True):
     """Runs `model` over `source`: its `layer` features, or with layer=None its probabilities.
 
-    Images that cannot be decoded are left out and added to `source.failures`.
+    Images that cannot be used are left out and recorded with `source.skip`.
     """
 
     def crop(index, name, label, encoded):
@@ -352,12 +515,14 @@ def extract(model, source, batch_size, layer=None, progress=True):
     dataset = source.elements()
     if model.takes_crops:
         dataset = dataset.map(crop, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-        dataset = dataset.ignore_errors()  # a file that is no image: named below
     else:
         batch_size = min(batch_size, model.max_batch)
-    dataset = dataset.batch(batch_size).prefetch(2)
+    # A record that is no Example, or bytes that are no image, fail their element: dropped here
+    # and named after the loop. The reader's own errors never get here (see Source.elements).
+    dataset = dataset.ignore_errors().batch(batch_size).prefetch(2)
     bar = convert.Progress(source.total, "features" if layer else "predictions", progress)
     indices, names, labels, values = [], [], [], []
+    refused = set()  # indices the SavedModel refused, already recorded
     compute = (lambda x: model.features(x, layer)) if layer else model.probabilities
     for batch_indices, batch_names, batch_labels, inputs in dataset:
         try:
@@ -368,20 +533,24 @@ def extract(model, source, batch_size, layer=None, progress=True):
                 try:
                     rows.append((slice(i, i + 1), compute(inputs[i : i + 1])))
                 except tf.errors.InvalidArgumentError as e:
-                    source.failures.append((batch_names[i].numpy().decode(), error_message(e)))
+                    index = int(batch_indices[i])
+                    refused.add(index)
+                    source.skip(index, batch_names[i].numpy().decode("utf-8", "replace"), error_message(e))
         for where, value in rows:
             indices.append(batch_indices.numpy()[where])
             names += [n.decode("utf-8", "replace") for n in batch_names.numpy()[where]]
             labels.append(batch_labels.numpy()[where])
             values.append(value)
         bar.update(int(batch_indices[-1]) + 1)  # images read, skipped ones included
+    if source.error is not None:
+        raise source.error
+    bar.update(source.read)  # skipped images at the end are read too: the line ends at N/N
     bar.close()
-    if model.takes_crops and source.files is not None:
-        done = set(np.concatenate(indices).tolist()) if indices else set()
-        unreadable = {name for name, _ in source.failures}
-        for i, path in enumerate(source.files[: source.max_images]):
-            if i not in done and path not in unreadable:
-                source.failures.append((path, "cannot be decoded as a JPEG, PNG, GIF or BMP image"))
+    done = set(np.concatenate(indices).tolist()) if indices else set()
+    source.used = len(done)
+    dropped = [i for i in source.names if i not in done and i not in refused]
+    for index, name, reason in source.explain(dropped):
+        source.skip(index, name, reason)
     if not indices:
         return Extracted(np.zeros([0], np.int64), [], np.zeros([0], np.int32), np.zeros([0], np.float32))
     return Extracted(
@@ -392,8 +561,8 @@ def extract(model, source, batch_size, layer=None, progress=True):
 def thumbnails(encoded, image_size, size):
     """uint8 [size, size, 3] pictures of the centre crops the model sees, one per encoded image."""
     pictures = []
-    for data in encoded:
-        crop = preprocessing.center_crop(preprocessing.decode_image(tf.constant(data)), image_size)
+    for image in encoded:
+        crop = preprocessing.center_crop(preprocessing.decode_image(tf.constant(image)), image_size)
         picture = tf.image.resize(crop, [size, size], method="bilinear", antialias=True)
         pictures.append(tf.saturate_cast(tf.round(picture), tf.uint8).numpy())
     return pictures
@@ -504,8 +673,11 @@ def run(argv_images, config, model=None):
         raise UsageError("--neighbours needs --gallery=DIR (a folder of images or a data dir)")
     if not config.neighbours and bool(argv_images) == bool(config.data_dir):
         raise UsageError("give image files/folders or --data_dir (one of them)")
-    if config.batch_size < 1 or config.num_neighbours < 1 or config.thumbnail_size < 8:
-        raise UsageError("--batch_size and --num_neighbours must be >= 1, --thumbnail_size >= 8")
+    for flag, least in (("batch_size", 1), ("num_neighbours", 1), ("thumbnail_size", 8), ("max_images", 1)):
+        value = getattr(config, flag)
+        if value is not None and value < least:
+            unset = "; leave it out to read every image" if flag == "max_images" else ""
+            raise UsageError(f"--{flag}={value}: pass a number of at least {least}{unset}")
     if picture:
         try:
             figures._pillow()  # pylint: disable=protected-access
@@ -543,12 +715,37 @@ def run(argv_images, config, model=None):
         written = neighbours_picture(
             model, queries, source, output, config.num_neighbours, config.batch_size, config.thumbnail_size
         )
-        return written, queries.failures + source.failures
-    if config.predictions:
+        sources = [queries, source]
+        gallery, asked = _count(source.used, "gallery image"), _count(queries.used, "query", "queries")
+        what = f"the nearest of {gallery} to {asked}"
+    elif config.predictions:
         written = predictions_picture(model, source, output, config.batch_size, config.thumbnail_size)
-        return written, source.failures
-    written = features_file(model, source, output, layer, config.batch_size, config.model)
-    return written, source.failures
+        sources, what = [source], f"the top-5 predictions of {_count(source.used, 'image')}"
+    else:
+        written = features_file(model, source, output, layer, config.batch_size, config.model)
+        sources, what = [source], f"the {layer} features of {_count(source.used, 'image')}"
+    failures = [failure for s in sources for failure in s.failures]
+    report(failures, sources, written and f"wrote {what} to {written}")
+    return written, failures
+
+
+def report(failures, sources, done):
+    """Names each skipped image (or shard) on stderr, then what was `done` and how much skipped."""
+    for name, reason in failures:
+        print(f"alexnet_tf.features: {name}: {reason}; skipped", file=sys.stderr)
+    if not done:
+        return
+    images = sum(s.skipped()[0] for s in sources)
+    unknown = sum(s.skipped()[1] for s in sources)
+    skipped = _count(images, "image")
+    if unknown:  # no manifest.json counts what those lost
+        skipped += f" and the rest of {_count(unknown, 'damaged shard')}"
+    skipped += " skipped"
+    print(f"alexnet_tf.features: {done}; {skipped}{' (named above)' * bool(failures)}", file=sys.stderr)
+
+
+def _count(n, noun, nouns=None):
+    return f"{n} {noun}" if n == 1 else f"{n} {nouns or noun + 's'}"
 
 
 def fail(what):
@@ -566,8 +763,6 @@ def main(argv):
             f"{type(e).__name__}: {error_message(e)} (--model={FLAGS.model}): check that the model "
             "loads and the shards are whole (tools/build_imagenet_tfrecords.py --verify), then run again"
         )
-    for name, reason in failures:
-        print(f"alexnet_tf.features: {name}: {reason}; skipped", file=sys.stderr)
     if written is None:
         fail("no image could be read; nothing written")
     print(written)

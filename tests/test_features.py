@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from alexnet_tf import data, demo_data, embedding, features, figures
+from alexnet_tf import data, demo_data, embedding, features, figures, preprocessing
 from alexnet_tf.model import build_alexnet
 
 IMAGE_SIZE = 95
@@ -118,8 +118,8 @@ def test_command_draws_each_query_and_its_six_nearest_gallery_images(demo, tmp_p
     # The broken file is named and skipped; the picture of the others is written; status 1.
     assert result.returncode == 1, result.stderr[-3000:]
     assert (
-        f"alexnet_tf.features: {gallery / 'broken.jpg'}: cannot be decoded as a JPEG, PNG, GIF or BMP "
-        "image; skipped"
+        f"alexnet_tf.features: {gallery / 'broken.jpg'}: not an image: unrecognised content starting "
+        f"{b'not an i'!r}; skipped"
     ) in result.stderr
     assert result.stdout.strip().splitlines()[-1] == str(output)
     picture = read_png(output)
@@ -181,7 +181,197 @@ def test_any_layer_of_files_and_clear_errors(demo, tmp_path):
         features.run(files, flag_values(model=demo.keras_file, output="x.png"))
     with pytest.raises(features.UsageError, match="--neighbours needs --gallery"):
         features.run([], flag_values(model=demo.keras_file, neighbours=files, output="n.png"))
+    # A data dir without the split is refused, not read as a folder of files that are no images.
+    with pytest.raises(features.UsageError, match=r"no TFRecord shards test-\* in .* \(--gallery\)"):
+        config = flag_values(
+            model=demo.keras_file, neighbours=files, gallery=demo.data_dir, split="test", output="n.png"
+        )
+        features.run([], config)
     with pytest.raises(features.UsageError, match="no such file or folder: nowhere.jpg"):
         features.run(["nowhere.jpg"], flag_values(model=demo.keras_file, output=output))
     with pytest.raises(features.UsageError, match=r"no such file: none.keras \(--model\): pass a \.keras"):
         features.run(files, flag_values(model="none.keras", output=output))
+
+
+def truncated_copy(demo, tmp_path):
+    """A copy of the demo data dir whose train-00001-of-00004 (3 records) ends inside its 2nd record.
+
+    Returns (data dir, the cut shard, the records that remain readable in split order).
+    """
+    data_dir = shutil.copytree(demo.data_dir, tmp_path / "data")
+    shard = str(data_dir / "train-00001-of-00004")
+    first = next(iter(tf.data.TFRecordDataset(shard))).numpy()
+    with open(shard, "r+b") as f:
+        f.truncate(16 + len(first) + 100)  # the 1st record's frame, then 100 bytes of the 2nd
+    kept = []
+    for name in sorted(os.listdir(demo.data_dir)):
+        if name.startswith("train-"):
+            records = [r.numpy() for r in tf.data.TFRecordDataset(os.path.join(demo.data_dir, name))]
+            kept += records[:1] if name == "train-00001-of-00004" else records
+    return str(data_dir), shard, kept
+
+
+FIELDS = {"image/encoded": tf.string, "image/filename": tf.string, "image/class/label": tf.int64}
+
+
+def fc7_of_records(demo, records):
+    """(filenames, 0-based labels, fc7 rows) of serialized records, through the evaluation crop."""
+    spec = {key: tf.io.FixedLenFeature([], dtype) for key, dtype in FIELDS.items()}
+    parsed = [tf.io.parse_single_example(r, spec) for r in records]
+    crops = tf.stack(
+        [
+            preprocessing.preprocess_for_eval(preprocessing.decode_image(p["image/encoded"]), IMAGE_SIZE)
+            for p in parsed
+        ]
+    )
+    return (
+        [p["image/filename"].numpy().decode() for p in parsed],
+        [int(p["image/class/label"]) for p in parsed],
+        embedding.feature_model(demo.model)(crops, training=False).numpy(),
+    )
+
+
+@pytest.mark.slow
+def test_command_names_a_truncated_shard_and_the_images_it_lost_and_writes_the_rest(demo, tmp_path):
+    data_dir, shard, kept = truncated_copy(demo, tmp_path)
+    output = tmp_path / "features.npz"
+    result = run_command(
+        [
+            "-m",
+            "alexnet_tf.features",
+            f"--model={demo.keras_file}",
+            f"--data_dir={data_dir}",
+            "--split=train",
+            f"--output={output}",
+            "--batch_size=4",
+        ]
+    )
+    # The shard is named with the count it lost; the other 10 images are written; status 1.
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert (
+        f"alexnet_tf.features: {shard}: corrupt or truncated TFRecord shard: 2 of its 3 images lost; skipped"
+    ) in result.stderr
+    assert "features: 12/12 images (100.0%)" in result.stderr  # the lost images count as read
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"alexnet_tf.features: wrote the fc7 features of 10 images to {output}; "
+        "2 images skipped (named above)"
+    )
+    assert result.stdout.strip().splitlines()[-1] == str(output)
+    saved = np.load(output)
+    files, labels, expected = fc7_of_records(demo, kept)
+    assert len(kept) == 10 and saved["features"].shape == (10, 4096)
+    assert saved["files"].tolist() == files and saved["labels"].tolist() == labels
+    np.testing.assert_allclose(saved["features"], expected, rtol=1e-4, atol=1e-4)
+
+
+def test_predictions_and_a_data_dir_gallery_name_a_truncated_shard_and_count_its_loss(demo, tmp_path, capsys):
+    data_dir, shard, kept = truncated_copy(demo, tmp_path)
+    lost = [(shard, "corrupt or truncated TFRecord shard: 2 of its 3 images lost")]
+    output = str(tmp_path / "predictions.png")
+    config = flag_values(
+        model=demo.keras_file, data_dir=data_dir, split="train", predictions=True, output=output
+    )
+    assert features.run([], config, demo.loaded) == (output, lost)
+    err = capsys.readouterr().err
+    assert "predictions: 12/12 images (100.0%)" in err
+    assert f"wrote the top-5 predictions of 10 images to {output}; 2 images skipped (named above)" in err
+    assert read_png(output).shape[1] == 2 * figures.MARGIN + 4 * (128 + 2 * figures.PAD) - 2 * figures.PAD
+
+    query = os.path.join(demo.val, "ILSVRC2012_val_00000001.JPEG")
+    output = str(tmp_path / "neighbours.png")
+    config = flag_values(
+        model=demo.keras_file,
+        neighbours=[query],
+        gallery=data_dir,
+        split="train",
+        output=output,
+        num_neighbours=2,
+    )
+    assert features.run([], config, demo.loaded) == (output, lost)
+    err = capsys.readouterr().err
+    assert "features: 12/12 images (100.0%)" in err
+    assert f"wrote the nearest of 10 gallery images to 1 query to {output}; 2 images skipped" in err
+
+
+def test_a_missing_shard_and_a_record_that_is_no_example_are_named_and_counted(demo, tmp_path, capsys):
+    data_dir = shutil.copytree(demo.data_dir, tmp_path / "data")
+    os.remove(data_dir / "train-00002-of-00004")  # manifest.json lists it with 3 records
+    first = str(data_dir / "train-00000-of-00004")
+    records = [r.numpy() for r in tf.data.TFRecordDataset(first)]
+    with tf.io.TFRecordWriter(first) as writer:
+        for record in (records[0], b"\x01 no Example", records[2]):
+            writer.write(record)
+    output = str(tmp_path / "features.npz")
+    written, failures = features.run(
+        [],
+        flag_values(model=demo.keras_file, data_dir=str(data_dir), split="train", output=output),
+        demo.loaded,
+    )
+    assert written == output
+    assert [name for name, _ in failures] == [f"{first} record 1", str(data_dir / "train-00002-of-00004")]
+    assert failures[0][1].startswith("not an Example of the ImageNet schema (")
+    assert failures[1][1] == "shard listed in manifest.json but missing: 3 of its 3 images lost"
+    err = capsys.readouterr().err
+    assert "features: 12/12 images (100.0%)" in err
+    assert "wrote the fc7 features of 8 images" in err and "4 images skipped (named above)" in err
+    assert np.load(output)["features"].shape == (8, 4096)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("value", ["0", "-1"])
+def test_command_refuses_a_max_images_below_1_in_one_line(demo, tmp_path, value):
+    result = run_command(
+        [
+            "-m",
+            "alexnet_tf.features",
+            f"--model={demo.keras_file}",
+            f"--output={tmp_path / 'f.npz'}",
+            f"--max_images={value}",
+            demo.val,
+        ]
+    )
+    assert result.returncode == 2 and result.stdout == ""
+    # TensorFlow's C++ start-up lines may come first; the command's own output is one line.
+    ours = [
+        line for line in result.stderr.strip().splitlines() if "alexnet_tf" in line or "Traceback" in line
+    ]
+    assert ours == [
+        f"alexnet_tf.features: error: --max_images={value}: pass a number of at least 1; "
+        "leave it out to read every image"
+    ]
+
+
+@pytest.mark.slow
+def test_command_reads_webp_names_each_file_it_skips_and_counts_it_as_read(demo, tmp_path):
+    from PIL import Image  # pylint: disable=g-import-not-at-top
+
+    folder = shutil.copytree(demo.val, tmp_path / "photos")
+    jpegs = sorted(str(p) for p in folder.iterdir())
+    webp = folder / "b.webp"
+    Image.open(jpegs[0]).transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(webp, format="WEBP")
+    (folder / "notes.txt").write_text("not a picture\n")
+    (folder / "zz_broken.jpg").write_bytes(
+        b"\xff\xd8\xff\xe0 cut short"
+    )  # last: the progress must still end at 9/9
+    output = tmp_path / "features.npz"
+    result = run_command(
+        ["-m", "alexnet_tf.features", f"--model={demo.keras_file}", f"--output={output}", str(folder)]
+    )
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert (
+        f"alexnet_tf.features: {folder / 'notes.txt'}: not an image: unrecognised content starting "
+        f"{b'not a pi'!r}; skipped"
+    ) in result.stderr
+    assert (
+        f"alexnet_tf.features: {folder / 'zz_broken.jpg'}: corrupt JPEG: no readable frame header; skipped"
+        in (result.stderr)
+    )
+    assert "features: 9/9 images (100.0%)" in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"alexnet_tf.features: wrote the fc7 features of 7 images to {output}; 2 images skipped (named above)"
+    )
+    saved = np.load(output)
+    assert saved["files"].tolist() == [*jpegs, str(webp)]
+    crop = preprocessing.preprocess_for_eval(preprocessing.decode_image(webp.read_bytes()), IMAGE_SIZE)
+    expected = embedding.feature_model(demo.model)(crop[None], training=False).numpy()
+    np.testing.assert_allclose(saved["features"][-1:], expected, rtol=1e-4, atol=1e-4)
