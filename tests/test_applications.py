@@ -145,6 +145,29 @@ def test_a_weight_of_another_shape_is_named_with_both_shapes():
     assert at_256.get_layer("conv1").kernel.numpy().min() == 1.0
 
 
+def test_assign_weights_names_the_source_and_the_first_missing_weights_and_assigns_nothing():
+    target = model.build_alexnet(
+        num_classes=CLASSES,
+        variant="one_weird_trick",
+        input_shape=(SIZE, SIZE, 3),
+        kernel_initializer="zeros",
+    )
+    values = {v.path: np.ones(v.shape, np.float32) for v in target.weights}
+    for path in ("fc8/bias", "fc7/bias", "conv2/kernel", "conv1/bias", "conv1/kernel"):
+        del values[path]
+    with pytest.raises(config.ConfigError) as raised:
+        pretrained.assign_weights(target, values, where="f.npz")
+    assert str(raised.value) == (
+        "f.npz: no weight conv1/kernel there (shape (11, 11, 3, 64) here); "
+        "nor conv1/bias, conv2/kernel, fc7/bias and 1 more"
+    )
+    assert all(not v.numpy().any() for v in target.weights)  # nothing assigned
+    assert (
+        len(pretrained.assign_weights(target, values, where="f.npz", skip=("conv1", "conv2", "fc7", "fc8")))
+        == 8
+    )
+
+
 def test_preprocess_input_is_the_evaluation_crop_and_mean():
     rng = np.random.default_rng(0)
     batch = rng.integers(0, 256, (2, 227, 227, 3), dtype=np.uint8)
