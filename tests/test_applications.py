@@ -6,7 +6,9 @@ torchvision's input convention, as tools/import_weights.py would write it, saved
 file and as a training checkpoint the way the trainer writes one.
 """
 
+import json
 import os
+import shutil
 
 import keras
 import numpy as np
@@ -15,7 +17,15 @@ import tensorflow as tf
 
 import alexnet_tf
 from alexnet_tf import config, model, preprocessing, pretrained, weights
-from alexnet_tf.checkpointing import CHECKPOINT_SUBDIR, Checkpointer, check_model_spec, model_weights
+from alexnet_tf.checkpointing import (
+    CHECKPOINT_SUBDIR,
+    MODEL_SPEC_FILENAME,
+    Checkpointer,
+    check_model_spec,
+    load_model,
+    model_weights,
+    restore_model,
+)
 
 SIZE, CLASSES = 95, 3
 
@@ -34,19 +44,21 @@ def saved(tmp_path_factory):
     keras_path = str(root / "imported.keras")
     source.save(keras_path)
     model_dir = str(root / "run")
-    checkpoint_dir = os.path.join(model_dir, CHECKPOINT_SUBDIR)
-    check_model_spec(
-        checkpoint_dir,
-        {
-            "variant": "one_weird_trick",
-            "num_classes": CLASSES,
-            "image_size": SIZE,
-            "input_conversion": model.input_conversion_of(source),
-        },
-        write=True,
-    )
-    Checkpointer(tf.train.Checkpoint(model=model_weights(source)), checkpoint_dir, True, 1).save(7)
+    write_checkpoint(model_dir, model_weights(source), model.input_conversion_of(source))
     return source, keras_path, model_dir
+
+
+def write_checkpoint(model_dir, variables, input_conversion):
+    """Writes `variables` ({path: variable}) as the trainer writes a checkpoint, its model spec beside it."""
+    checkpoint_dir = os.path.join(model_dir, CHECKPOINT_SUBDIR)
+    spec = {
+        "variant": "one_weird_trick",
+        "num_classes": CLASSES,
+        "image_size": SIZE,
+        "input_conversion": input_conversion,
+    }
+    check_model_spec(checkpoint_dir, spec, write=True)
+    Checkpointer(tf.train.Checkpoint(model=variables), checkpoint_dir, True, 1).save(7)
 
 
 def _assert_same_weights(expected, actual, layers=None):
@@ -166,6 +178,38 @@ def test_assign_weights_names_the_source_and_the_first_missing_weights_and_assig
         len(pretrained.assign_weights(target, values, where="f.npz", skip=("conv1", "conv2", "fc7", "fc8")))
         == 8
     )
+
+
+def test_a_checkpoint_without_every_weight_is_refused_in_one_line(saved, tmp_path):
+    """Not loaded with zeros where a weight is missing, nor an AssertionError (TensorFlow's restore)."""
+    source, _, model_dir = saved
+    partial = {path: v for path, v in model_weights(source).items() if path != "fc8/bias"}
+    write_checkpoint(str(tmp_path / "partial"), partial, model.input_conversion_of(source))
+    prefix = str(tmp_path / "partial" / CHECKPOINT_SUBDIR / "ckpt-7")
+    with pytest.raises(config.ConfigError) as raised:
+        restore_model(str(tmp_path / "partial"))
+    assert str(raised.value).startswith(f"{prefix}: no weight fc8/bias there (shape (3,) here)")
+    with pytest.raises(ValueError) as raised:
+        alexnet_tf.AlexNet(weights=str(tmp_path / "partial"))
+    assert f"{prefix}: no weight fc8/bias there" in str(raised.value) and "\n" not in str(raised.value)
+
+    # A model spec that describes another model than the checkpoint holds.
+    for name, claim, message in (
+        ("classes", {"num_classes": 4}, "fc8/kernel has shape (4096, 3) there but (4096, 4) here"),
+        (
+            "variant",
+            {"variant": "paper", "image_size": 224},
+            "conv1/kernel has shape (11, 11, 3, 64) there but (11, 11, 3, 96) here",
+        ),
+    ):
+        other = tmp_path / name
+        shutil.copytree(model_dir, other)
+        spec_path = other / CHECKPOINT_SUBDIR / MODEL_SPEC_FILENAME
+        spec_path.write_text(json.dumps({**json.loads(spec_path.read_text()), **claim}))
+        with pytest.raises(config.ConfigError) as raised:
+            load_model(str(other))
+        assert message in str(raised.value) and "\n" not in str(raised.value), name
+        assert "model_spec.json beside it" in str(raised.value), name
 
 
 def test_preprocess_input_is_the_evaluation_crop_and_mean():
