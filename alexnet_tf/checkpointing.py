@@ -16,6 +16,7 @@ import re
 import shutil
 import tempfile
 import uuid
+import warnings
 
 from absl import logging
 import tensorflow as tf
@@ -171,19 +172,73 @@ def load_model(path):
         dir, checkpoints dir or checkpoint prefix written by `alexnet_tf.train`.
 
     Raises:
-      ConfigError: nothing loadable at `path`, or a checkpoint without every weight of its
-        model (naming the checkpoint and what is missing), in one line.
+      ConfigError: nothing loadable at `path`, or a file or checkpoint without every weight of
+        its model (naming the file and what is missing), in one line.
     """
-    import keras  # pylint: disable=g-import-not-at-top
-
     if path.endswith(".keras"):
-        if not tf.io.gfile.exists(path):
-            raise ConfigError(f"no such file: {path}")
-        return keras.models.load_model(path, compile=False), os.path.dirname(path)
+        return read_keras_file(path), os.path.dirname(path)
     if not tf.io.gfile.exists(path) and not tf.io.gfile.exists(path + ".index"):
         raise ConfigError(f"no checkpoint or .keras file at {path}")
     model, prefix = restore_model(path)
     return model, os.path.dirname(os.path.dirname(prefix))
+
+
+# What a zip archive (a .keras file) starts with: a file's local header, or an empty archive's end.
+_ZIP_SIGNATURES = (b"PK\x03\x04", b"PK\x05\x06")
+
+
+def read_keras_file(path):
+    """The model of the `.keras` file `path`, with every weight read from it.
+
+    `keras.saving.load_model` checks each layer it loads (as many weights as the layer has,
+    each of its shape) and raises a multi-line ValueError otherwise; a layer it cannot find
+    a place for in the file it only warns about ("Skipping nested container", Keras 3.15),
+    leaving its weights at their initialisation. Both are refused here, in one line.
+
+    Raises:
+      ConfigError: no such file, not a Keras file, or weights Keras did not read.
+    """
+    import keras  # pylint: disable=g-import-not-at-top
+
+    if not tf.io.gfile.exists(path):
+        raise ConfigError(f"no such file: {path}")
+    with tf.io.gfile.GFile(path, "rb") as f:
+        # Keras says "File not found" for any file that is not a zip archive.
+        if f.read(4) not in _ZIP_SIGNATURES:
+            raise ConfigError(
+                f"{path} is not a Keras file (not a zip archive): pass a .keras file written by "
+                "model.save or tools/import_weights.py"
+            )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            model = keras.saving.load_model(path, compile=False)
+        except ValueError as e:
+            raise ConfigError(f"{path}: cannot load it ({_keras_loading_failure(e)})") from None
+    unread = [w for w in caught if f"{os.sep}saving{os.sep}" in w.filename and "keras" in w.filename]
+    for w in caught:
+        if w not in unread:  # not ours to judge: shown as they would have been
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    if unread:
+        raise ConfigError(
+            f"{path}: Keras left weights of the model unread ({_first_line(unread[0].message)}); "
+            "save the model again with this Keras"
+        )
+    return model
+
+
+def _keras_loading_failure(error):
+    """One line of Keras' (multi-line) message of layers whose weights it could not load."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    if not lines:
+        return type(error).__name__
+    if not lines[0].startswith("A total of") or len(lines) < 2:
+        return lines[0]
+    # "A total of N objects could not be loaded. Example error message for object <...>:", then
+    # the first object's error (a variable's repr after "Target variable:"), then the list.
+    layers = re.findall(r"<\w+ name=([^,>]+)", lines[-1])
+    reason = lines[1].split(" Target variable:")[0]
+    return (f"weights of {', '.join(layers)} not read: " if layers else "") + reason
 
 
 def _first_line(error):

@@ -6,10 +6,13 @@ torchvision's input convention, as tools/import_weights.py would write it, saved
 file and as a training checkpoint the way the trainer writes one.
 """
 
+import io
 import json
 import os
 import shutil
+import zipfile
 
+import h5py
 import keras
 import numpy as np
 import pytest
@@ -210,6 +213,73 @@ def test_a_checkpoint_without_every_weight_is_refused_in_one_line(saved, tmp_pat
             load_model(str(other))
         assert message in str(raised.value) and "\n" not in str(raised.value), name
         assert "model_spec.json beside it" in str(raised.value), name
+
+
+def _rewrite_weights(keras_path, out, edit):
+    """Copies a .keras file with `edit(h5py.File)` applied to its model.weights.h5."""
+    with zipfile.ZipFile(keras_path) as archive, zipfile.ZipFile(out, "w") as copy:
+        for item in archive.namelist():
+            blob = archive.read(item)
+            if item == "model.weights.h5":
+                buffer = io.BytesIO(blob)
+                with h5py.File(buffer, "a") as h5:
+                    edit(h5)
+                blob = buffer.getvalue()
+            copy.writestr(item, blob)
+    return str(out)
+
+
+@keras.saving.register_keras_serializable("test_applications")
+class Nested(keras.layers.Layer):
+    """A layer holding a layer in a list inside a list: Keras saves it in a nested container."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.blocks = [[keras.layers.Dense(2, kernel_initializer="zeros", name="inner")]]
+
+    def build(self, input_shape):
+        self.blocks[0][0].build(input_shape)
+
+    def call(self, inputs):
+        return self.blocks[0][0](inputs)
+
+
+def test_a_keras_file_without_every_weight_is_refused_in_one_line(saved, tmp_path):
+    _, keras_path, _ = saved
+    not_zip = tmp_path / "notes.keras"
+    not_zip.write_text("plain text")
+
+    def drop_fc8_bias(h5):
+        # Keras files name layer groups by class ("dense_2"), not by layer: fc8's has its kernel shape.
+        (group,) = [
+            g for g in h5["layers"].values() if g["vars"].get("0", np.zeros(0)).shape == (4096, CLASSES)
+        ]
+        del group["vars/1"]
+
+    damaged = _rewrite_weights(keras_path, tmp_path / "no_fc8_bias.keras", drop_fc8_bias)
+    # Keras 3.15 loads this one with a warning only: the inner layer keeps its zeros.
+    inputs = keras.Input((3,))
+    nested = keras.Model(inputs, Nested(name="nested")(inputs))
+    nested.get_layer("nested").blocks[0][0].kernel.assign(np.ones((3, 2), np.float32))
+    nested.save(tmp_path / "nested.keras")
+    old_layout = _rewrite_weights(
+        tmp_path / "nested.keras",
+        tmp_path / "old_layout.keras",
+        lambda h5: h5.__delitem__(
+            "layers/nested/blocks"
+        ),  # as older Keras wrote it, without container groups
+    )
+    cases = {
+        str(not_zip): f"{not_zip} is not a Keras file (not a zip archive)",
+        damaged: f"{damaged}: cannot load it (weights of fc8 not read: Layer 'fc8' expected 2 variables",
+        old_layout: f"{old_layout}: Keras left weights of the model unread (Skipping nested container",
+    }
+    for path, message in cases.items():
+        with pytest.raises(config.ConfigError) as raised:
+            load_model(path)
+        assert str(raised.value).startswith(message) and "\n" not in str(raised.value), path
+    with pytest.raises(ValueError, match="is not a Keras file"):
+        alexnet_tf.AlexNet(weights=str(not_zip))
 
 
 def test_preprocess_input_is_the_evaluation_crop_and_mean():

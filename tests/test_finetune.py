@@ -165,6 +165,31 @@ def test_init_from_that_does_not_fit_stops_the_run_before_it_writes(datasets, tm
         assert not os.path.exists(model_dir / CHECKPOINT_SUBDIR / "model_spec.json"), name
 
 
+@pytest.mark.slow
+def test_init_from_a_file_that_is_not_a_keras_file_is_one_line_and_exit_2(tmp_path):
+    """Keras calls any .keras file that is not a zip archive "File not found"."""
+    notes = tmp_path / "notes.keras"
+    notes.write_text("plain text, not a model")
+    result = run_command(
+        [
+            "-m",
+            "alexnet_tf.train",
+            "--data_source=synthetic",
+            f"--model_dir={tmp_path / 'run'}",
+            f"--init_from={notes}",
+            "--variant=one_weird_trick",
+            f"--image_size={SIZE}",
+        ],
+        timeout=240,
+    )
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"alexnet_tf.train: error: --init_from={notes}: {notes} is not a Keras file (not a zip archive): "
+        "pass a .keras file written by model.save or tools/import_weights.py"
+    )
+    assert not os.path.exists(tmp_path / "run" / CHECKPOINT_SUBDIR / "model_spec.json")
+
+
 def test_the_readme_fine_tuning_commands_use_flags_that_exist():
     """Each command of README's "Fine-tune on your own images" parses; the trainer's config validates."""
     from absl import flags  # pylint: disable=g-import-not-at-top
