@@ -315,3 +315,33 @@ def test_decode_predictions_ranks_and_labels_like_the_serving_signature(tmp_path
     ]
     with pytest.raises(ValueError, match="3 labels for 4 classes"):
         alexnet_tf.decode_predictions(probabilities, labels=["a", "b", "c"])
+
+
+def test_preprocess_input_and_decode_predictions_name_a_bad_argument_in_a_value_error():
+    """Not TensorFlow's InvalidArgumentError from inside, nor a silent broadcast of the mean."""
+    bad_images = [
+        (
+            np.zeros((4, 5)),
+            {},
+            "images must be one image [H, W, 3] or a batch [N, H, W, 3] of RGB pixels, got shape (4, 5)",
+        ),
+        (np.zeros((4, 3)), {}, "got shape (4, 3)"),  # [H, 3] would broadcast against the mean
+        (tf.zeros((2, 8, 8, 4)), {}, "got shape (2, 8, 8, 4)"),
+        (np.zeros((4, 5)), {"image_size": SIZE}, "got shape (4, 5)"),
+        (
+            [np.zeros((40, 50, 3), np.uint8), np.zeros((40, 50))],
+            {"image_size": SIZE},
+            "images[1] must be one image [H, W, 3] of RGB pixels, got shape (40, 50)",
+        ),
+    ]
+    for images, kwargs, message in bad_images:
+        with pytest.raises(ValueError) as raised:
+            alexnet_tf.preprocess_input(images, **kwargs)
+        assert type(raised.value) is ValueError and message in str(raised.value), message
+    probabilities = np.full((1, 4), 0.25, np.float32)
+    for top in (-1, 0, 2.5, "3", True):
+        with pytest.raises(ValueError) as raised:
+            alexnet_tf.decode_predictions(probabilities, top=top)
+        assert type(raised.value) is ValueError
+        assert str(raised.value) == f"decode_predictions: top must be an int >= 1, got {top!r}."
+    assert len(alexnet_tf.decode_predictions(probabilities, top=np.int64(2))[0]) == 2
