@@ -32,6 +32,7 @@ signature's `top_k_*` outputs do: `tf.math.top_k` order (ties to the lower class
 the labels file's lines as `schema.LabelEntry.text` ("synset name").
 """
 
+import numbers
 import os
 
 import keras
@@ -176,8 +177,21 @@ def preprocess_input(images, image_size=None, resize_shorter=preprocessing.RESIZ
     Returns:
         float32 [N, S, S, 3] (or [S, S, 3] for one image without `image_size`): a tensor for a
         tensor input, else a NumPy array.
+
+    Raises:
+        ValueError: `images` is not one image [H, W, 3] or a batch [N, H, W, 3] (or, with
+            `image_size`, a list of [H, W, 3] images), naming the shape it has.
     """
     as_tensor = tf.is_tensor(images)
+    if as_tensor:
+        if images.shape.rank is not None:  # unknown inside some tf.functions: TensorFlow checks
+            _check_images(images.shape, "images")
+    elif image_size is None or isinstance(images, np.ndarray):
+        _check_images(np.shape(images), "images")
+    else:
+        images = list(images)  # any iterable of images, each of its own size
+        for i, image in enumerate(images):
+            _check_images(np.shape(image), f"images[{i}]", ranks=(3,))
     if image_size is None:
         result = preprocessing.subtract_mean(images)
     elif as_tensor:
@@ -196,6 +210,15 @@ def preprocess_input(images, image_size=None, resize_shorter=preprocessing.RESIZ
     return result if as_tensor else result.numpy()
 
 
+def _check_images(shape, name, ranks=(3, 4)):
+    """ValueError naming `name` and its shape unless it is [H, W, 3] or [N, H, W, 3] (of `ranks`)."""
+    # Else TensorFlow broadcasts the mean over some shapes ([H, 3]) and fails deep inside on others.
+    shape = tuple(shape)
+    if len(shape) not in ranks or shape[-1] not in (3, None):
+        expected = " or ".join({3: "one image [H, W, 3]", 4: "a batch [N, H, W, 3]"}[rank] for rank in ranks)
+        raise ValueError(f"preprocess_input: {name} must be {expected} of RGB pixels, got shape {shape}.")
+
+
 def decode_predictions(probabilities, top=5, labels=None):
     """The top classes of each row, as the serving signature's top_k outputs give them.
 
@@ -210,7 +233,13 @@ def decode_predictions(probabilities, top=5, labels=None):
     Returns:
         For each row, a list of (label, score, class index) tuples, best first: the tuples
         `alexnet_tf.serving.top_k` reads from a signature's outputs.
+
+    Raises:
+        ValueError: `top` is not an int >= 1, `probabilities` is not [N, C], or there are not
+            C labels.
     """
+    if isinstance(top, bool) or not isinstance(top, numbers.Integral) or top < 1:
+        raise ValueError(f"decode_predictions: top must be an int >= 1, got {top!r}.")
     scores = tf.convert_to_tensor(probabilities, tf.float32)
     if scores.shape.rank != 2:
         raise ValueError(

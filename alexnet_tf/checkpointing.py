@@ -12,9 +12,11 @@ layers of a fine-tuning run), so a mismatching run stops before touching them.
 
 import json
 import os
+import re
 import shutil
 import tempfile
 import uuid
+import warnings
 
 from absl import logging
 import tensorflow as tf
@@ -78,6 +80,10 @@ def read_model_spec(checkpoint_dir):
 def restore_model(path):
     """Rebuilds the model a training checkpoint holds and reads its weights into it.
 
+    The weights are read by name (`checkpoint_weights`) and assigned, which works on every
+    Keras backend: a tf.train.Checkpoint restores only into TensorFlow variables, and on JAX
+    or PyTorch it would restore nothing and still report success.
+
     Args:
       path: a model dir, its checkpoints dir, or a checkpoint prefix.
 
@@ -85,9 +91,11 @@ def restore_model(path):
       (keras.Model for inference (dropout and weight decay off), checkpoint prefix).
 
     Raises:
-      ConfigError: no checkpoint there, or no model_spec.json saying which network it is.
+      ConfigError: no checkpoint there, no model_spec.json saying which network it is, a
+        checkpoint that cannot be read, or one without every weight of that network.
     """
     from alexnet_tf.model import build_alexnet  # pylint: disable=g-import-not-at-top
+    from alexnet_tf.pretrained import assign_weights  # pylint: disable=g-import-not-at-top
 
     prefix = None
     for directory in (os.path.join(path, CHECKPOINT_SUBDIR), path):
@@ -111,11 +119,49 @@ def restore_model(path):
         weight_decay=0.0,
         # A model fine-tuned from imported weights keeps their input convention.
         input_conversion=spec.get("input_conversion"),
-        kernel_initializer="zeros",  # every weight is read below (assert_existing_objects_matched)
+        kernel_initializer="zeros",  # every weight is assigned below, or the load is refused
     )
-    status = tf.train.Checkpoint(model=model_weights(model)).read(prefix)
-    status.expect_partial().assert_existing_objects_matched()
+    values = checkpoint_weights(prefix)
+    try:
+        assign_weights(model, values, where=prefix)
+    except ConfigError as e:  # the checkpoint and its spec disagree: say what the spec claims
+        raise ConfigError(
+            f"{e} (model_spec.json beside it: {spec['variant']} variant, {spec['num_classes']} classes, "
+            f"{size} x {size})"
+        ) from None
     return model, prefix
+
+
+# How tf.train.Checkpoint keys the value of the variable `model_weights` put under a name:
+# model/<name, "." written ".." and "/" written ".S">/.ATTRIBUTES/VARIABLE_VALUE.
+_MODEL_KEY_PREFIX = "model/"
+_VALUE_KEY_SUFFIX = "/.ATTRIBUTES/VARIABLE_VALUE"
+
+
+def checkpoint_weights(prefix):
+    """{weight path: NumPy array} of the model weights in the training checkpoint `prefix`.
+
+    Read by name, as `model_weights` keyed them ("conv1/kernel"), with no TensorFlow variable
+    to restore into. Older checkpoints hold each weight twice (their backing tf.Variable was
+    written beside the optimizer's copy); the "model/" one is read, as a restore would.
+
+    Raises:
+      ConfigError: the checkpoint cannot be read.
+    """
+    try:
+        reader = tf.train.load_checkpoint(prefix)
+        return {
+            _unescape(key[len(_MODEL_KEY_PREFIX) : -len(_VALUE_KEY_SUFFIX)]): reader.get_tensor(key)
+            for key in reader.get_variable_to_shape_map()
+            if key.startswith(_MODEL_KEY_PREFIX) and key.endswith(_VALUE_KEY_SUFFIX)
+        }
+    except (tf.errors.OpError, ValueError) as e:
+        raise ConfigError(f"{prefix}: cannot read the checkpoint ({_first_line(e)})") from None
+
+
+def _unescape(name):
+    """A tf.train.Checkpoint node name as the Python key it was given ("conv1.Skernel" -> "conv1/kernel")."""
+    return re.sub(r"\.(.)", lambda match: "/" if match.group(1) == "S" else match.group(1), name)
 
 
 def load_model(path):
@@ -126,18 +172,78 @@ def load_model(path):
         dir, checkpoints dir or checkpoint prefix written by `alexnet_tf.train`.
 
     Raises:
-      ConfigError: nothing loadable at `path`.
+      ConfigError: nothing loadable at `path`, or a file or checkpoint without every weight of
+        its model (naming the file and what is missing), in one line.
     """
-    import keras  # pylint: disable=g-import-not-at-top
-
     if path.endswith(".keras"):
-        if not tf.io.gfile.exists(path):
-            raise ConfigError(f"no such file: {path}")
-        return keras.models.load_model(path, compile=False), os.path.dirname(path)
+        return read_keras_file(path), os.path.dirname(path)
     if not tf.io.gfile.exists(path) and not tf.io.gfile.exists(path + ".index"):
         raise ConfigError(f"no checkpoint or .keras file at {path}")
     model, prefix = restore_model(path)
     return model, os.path.dirname(os.path.dirname(prefix))
+
+
+# What a zip archive (a .keras file) starts with: a file's local header, or an empty archive's end.
+_ZIP_SIGNATURES = (b"PK\x03\x04", b"PK\x05\x06")
+
+
+def read_keras_file(path):
+    """The model of the `.keras` file `path`, with every weight read from it.
+
+    `keras.saving.load_model` checks each layer it loads (as many weights as the layer has,
+    each of its shape) and raises a multi-line ValueError otherwise; a layer it cannot find
+    a place for in the file it only warns about ("Skipping nested container", Keras 3.15),
+    leaving its weights at their initialisation. Both are refused here, in one line.
+
+    Raises:
+      ConfigError: no such file, not a Keras file, or weights Keras did not read.
+    """
+    import keras  # pylint: disable=g-import-not-at-top
+
+    if not tf.io.gfile.exists(path):
+        raise ConfigError(f"no such file: {path}")
+    with tf.io.gfile.GFile(path, "rb") as f:
+        # Keras says "File not found" for any file that is not a zip archive.
+        if f.read(4) not in _ZIP_SIGNATURES:
+            raise ConfigError(
+                f"{path} is not a Keras file (not a zip archive): pass a .keras file written by "
+                "model.save or tools/import_weights.py"
+            )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            model = keras.saving.load_model(path, compile=False)
+        except ValueError as e:
+            raise ConfigError(f"{path}: cannot load it ({_keras_loading_failure(e)})") from None
+    unread = [w for w in caught if f"{os.sep}saving{os.sep}" in w.filename and "keras" in w.filename]
+    for w in caught:
+        if w not in unread:  # not ours to judge: shown as they would have been
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    if unread:
+        raise ConfigError(
+            f"{path}: Keras left weights of the model unread ({_first_line(unread[0].message)}); "
+            "save the model again with this Keras"
+        )
+    return model
+
+
+def _keras_loading_failure(error):
+    """One line of Keras' (multi-line) message of layers whose weights it could not load."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    if not lines:
+        return type(error).__name__
+    if not lines[0].startswith("A total of") or len(lines) < 2:
+        return lines[0]
+    # "A total of N objects could not be loaded. Example error message for object <...>:", then
+    # the first object's error (a variable's repr after "Target variable:"), then the list.
+    layers = re.findall(r"<\w+ name=([^,>]+)", lines[-1])
+    reason = lines[1].split(" Target variable:")[0]
+    return (f"weights of {', '.join(layers)} not read: " if layers else "") + reason
+
+
+def _first_line(error):
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
 
 
 def check_model_spec(checkpoint_dir, spec, write):

@@ -1,4 +1,4 @@
-"""Weights from another model, matched by layer name: what `AlexNet(weights=...)` and `--init_from` use.
+"""Weights matched by path ("conv3/kernel"): all a model needs or a refusal, and copying another model's.
 
 A source is any model `checkpointing.load_model` reads: a `.keras` file (what
 tools/import_weights.py writes for Caffe's bvlc_alexnet or torchvision's AlexNet, or
@@ -10,10 +10,18 @@ from a source weight of the same shape; source weights the target has no layer f
 when the target has no top) are left out. Whether the two compute the same thing with those
 weights is the callers' check: the same variant (`model.variant_of`) and input convention
 (`model.input_conversion_of`), which `describe` reads.
+
+`assign_weights` is where every weight loaded by name is written, whatever it comes from (a
+training checkpoint, another model, an imported Caffe or torchvision file): it refuses, before
+writing anything, unless each weight of the model gets a value of its shape, so no loader can
+hand back a model with weights left at their initialisation (zeros, where the model was built
+with zero kernels because every weight was about to be overwritten).
 """
 
 import dataclasses
 from typing import Optional
+
+import keras
 
 from alexnet_tf.config import ConfigError
 from alexnet_tf.model import HEAD_LAYER, input_conversion_of, variant_of
@@ -56,28 +64,47 @@ def copy_weights(source, target, skip=(), where="the weights"):
       The paths of the weights copied, in target order.
 
     Raises:
-      ConfigError: a weight `target` needs is missing from `source` or has another shape,
-        naming the weight and both shapes; nothing is assigned then.
+      ConfigError: as `assign_weights`; nothing is assigned then.
     """
-    available = source_weights(source)
-    pairs = []
-    for variable in target.weights:
-        if variable.path.split("/")[0] in skip:
-            continue
-        found = available.get(variable.path)
+    return assign_weights(target, source_weights(source), where, skip)
+
+
+def assign_weights(model, values, where, skip=()):
+    """Writes `values[variable.path]` into each weight of `model`; refuses unless every one has a value.
+
+    Args:
+      model: the model whose weights are written (under its strategy's scope, if any).
+      values: {path: array or Keras variable} ("conv3/kernel": its value); entries the model
+        has no weight for are left out.
+      where: how messages name the source (a file, a flag and its value).
+      skip: names of layers of `model` left as they are (e.g. a new fc8).
+
+    Returns:
+      The paths of the weights written, in model order.
+
+    Raises:
+      ConfigError: a weight has no value in `values` (naming the first ones missing) or one
+        of another shape (naming both shapes); nothing is written then.
+    """
+    targets = [variable for variable in model.weights if variable.path.split("/")[0] not in skip]
+    for position, variable in enumerate(targets):  # the first problem in model order
+        found = values.get(variable.path)
         if found is None:
+            others = [v.path for v in targets[position + 1 :] if v.path not in values]
+            nor = f"; nor {', '.join(others[:3])}" if others else ""
+            nor += f" and {len(others) - 3} more" if len(others) > 3 else ""
             raise ConfigError(
-                f"{where}: no weight {variable.path} there (shape {tuple(variable.shape)} here)"
+                f"{where}: no weight {variable.path} there (shape {tuple(variable.shape)} here){nor}"
             )
         if tuple(found.shape) != tuple(variable.shape):
             raise ConfigError(
                 f"{where}: {variable.path} has shape {tuple(found.shape)} there "
                 f"but {tuple(variable.shape)} here" + (_FC6_HINT if variable.path.startswith("fc6/") else "")
             )
-        pairs.append((variable, found))
-    for variable, found in pairs:
-        variable.assign(found.numpy())
-    return [variable.path for variable, _ in pairs]
+    for variable in targets:
+        # NumPy in between: `assign` writes into the variables of every Keras backend.
+        variable.assign(keras.ops.convert_to_numpy(values[variable.path]))
+    return [variable.path for variable in targets]
 
 
 # fc6's input is pool5's maps flattened, whose size follows the input size in the paper and

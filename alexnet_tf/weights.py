@@ -24,7 +24,8 @@ Weights are mapped by structure, never by guessing names:
 Conv kernels go from OIHW to HWIO with `transpose(2, 3, 1, 0)` (grouped ones too), dense
 weights (out, in) are transposed, and fc6's rows are permuted from channels-first (c, y, x)
 to this model's channels-last (y, x, c) flattening. fc8's row count sets `num_classes`.
-Anything else raises `WeightImportError` naming the layer and the expected shape.
+Anything else raises `WeightImportError` naming the layer and the expected shape. The weights
+are written by `pretrained.assign_weights`, which refuses a model with any weight left unread.
 `onnx`, `onnxruntime`, `safetensors` and `torch` are imported only when a file needs them.
 """
 
@@ -34,7 +35,7 @@ import os
 
 import numpy as np
 
-from alexnet_tf import preprocessing, schema
+from alexnet_tf import preprocessing, pretrained, schema
 from alexnet_tf.model import VARIANTS, build_alexnet
 
 # Per-channel mean of Caffe's ilsvrc_2012_mean.npy (BGR, [0, 255]): the mean pixel Caffe's
@@ -135,6 +136,8 @@ def import_onnx(path, input_conversion=None):
 
     Raises:
         WeightImportError: the graph is not Caffe's AlexNet (the message names the layer).
+        ConfigError: a weight of the model got no value from the file
+            (`pretrained.assign_weights`).
         ImportError: the `onnx` package is missing.
     """
     proto = _load_onnx(path)
@@ -147,9 +150,11 @@ def import_onnx(path, input_conversion=None):
         "caffe", num_classes, (height, width), input_conversion or CAFFE_INPUT, f"ONNX input {input_name!r}"
     )
     _check_onnx_layers(model, layers)
+    values = {}
     for layer in layers:
         if layer.kind in ("conv", "dense"):
-            _assign(model, layer.expected_name, layer.weight, layer.bias)
+            values.update(_keras_values(model, layer.expected_name, layer.weight, layer.bias))
+    pretrained.assign_weights(model, values, where=path)
     return model
 
 
@@ -310,7 +315,7 @@ def _expected_kinds(spec):
 
 
 def _check_onnx_layers(model, layers):
-    """Checks every ONNX layer against the "caffe" model, in order; names them for `_assign`."""
+    """Checks every ONNX layer against the "caffe" model, in order; names them for `_keras_values`."""
     expected = _expected_kinds(VARIANTS["caffe"])
     for position, (kind, name) in enumerate(expected):
         if position >= len(layers):
@@ -433,6 +438,8 @@ def import_torchvision(path, input_conversion=None):
     Raises:
         WeightImportError: a layer is missing, has the wrong shape, or the file holds
             entries torchvision's AlexNet does not have.
+        ConfigError: a weight of the model got no value from the file
+            (`pretrained.assign_weights`).
         ImportError: the package for the file type is missing.
     """
     state = read_state_dict(path)
@@ -452,8 +459,10 @@ def import_torchvision(path, input_conversion=None):
         raise WeightImportError(
             f"{path}: entries {unknown[:5]} are not in torchvision's AlexNet (expected only {sorted(known)})"
         )
+    values = {}
     for name, prefix in TORCHVISION_LAYERS:
-        _assign(model, name, state[f"{prefix}.weight"], state[f"{prefix}.bias"])
+        values.update(_keras_values(model, name, state[f"{prefix}.weight"], state[f"{prefix}.bias"]))
+    pretrained.assign_weights(model, values, where=path)
     return model
 
 
@@ -606,8 +615,8 @@ def _check_shape(what, array, expected):
         raise WeightImportError(f"{what} has shape {tuple(array.shape)}, expected {tuple(expected)}")
 
 
-def _assign(model, name, weight, bias):
-    """Writes PyTorch-layout parameters into the Keras layer `name`."""
+def _keras_values(model, name, weight, bias):
+    """{weight path: value} of the Keras layer `name` from its PyTorch-layout parameters."""
     layer = model.get_layer(name)
     if weight.ndim == 4:
         kernel = weight.transpose(2, 3, 1, 0)
@@ -617,9 +626,11 @@ def _assign(model, name, weight, bias):
             # Rows in channels-first (c, y, x) order -> this model's channels-last (y, x, c).
             h, w, c = model.get_layer("flatten").input.shape[1:]
             kernel = kernel.reshape(c, h, w, -1).transpose(1, 2, 0, 3).reshape(h * w * c, -1)
-    layer.kernel.assign(np.ascontiguousarray(kernel, np.float32))
-    bias = np.zeros(layer.bias.shape) if bias is None else bias
-    layer.bias.assign(np.asarray(bias, np.float32))
+    bias = np.zeros(layer.bias.shape) if bias is None else bias  # a Conv or Gemm without one adds 0
+    return {
+        layer.kernel.path: np.ascontiguousarray(kernel, np.float32),
+        layer.bias.path: np.asarray(bias, np.float32),
+    }
 
 
 def _check_file(path):

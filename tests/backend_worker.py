@@ -23,6 +23,11 @@ The workers of all backends run at once and meet through files in WORKDIR:
 With `--without_tensorflow` importing TensorFlow fails in the worker, as on a machine where
 only JAX or PyTorch is installed: any use of TensorFlow by the package then fails the
 worker (Keras skips its own optional TensorFlow imports, e.g. when saving).
+
+`--checkpoint=MODEL_DIR` does only this instead: `alexnet_tf.AlexNet(weights=MODEL_DIR)`, as a
+user loads a training run's model on this backend (TensorFlow installed: it reads the
+checkpoint), run on WORKDIR/checkpoint_images.npy; it writes `<backend>_checkpoint.npz`
+(the logits, and each weight's largest magnitude).
 """
 
 import argparse
@@ -204,14 +209,30 @@ def check_layers(workdir):
     return arrays
 
 
+def load_training_checkpoint(workdir, model_dir):
+    """Writes the logits of `AlexNet(weights=model_dir)` and its weights' largest magnitudes."""
+    model = alexnet_tf.AlexNet(weights=model_dir)
+    images = np.load(os.path.join(workdir, "checkpoint_images.npy"))
+    np.savez(
+        os.path.join(workdir, f"{BACKEND}_checkpoint.npz"),
+        backend=np.array(BACKEND),
+        logits=to_numpy(model(images, training=False)),
+        weight_max_abs=np.array([np.abs(to_numpy(w)).max() for w in model.weights]),
+    )
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("workdir")
     parser.add_argument("--write_reference", action="store_true")
     parser.add_argument("--peers", default="", help="comma-separated backends whose files to load")
     parser.add_argument("--without_tensorflow", action="store_true")
+    parser.add_argument("--checkpoint", help="a training model dir: only load it with AlexNet(weights=...)")
     args = parser.parse_args()
     workdir = args.workdir
+    if args.checkpoint:
+        load_training_checkpoint(workdir, args.checkpoint)
+        return
     started = time.perf_counter()
     references = {}
     if args.write_reference:

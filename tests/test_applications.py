@@ -6,8 +6,13 @@ torchvision's input convention, as tools/import_weights.py would write it, saved
 file and as a training checkpoint the way the trainer writes one.
 """
 
+import io
+import json
 import os
+import shutil
+import zipfile
 
+import h5py
 import keras
 import numpy as np
 import pytest
@@ -15,7 +20,15 @@ import tensorflow as tf
 
 import alexnet_tf
 from alexnet_tf import config, model, preprocessing, pretrained, weights
-from alexnet_tf.checkpointing import CHECKPOINT_SUBDIR, Checkpointer, check_model_spec, model_weights
+from alexnet_tf.checkpointing import (
+    CHECKPOINT_SUBDIR,
+    MODEL_SPEC_FILENAME,
+    Checkpointer,
+    check_model_spec,
+    load_model,
+    model_weights,
+    restore_model,
+)
 
 SIZE, CLASSES = 95, 3
 
@@ -34,19 +47,21 @@ def saved(tmp_path_factory):
     keras_path = str(root / "imported.keras")
     source.save(keras_path)
     model_dir = str(root / "run")
-    checkpoint_dir = os.path.join(model_dir, CHECKPOINT_SUBDIR)
-    check_model_spec(
-        checkpoint_dir,
-        {
-            "variant": "one_weird_trick",
-            "num_classes": CLASSES,
-            "image_size": SIZE,
-            "input_conversion": model.input_conversion_of(source),
-        },
-        write=True,
-    )
-    Checkpointer(tf.train.Checkpoint(model=model_weights(source)), checkpoint_dir, True, 1).save(7)
+    write_checkpoint(model_dir, model_weights(source), model.input_conversion_of(source))
     return source, keras_path, model_dir
+
+
+def write_checkpoint(model_dir, variables, input_conversion):
+    """Writes `variables` ({path: variable}) as the trainer writes a checkpoint, its model spec beside it."""
+    checkpoint_dir = os.path.join(model_dir, CHECKPOINT_SUBDIR)
+    spec = {
+        "variant": "one_weird_trick",
+        "num_classes": CLASSES,
+        "image_size": SIZE,
+        "input_conversion": input_conversion,
+    }
+    check_model_spec(checkpoint_dir, spec, write=True)
+    Checkpointer(tf.train.Checkpoint(model=variables), checkpoint_dir, True, 1).save(7)
 
 
 def _assert_same_weights(expected, actual, layers=None):
@@ -145,6 +160,128 @@ def test_a_weight_of_another_shape_is_named_with_both_shapes():
     assert at_256.get_layer("conv1").kernel.numpy().min() == 1.0
 
 
+def test_assign_weights_names_the_source_and_the_first_missing_weights_and_assigns_nothing():
+    target = model.build_alexnet(
+        num_classes=CLASSES,
+        variant="one_weird_trick",
+        input_shape=(SIZE, SIZE, 3),
+        kernel_initializer="zeros",
+    )
+    values = {v.path: np.ones(v.shape, np.float32) for v in target.weights}
+    for path in ("fc8/bias", "fc7/bias", "conv2/kernel", "conv1/bias", "conv1/kernel"):
+        del values[path]
+    with pytest.raises(config.ConfigError) as raised:
+        pretrained.assign_weights(target, values, where="f.npz")
+    assert str(raised.value) == (
+        "f.npz: no weight conv1/kernel there (shape (11, 11, 3, 64) here); "
+        "nor conv1/bias, conv2/kernel, fc7/bias and 1 more"
+    )
+    assert all(not v.numpy().any() for v in target.weights)  # nothing assigned
+    assert (
+        len(pretrained.assign_weights(target, values, where="f.npz", skip=("conv1", "conv2", "fc7", "fc8")))
+        == 8
+    )
+
+
+def test_a_checkpoint_without_every_weight_is_refused_in_one_line(saved, tmp_path):
+    """Not loaded with zeros where a weight is missing, nor an AssertionError (TensorFlow's restore)."""
+    source, _, model_dir = saved
+    partial = {path: v for path, v in model_weights(source).items() if path != "fc8/bias"}
+    write_checkpoint(str(tmp_path / "partial"), partial, model.input_conversion_of(source))
+    prefix = str(tmp_path / "partial" / CHECKPOINT_SUBDIR / "ckpt-7")
+    with pytest.raises(config.ConfigError) as raised:
+        restore_model(str(tmp_path / "partial"))
+    assert str(raised.value).startswith(f"{prefix}: no weight fc8/bias there (shape (3,) here)")
+    with pytest.raises(ValueError) as raised:
+        alexnet_tf.AlexNet(weights=str(tmp_path / "partial"))
+    assert f"{prefix}: no weight fc8/bias there" in str(raised.value) and "\n" not in str(raised.value)
+
+    # A model spec that describes another model than the checkpoint holds.
+    for name, claim, message in (
+        ("classes", {"num_classes": 4}, "fc8/kernel has shape (4096, 3) there but (4096, 4) here"),
+        (
+            "variant",
+            {"variant": "paper", "image_size": 224},
+            "conv1/kernel has shape (11, 11, 3, 64) there but (11, 11, 3, 96) here",
+        ),
+    ):
+        other = tmp_path / name
+        shutil.copytree(model_dir, other)
+        spec_path = other / CHECKPOINT_SUBDIR / MODEL_SPEC_FILENAME
+        spec_path.write_text(json.dumps({**json.loads(spec_path.read_text()), **claim}))
+        with pytest.raises(config.ConfigError) as raised:
+            load_model(str(other))
+        assert message in str(raised.value) and "\n" not in str(raised.value), name
+        assert "model_spec.json beside it" in str(raised.value), name
+
+
+def _rewrite_weights(keras_path, out, edit):
+    """Copies a .keras file with `edit(h5py.File)` applied to its model.weights.h5."""
+    with zipfile.ZipFile(keras_path) as archive, zipfile.ZipFile(out, "w") as copy:
+        for item in archive.namelist():
+            blob = archive.read(item)
+            if item == "model.weights.h5":
+                buffer = io.BytesIO(blob)
+                with h5py.File(buffer, "a") as h5:
+                    edit(h5)
+                blob = buffer.getvalue()
+            copy.writestr(item, blob)
+    return str(out)
+
+
+@keras.saving.register_keras_serializable("test_applications")
+class Nested(keras.layers.Layer):
+    """A layer holding a layer in a list inside a list: Keras saves it in a nested container."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.blocks = [[keras.layers.Dense(2, kernel_initializer="zeros", name="inner")]]
+
+    def build(self, input_shape):
+        self.blocks[0][0].build(input_shape)
+
+    def call(self, inputs):
+        return self.blocks[0][0](inputs)
+
+
+def test_a_keras_file_without_every_weight_is_refused_in_one_line(saved, tmp_path):
+    _, keras_path, _ = saved
+    not_zip = tmp_path / "notes.keras"
+    not_zip.write_text("plain text")
+
+    def drop_fc8_bias(h5):
+        # Keras files name layer groups by class ("dense_2"), not by layer: fc8's has its kernel shape.
+        (group,) = [
+            g for g in h5["layers"].values() if g["vars"].get("0", np.zeros(0)).shape == (4096, CLASSES)
+        ]
+        del group["vars/1"]
+
+    damaged = _rewrite_weights(keras_path, tmp_path / "no_fc8_bias.keras", drop_fc8_bias)
+    # Keras 3.15 loads this one with a warning only: the inner layer keeps its zeros.
+    inputs = keras.Input((3,))
+    nested = keras.Model(inputs, Nested(name="nested")(inputs))
+    nested.get_layer("nested").blocks[0][0].kernel.assign(np.ones((3, 2), np.float32))
+    nested.save(tmp_path / "nested.keras")
+    old_layout = _rewrite_weights(
+        tmp_path / "nested.keras",
+        tmp_path / "old_layout.keras",
+        lambda h5: h5.__delitem__(
+            "layers/nested/blocks"
+        ),  # as older Keras wrote it, without container groups
+    )
+    cases = {
+        str(not_zip): f"{not_zip} is not a Keras file (not a zip archive)",
+        damaged: f"{damaged}: cannot load it (weights of fc8 not read: Layer 'fc8' expected 2 variables",
+        old_layout: f"{old_layout}: Keras left weights of the model unread (Skipping nested container",
+    }
+    for path, message in cases.items():
+        with pytest.raises(config.ConfigError) as raised:
+            load_model(path)
+        assert str(raised.value).startswith(message) and "\n" not in str(raised.value), path
+    with pytest.raises(ValueError, match="is not a Keras file"):
+        alexnet_tf.AlexNet(weights=str(not_zip))
+
+
 def test_preprocess_input_is_the_evaluation_crop_and_mean():
     rng = np.random.default_rng(0)
     batch = rng.integers(0, 256, (2, 227, 227, 3), dtype=np.uint8)
@@ -178,3 +315,33 @@ def test_decode_predictions_ranks_and_labels_like_the_serving_signature(tmp_path
     ]
     with pytest.raises(ValueError, match="3 labels for 4 classes"):
         alexnet_tf.decode_predictions(probabilities, labels=["a", "b", "c"])
+
+
+def test_preprocess_input_and_decode_predictions_name_a_bad_argument_in_a_value_error():
+    """Not TensorFlow's InvalidArgumentError from inside, nor a silent broadcast of the mean."""
+    bad_images = [
+        (
+            np.zeros((4, 5)),
+            {},
+            "images must be one image [H, W, 3] or a batch [N, H, W, 3] of RGB pixels, got shape (4, 5)",
+        ),
+        (np.zeros((4, 3)), {}, "got shape (4, 3)"),  # [H, 3] would broadcast against the mean
+        (tf.zeros((2, 8, 8, 4)), {}, "got shape (2, 8, 8, 4)"),
+        (np.zeros((4, 5)), {"image_size": SIZE}, "got shape (4, 5)"),
+        (
+            [np.zeros((40, 50, 3), np.uint8), np.zeros((40, 50))],
+            {"image_size": SIZE},
+            "images[1] must be one image [H, W, 3] of RGB pixels, got shape (40, 50)",
+        ),
+    ]
+    for images, kwargs, message in bad_images:
+        with pytest.raises(ValueError) as raised:
+            alexnet_tf.preprocess_input(images, **kwargs)
+        assert type(raised.value) is ValueError and message in str(raised.value), message
+    probabilities = np.full((1, 4), 0.25, np.float32)
+    for top in (-1, 0, 2.5, "3", True):
+        with pytest.raises(ValueError) as raised:
+            alexnet_tf.decode_predictions(probabilities, top=top)
+        assert type(raised.value) is ValueError
+        assert str(raised.value) == f"decode_predictions: top must be an int >= 1, got {top!r}."
+    assert len(alexnet_tf.decode_predictions(probabilities, top=np.int64(2))[0]) == 2

@@ -6,8 +6,10 @@ JAX and PyTorch run with TensorFlow hidden, as on a machine without it, so anyth
 model API does with TensorFlow fails them. The TensorFlow worker writes the reference
 weights (NumPy's random numbers in `.keras` files) and inputs; every worker computes the
 logits of every variant, trains it one step with `fit`, saves and reloads it, and loads the
-other backends' files. JAX is in the test extra; PyTorch is not (install the local
-torch==2.13.0 wheel to run its half), and its tests skip where it is absent.
+other backends' files. Each other backend also loads a training checkpoint with
+`AlexNet(weights=...)` (TensorFlow installed, which reads it) and must get TensorFlow's logits.
+JAX is in the test extra; PyTorch is not (install the local torch==2.13.0 wheel to run its
+half), and its tests skip where it is absent.
 """
 
 import importlib.util
@@ -31,6 +33,7 @@ MISSING_REASON = {
 }
 RTOL = 1e-4  # float32; differences are scaled by the reference's largest magnitude
 TIMEOUT = 900
+CHECKPOINT_SIZE, CHECKPOINT_CLASSES = 95, 3  # one_weird_trick's smallest input: the cheapest AlexNet
 
 
 def installed(backend):
@@ -73,21 +76,20 @@ def readme_example_run(tmp_path_factory):
         process.wait()
 
 
-@pytest.fixture(scope="module")
-def results(tmp_path_factory, readme_example_run):
-    """Runs the workers of TensorFlow and of every installed other backend at once.
-
-    Returns {backend: (report dict, arrays dict)} for the backends that ran.
-    """
-    workdir = str(tmp_path_factory.mktemp("backends"))
-    backends = ["tensorflow", *(b for b in OTHER_BACKENDS if installed(b))]
+def run_workers(workdir, arguments):
+    """Runs tests/backend_worker.py WORKDIR under each backend of `arguments` ({backend: its
+    further arguments}), each in a fresh process whose KERAS_BACKEND names it, all at once; fails
+    with the end of the log of any that failed."""
     processes = {}
-    for backend in backends:
-        args = [sys.executable, WORKER, workdir, "--peers=" + ",".join(b for b in backends if b != backend)]
-        args.append("--write_reference" if backend == "tensorflow" else "--without_tensorflow")
+    for backend, args in arguments.items():
         log = open(os.path.join(workdir, f"{backend}.log"), "w", encoding="utf-8")  # noqa: SIM115
         env = dict(os.environ, KERAS_BACKEND=backend, PYTHONPATH=REPO)
-        processes[backend] = subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT), log
+        processes[backend] = (
+            subprocess.Popen(
+                [sys.executable, WORKER, workdir, *args], env=env, stdout=log, stderr=subprocess.STDOUT
+            ),
+            log,
+        )
     deadline = time.monotonic() + TIMEOUT
     failed = []
     try:
@@ -106,12 +108,89 @@ def results(tmp_path_factory, readme_example_run):
                 process.kill()
                 process.wait()
     assert not failed, "\n".join(failed)
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory, readme_example_run):
+    """Runs the workers of TensorFlow and of every installed other backend at once.
+
+    Returns {backend: (report dict, arrays dict)} for the backends that ran.
+    """
+    workdir = str(tmp_path_factory.mktemp("backends"))
+    backends = ["tensorflow", *(b for b in OTHER_BACKENDS if installed(b))]
+    run_workers(
+        workdir,
+        {
+            backend: [
+                "--peers=" + ",".join(b for b in backends if b != backend),
+                "--write_reference" if backend == "tensorflow" else "--without_tensorflow",
+            ]
+            for backend in backends
+        },
+    )
     out = {}
     for backend in backends:
         with open(os.path.join(workdir, f"{backend}.json"), encoding="utf-8") as f:
             report = json.load(f)
         with np.load(os.path.join(workdir, f"{backend}.npz")) as arrays:
             out[backend] = report, dict(arrays)
+    return out
+
+
+@pytest.fixture(scope="module")
+def checkpoint_logits(tmp_path_factory):
+    """`AlexNet(weights=<model dir>)` of a training checkpoint under every backend.
+
+    The checkpoint is the trainer's (its state and model spec, built as `alexnet_tf.train`
+    builds them) with random weights; TensorFlow loads it here, each other installed backend
+    in a fresh process, as a user runs it. Returns {backend: {"logits", "weight_max_abs"}},
+    TensorFlow's with "direct", the saved model's own logits.
+    """
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+
+    import alexnet_tf  # pylint: disable=g-import-not-at-top
+    from alexnet_tf.checkpointing import (  # pylint: disable=g-import-not-at-top
+        CHECKPOINT_SUBDIR,
+        Checkpointer,
+        check_model_spec,
+    )
+    from alexnet_tf.config import TrainConfig  # pylint: disable=g-import-not-at-top
+    from alexnet_tf.training import init_from, step  # pylint: disable=g-import-not-at-top
+
+    workdir = tmp_path_factory.mktemp("checkpoint")
+    model_dir = str(workdir / "run")
+    config = TrainConfig(variant="one_weird_trick", image_size=CHECKPOINT_SIZE)
+    state = step.build_state(config, tf.distribute.get_strategy(), CHECKPOINT_CLASSES, 1, 1, False)
+    rng = np.random.default_rng(4)
+    # He-scaled kernels and nonzero biases, as the reference files: every weight moves the logits.
+    state.model.set_weights(
+        [
+            rng.standard_normal(w.shape, dtype=np.float32) * np.float32(np.sqrt(2.0 / np.prod(w.shape[:-1])))
+            if w.ndim > 1
+            else rng.uniform(-0.1, 0.1, w.shape).astype(np.float32)
+            for w in state.model.get_weights()
+        ]
+    )
+    checkpoint_dir = os.path.join(model_dir, CHECKPOINT_SUBDIR)
+    spec = init_from.model_spec(config, CHECKPOINT_CLASSES, init_from.Start(None, None))
+    check_model_spec(checkpoint_dir, spec, write=True)
+    Checkpointer(state.checkpoint, checkpoint_dir, True, 1).save(1)
+    images = rng.uniform(-125.0, 130.0, (2, CHECKPOINT_SIZE, CHECKPOINT_SIZE, 3)).astype(np.float32)
+    np.save(workdir / "checkpoint_images.npy", images)
+
+    others = [b for b in OTHER_BACKENDS if installed(b)]
+    run_workers(str(workdir), {backend: [f"--checkpoint={model_dir}"] for backend in others})
+    loaded = alexnet_tf.AlexNet(weights=model_dir)
+    out = {
+        "tensorflow": {
+            "logits": loaded(images, training=False).numpy(),
+            "direct": state.model(images, training=False).numpy(),
+            "weight_max_abs": np.array([np.abs(w).max() for w in loaded.get_weights()]),
+        }
+    }
+    for backend in others:
+        with np.load(workdir / f"{backend}_checkpoint.npz") as arrays:
+            out[backend] = dict(arrays)
     return out
 
 
@@ -209,3 +288,19 @@ def test_readme_example_trains_on_jax_and_its_file_loads_under_tensorflow(readme
     assert model.name == "alexnet_one_weird_trick" and model.output_shape == (None, 10)
     images = np.random.default_rng(0).uniform(-128, 128, (4, 127, 127, 3)).astype("float32")
     assert np.isfinite(model.predict(images, verbose=0)).all()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_alexnet_reads_a_training_checkpoint_as_tensorflow_does(checkpoint_logits, backend):
+    """JAX and PyTorch once got every weight 0 from a checkpoint (a tf.train.Checkpoint restore
+    writes only into TensorFlow variables), with no error."""
+    tensorflow = checkpoint_logits["tensorflow"]
+    arrays = checkpoint_logits[backend]
+    assert str(arrays["backend"]) == backend
+    assert relative_difference(tensorflow["logits"], tensorflow["direct"]) <= 1e-6
+    assert (tensorflow["weight_max_abs"] > 0).all()
+    assert arrays["weight_max_abs"].shape == tensorflow["weight_max_abs"].shape
+    assert (arrays["weight_max_abs"] > 0).all(), "weights left at zero"
+    np.testing.assert_array_equal(arrays["weight_max_abs"], tensorflow["weight_max_abs"])
+    assert relative_difference(arrays["logits"], tensorflow["logits"]) <= RTOL

@@ -25,7 +25,7 @@ from tiny_dataset import write_jpeg, write_tiny_dataset
 
 import alexnet_tf
 from alexnet_tf import data, model, serving, train, weights
-from alexnet_tf.checkpointing import CHECKPOINT_SUBDIR
+from alexnet_tf.checkpointing import CHECKPOINT_SUBDIR, Checkpointer, check_model_spec, model_weights
 from alexnet_tf.config import ConfigError, TrainConfig
 from alexnet_tf.training import step as steps
 from alexnet_tf.training.schedules import AlexNetSchedule
@@ -116,6 +116,22 @@ def test_init_from_that_does_not_fit_stops_the_run_before_it_writes(datasets, tm
         x = keras.layers.Conv2D(filters, kernel, strides=stride, padding="same", name=f"conv{i}")(x)
     narrow = str(tmp_path / "narrow.keras")
     keras.Model(inputs, keras.layers.Dense(3, name="fc8")(keras.layers.Flatten()(x))).save(narrow)
+    # A training checkpoint without fc7's kernel: TensorFlow's restore raised an AssertionError
+    # (a traceback), and on JAX or PyTorch it restored nothing at all.
+    partial_dir = str(tmp_path / "partial")
+    source = model.build_alexnet(
+        num_classes=5, variant="one_weird_trick", input_shape=(SIZE, SIZE, 3), kernel_initializer="zeros"
+    )
+    weights_but_fc7 = {path: v for path, v in model_weights(source).items() if path != "fc7/kernel"}
+    check_model_spec(
+        os.path.join(partial_dir, CHECKPOINT_SUBDIR),
+        {"variant": "one_weird_trick", "num_classes": 5, "image_size": SIZE},
+        write=True,
+    )
+    Checkpointer(
+        tf.train.Checkpoint(model=weights_but_fc7), os.path.join(partial_dir, CHECKPOINT_SUBDIR), True, 1
+    ).save(3)
+    partial_prefix = os.path.join(partial_dir, CHECKPOINT_SUBDIR, "ckpt-3")
     cases = {
         "variant": (
             dict(init_from=narrow, variant="paper", image_size=224),
@@ -130,6 +146,10 @@ def test_init_from_that_does_not_fit_stops_the_run_before_it_writes(datasets, tm
             dict(init_from=narrow, precision="float32"),
             f"--init_from={narrow}: conv1/kernel has shape (11, 11, 3, 8) there but (11, 11, 3, 64) here",
         ),
+        "unread": (
+            dict(init_from=partial_dir),
+            f"--init_from={partial_dir}: {partial_prefix}: no weight fc7/kernel there (shape (4096, 4096)",
+        ),
     }
     for name, (fields, message) in cases.items():
         model_dir = tmp_path / f"run_{name}"
@@ -141,8 +161,33 @@ def test_init_from_that_does_not_fit_stops_the_run_before_it_writes(datasets, tm
         )
         with pytest.raises(ConfigError) as raised:
             train.run(config)
-        assert message in str(raised.value), name
+        assert message in str(raised.value) and "\n" not in str(raised.value), name
         assert not os.path.exists(model_dir / CHECKPOINT_SUBDIR / "model_spec.json"), name
+
+
+@pytest.mark.slow
+def test_init_from_a_file_that_is_not_a_keras_file_is_one_line_and_exit_2(tmp_path):
+    """Keras calls any .keras file that is not a zip archive "File not found"."""
+    notes = tmp_path / "notes.keras"
+    notes.write_text("plain text, not a model")
+    result = run_command(
+        [
+            "-m",
+            "alexnet_tf.train",
+            "--data_source=synthetic",
+            f"--model_dir={tmp_path / 'run'}",
+            f"--init_from={notes}",
+            "--variant=one_weird_trick",
+            f"--image_size={SIZE}",
+        ],
+        timeout=240,
+    )
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"alexnet_tf.train: error: --init_from={notes}: {notes} is not a Keras file (not a zip archive): "
+        "pass a .keras file written by model.save or tools/import_weights.py"
+    )
+    assert not os.path.exists(tmp_path / "run" / CHECKPOINT_SUBDIR / "model_spec.json")
 
 
 def test_the_readme_fine_tuning_commands_use_flags_that_exist():

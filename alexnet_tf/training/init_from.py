@@ -11,8 +11,9 @@ and `alexnet_tf.export` rebuild the same model.
 
 `initialise` copies every weight but fc8's by name (`pretrained.copy_weights`); fc8 keeps its
 fresh initialisation for the run's classes (a new label set is a new head, even with the same
-class count). A weight of another shape stops the run with a ConfigError naming it and both
-shapes, before anything is written to the model dir.
+class count). A weight missing from the source, or of another shape, stops the run with a
+ConfigError naming it (and both shapes), before anything is written to the model dir; so does a
+source that cannot be read whole (`checkpointing.load_model`).
 """
 
 import dataclasses
