@@ -161,6 +161,8 @@ def build(output, python_version, platform_tag, max_mib, dry_run):
         "python_version": python_version,
         "platform": platform_tag,
         "requirements": pins,
+        # What pip chose: "name-version.dist-info" folders.
+        "installed": sorted(n[: -len(".dist-info")] for n in contents if n.endswith(".dist-info")),
         "alexnet_tf_commit": _git_commit(),
         "contents_bytes": contents,
         "total_bytes": total,
