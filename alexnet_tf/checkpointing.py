@@ -68,6 +68,52 @@ def check_writable(directory):
         raise ConfigError(f"model dir {directory} is not writable ({reason.splitlines()[0]})") from None
 
 
+_CHECKPOINT_FILE = re.compile(r"^(ckpt-\d+)\.(index|data-\d+-of-\d+)$")
+
+
+def latest_checkpoint(directory):
+    """The newest checkpoint's prefix in `directory`, or None when it holds no complete checkpoint.
+
+    tf.train.latest_checkpoint says None also when the `checkpoint` state file names a
+    checkpoint whose index is gone, or the state file is gone beside complete checkpoints: a
+    trainer would then start over, and its checkpoint manager delete the checkpoints that are
+    still good. Those cases are refused instead (a save interrupted before its first index
+    leaves no complete checkpoint, which is a fresh start as before).
+
+    Raises:
+      ConfigError: checkpoint files without a newest complete checkpoint, naming what is there.
+    """
+    path = tf.train.latest_checkpoint(directory)
+    if path is not None or not tf.io.gfile.isdir(directory):
+        return path
+    try:
+        state = tf.train.get_checkpoint_state(directory)
+    except (tf.errors.OpError, ValueError) as e:  # a state file that does not parse
+        raise ConfigError(
+            f"{directory}/checkpoint cannot be read ({_first_line(e)}): restore or remove it"
+        ) from None
+    complete = sorted(
+        {
+            m.group(1)
+            for m in map(_CHECKPOINT_FILE.match, tf.io.gfile.listdir(directory))
+            if m and m.group(2) == "index"
+        },
+        key=lambda name: int(name.split("-")[1]),
+    )
+    named = os.path.basename(state.model_checkpoint_path) if state and state.model_checkpoint_path else None
+    if named is None and not complete:
+        return None
+    problem = (
+        f"the newest checkpoint, {named}, has no {named}.index"
+        if named
+        else f"its 'checkpoint' state file is missing beside {', '.join(complete)}"
+    )
+    raise ConfigError(
+        f"{directory}: {problem} (complete: {', '.join(complete) or 'none'}); nothing was changed. Restore "
+        "the missing file, or point the 'checkpoint' state file at a complete one, or use a new --model_dir"
+    )
+
+
 def read_model_spec(checkpoint_dir):
     """The model spec dict stored beside the checkpoints in `checkpoint_dir`, or None."""
     path = os.path.join(checkpoint_dir, MODEL_SPEC_FILENAME)
@@ -100,7 +146,7 @@ def restore_model(path):
     prefix = None
     for directory in (os.path.join(path, CHECKPOINT_SUBDIR), path):
         if tf.io.gfile.isdir(directory):
-            prefix = tf.train.latest_checkpoint(directory)
+            prefix = latest_checkpoint(directory)
             if prefix:
                 break
     if prefix is None and tf.io.gfile.exists(path + ".index"):
@@ -155,7 +201,7 @@ def checkpoint_weights(prefix):
             for key in reader.get_variable_to_shape_map()
             if key.startswith(_MODEL_KEY_PREFIX) and key.endswith(_VALUE_KEY_SUFFIX)
         }
-    except (tf.errors.OpError, ValueError) as e:
+    except (tf.errors.OpError, ValueError, IndexError, OSError) as e:  # IndexError: a truncated data file
         raise ConfigError(f"{prefix}: cannot read the checkpoint ({_first_line(e)})") from None
 
 
@@ -319,7 +365,7 @@ class Checkpointer:
 
     def restore_latest(self):
         """Restores the newest checkpoint in `directory`; returns its path, or None if none."""
-        path = tf.train.latest_checkpoint(self.directory)
+        path = latest_checkpoint(self.directory)
         if path is None:
             return None
         checkpoint, missing = self.checkpoint, []
@@ -336,7 +382,7 @@ class Checkpointer:
                     }
                 )
             checkpoint.restore(path).assert_existing_objects_matched()
-        except (AssertionError, ValueError, tf.errors.OpError) as e:
+        except (AssertionError, ValueError, IndexError, OSError, tf.errors.OpError) as e:
             first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise ConfigError(f"cannot resume from {path}: {first_line}") from None
         if missing:

@@ -434,11 +434,14 @@ def test_rerun_with_another_batch_or_a_raised_target_goes_on_and_a_lower_target_
             _rerun(data_dir, raised, "--batch_size=4", "--train_steps=6"),  # to its end
             _rerun(data_dir, raised, "--batch_size=4", "--train_steps=8"),  # a finished run, raised
             _rerun(data_dir, raised, "--batch_size=4", "--train_steps=5"),  # below what is done
+            _without_newest_index(
+                raised, lambda: _rerun(data_dir, raised, "--batch_size=4", "--train_steps=9")
+            ),
         ]
 
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
         chains = pool.submit(batch_chain), pool.submit(raised_chain)
-        (stopped, bigger, lower_epochs, more_epochs), (three, six, eight, lower_steps) = (
+        (stopped, bigger, lower_epochs, more_epochs), (three, six, eight, lower_steps, no_index) = (
             c.result() for c in chains
         )
     for result in (stopped, bigger, more_epochs, three, six, eight):
@@ -473,3 +476,21 @@ def test_rerun_with_another_batch_or_a_raised_target_goes_on_and_a_lower_target_
         assert message in last and "Traceback" not in result.stderr
     # Refused before anything was written: the last checkpoint is still the finished run's.
     assert tf.train.latest_checkpoint(os.path.join(raised, "checkpoints")).endswith("ckpt-8")
+    # Its index gone, the newest checkpoint is refused too: the run does not start over.
+    assert no_index.returncode == 2, no_index.stderr[-3000:]
+    assert "the newest checkpoint, ckpt-8, has no ckpt-8.index" in no_index.stderr.strip().splitlines()[-1]
+
+
+def _without_newest_index(model_dir, rerun):
+    """`rerun()` with the newest checkpoint's .index moved away; the files as they were after it."""
+    index = tf.train.latest_checkpoint(os.path.join(model_dir, "checkpoints")) + ".index"
+    before = sorted(os.listdir(os.path.join(model_dir, "checkpoints")))
+    os.rename(index, index + ".moved")
+    try:
+        result = rerun()
+        assert sorted(os.listdir(os.path.join(model_dir, "checkpoints"))) == sorted(
+            [n for n in before if n != os.path.basename(index)] + [os.path.basename(index) + ".moved"]
+        )
+    finally:
+        os.rename(index + ".moved", index)
+    return result

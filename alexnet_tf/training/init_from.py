@@ -25,7 +25,7 @@ import keras
 import tensorflow as tf
 
 from alexnet_tf import pretrained
-from alexnet_tf.checkpointing import MODEL_SPEC_DEFAULTS, load_model, read_model_spec
+from alexnet_tf.checkpointing import MODEL_SPEC_DEFAULTS, latest_checkpoint, load_model, read_model_spec
 from alexnet_tf.config import ConfigError
 from alexnet_tf.model import HEAD_LAYER
 
@@ -44,7 +44,7 @@ def plan(config, checkpoint_dir):
     Raises:
       ConfigError: --init_from cannot be loaded, is no AlexNet, or is another variant.
     """
-    if tf.train.latest_checkpoint(checkpoint_dir):
+    if latest_checkpoint(checkpoint_dir):
         if config.init_from:
             logging.info(
                 "--init_from=%s ignored: %s already holds checkpoints of this run; resuming from them.",

@@ -508,12 +508,8 @@ class TrainLoop:
             raise TrainingDiverged(self._diverged_message("the weights became NaN or infinite"))
         self.state.step.assign(self.step)
         self.state.epoch.assign(self.epoch)
-        position, layout = self.progress.data, self.tracker.layout
-        self.state.progress["epoch_images"].assign(self.progress.epoch_images)
-        self.state.progress["data_position"].assign(
-            [position.epoch, position.images, position.pipelines, position.records]
-        )
-        self.state.progress["layout"].assign([layout.batch_size, layout.pipelines, layout.replicas])
+        for name, value in self.tracker.checkpoint_values(self.progress).items():
+            self.state.progress[name].assign(value)
         path = self.checkpointer.save(self.step)
         self.saved = (self.step, self.epoch)
         logging.info("%s: saved checkpoint %s", self.name, path)

@@ -19,11 +19,12 @@ import numpy as np
 import tensorflow as tf
 
 from alexnet_tf import data
+from alexnet_tf.checkpointing import latest_checkpoint
 from alexnet_tf.config import ConfigError
 
 # Checkpoint entries (training.step.build_state) beside `step` and `epoch`; checkpoints
 # written before them resume with the fields inferred from the step (Tracker.resume).
-PROGRESS_PARTS = ("epoch_images", "data_position", "layout")
+PROGRESS_PARTS = ("epoch_images", "data_position", "layout", "data_size")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,11 +49,17 @@ class Layout:
 
 @dataclasses.dataclass(frozen=True)
 class Progress:
-    """A run's place: `step` global steps, `epoch` epochs completed, `epoch_images` of the next trained on."""
+    """A run's place: `step` global steps, `epoch` epochs complete, `epoch_images` of the next trained on.
+
+    `epoch_length` is the images that epoch holds, fixed when it starts (the data's pass, or
+    --steps_per_epoch batches of the batch it started with), so that a resume with another
+    batch keeps the same fraction of the epoch done.
+    """
 
     step: int
     epoch: int
     epoch_images: int
+    epoch_length: int
     data: data.EpochPosition  # where the training stream continues
 
 
@@ -63,38 +70,44 @@ class Stored:
     path: str
     step: int
     epoch: int
-    epoch_images: Optional[int]
+    epoch_images: Optional[tuple]  # (trained on, the epoch's length)
     data_position: Optional[tuple]  # (epoch, images, pipelines, records)
     layout: Optional[Layout]
+    data_size: Optional[tuple] = None  # (training shards, records) when the epoch was drawn; (0, 0): none
 
 
 def read_stored(checkpoint_dir):
-    """The Stored progress of the newest checkpoint in `checkpoint_dir`, or None when there is none."""
-    path = tf.train.latest_checkpoint(checkpoint_dir)
+    """The Stored progress of the newest checkpoint in `checkpoint_dir`, or None when there is none.
+
+    Raises:
+      ConfigError: checkpoint files without a complete newest checkpoint, or one that cannot be read.
+    """
+    path = latest_checkpoint(checkpoint_dir)
     if path is None:
         return None
     try:
         reader = tf.train.load_checkpoint(path)
         names = {name for name, _ in tf.train.list_variables(path)}
-    except (tf.errors.OpError, ValueError) as e:
+
+        def value(name):
+            key = f"{name}/.ATTRIBUTES/VARIABLE_VALUE"
+            return tuple(np.asarray(reader.get_tensor(key)).ravel().tolist()) if key in names else None
+
+        values = {name: value(name) for name in ("step", "epoch", *PROGRESS_PARTS)}
+    except (tf.errors.OpError, ValueError, IndexError, OSError) as e:  # IndexError: a truncated file
         first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ConfigError(f"cannot resume from {path}: {first_line}") from None
-
-    def value(name):
-        key = f"{name}/.ATTRIBUTES/VARIABLE_VALUE"
-        return np.asarray(reader.get_tensor(key)).tolist() if key in names else None
-
-    if value("step") is None or value("epoch") is None:
+    if values["step"] is None or values["epoch"] is None:
         raise ConfigError(f"cannot resume from {path}: it holds no step and epoch (not a training run's)")
-    layout = value("layout")
-    position = value("data_position")
+    layout = values["layout"]
     return Stored(
         path,
-        int(value("step")),
-        int(value("epoch")),
-        value("epoch_images"),
-        tuple(int(v) for v in position) if position is not None else None,
-        Layout(*(int(v) for v in layout)) if layout is not None else None,
+        int(values["step"][0]),
+        int(values["epoch"][0]),
+        values["epoch_images"],
+        values["data_position"],
+        Layout(*layout) if layout is not None else None,
+        values["data_size"],
     )
 
 
@@ -123,6 +136,11 @@ class Tracker:
         else:
             self.data_steps_per_epoch = steps_per_epoch
 
+    @property
+    def data_size(self):
+        """(training shards, records): what an epoch's order is drawn from; (0, 0) for other sources."""
+        return (len(self.counts), sum(self.counts)) if self.counts is not None else (0, 0)
+
     # -- positions ----------------------------------------------------------------------------
 
     def epoch_start(self, epoch):
@@ -132,8 +150,15 @@ class Tracker:
         # Other sources have no order to follow: an epoch is its batches' images, in one pipeline.
         return data.EpochPosition(epoch, 0, 1, self.steps_per_epoch * self.layout.batch_size)
 
+    def _starting(self, step, epoch, position):
+        """The Progress of the loop's epoch `epoch` starting at `step`, the stream at `position`."""
+        length = (
+            position.epoch_images if self.epochs_are_passes else self.steps_per_epoch * self.layout.batch_size
+        )
+        return Progress(step, epoch, 0, length, position)
+
     def fresh(self):
-        return Progress(0, 0, 0, self.epoch_start(0))
+        return self._starting(0, 0, self.epoch_start(0))
 
     def steps_left(self, progress):
         """Global steps of this layout left in the loop's current epoch."""
@@ -141,8 +166,7 @@ class Tracker:
             if progress.data.epoch != progress.epoch:  # the pass is over: the epoch ends
                 return 0
             return progress.data.steps_left(self.layout.batch_size, self.layout.pipelines)
-        epoch_length = self.steps_per_epoch * self.layout.batch_size
-        return max(epoch_length - progress.epoch_images, 0) // self.layout.batch_size
+        return max(progress.epoch_length - progress.epoch_images, 0) // self.layout.batch_size
 
     def advance(self, progress, steps):
         """`progress` after `steps` more global steps (that stay inside the loop's epoch)."""
@@ -156,23 +180,30 @@ class Tracker:
             start = self.epoch_start(position.epoch + 1 + epochs)
             position = dataclasses.replace(start, images=in_epoch * batch)
         images = progress.epoch_images + steps * batch
-        return Progress(progress.step + steps, progress.epoch, images, position)
+        return dataclasses.replace(progress, step=progress.step + steps, epoch_images=images, data=position)
 
     def end_epoch(self, progress):
         """`progress` once the loop's epoch is complete (in epochs that are passes, so is the data's)."""
         position = progress.data
         if self.epochs_are_passes and position.epoch == progress.epoch:
             position = self.epoch_start(progress.epoch + 1)  # the rest of a pass, under a step, is left out
-        return Progress(progress.step, progress.epoch + 1, 0, position)
+        return self._starting(progress.step, progress.epoch + 1, position)
 
     def schedule_offset(self, progress):
         """What the schedule adds to the optimizer step to stay on its epochs: 0 when the run never
         changed its layout (its epochs are whole multiples of steps_per_epoch steps)."""
-        if self.epochs_are_passes:
-            done = fractions.Fraction(progress.epoch_images, max(progress.data.epoch_images, 1))
-        else:
-            done = fractions.Fraction(progress.epoch_images, self.steps_per_epoch * self.layout.batch_size)
+        done = fractions.Fraction(progress.epoch_images, max(progress.epoch_length, 1))
         return float((progress.epoch + done) * self.steps_per_epoch - progress.step)
+
+    def checkpoint_values(self, progress):
+        """{checkpoint entry: value} of PROGRESS_PARTS (training.step.build_state's variables)."""
+        d, layout = progress.data, self.layout
+        return {
+            "epoch_images": [progress.epoch_images, progress.epoch_length],
+            "data_position": [d.epoch, d.images, d.pipelines, d.records],
+            "layout": [layout.batch_size, layout.pipelines, layout.replicas],
+            "data_size": list(self.data_size),
+        }
 
     # -- resuming -----------------------------------------------------------------------------
 
@@ -180,50 +211,58 @@ class Tracker:
         """The Progress a run resumed from `stored` starts at, and a line saying what changed ('' if nothing).
 
         Raises:
-          ConfigError: the checkpoint's epoch was drawn from more records per pipeline than the
-            training shards now hold (the data changed under the run).
+          ConfigError: the training shards changed since a checkpoint written inside an epoch
+            (the rest of that epoch's order cannot be told from its start).
         """
         if stored.data_position is None or stored.epoch_images is None:
             # Written before progress was kept in images: the step is all there is; the run is
             # taken to have trained with this layout, as earlier versions resumed it.
             in_epoch = max(stored.step - stored.epoch * self.steps_per_epoch, 0)
-            images = in_epoch * self.layout.batch_size
-            start = self.epoch_start(stored.epoch)
-            position = dataclasses.replace(start, images=min(images, start.epoch_images))
+            batch, pipelines = self.layout.batch_size, self.layout.pipelines
+            if self.epochs_are_passes:
+                start = self._starting(stored.step, stored.epoch, self.epoch_start(stored.epoch))
+                position = dataclasses.replace(start.data, images=min(in_epoch * batch, start.epoch_length))
+            else:  # the stream ran on over the loop's epochs, from step 0
+                start = self._starting(stored.step, stored.epoch, self.epoch_start(0))
+                position = data.position_of_step(stored.step, self.counts, batch, pipelines)
+            images = min(in_epoch * batch, start.epoch_length)
             logging.warning(
                 "%s was written before runs kept their progress in images: taking it to have trained "
                 "with --batch_size=%d and %d input pipeline(s) (%d images of epoch %d).",
                 stored.path,
-                self.layout.batch_size,
-                self.layout.pipelines,
+                batch,
+                pipelines,
                 images,
                 stored.epoch + 1,
             )
-            return Progress(stored.step, stored.epoch, images, position), ""
+            return dataclasses.replace(start, epoch_images=images, data=position), ""
         position = data.EpochPosition(*stored.data_position)
-        if self.counts is not None and position.images:
-            available = min(data.shares(self.counts, position.pipelines))
-            if position.records > available:
+        trained, length = stored.epoch_images
+        progress = Progress(stored.step, stored.epoch, trained, length, position)
+        notes = []
+        if stored.data_size is not None and tuple(stored.data_size) != self.data_size:
+            (shards, records), (now_shards, now_records) = stored.data_size, self.data_size
+            sizes = f"{shards} shards of {records} records then, {now_shards} of {now_records} now"
+            if position.images:
                 raise ConfigError(
-                    f"{model_dir}: its checkpoint is inside epoch {position.epoch + 1}, whose order was "
-                    f"drawn from {position.records} records per input pipeline, but the training shards "
-                    f"now hold {available}: re-run with the data the run started with, or use a new "
-                    "--model_dir"
+                    f"the training shards changed since the checkpoint of {model_dir} inside epoch "
+                    f"{position.epoch + 1} ({sizes}): the rest of that epoch's order cannot be told from "
+                    "its start. Re-run with the data the run started with to finish the epoch, or start a "
+                    f"new --model_dir with --init_from={model_dir}"
                 )
-        progress = Progress(stored.step, stored.epoch, int(stored.epoch_images), position)
+            notes.append(f"the training data changed ({sizes}); epoch {position.epoch + 1} on reads it")
         changed = self.layout.describe_change(stored.layout) if stored.layout else ""
-        if not changed:
-            return progress, ""
-        of = self.steps_per_epoch * self.layout.batch_size
-        if self.epochs_are_passes:
-            of = position.epoch_images
-        if progress.epoch_images:
+        if changed and trained:
             left = self.steps_left(progress)
-            where = (
-                f"epoch {progress.epoch + 1} continues at its next unseen images ({progress.epoch_images} "
-                f"of {of} trained on, {left} steps of {self.layout.batch_size} left in it)"
+            notes.append(
+                f"{changed}: epoch {progress.epoch + 1} continues at its next unseen images ({trained} of "
+                f"{length} trained on, {left} steps of {self.layout.batch_size} left in it)"
             )
-        else:
-            where = f"epoch {progress.epoch + 1} starts"
-        message = f"resuming {model_dir} with {changed}: {where}; not bit-identical to an uninterrupted run"
-        return progress, message
+        elif changed:
+            notes.append(f"{changed}: epoch {progress.epoch + 1} starts")
+        if not notes:
+            return progress, ""
+        return (
+            progress,
+            f"resuming {model_dir} with {'; '.join(notes)}; not bit-identical to an uninterrupted run",
+        )

@@ -118,12 +118,13 @@ def build_state(
         step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
         epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
         run_seed = tf.Variable(seed, dtype=tf.int64, trainable=False, name="seed")
-        # training.progress: the images of the epoch trained on, the data stream's position
-        # (epoch, images, pipelines, records) and the layout (batch, pipelines, replicas).
+        # training.progress: the images of the epoch trained on and its length, the data
+        # stream's position (epoch, images, pipelines, records), the layout (batch, pipelines,
+        # replicas) and the training data's size (shards, records).
+        sizes = {"epoch_images": 2, "data_position": 4, "layout": 3, "data_size": 2}
         progress = {
-            "epoch_images": tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch_images"),
-            "data_position": tf.Variable([0] * 4, dtype=tf.int64, trainable=False, name="data_position"),
-            "layout": tf.Variable([0] * 3, dtype=tf.int64, trainable=False, name="layout"),
+            name: tf.Variable([0] * size, dtype=tf.int64, trainable=False, name=name)
+            for name, size in sizes.items()
         }
     checkpoint = tf.train.Checkpoint(
         model=model_weights(model),
