@@ -3,7 +3,8 @@
 Real servers on 127.0.0.1 (free ports), each a fresh process started as a user starts it:
 a dispatcher with a journal and two workers. To stay within CI's time, one module fixture
 starts them together with the processes that only need to fail (a trainer pointed at a port
-nobody serves, a dispatcher on a port in use) and a benchmark through the service, so their
+nobody serves, a dispatcher on a port in use or with a journal folder it cannot write, servers
+given a timing flag that is not positive) and a benchmark through the service, so their
 TensorFlow imports overlap; the tests then check one process each, in file order: a pass
 through the two workers (in this process) yields every record once, the benchmark, a
 training run that loses a worker half way, and SIGTERM.
@@ -97,6 +98,8 @@ def cluster(tmp_path_factory):
     busy.listen()
     service = f"grpc://127.0.0.1:{port}"
     module = ["-m", "alexnet_tf.data_service"]
+    not_a_folder = root / "not_a_folder"  # a file: no journal folder fits under it, even for root
+    not_a_folder.write_text("")
     processes = {
         "dispatcher": _Process(
             root,
@@ -110,6 +113,27 @@ def cluster(tmp_path_factory):
             ],
         ),
         "busy": _Process(root, "busy", [*module, "dispatcher", f"--port={busy.getsockname()[1]}"]),
+        "unwritable": _Process(
+            root,
+            "unwritable",
+            [*module, "dispatcher", f"--port={_free_port()}", f"--work_dir={not_a_folder / 'journal'}"],
+        ),
+        "negative_timeout": _Process(
+            root,
+            "negative_timeout",
+            [*module, "dispatcher", f"--port={_free_port()}", "--worker_timeout_s=-1"],
+        ),
+        "zero_heartbeat": _Process(
+            root,
+            "zero_heartbeat",
+            [
+                *module,
+                "worker",
+                f"--dispatcher=127.0.0.1:{port}",
+                f"--port={_free_port()}",
+                "--heartbeat_interval_s=0",
+            ],
+        ),
         "unreachable": _Process(
             root,
             "unreachable",
@@ -164,6 +188,7 @@ def cluster(tmp_path_factory):
             service=service,
             port=port,
             busy_port=busy.getsockname()[1],
+            not_a_folder=not_a_folder,
             processes=processes,
         )
     finally:
@@ -209,6 +234,33 @@ def test_a_dispatcher_on_a_busy_port_exits_with_one_line(cluster):
         f"alexnet_tf.data_service: error: --port={cluster['busy_port']} is in use (Address already in use): "
         "stop what serves there or pick another port"
     ]
+
+
+@pytest.mark.slow
+def test_a_dispatcher_with_an_unwritable_work_dir_exits_with_one_line(cluster):
+    returncode, output = cluster["processes"]["unwritable"].finish(timeout=120)
+    assert returncode == 2, output[-3000:]
+    work_dir = cluster["not_a_folder"] / "journal"
+    assert _our_lines(output, "alexnet_tf.data_service") == [
+        f"alexnet_tf.data_service: error: --work_dir={work_dir} is not a writable folder "
+        f"({cluster['not_a_folder']} is not a directory): the dispatcher journals its state there; "
+        "pick a folder it can create and write"
+    ]
+    assert "Traceback" not in output
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "name, line",
+    [
+        ("negative_timeout", "--worker_timeout_s=-1 must be > 0 (seconds)"),
+        ("zero_heartbeat", "--heartbeat_interval_s=0 must be > 0 (seconds)"),
+    ],
+)
+def test_a_server_timing_flag_that_is_not_positive_exits_with_one_line(cluster, name, line):
+    returncode, output = cluster["processes"][name].finish(timeout=120)  # one that serves is a failure
+    assert returncode == 2, output[-3000:]
+    assert _our_lines(output, "alexnet_tf.data_service") == [f"alexnet_tf.data_service: error: {line}"]
 
 
 @pytest.mark.slow
