@@ -66,6 +66,9 @@ class TrainConfig:
     # training images (docs/distributed.md, "Feeding fast accelerators"); evaluation stays local.
     data_service: Optional[str] = None
     data_service_wait_s: float = 60.0  # how long to wait for the dispatcher to accept connections
+    # How long a train step may wait for its batches while the dispatcher does not answer
+    # before the run stops (with a checkpoint where one is correct: training.watchdog).
+    data_service_timeout_s: float = 300.0
 
     # Model.
     variant: str = "paper"
@@ -181,6 +184,8 @@ class TrainConfig:
                 )
         if self.data_service_wait_s < 0:
             raise ConfigError(f"data_service_wait_s must be >= 0, got {self.data_service_wait_s}")
+        if not self.data_service_timeout_s > 0:
+            raise ConfigError(f"data_service_timeout_s must be > 0, got {self.data_service_timeout_s}")
         if self.profile_steps is not None and (
             len(self.profile_steps) != 2 or not 0 < self.profile_steps[0] <= self.profile_steps[1]
         ):

@@ -22,7 +22,8 @@ TensorFlow version and must read --data_dir at the same path as the trainers.
   status 0: the dispatcher after stopping its server (at most STOP_TIMEOUT_S, else status 1),
   a worker at once (trainers carry on without it, as when a worker dies: see run_worker). A
   busy port, an unreachable dispatcher or a bad flag ends it with one line
-  `alexnet_tf.data_service: error: ...` and status 2.
+  `alexnet_tf.data_service: error: ...` and status 2, as do a --work_dir it cannot write and
+  a timing flag that is not positive.
 """
 
 import faulthandler
@@ -109,16 +110,39 @@ def serve_until_stopped(server, what, graceful=True):
     os._exit(0)
 
 
+def check_work_dir(work_dir):
+    """Creates `work_dir` and proves it writable (the journal is written there), else ConfigError."""
+    try:
+        tf.io.gfile.makedirs(work_dir)
+        probe = os.path.join(work_dir, f".write_test_{os.getpid()}")
+        with tf.io.gfile.GFile(probe, "w") as f:
+            f.write("ok")
+        tf.io.gfile.remove(probe)
+    except (tf.errors.OpError, OSError) as e:
+        reason = (getattr(e, "message", None) or getattr(e, "strerror", None) or str(e)).splitlines()[0]
+        raise ConfigError(
+            f"--work_dir={work_dir} is not a writable folder ({reason}): the dispatcher journals its "
+            "state there; pick a folder it can create and write"
+        ) from None
+
+
+def check_positive(**values):
+    """ConfigError naming the first of the flags `values` that is not > 0 (NaN included)."""
+    for name, value in values.items():
+        if not value > 0:
+            raise ConfigError(f"--{name}={value:g} must be > 0 (seconds)")
+
+
 def run_dispatcher(port, work_dir=None, worker_timeout_s=60.0):
     """Starts a dispatcher on `port` and serves until SIGTERM."""
     check_port_free(port)
     if work_dir:
-        tf.io.gfile.makedirs(work_dir)
+        check_work_dir(work_dir)
     config = tf.data.experimental.service.DispatcherConfig(
         port=port,
         work_dir=work_dir or None,
         fault_tolerant_mode=bool(work_dir),
-        worker_timeout_ms=int(worker_timeout_s * 1000),
+        worker_timeout_ms=max(1, round(worker_timeout_s * 1000)),
     )
     try:
         server = tf.data.experimental.service.DispatchServer(config)
@@ -144,7 +168,7 @@ def run_worker(dispatcher, port, worker_address=None, heartbeat_interval_s=10.0,
         dispatcher_address=address.split("://", 1)[1],
         worker_address=worker_address,
         port=port,
-        heartbeat_interval_ms=int(heartbeat_interval_s * 1000),
+        heartbeat_interval_ms=max(1, round(heartbeat_interval_s * 1000)),
     )
     try:
         server = tf.data.experimental.service.WorkerServer(config)
@@ -171,6 +195,12 @@ def main(argv):
     try:
         if not 0 < port < 65536:
             raise ConfigError(f"--port={port} must be in 1..65535")
+        # Zero or negative: TensorFlow would take them as "use the default" or never drop a worker.
+        check_positive(
+            worker_timeout_s=FLAGS.worker_timeout_s, heartbeat_interval_s=FLAGS.heartbeat_interval_s
+        )
+        if not FLAGS.dispatcher_wait_s >= 0:
+            raise ConfigError(f"--dispatcher_wait_s={FLAGS.dispatcher_wait_s:g} must be >= 0 (seconds)")
         if role == "dispatcher":
             run_dispatcher(port, FLAGS.work_dir, FLAGS.worker_timeout_s)
         else:

@@ -43,6 +43,7 @@ from alexnet_tf.training.devices import (
 )
 from alexnet_tf.training.inputs import RECORD_COUNTS_FILENAME, describe_data
 from alexnet_tf.training.loop import Preempted, TrainingDiverged, TrainLoop
+from alexnet_tf.training.watchdog import DataServiceLost
 
 FLAGS = flags.FLAGS
 PREEMPTED_EXIT_CODE = 143  # 128 + SIGTERM: job controllers (TFJob ExitCode policy) retry it
@@ -82,6 +83,13 @@ def define_flags(flag_values=FLAGS):
     )
     flags.DEFINE_float(
         "data_service_wait_s", d.data_service_wait_s, "Seconds to wait for the dispatcher at start.", **fv
+    )
+    flags.DEFINE_float(
+        "data_service_timeout_s",
+        d.data_service_timeout_s,
+        "Stop (checkpoint, status 1) when a step has waited this long for batches and the "
+        "dispatcher does not answer.",
+        **fv,
     )
     flags.DEFINE_enum("variant", d.variant, VARIANTS, "AlexNet variant.", **fv)
     flags.DEFINE_float(
@@ -250,7 +258,9 @@ def main(argv):
     except TrainingDiverged as e:
         _exit(1, f"training diverged: {e}")
     except Preempted as e:
-        _exit(PREEMPTED_EXIT_CODE, str(e))
+        _exit(PREEMPTED_EXIT_CODE, str(e), now=bool(config.data_service))
+    except DataServiceLost as e:
+        _exit(1, f"error: {e}", now=True)
     except KeyboardInterrupt:
         _exit(130, "interrupted; re-run the same command to resume from the last checkpoint")
     except tf.errors.OpError as e:  # e.g. a corrupt shard or a label out of range
@@ -259,8 +269,16 @@ def main(argv):
     print_report(result)
 
 
-def _exit(status, message):
+def _exit(status, message, now=False):
     print(f"alexnet_tf.train: {message}", file=sys.stderr)
+    if now:
+        # Python's last garbage collection tears down the tf.data service client, which retries
+        # a dead dispatcher and workers first (3-10 s measured); the checkpoint and logs are
+        # written and closed by now, and a preempted trainer has no time to spare.
+        logging.flush()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(status)
     sys.exit(status)
 
 

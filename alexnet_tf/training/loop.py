@@ -38,6 +38,7 @@ from alexnet_tf.training.step import (
     run_evaluation,
     weight_decay_loss,
 )
+from alexnet_tf.training.watchdog import InputWatchdog
 
 
 class TrainingDiverged(RuntimeError):
@@ -188,7 +189,13 @@ class TrainLoop:
 
     def fit(self):
         try:
-            with PreemptionSignal() as self.preemption:
+            # The watchdog ends a step's wait for tf.data service batches (dead dispatcher, SIGTERM).
+            with (
+                PreemptionSignal() as self.preemption,
+                InputWatchdog(
+                    self.config, self.strategy, self.state, self.train_fn, self._save, Preempted
+                ) as self.watchdog,
+            ):
                 return self._fit()
         finally:
             if self.profiling:
@@ -360,7 +367,8 @@ class TrainLoop:
             if logs:  # the total loss's decay term: once per log line, not in every step
                 meter.weight_decay_loss = weight_decay_loss(self.state)
             start = time.time()
-            sums = self.train_fn(iterator, tf.constant(steps), tf.constant(stop)).numpy()
+            with self.watchdog.guard(self.step, steps) as train_fn:
+                sums = train_fn(iterator, tf.constant(steps), tf.constant(stop)).numpy()
             seconds = time.time() - start
             self.progress = self.tracker.advance(self.progress, steps)
             named = metrics.TRAIN_SUMS.unpack(sums)
