@@ -8,6 +8,7 @@
     loop.py        one run: resume, train, evaluate, checkpoint, export (and its exceptions)
     summaries.py   TensorBoard writers, images (Figure 3 filters) and the fc7 projector
     preemption.py  SIGTERM as a flag the loop polls
+    watchdog.py    a step waiting for tf.data service batches: a dead dispatcher or SIGTERM ends it
 
 Nothing here sets process-wide state (seeds, determinism, dtype policy): `train.run` does.
 """
