@@ -55,8 +55,12 @@ def random_state(model):
     return states
 
 
-def check_writable(directory):
-    """Creates `directory` if needed and proves it is writable, else raises ConfigError."""
+def check_writable(directory, what=None, hint=""):
+    """Creates `directory` if needed and proves it is writable, else raises ConfigError.
+
+    The message names `what` ("model dir <directory> is not writable" by default) and ends
+    with `hint`.
+    """
     try:
         tf.io.gfile.makedirs(directory)
         probe = os.path.join(directory, f".write_test_{uuid.uuid4().hex}")
@@ -64,8 +68,9 @@ def check_writable(directory):
             f.write("ok")
         tf.io.gfile.remove(probe)
     except (tf.errors.OpError, OSError) as e:
-        reason = getattr(e, "message", None) or getattr(e, "strerror", None) or str(e)
-        raise ConfigError(f"model dir {directory} is not writable ({reason.splitlines()[0]})") from None
+        reason = (getattr(e, "message", None) or getattr(e, "strerror", None) or str(e)).splitlines()[0]
+        what = what or f"model dir {directory} is not writable"
+        raise ConfigError(f"{what} ({reason}){hint}") from None
 
 
 _CHECKPOINT_FILE = re.compile(r"^(ckpt-\d+)\.(index|data-\d+-of-\d+)$")

@@ -37,6 +37,7 @@ from absl import app, flags
 import tensorflow as tf
 
 from alexnet_tf import data
+from alexnet_tf.checkpointing import check_writable
 from alexnet_tf.config import ConfigError, parse_service_address
 
 FLAGS = flags.FLAGS
@@ -112,18 +113,11 @@ def serve_until_stopped(server, what, graceful=True):
 
 def check_work_dir(work_dir):
     """Creates `work_dir` and proves it writable (the journal is written there), else ConfigError."""
-    try:
-        tf.io.gfile.makedirs(work_dir)
-        probe = os.path.join(work_dir, f".write_test_{os.getpid()}")
-        with tf.io.gfile.GFile(probe, "w") as f:
-            f.write("ok")
-        tf.io.gfile.remove(probe)
-    except (tf.errors.OpError, OSError) as e:
-        reason = (getattr(e, "message", None) or getattr(e, "strerror", None) or str(e)).splitlines()[0]
-        raise ConfigError(
-            f"--work_dir={work_dir} is not a writable folder ({reason}): the dispatcher journals its "
-            "state there; pick a folder it can create and write"
-        ) from None
+    check_writable(
+        work_dir,
+        what=f"--work_dir={work_dir} is not a writable folder",
+        hint=": the dispatcher journals its state there; pick a folder it can create and write",
+    )
 
 
 def check_positive(**values):
