@@ -90,9 +90,9 @@ def _read_shard(filename, size, skip_corrupt):
         report = [
             "corrupt or truncated TFRecord shard",
             filename,
-            "framed bytes:",
+            "(its records frame",
             tf.strings.as_string(read_bytes),
-            "of",
+            "of its",
             tf.strings.as_string(size),
         ]
         if skip_corrupt:
@@ -100,13 +100,16 @@ def _read_shard(filename, size, skip_corrupt):
                 whole,
                 tf.no_op,
                 lambda: tf.print(
-                    "alexnet_tf.data: skipping the rest of", *report, output_stream=logging.warning
+                    "alexnet_tf.data: skipping the rest of", *report, "bytes)", output_stream=logging.warning
                 ),
             )
             keep = tf.logical_or(tf.logical_not(at_end), tf.logical_not(whole))  # corrupt: marker stays
         else:
             # String-only data keeps Assert unconditional and cheap.
-            check = tf.debugging.Assert(whole, report + ["(skip_corrupt=True skips such shards)"])
+            check = tf.debugging.Assert(
+                whole,
+                report + ["bytes): convert it again, or train with --skip_corrupt to skip such shards"],
+            )
             with tf.control_dependencies([check]):
                 keep = tf.logical_not(at_end)
         frames = tf.cast(tf.reduce_sum(tf.strings.length(group)), tf.int64)

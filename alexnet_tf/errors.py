@@ -17,11 +17,11 @@ def error_message(error):
             ("Graph execution error", "Detected at node", "<stack traces", "[[", "File ", "(most recent")
         ):
             line = re.sub(r"\s*\[Op:[^\]]*\]$", "", line)
-            return (
-                line.replace("assertion failed: [", "", 1).rstrip("]")
-                if "assertion failed: [" in line
-                else line
-            )
+            if "assertion failed: [" not in line:
+                return line
+            # tf.debugging.Assert prints its items as "[a] [b] [c]": one sentence of them.
+            before, items = line.split("assertion failed: [", 1)
+            return before + " ".join(items.rstrip("]").split("] ["))
     return type(error).__name__
 
 

@@ -3,6 +3,7 @@
 import io
 import json
 import os
+import re
 import tarfile
 
 import numpy as np
@@ -11,6 +12,7 @@ import tensorflow as tf
 from tfrecord_fixtures import make_example, natural_image, write_fake_tfrecords
 
 from alexnet_tf import data, demo_data, preprocessing, schema
+from alexnet_tf.errors import error_message
 
 MEAN = np.asarray(preprocessing.MEAN_RGB, np.float32)
 EIGVAL = np.asarray(preprocessing.PCA_EIGVAL, np.float32) * 255.0
@@ -396,9 +398,16 @@ def test_a_damaged_shard_is_an_error_naming_the_file(tmp_path, how, training):
     bad = str(tmp_path / "train-00001-of-00003")
     _damage(bad, how)
     # Training without the manifest's record counts finds the damage when it counts the shards.
-    with pytest.raises(tf.errors.InvalidArgumentError, match="train-00001-of-00003"):
+    with pytest.raises(tf.errors.InvalidArgumentError, match="train-00001-of-00003") as caught:
         for _ in data.make_dataset(str(tmp_path / "train-*"), 4, training=training).take(12):
             pass
+    # The one line every command prints of it reads as a sentence.
+    line = error_message(caught.value)
+    assert re.fullmatch(
+        rf"corrupt or truncated TFRecord shard {re.escape(bad)} \(its records frame \d+ of its \d+ "
+        r"bytes\): convert it again, or train with --skip_corrupt to skip such shards",
+        line,
+    ), line
 
 
 @pytest.mark.parametrize("how,kept_from_bad_shard", [("truncated", 3), ("corrupted", 1)])
