@@ -207,6 +207,8 @@ class Source:
                         position, read = position + 1, read + 1
                         if record:
                             self.read = position
+                if limit is not None and position >= limit:
+                    return  # what a damage took lies past --max_images: nothing asked for is lost
                 what = "corrupt or truncated TFRecord shard"
             else:
                 what = f"shard listed in {schema.MANIFEST_FILENAME} but missing"
@@ -230,14 +232,20 @@ class Source:
         if record and self.total is not None and position < self.total:
             # The manifest's split size tells how many images are missing in all.
             missing = self.total - position
+            # With --max_images below the split's size, only the shortfall against it is known.
+            capped = self.max_images is not None and self.total == self.max_images
             if len(uncounted) == 1:
                 where, shard, reason, _ = self.skips[uncounted[0]]
-                reason = reason.replace("the records after", f"{missing} images after")
+                if capped:
+                    reason += f" ({missing} of the {self.total} images --max_images asks for)"
+                else:
+                    reason = reason.replace("the records after", f"{missing} images after")
                 self.skips[uncounted[0]] = (where, shard, reason, missing)
             else:
                 for i in uncounted:  # counted in the line below instead
                     self.skips[i] = (*self.skips[i][:3], 0)
-                counted = f"{missing} of the {self.total} images that {schema.MANIFEST_FILENAME} counts"
+                of = "--max_images asks for" if capped else f"that {schema.MANIFEST_FILENAME} counts"
+                counted = f"{missing} of the {self.total} images {of}"
                 self.skip(position, self.data_dir, f"{counted} are missing", missing)
             self.read = self.total
 

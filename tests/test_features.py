@@ -7,6 +7,7 @@ the other checks call `features.run`, what the command runs, in this process. An
 SavedModel as --model is tested in test_export.py, on the export made there.
 """
 
+import json
 import os
 import shutil
 import types
@@ -315,6 +316,34 @@ def test_a_missing_shard_and_a_record_that_is_no_example_are_named_and_counted(d
     assert "features: 12/12 images (100.0%)" in err
     assert "wrote the fc7 features of 8 images" in err and "4 images skipped (named above)" in err
     assert np.load(output)["features"].shape == (8, 4096)
+
+
+@pytest.mark.parametrize(
+    "max_images, written, reason",
+    [
+        (None, 10, "the records after its first 1 are lost"),  # the split's size tells: 2 images
+        (11, 10, "the records after its first 1 are lost (1 of the 11 images --max_images asks for)"),
+        (4, 4, None),  # the damage lies past the 4 images asked for: nothing is lost
+    ],
+)
+def test_a_truncated_shard_without_counts_is_counted_against_what_max_images_asks_for(
+    demo, tmp_path, max_images, written, reason
+):
+    data_dir, shard, _ = truncated_copy(demo, tmp_path)
+    manifest_path = os.path.join(data_dir, "manifest.json")
+    with open(manifest_path) as f:
+        manifest = json.load(f)
+    del manifest["splits"]["train"]["shards"]  # only the split's size: no shard's own count
+    with open(manifest_path, "w") as f:
+        json.dump(manifest, f)
+    source = features.data_dir_source(data_dir, "train", max_images=max_images)
+    assert len(list(source._items(record=True))) == written  # pylint: disable=protected-access
+    if reason is None:
+        assert source.failures == [] and source.skipped() == (0, 0)
+        return
+    expected = reason if max_images else reason.replace("the records after", "2 images after")
+    assert source.failures == [(shard, f"corrupt or truncated TFRecord shard: {expected}")]
+    assert source.skipped() == ((max_images or 12) - 10, 0)
 
 
 @pytest.mark.slow
