@@ -2,6 +2,12 @@
 
 __version__ = "0.1.0"
 
+# The commands that compute with TensorFlow on the CPU run oneDNN's kernels where TensorFlow
+# would leave them off; it reads TF_ENABLE_ONEDNN_OPTS when Keras imports it, just below.
+from alexnet_tf import hardware as _hardware
+
+_hardware.command_onednn_default()
+
 # Importing the package registers every Keras serialisable it defines (the layers, and the
 # optimizer the trainer saves), so `keras.saving.load_model` reads any `.keras` file this
 # project writes after a plain `import alexnet_tf`.

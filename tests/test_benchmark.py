@@ -6,6 +6,8 @@ that the report is well formed and every rate is a positive number.
 
 import json
 import math
+import os
+import platform
 import subprocess
 import sys
 
@@ -62,6 +64,9 @@ def _report(mode, *args):
     env = report["environment"]
     assert env["tensorflow"][0].isdigit() and env["keras"][0].isdigit() and env["python"][0].isdigit()
     assert env["cpus"] >= 1 and isinstance(env["cpu_flags"], list) and isinstance(env["gpus"], list)
+    # The command runs oneDNN's kernels unless the environment turns them off (the portability pass).
+    if platform.machine() in ("x86_64", "AMD64"):
+        assert env["onednn"] == (os.environ.get("TF_ENABLE_ONEDNN_OPTS") != "0"), env
     assert "repeat 1/1" in result.stderr  # progress goes to stderr
     return report
 

@@ -215,6 +215,9 @@ def environment(tf, keras):
         "cpu_flags": [flag for flag in CPU_FLAGS if flag in hardware.cpu_flags()],
         "cpus": os.cpu_count(),
         "gpus": [tf.config.experimental.get_device_details(g).get("device_name", g.name) for g in gpus],
+        "onednn": hardware.onednn_enabled(),
+        "onednn_set_by": hardware.onednn_default
+        or os.environ.get(hardware.ONEDNN_ENV, "TensorFlow's default"),
     }
 
 
