@@ -35,7 +35,7 @@ setup(
     extras_require={
         "cpu": [f"tensorflow-cpu>={_TF_VERSION}"],
         "gpu": [f"tensorflow[and-cuda]>={_TF_VERSION}"],
-        # Importing Caffe/ONNX-zoo and torchvision weights (tools/import_weights.py).
+        # Importing Caffe/ONNX-zoo and torchvision weights (python -m alexnet_tf.import_weights).
         "import": ["onnx>=1.17", "onnxruntime>=1.20", "safetensors>=0.4"],
         # TF Serving clients and warm-up records. tensorflow-serving-api itself declares a
         # dependency on the full `tensorflow` wheel, which would sit beside tensorflow-cpu:

@@ -3,7 +3,7 @@
 In the conventions of `keras.applications.VGG16`:
 
     import alexnet_tf
-    model = alexnet_tf.AlexNet(weights="models/bvlc_alexnet.keras")       # tools/import_weights.py
+    model = alexnet_tf.AlexNet(weights="models/bvlc_alexnet.keras")       # from alexnet_tf.import_weights
     x = alexnet_tf.preprocess_input(images, image_size=224)               # uint8 photos, any size
     print(alexnet_tf.decode_predictions(keras.ops.softmax(model(x)), labels="models/bvlc_alexnet.labels.txt"))
 
@@ -18,11 +18,11 @@ above), the same line for any layer (fc6, conv5, ...); the trunk takes any input
 variant allows.
 
 `weights` is None (the variant's initialisation) or a path: a `.keras` file (an import by
-tools/import_weights.py, or any `model.save` of a model `build_alexnet` made) or a training
+python -m alexnet_tf.import_weights, or any `model.save` of a model `build_alexnet` made) or a training
 checkpoint or model dir of `alexnet_tf.train`. Nothing is downloaded. The variant, the class
 count, the input size and the input convention default to the weights' own; arguments that
 contradict them raise ValueError. Weights are matched by layer name and shape
-(`alexnet_tf.pretrained`).
+(`alexnet_tf.weights.pretrained`).
 
 Every model takes what `preprocess_input` returns (RGB in [0, 255] minus the ImageNet mean,
 float32): imported weights that expect other pixels (Caffe's BGR minus its mean pixel,
@@ -39,9 +39,11 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from alexnet_tf import preprocessing, pretrained, schema, serving
-from alexnet_tf.checkpointing import load_model
+from alexnet_tf.data import preprocessing, schema
 from alexnet_tf.model import build_alexnet, normalize_input_conversion
+from alexnet_tf.serving import signatures
+from alexnet_tf.weights import pretrained
+from alexnet_tf.weights.checkpointing import load_model
 
 POOLINGS = (None, "avg", "max")
 
@@ -63,7 +65,7 @@ def AlexNet(
         include_top: whether to include fc6, fc7 and fc8. False: the model ends at pool5.
         weights: None, or the path of a `.keras` file or of a training checkpoint or model dir
             whose weights to load ("imagenet" is refused: nothing is downloaded; import
-            Caffe's or torchvision's weights with tools/import_weights.py).
+            Caffe's or torchvision's weights with python -m alexnet_tf.import_weights).
         input_shape: (height, width, 3); default the weights' input shape, else (224, 224, 3).
             With include_top=False the height and width may be None where the variant allows.
         pooling: with include_top=False, None (pool5's 4-D maps), "avg" or "max" (global
@@ -97,7 +99,7 @@ def AlexNet(
         if weights == "imagenet":
             raise ValueError(
                 "AlexNet: weights='imagenet' is not downloaded by this project; import Caffe's "
-                "bvlc_alexnet or torchvision's weights with tools/import_weights.py and pass the "
+                "bvlc_alexnet or torchvision's weights with python -m alexnet_tf.import_weights and pass the "
                 ".keras file it writes."
             )
         source, info = _load(weights)
@@ -261,4 +263,4 @@ def decode_predictions(probabilities, top=5, labels=None):
         "top_k_scores": best.numpy(),
         "top_k_classes": classes.numpy(),
     }
-    return [serving.top_k(outputs, row) for row in range(int(scores.shape[0]))]
+    return [signatures.top_k(outputs, row) for row in range(int(scores.shape[0]))]

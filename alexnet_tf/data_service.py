@@ -36,9 +36,9 @@ import threading
 from absl import app, flags
 import tensorflow as tf
 
-from alexnet_tf import data
-from alexnet_tf.checkpointing import check_writable
+from alexnet_tf.cli import check_writable
 from alexnet_tf.config import ConfigError, parse_service_address
+from alexnet_tf.data import pipelines
 
 FLAGS = flags.FLAGS
 ROLES = ("dispatcher", "worker")
@@ -153,7 +153,7 @@ def run_worker(dispatcher, port, worker_address=None, heartbeat_interval_s=10.0,
     check_port_free(port)
     worker_address = worker_address or f"{socket.gethostname()}:{port}"
     try:
-        data.wait_for_dispatcher(host, dispatcher_port, dispatcher_wait_s)
+        pipelines.wait_for_dispatcher(host, dispatcher_port, dispatcher_wait_s)
     except ConnectionError as e:
         raise ConfigError(
             f"--dispatcher={dispatcher}: {e}; start the dispatcher first, or raise --dispatcher_wait_s"

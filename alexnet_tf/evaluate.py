@@ -7,7 +7,7 @@ prints top-1 and top-5 accuracy of a training checkpoint (a model dir, its check
 or one checkpoint prefix) or of an exported SavedModel (a version dir, or the base dir for
 its newest version), with the centre crop and with ten crops (four corners, centre and
 their mirror images, softmax averaged; the paper's test protocol). The crops come from
-`alexnet_tf.data`, the same functions the serving signatures use. The metric functions
+`alexnet_tf.data.pipelines`, the same functions the serving signatures use. The metric functions
 here are also what the trainer reports.
 """
 
@@ -20,11 +20,12 @@ from absl import app, flags
 import numpy as np
 import tensorflow as tf
 
-from alexnet_tf import data, metrics
-from alexnet_tf.checkpointing import restore_model
+from alexnet_tf import metrics
+from alexnet_tf.cli import error_message
 from alexnet_tf.config import ConfigError
-from alexnet_tf.errors import error_message
-from alexnet_tf.serving import resolve_saved_model
+from alexnet_tf.data import pipelines
+from alexnet_tf.serving.signatures import resolve_saved_model
+from alexnet_tf.weights.checkpointing import restore_model
 
 FLAGS = flags.FLAGS
 
@@ -70,7 +71,7 @@ def evaluate_dataset(logits_fn, dataset, ten_crop=False, max_batches=None):
 
     Args:
       logits_fn: float32 [N, S, S, 3] crops -> logits [N, C].
-      dataset: batches from data.make_dataset(..., training=False, ten_crop=ten_crop).
+      dataset: batches from pipelines.make_dataset(..., training=False, ten_crop=ten_crop).
       ten_crop: images are [B, 10, S, S, 3]; their softmax is averaged.
       max_batches: stop after this many batches.
     """
@@ -124,7 +125,7 @@ def run(config):
 
     def dataset(ten_crop):
         if config.data_source == "tfds":
-            return data.make_tfds_dataset(
+            return pipelines.make_tfds_dataset(
                 config.data_dir,
                 "validation",
                 config.batch_size,
@@ -136,7 +137,7 @@ def run(config):
         if not tf.io.gfile.glob(pattern):
             raise ConfigError(f"no files match {pattern}")
         try:
-            return data.make_dataset(
+            return pipelines.make_dataset(
                 pattern,
                 config.batch_size,
                 False,
@@ -173,7 +174,7 @@ def main(argv):
         print(
             f"alexnet_tf.evaluate: error: {type(e).__name__}: {error_message(e)} ({model}, "
             f"--data_dir={config.data_dir}): check that the model loads and that the shards are "
-            "whole (tools/build_imagenet_tfrecords.py --verify), then run again",
+            "whole (python -m alexnet_tf.convert --verify), then run again",
             file=sys.stderr,
         )
         sys.exit(2)

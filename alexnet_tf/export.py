@@ -3,7 +3,7 @@
     python -m alexnet_tf.export --checkpoint=/runs/alexnet --export_dir=models/alexnet [--version=N]
     python -m alexnet_tf.export --checkpoint=alexnet.keras --export_dir=models/alexnet --format=onnx
 
-writes `export_dir/<version>/` in TF Serving's layout, with the signatures `alexnet_tf.serving`
+writes `export_dir/<version>/` in TF Serving's layout, with the signatures `alexnet_tf.serving.signatures`
 describes (serving_default on image bytes, predict_images on pixels, serving_ten_crop), and
 the labels.txt beside the checkpoint as the labels asset (docs/serving.md).
 """
@@ -14,10 +14,10 @@ import sys
 from absl import app, flags
 import tensorflow as tf
 
-from alexnet_tf import schema
-from alexnet_tf.checkpointing import load_model
 from alexnet_tf.config import ConfigError
-from alexnet_tf.serving import DEFAULT_MAX_BATCH, DEFAULT_MAX_PIXELS, export_saved_model
+from alexnet_tf.data import schema
+from alexnet_tf.serving.signatures import DEFAULT_MAX_BATCH, DEFAULT_MAX_PIXELS, export_saved_model
+from alexnet_tf.weights.checkpointing import load_model
 
 FLAGS = flags.FLAGS
 
@@ -78,7 +78,7 @@ def run(
     """
     model, model_dir = load_model(checkpoint)
     if export_format == "onnx":
-        from alexnet_tf import onnx_export  # pylint: disable=g-import-not-at-top  (tf2onnx only when asked)
+        from alexnet_tf.serving import onnx_export  # pylint: disable=g-import-not-at-top  (tf2onnx only when asked)
 
         path = export_dir if export_dir.endswith(".onnx") else os.path.join(export_dir, "model.onnx")
         return onnx_export.export_onnx(model, path)

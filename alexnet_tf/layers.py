@@ -371,7 +371,7 @@ class GroupedConv2D(keras.layers.Layer):
 class InputConversion(keras.layers.Layer):
     """Converts this project's input images into the convention of imported weights.
 
-    The input is what `alexnet_tf.data` produces: RGB pixels in [0, 255] minus the per-channel
+    The input is what `alexnet_tf.data.pipelines` produces: RGB pixels in [0, 255] minus the per-channel
     mean `input_mean`. For output channel j this layer computes
 
         y[..., j] = ((x[..., c] + input_mean[c]) * scale - mean[j]) / std[j]

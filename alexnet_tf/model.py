@@ -8,7 +8,7 @@ References:
   groups, adaptive average pool to 6x6).
 - "caffe": Caffe's `models/bvlc_alexnet/deploy.prototxt` (BVLC), whose Caffe2 conversion is
   the ONNX model zoo's bvlc_alexnet: the paper's layers without input padding, Caffe's LRN
-  (k=1) and Caffe's rounded-up pooling. `alexnet_tf.weights` loads those weights into it.
+  (k=1) and Caffe's rounded-up pooling. `alexnet_tf.weights.importers` loads those weights into it.
 
 Layer order and weight layout (for mapping pretrained weights from other frameworks):
 every convolution is `conv{i}` with a kernel of shape (kh, kw, in_channels // groups,
@@ -31,7 +31,7 @@ them); `.keras` files saved with `keras.layers.Dropout` still load.
 Imported weights expect their own input convention (Caffe: BGR minus a mean pixel;
 torchvision: RGB in [0, 1] normalised by mean/std). `build_alexnet(input_conversion=...)`
 puts an `InputConversion` layer first that converts this project's input into that one, so
-the model still takes what `alexnet_tf.data` and the serving signatures produce, and the
+the model still takes what `alexnet_tf.data.pipelines` and the serving signatures produce, and the
 `.keras` config records the convention.
 """
 
@@ -191,7 +191,7 @@ def build_alexnet(
         name: model name; defaults to "alexnet_<variant>".
         input_conversion: None (the model takes this project's input as it is), or a dict
             of `InputConversion` arguments: a first layer `input_conversion` then converts
-            the input into the convention of imported weights (see `alexnet_tf.weights`).
+            the input into the convention of imported weights (see `alexnet_tf.weights.importers`).
         kernel_initializer: None keeps the variant's kernel initialiser; a Keras
             initialiser (or its name) replaces it, e.g. "zeros" when weights are about to be
             loaded (drawing 61 M random numbers takes seconds on a CPU).

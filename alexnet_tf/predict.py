@@ -15,8 +15,8 @@ import sys
 
 from absl import app, flags
 
-from alexnet_tf.errors import error_line, error_message
-from alexnet_tf.serving import format_result, resolve_saved_model, top_k
+from alexnet_tf.cli import error_line, error_message
+from alexnet_tf.serving.signatures import format_result, resolve_saved_model, top_k
 
 FLAGS = flags.FLAGS
 

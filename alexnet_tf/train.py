@@ -22,6 +22,7 @@ import keras
 import tensorflow as tf
 
 from alexnet_tf import hardware
+from alexnet_tf.cli import error_message
 from alexnet_tf.config import (
     DATA_SOURCES,
     DISTRIBUTIONS,
@@ -33,7 +34,6 @@ from alexnet_tf.config import (
     TrainConfig,
     demo_config,
 )
-from alexnet_tf.errors import error_message
 from alexnet_tf.training.devices import (
     check_global_batch,
     check_precision,
@@ -106,7 +106,8 @@ def define_flags(flag_values=FLAGS):
     flags.DEFINE_string(
         "init_from",
         d.init_from,
-        "Fine-tune: start from these weights, a .keras file (e.g. tools/import_weights.py's) or a "
+        "Fine-tune: start from these weights, a .keras file (e.g. from python -m alexnet_tf.import_weights) "
+        "or a "
         "training checkpoint or model dir; fc8 is new. Ignored when --model_dir has checkpoints.",
         **fv,
     )
@@ -243,11 +244,11 @@ def run(config):
 
 def _resolve_demo(config):
     """The config with --demo's generated data dir, and a fresh timestamped run dir without --model_dir."""
-    from alexnet_tf import demo_data  # pylint: disable=g-import-not-at-top  (only the demo needs it)
+    from alexnet_tf.data import demo  # pylint: disable=g-import-not-at-top  (only the demo needs it)
 
     cache_dir = os.path.expanduser(config.demo_cache_dir)
     logging.info("Preparing the demo dataset in %s", cache_dir)
-    data_dir = demo_data.build_demo_dataset(cache_dir, seed=0)
+    data_dir = demo.build_demo_dataset(cache_dir, seed=0)
     model_dir = config.model_dir or os.path.join(cache_dir, "runs", time.strftime("%Y%m%d-%H%M%S"))
     return dataclasses.replace(config, data_dir=data_dir, model_dir=model_dir)
 

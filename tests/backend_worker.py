@@ -1,4 +1,4 @@
-"""One Keras backend's side of tests/test_backends.py: `python tests/backend_worker.py WORKDIR ...`
+"""One Keras backend's side of tests/scenarios/test_backends.py: `python tests/backend_worker.py WORKDIR ...`
 in a fresh process whose KERAS_BACKEND names the backend (Keras fixes it at import).
 
 The workers of all backends run at once and meet through files in WORKDIR:
@@ -104,7 +104,7 @@ def write_reference(workdir):
             weights.append(rng.standard_normal(w.shape, dtype=np.float32) * np.float32(scale))
         model.set_weights(weights)
         model.save(os.path.join(workdir, f"reference_{variant}.keras"))
-        # [0, 255] pixels minus the mean, as alexnet_tf.data gives them.
+        # [0, 255] pixels minus the mean, as alexnet_tf.data.pipelines gives them.
         images = rng.uniform(-125.0, 130.0, (BATCH, size, size, 3)).astype(np.float32)
         np.save(os.path.join(workdir, f"images_{variant}.npy"), images)
         references[variant] = weights_digest(model), to_numpy(model(images, training=False))
@@ -122,7 +122,7 @@ def write_reference(workdir):
 def build(variant, size):
     # Zeros: the weights come from NumPy or a file. Drawing AlexNet's 58 M random numbers
     # takes seconds with JAX's threefry on a CPU, and a file's config records this initializer,
-    # so loading it does not draw them either (as alexnet_tf.weights does for imported weights).
+    # so loading it does not draw them either (as alexnet_tf.weights.importers does for imported weights).
     return alexnet_tf.build_alexnet(
         num_classes=NUM_CLASSES, variant=variant, input_shape=(size, size, 3), kernel_initializer="zeros"
     )

@@ -1,8 +1,8 @@
 """Tests of alexnet_tf.applications: AlexNet() in keras.applications' conventions, preprocess_input and
-decode_predictions, and the weight matching behind `weights=` (alexnet_tf.pretrained).
+decode_predictions, and the weight matching behind `weights=` (alexnet_tf.weights.pretrained).
 
 One saved model serves every weights test: torchvision's layout at 95 x 95 with 3 classes and
-torchvision's input convention, as tools/import_weights.py would write it, saved as a `.keras`
+torchvision's input convention, as python -m alexnet_tf.import_weights would write it, saved as a `.keras`
 file and as a training checkpoint the way the trainer writes one.
 """
 
@@ -19,8 +19,10 @@ import pytest
 import tensorflow as tf
 
 import alexnet_tf
-from alexnet_tf import config, model, preprocessing, pretrained, weights
-from alexnet_tf.checkpointing import (
+from alexnet_tf import config, model
+from alexnet_tf.data import preprocessing
+from alexnet_tf.weights import importers, pretrained
+from alexnet_tf.weights.checkpointing import (
     CHECKPOINT_SUBDIR,
     MODEL_SPEC_FILENAME,
     Checkpointer,
@@ -42,7 +44,7 @@ def saved(tmp_path_factory):
         num_classes=CLASSES,
         variant="one_weird_trick",
         input_shape=(SIZE, SIZE, 3),
-        input_conversion=weights.TORCHVISION_INPUT,
+        input_conversion=importers.TORCHVISION_INPUT,
     )
     keras_path = str(root / "imported.keras")
     source.save(keras_path)
@@ -126,8 +128,8 @@ def test_contradicting_arguments_and_unusable_weights_raise_clear_value_errors(s
     cases = [
         (dict(weights=model_dir, classes=10), f"classes=10 but weights={model_dir!r} have classes=3"),
         (dict(weights=model_dir, variant="paper"), "variant='paper' but weights="),
-        (dict(weights=model_dir, input_conversion=weights.CAFFE_INPUT), "input_conversion="),
-        (dict(weights="imagenet"), "tools/import_weights.py"),
+        (dict(weights=model_dir, input_conversion=importers.CAFFE_INPUT), "input_conversion="),
+        (dict(weights="imagenet"), "python -m alexnet_tf.import_weights"),
         (dict(weights=str(tmp_path / "missing.keras")), "no such file"),
         (dict(weights=str(tmp_path)), "no checkpoint in"),
         (dict(pooling="avg"), "pooling applies to include_top=False"),

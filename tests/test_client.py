@@ -16,13 +16,15 @@ import subprocess
 import sys
 import threading
 
+from conftest import REPO
 import numpy as np
 import pytest
 import tensorflow as tf
-from test_export import LABELS, small_classifier
 from tiny_dataset import write_jpeg
+from tiny_models import LABELS, small_classifier
 
-from alexnet_tf import client, serving
+from alexnet_tf import client
+from alexnet_tf.serving import signatures
 
 MODEL_NAME = "alexnet"
 
@@ -30,7 +32,7 @@ MODEL_NAME = "alexnet"
 @pytest.fixture(scope="module")
 def loaded(tmp_path_factory):
     base = str(tmp_path_factory.mktemp(MODEL_NAME))
-    path = serving.export_saved_model(small_classifier(), base, labels=LABELS, warmup=False)
+    path = signatures.export_saved_model(small_classifier(), base, labels=LABELS, warmup=False)
     return tf.saved_model.load(path)
 
 
@@ -239,11 +241,11 @@ def test_command_line_reports_each_file_and_exits_nonzero(rest_server, files, tm
     broken = str(tmp_path / "broken.jpg")
     with open(broken, "wb") as f:
         f.write(images[1][:300])
-    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
     result = subprocess.run(
         [sys.executable, "-m", "alexnet_tf.client", f"--server={rest_server}", paths[0], broken, paths[1]],
-        cwd=repo,
-        env={**os.environ, "PYTHONPATH": repo},
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": REPO},
         capture_output=True,
         text=True,
         timeout=240,

@@ -8,16 +8,17 @@ import sys
 
 from conftest import REPO
 import pytest
-from test_export import LABELS, small_classifier
 from tiny_dataset import write_jpeg
+from tiny_models import LABELS, small_classifier
 
-from alexnet_tf import predict, serving
+from alexnet_tf import predict
+from alexnet_tf.serving import signatures
 
 
 @pytest.fixture(scope="module")
 def saved_model(tmp_path_factory):
     base = str(tmp_path_factory.mktemp("predict_export"))
-    serving.export_saved_model(small_classifier(), base, labels=LABELS, warmup=False)
+    signatures.export_saved_model(small_classifier(), base, labels=LABELS, warmup=False)
     return base
 
 
@@ -49,7 +50,7 @@ def test_mix_of_good_and_bad_files(saved_model, files, capsys):
 
 def test_text_output_and_base_dir_resolution(saved_model, files, capsys):
     (a, _), _, _ = files
-    assert serving.resolve_saved_model(saved_model) == os.path.join(saved_model, "1")
+    assert signatures.resolve_saved_model(saved_model) == os.path.join(saved_model, "1")
     assert predict.run(os.path.join(saved_model, "1"), [a]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == a and len(lines) == 6

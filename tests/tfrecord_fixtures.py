@@ -1,6 +1,6 @@
 """Writes small, real ImageNet-style TFRecord shards (tf.train.Example + JPEG) for tests and benchmarks.
 
-The records follow the model-garden schema that tools/build_imagenet_tfrecords.py also writes;
+The records follow the model-garden schema that python -m alexnet_tf.convert also writes;
 the images are smoothed noise, so their JPEGs are about as large as natural photos.
 """
 

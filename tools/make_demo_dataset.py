@@ -3,11 +3,10 @@ r"""Renders the 10-class demo dataset and converts it to TFRecords (about 15 s o
     python tools/make_demo_dataset.py --output_dir=/tmp/alexnet_demo
 
 Prints the folder with the shards; `python -m alexnet_tf.train --demo` builds the same data
-itself. See alexnet_tf/demo_data.py.
+itself. See alexnet_tf/data/demo.py.
 """
 
 import os
-import sys
 
 from absl import app, flags
 
@@ -31,12 +30,10 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TF's C++ start-up notices
-    # Runnable from a checkout without installing the package.
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    from alexnet_tf import demo_data  # pylint: disable=g-import-not-at-top  (after the log level)
+    from alexnet_tf.data import demo  # pylint: disable=g-import-not-at-top  (after the log level)
 
     print(
-        demo_data.build_demo_dataset(
+        demo.build_demo_dataset(
             FLAGS.output_dir,
             seed=FLAGS.seed,
             num_classes=FLAGS.num_classes,

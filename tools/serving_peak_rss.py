@@ -58,13 +58,13 @@ def main(workdir, smoke=False):
     import keras  # pylint: disable=g-import-not-at-top
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
 
-    from alexnet_tf import serving  # pylint: disable=g-import-not-at-top
+    from alexnet_tf.serving import signatures  # pylint: disable=g-import-not-at-top
 
     os.makedirs(workdir, exist_ok=True)
     keras.utils.set_random_seed(0)
     inputs = keras.Input((224, 224, 3))
     x = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(4, 8, strides=8)(inputs))
-    path = serving.export_saved_model(
+    path = signatures.export_saved_model(
         keras.Model(inputs, keras.layers.Dense(7)(x)), os.path.join(workdir, "model"), warmup=False
     )
 

@@ -222,12 +222,12 @@ def environment(tf, keras):
 
 
 def _demo_data_dir():
-    from alexnet_tf import demo_data  # pylint: disable=g-import-not-at-top  (only without --data_dir)
     from alexnet_tf.config import DEFAULT_DEMO_CACHE_DIR  # pylint: disable=g-import-not-at-top
+    from alexnet_tf.data import demo  # pylint: disable=g-import-not-at-top  (only without --data_dir)
 
     cache_dir = os.path.expanduser(DEFAULT_DEMO_CACHE_DIR)
     _progress(f"no --data_dir: using the demo dataset in {cache_dir} (built the first time, ~20 s)")
-    return demo_data.build_demo_dataset(cache_dir, seed=0)
+    return demo.build_demo_dataset(cache_dir, seed=0)
 
 
 def run(mode, settings):

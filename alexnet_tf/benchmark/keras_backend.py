@@ -335,7 +335,7 @@ def time_row(config, variant, precision, batch_size, peaks):
             num_classes=NUM_CLASSES, variant=variant, input_shape=(size, size, 3), weight_decay=0.0
         )
         flops_per_image = training_flops(layer_table(model))
-        # Generated on the device once: [0, 255] pixels minus a mean, as alexnet_tf.data gives them.
+        # Generated on the device once: [0, 255] pixels minus a mean, as alexnet_tf.data.pipelines gives them.
         images = keras.random.uniform((batch_size, size, size, 3), minval=-128.0, maxval=128.0, seed=1)
         labels = keras.random.randint((batch_size,), 0, NUM_CLASSES, seed=2)
         optimizer = PaperSGD(WEIGHT_DECAY, learning_rate=LEARNING_RATE, momentum=MOMENTUM)

@@ -34,7 +34,7 @@ its ratios are the steadier comparison.
             with this process's, and "worker images/sec per core" is images per CPU-second of
             the worker alone, the figure that sizes a service (docs/distributed.md).
 
-Then, once per round, the cost of an exact resume (alexnet_tf.data's training order): the
+Then, once per round, the cost of an exact resume (alexnet_tf.data.pipelines's training order): the
 seconds from building the trainer's dataset to its first batch at the epoch's start and at its
 middle (a run resumed there), and the rate at which the shards' records are read without
 parsing or decoding, which is what a resume spends reaching its place; BUILD.md ("Exact
@@ -131,7 +131,7 @@ def _pipeline(train_dataset):
 
 
 def _pipeline_finished_on_host(tf, train_dataset):
-    from alexnet_tf import preprocessing  # pylint: disable=g-import-not-at-top
+    from alexnet_tf.data import preprocessing  # pylint: disable=g-import-not-at-top
 
     with tf.device("/device:CPU:0"):
         for images, _ in train_dataset():
@@ -174,7 +174,7 @@ _WORKER = {}
 def _pil_init(jpegs, shm_name, slots, batch_size, mean, eigval, eigvec):
     from multiprocessing import shared_memory  # pylint: disable=g-import-not-at-top
 
-    # Constants come from alexnet_tf.data in the parent: workers stay free of TensorFlow.
+    # Constants come from alexnet_tf.data.pipelines in the parent: workers stay free of TensorFlow.
     _WORKER["mean"] = np.asarray(mean, np.float32)
     _WORKER["eigval"] = np.asarray(eigval, np.float32) * 255.0
     _WORKER["eigvec"] = np.asarray(eigvec, np.float32)
@@ -366,7 +366,7 @@ def run(
     """
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
 
-    from alexnet_tf import preprocessing  # pylint: disable=g-import-not-at-top
+    from alexnet_tf.data import preprocessing  # pylint: disable=g-import-not-at-top
     from alexnet_tf.training.inputs import make_input_fns  # pylint: disable=g-import-not-at-top
 
     config, info = describe_train_shards(data_dir, num_classes, label_offset, batch_size=batch_size)

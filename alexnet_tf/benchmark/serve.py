@@ -9,7 +9,7 @@ Exports the chosen AlexNet variant with random weights to a temporary folder as
     `predict_images` on one float32 256x256 image;
   - throughput of `predict_images` on --serve_batch_size images: --steps batches per
     repeat, --repeats repeats, images/sec median/min/max over the repeats;
-  - the same pixel input through the ONNX model (alexnet_tf.onnx_export) in onnxruntime,
+  - the same pixel input through the ONNX model (alexnet_tf.serving.onnx_export) in onnxruntime,
     batch 1 and batch --serve_batch_size, timed round-robin with the SavedModel. Only with --onnx and when
     onnxruntime and tf2onnx import; otherwise the result says it was skipped.
 """
@@ -89,8 +89,8 @@ def run(
     import keras  # pylint: disable=g-import-not-at-top
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
 
-    from alexnet_tf import serving  # pylint: disable=g-import-not-at-top
     from alexnet_tf.model import build_alexnet  # pylint: disable=g-import-not-at-top
+    from alexnet_tf.serving import signatures  # pylint: disable=g-import-not-at-top
 
     keras.utils.set_random_seed(seed)
     model = build_alexnet(num_classes=num_classes, variant=variant, dropout_rate=0.0)
@@ -102,23 +102,23 @@ def run(
     skipped, result = [], {}
     try:
         progress("exporting and loading the SavedModel")
-        loaded = tf.saved_model.load(serving.export_saved_model(model, workdir, warmup=False))
-        serve = loaded.signatures[serving.SERVING_SIGNATURE]
-        predict_images = loaded.signatures[serving.PIXELS_SIGNATURE]
+        loaded = tf.saved_model.load(signatures.export_saved_model(model, workdir, warmup=False))
+        serve = loaded.signatures[signatures.SERVING_SIGNATURE]
+        predict_images = loaded.signatures[signatures.PIXELS_SIGNATURE]
         latency_calls = {
-            ("saved_model", serving.SERVING_SIGNATURE, "one JPEG"): lambda: serve(image_bytes=one_jpeg),
-            ("saved_model", serving.PIXELS_SIGNATURE, "one 256x256 float32 image"): lambda: predict_images(
+            ("saved_model", signatures.SERVING_SIGNATURE, "one JPEG"): lambda: serve(image_bytes=one_jpeg),
+            ("saved_model", signatures.PIXELS_SIGNATURE, "one 256x256 float32 image"): lambda: predict_images(
                 images=one_image
             ),
         }
-        batch_calls = {("saved_model", serving.PIXELS_SIGNATURE): lambda: predict_images(images=batch)}
+        batch_calls = {("saved_model", signatures.PIXELS_SIGNATURE): lambda: predict_images(images=batch)}
         missing = _onnx_missing() if onnx else "skipped: no --onnx"
         if missing:
             skipped.append({"runtime": "onnxruntime", "reason": missing})
         else:
             import onnxruntime  # pylint: disable=g-import-not-at-top
 
-            from alexnet_tf import onnx_export  # pylint: disable=g-import-not-at-top
+            from alexnet_tf.serving import onnx_export  # pylint: disable=g-import-not-at-top
 
             progress("converting to ONNX (tf2onnx: about a minute and 10 GiB of memory for the full model)")
             path = onnx_export.export_onnx(model, os.path.join(workdir, "alexnet.onnx"))

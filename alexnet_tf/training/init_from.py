@@ -3,7 +3,7 @@
 `plan` decides before the model is built. A model dir that already holds checkpoints resumes
 from them and ignores --init_from (with a log line), so a preempted fine-tuning job continues
 instead of starting over. Otherwise the source is loaded (`checkpointing.load_model`: a
-`.keras` file such as tools/import_weights.py writes, or a training checkpoint or model dir)
+`.keras` file such as python -m alexnet_tf.import_weights writes, or a training checkpoint or model dir)
 and must be an AlexNet of the run's variant. The run's model takes the source's input
 convention (its InputConversion layer: imported Caffe or torchvision weights expect their own
 pixels); the model spec beside the checkpoints records it, so resuming, `alexnet_tf.evaluate`
@@ -24,10 +24,15 @@ from absl import logging
 import keras
 import tensorflow as tf
 
-from alexnet_tf import pretrained
-from alexnet_tf.checkpointing import MODEL_SPEC_DEFAULTS, latest_checkpoint, load_model, read_model_spec
 from alexnet_tf.config import ConfigError
 from alexnet_tf.model import HEAD_LAYER
+from alexnet_tf.weights import pretrained
+from alexnet_tf.weights.checkpointing import (
+    MODEL_SPEC_DEFAULTS,
+    latest_checkpoint,
+    load_model,
+    read_model_spec,
+)
 
 
 @dataclasses.dataclass(frozen=True)

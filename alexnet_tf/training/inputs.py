@@ -3,7 +3,7 @@
 `describe_data` checks a data dir and turns it into a `DataInfo`, or raises a ConfigError
 that names what is wrong; `make_input_fns` returns the dataset functions that
 `strategy.distribute_datasets_from_function` calls once per input pipeline (the global
-batch is split over replicas by `data.make_dataset` through the InputContext).
+batch is split over replicas by `pipelines.make_dataset` through the InputContext).
 """
 
 from collections.abc import Callable
@@ -16,8 +16,8 @@ from typing import Optional
 from absl import logging
 import tensorflow as tf
 
-from alexnet_tf import data, preprocessing, schema
 from alexnet_tf.config import ConfigError, parse_service_address
+from alexnet_tf.data import pipelines, preprocessing, schema
 
 DEFAULT_NUM_CLASSES = 1000
 RECORD_COUNTS_FILENAME = "record_counts.json"  # in the model dir: counts of shards without a manifest
@@ -35,7 +35,7 @@ class DataInfo:
     label_offset: int
     train_examples: int
     # {training shard file name: records} (TFRecord shards): what the exact training order
-    # (data.make_dataset) is planned from; None for other sources.
+    # (pipelines.make_dataset) is planned from; None for other sources.
     train_shard_records: Optional[dict] = None
 
 
@@ -71,7 +71,7 @@ def cached_shard_records(pattern, cache_path=None, write_cache=False, skip_corru
 
     The JSON file `cache_path` maps each pattern to its shards' names, sizes and modification
     times and their record counts; counts are reused only for exactly the same files. A fresh
-    count (which reads every record once; `skip_corrupt` as in data.shard_record_counts) is
+    count (which reads every record once; `skip_corrupt` as in pipelines.shard_record_counts) is
     stored there when `write_cache` (the chief: other workers read what it wrote). A cache
     that cannot be written only costs a recount at the next start.
     """
@@ -93,7 +93,7 @@ def cached_shard_records(pattern, cache_path=None, write_cache=False, skip_corru
         schema.MANIFEST_FILENAME,
         pattern,
     )
-    counts = data.shard_record_counts(files, skip_corrupt)
+    counts = pipelines.shard_record_counts(files, skip_corrupt)
     if cache_path and write_cache:
         cache = _read_json(cache_path)
         cache[pattern] = {"files": fingerprint, "records": sum(counts), "per_file": counts}
@@ -135,7 +135,7 @@ def _describe_tfrecords(config, count_cache, write_count_cache, require_validati
         if not tf.io.gfile.glob(os.path.join(data_dir, pattern)):
             raise ConfigError(
                 f"no {what} files match {pattern!r} in {data_dir} (expected TFRecord "
-                "shards like train-00000-of-01024 from tools/build_imagenet_tfrecords.py)"
+                "shards like train-00000-of-01024 from python -m alexnet_tf.convert)"
             )
     # manifest.json and labels.txt are each read once, here; the pipelines get what they say.
     labels_path = os.path.join(data_dir, schema.LABELS_FILENAME)
@@ -221,7 +221,7 @@ def check_data_service(config):
     """Waits up to config.data_service_wait_s for the dispatcher; ConfigError naming it if none answers."""
     host, port = parse_service_address(config.data_service)
     try:
-        data.wait_for_dispatcher(host, port, config.data_service_wait_s)
+        pipelines.wait_for_dispatcher(host, port, config.data_service_wait_s)
     except ConnectionError as e:
         raise ConfigError(
             f"--data_service={config.data_service}: {e}; start it with python -m alexnet_tf.data_service "
@@ -255,7 +255,7 @@ def service_job_name(config, seed, pipeline_batch_size, shuffle_buffer_size):
 def steps_per_epoch(config, info, num_pipelines=1):
     """Global steps per epoch: --steps_per_epoch, else one pass over the training data.
 
-    TFRecord shards: the steps of data.make_dataset's epoch (all input pipelines take as many
+    TFRecord shards: the steps of pipelines.make_dataset's epoch (all input pipelines take as many
     steps, so with several workers an epoch ends with the smallest worker's share); other
     sources: the training examples over the global batch.
     """
@@ -263,14 +263,14 @@ def steps_per_epoch(config, info, num_pipelines=1):
         return config.steps_per_epoch
     if info.train_shard_records:
         counts = [info.train_shard_records[name] for name in sorted(info.train_shard_records)]
-        return data.training_steps_per_epoch(counts, config.batch_size, num_pipelines)
+        return pipelines.training_steps_per_epoch(counts, config.batch_size, num_pipelines)
     return info.train_examples // config.batch_size
 
 
 def inexact_resume_reason(config, info):
     """Why a resumed run of this input would not continue the interrupted run exactly, or None.
 
-    TFRecord shards resume exactly (data.make_dataset); synthetic batches have nothing to lose.
+    TFRecord shards resume exactly (pipelines.make_dataset); synthetic batches have nothing to lose.
     """
     if config.data_service:
         return (
@@ -280,7 +280,7 @@ def inexact_resume_reason(config, info):
     if info.source == "tfds":
         return (
             "tensorflow-datasets input reshuffles on resume (seed + step) instead of continuing "
-            "the epoch's order; convert the data to TFRecord shards (alexnet_tf.convert) for an "
+            "the epoch's order; convert the data to TFRecord shards (alexnet_tf.data.convert) for an "
             "exact resume"
         )
     return None
@@ -306,9 +306,9 @@ def make_input_fns(config, info, seed, start_step=0, position=None):
       info: DataInfo from describe_data.
       seed: seed of the training order and augmentation, or None.
       start_step: global steps already trained: TFRecord training data continues where they
-        ended (data.make_dataset; at `position` when given); tensorflow-datasets input
+        ended (pipelines.make_dataset; at `position` when given); tensorflow-datasets input
         reshuffles instead, with seed + start_step, so that it does not replay the epoch's start.
-      position: data.EpochPosition where TFRecord training data continues (a run resumed with
+      position: pipelines.EpochPosition where TFRecord training data continues (a run resumed with
         another global batch or number of workers); None: where `start_step` steps of this
         run's layout end.
 
@@ -348,7 +348,7 @@ def make_input_fns(config, info, seed, start_step=0, position=None):
             job_name = service_job_name(config, seed, per_replica, shuffle_buffer_size)
             logging.info("Reading training batches from job %s of the tf.data service.", job_name)
         if info.source == "tfrecord":
-            return data.make_dataset(
+            return pipelines.make_dataset(
                 train_glob,
                 batch_size,
                 True,
@@ -365,7 +365,7 @@ def make_input_fns(config, info, seed, start_step=0, position=None):
                 **record_args,
             )
         if info.source == "tfds":
-            return data.make_tfds_dataset(
+            return pipelines.make_tfds_dataset(
                 config.data_dir,
                 "train",
                 batch_size,
@@ -377,13 +377,13 @@ def make_input_fns(config, info, seed, start_step=0, position=None):
                 finish_on_host=False,
                 **common,
             )
-        return data.synthetic_dataset(
+        return pipelines.synthetic_dataset(
             batch_size, num_classes=info.num_classes, input_context=input_context, seed=seed or 0, **common
         )
 
     def evaluation(input_context=None, ten_crop=False):
         if info.source == "tfrecord":
-            dataset = data.make_dataset(
+            dataset = pipelines.make_dataset(
                 eval_glob,
                 config.batch_size,
                 False,
@@ -392,7 +392,7 @@ def make_input_fns(config, info, seed, start_step=0, position=None):
                 **record_args,
             )
         elif info.source == "tfds":
-            dataset = data.make_tfds_dataset(
+            dataset = pipelines.make_tfds_dataset(
                 config.data_dir,
                 "validation",
                 config.batch_size,
@@ -402,7 +402,7 @@ def make_input_fns(config, info, seed, start_step=0, position=None):
                 **common,
             )
         else:
-            dataset = data.synthetic_dataset(
+            dataset = pipelines.synthetic_dataset(
                 config.batch_size,
                 num_classes=info.num_classes,
                 ten_crop=ten_crop,

@@ -13,10 +13,11 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from alexnet_tf import metrics, optim, preprocessing
-from alexnet_tf.checkpointing import model_weights, random_state
+from alexnet_tf import metrics, optim
+from alexnet_tf.data import preprocessing
 from alexnet_tf.model import HEAD_LAYER, build_alexnet, set_trainable
 from alexnet_tf.training.schedules import AlexNetSchedule, PlateauState
+from alexnet_tf.weights.checkpointing import model_weights, random_state
 
 
 def build_model(config, num_classes, input_conversion=None):

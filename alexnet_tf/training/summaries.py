@@ -15,7 +15,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from alexnet_tf import preprocessing
+from alexnet_tf.data import preprocessing
 
 HISTOGRAM_MAX_VALUES = 1 << 18
 # The projector's sample: enough to see the classes cluster, cheap to compute at the end of a run

@@ -38,10 +38,10 @@ from absl import logging
 import tensorflow as tf
 from tensorflow.python.eager import cancellation  # pylint: disable=g-direct-tensorflow-import
 
-from alexnet_tf import data
-from alexnet_tf.checkpointing import CHECKPOINT_SUBDIR, random_state
 from alexnet_tf.config import parse_service_address
+from alexnet_tf.data import pipelines
 from alexnet_tf.training.devices import num_workers
+from alexnet_tf.weights.checkpointing import CHECKPOINT_SUBDIR, random_state
 
 POLL_S = 0.5
 # A step counts as waiting for its batch once it has run WAIT_FACTOR times longer than the
@@ -238,7 +238,7 @@ class InputWatchdog:
                 self._cancel(call, "SIGTERM")
                 continue
             try:
-                data.wait_for_dispatcher(self._host, self._port, PROBE_TIMEOUT_S, poll_s=PROBE_TIMEOUT_S)
+                pipelines.wait_for_dispatcher(self._host, self._port, PROBE_TIMEOUT_S, poll_s=PROBE_TIMEOUT_S)
                 continue  # it answers: its workers may be slow or gone, and may come back
             except ConnectionError as e:
                 reason = str(e)
