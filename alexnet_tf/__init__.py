@@ -32,7 +32,7 @@ else:
     # The model API runs on every Keras backend without TensorFlow.
     def __getattr__(name):
         if name in _TENSORFLOW_NAMES:
-            import importlib  # pylint: disable=g-import-not-at-top
+            import importlib
 
             return getattr(importlib.import_module(_TENSORFLOW_NAMES[name]), name)
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

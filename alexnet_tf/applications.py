@@ -48,7 +48,7 @@ from alexnet_tf.weights.checkpointing import load_model
 POOLINGS = (None, "avg", "max")
 
 
-def AlexNet(
+def AlexNet(  # noqa: N802  named like keras.applications.ResNet50
     include_top=True,
     weights=None,
     input_shape=None,

@@ -116,8 +116,8 @@ def rest_predict(
 
 def grpc_request(images, model_name="alexnet", model_version=None, signature_name="serving_default"):
     """The PredictRequest proto: `image_bytes` as a DT_STRING tensor of shape [N]."""
-    from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2  # pylint: disable=g-import-not-at-top
-    from tensorflow_serving.apis import predict_pb2  # pylint: disable=g-import-not-at-top
+    from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
+    from tensorflow_serving.apis import predict_pb2
 
     request = predict_pb2.PredictRequest()
     request.model_spec.name = model_name
@@ -140,9 +140,9 @@ def grpc_predict(
     server, images, model_name="alexnet", model_version=None, signature_name="serving_default", timeout=30.0
 ):
     """Sends the gRPC request; returns one dict of named outputs (lists) per image, like REST."""
-    import grpc  # pylint: disable=g-import-not-at-top
-    from tensorflow.python.framework import tensor_util  # pylint: disable=g-import-not-at-top
-    from tensorflow_serving.apis import prediction_service_pb2_grpc  # pylint: disable=g-import-not-at-top
+    import grpc
+    from tensorflow.python.framework import tensor_util
+    from tensorflow_serving.apis import prediction_service_pb2_grpc
 
     request = grpc_request(images, model_name, model_version, signature_name)
     with grpc.insecure_channel(server) as channel:

@@ -77,7 +77,7 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     # TensorFlow's C++ start-up notices would bury the progress line (workers inherit this).
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from alexnet_tf.data import convert  # pylint: disable=g-import-not-at-top  (after the log level)
+    from alexnet_tf.data import convert  # after the log level
 
     try:
         if FLAGS.train_dir or FLAGS.validation_dir or not FLAGS.verify:

@@ -78,7 +78,7 @@ def run(
     """
     model, model_dir = load_model(checkpoint)
     if export_format == "onnx":
-        from alexnet_tf.serving import onnx_export  # pylint: disable=g-import-not-at-top  (tf2onnx only when asked)
+        from alexnet_tf.serving import onnx_export  # tf2onnx only when asked
 
         path = export_dir if export_dir.endswith(".onnx") else os.path.join(export_dir, "model.onnx")
         return onnx_export.export_onnx(model, path)

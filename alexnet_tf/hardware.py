@@ -95,13 +95,13 @@ def cpu_has_native_bfloat16():
 @functools.cache
 def onednn_enabled():
     """Whether this TensorFlow process runs oneDNN's CPU kernels (fixed when TensorFlow was imported)."""
-    from tensorflow.python.util import _pywrap_util_port  # pylint: disable=g-import-not-at-top
+    from tensorflow.python.util import _pywrap_util_port
 
     return bool(_pywrap_util_port.IsMklEnabled())
 
 
 def has_gpu():
     """Whether TensorFlow sees a GPU."""
-    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    import tensorflow as tf
 
     return bool(tf.config.list_physical_devices("GPU"))

@@ -56,7 +56,7 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from alexnet_tf.weights import importers  # pylint: disable=g-import-not-at-top  (after the log level)
+    from alexnet_tf.weights import importers  # after the log level
 
     try:
         summary = importers.import_to_files(

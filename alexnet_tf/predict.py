@@ -43,7 +43,7 @@ def run(saved_model, files, as_json=False, signature="serving_default", out=None
       (tf.errors.OpError, ValueError, OSError): the SavedModel cannot be loaded.
     """
     out, err = out or sys.stdout, err or sys.stderr
-    import tensorflow as tf  # pylint: disable=g-import-not-at-top  (keeps --help fast)
+    import tensorflow as tf  # keeps --help fast
 
     signatures = tf.saved_model.load(resolve_saved_model(saved_model)).signatures
     if signature not in signatures:
@@ -71,7 +71,7 @@ def run(saved_model, files, as_json=False, signature="serving_default", out=None
 def main(argv):
     if not FLAGS.saved_model or len(argv) < 2:
         raise app.UsageError("usage: python -m alexnet_tf.predict --saved_model=DIR image [image ...]")
-    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    import tensorflow as tf
 
     where = FLAGS.saved_model
     try:

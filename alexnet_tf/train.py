@@ -244,7 +244,7 @@ def run(config):
 
 def _resolve_demo(config):
     """The config with --demo's generated data dir, and a fresh timestamped run dir without --model_dir."""
-    from alexnet_tf.data import demo  # pylint: disable=g-import-not-at-top  (only the demo needs it)
+    from alexnet_tf.data import demo  # only the demo needs it
 
     cache_dir = os.path.expanduser(config.demo_cache_dir)
     logging.info("Preparing the demo dataset in %s", cache_dir)

@@ -169,7 +169,7 @@ def check_variant(workdir, variant, size):
 def lrn_gradient(layer, x, cotangent):
     """d(sum(LRN(x) * cotangent)) / dx in training mode, by the backend's own autodiff."""
     if BACKEND == "tensorflow":
-        import tensorflow as tf  # pylint: disable=g-import-not-at-top
+        import tensorflow as tf
 
         x = tf.constant(x)
         with tf.GradientTape() as tape:
@@ -177,11 +177,11 @@ def lrn_gradient(layer, x, cotangent):
             y = layer(x, training=True)
         return tape.gradient(y, x, output_gradients=tf.constant(cotangent)).numpy()
     if BACKEND == "jax":
-        import jax  # pylint: disable=g-import-not-at-top
+        import jax
 
         _, vjp = jax.vjp(lambda a: layer(a, training=True), x)
         return np.asarray(vjp(cotangent)[0])
-    import torch  # pylint: disable=g-import-not-at-top
+    import torch
 
     x = torch.tensor(x, requires_grad=True)
     layer(x, training=True).backward(torch.tensor(cotangent))

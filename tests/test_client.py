@@ -65,7 +65,7 @@ def test_rest_body_is_tf_serving_row_format_with_b64(files):
 
 
 def test_grpc_request_is_a_predict_request_with_a_string_tensor(files):
-    from tensorflow_serving.apis import predict_pb2  # pylint: disable=g-import-not-at-top
+    from tensorflow_serving.apis import predict_pb2
 
     _, images = files
     request = predict_pb2.PredictRequest.FromString(
@@ -85,7 +85,7 @@ def test_grpc_request_is_a_predict_request_with_a_string_tensor(files):
 
 def rest_handler(loaded):
     class Handler(http.server.BaseHTTPRequestHandler):
-        def do_POST(self):  # pylint: disable=invalid-name
+        def do_POST(self):  # noqa: N802  http.server's name for the handler
             body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
             if self.path != f"/v1/models/{MODEL_NAME}:predict":
                 return self.reply(404, {"error": f"Servable not found for request: {self.path}"})
@@ -131,11 +131,11 @@ def rest_server(loaded):
 
 @pytest.fixture()
 def grpc_server(loaded):
-    import grpc  # pylint: disable=g-import-not-at-top
-    from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc  # pylint: disable=g-import-not-at-top
+    import grpc
+    from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
     class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
-        def Predict(self, request, context):  # pylint: disable=invalid-name
+        def Predict(self, request, context):  # noqa: N802  the gRPC service's method name
             if request.model_spec.name != MODEL_NAME:
                 context.abort(
                     grpc.StatusCode.NOT_FOUND,

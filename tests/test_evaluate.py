@@ -103,7 +103,7 @@ def test_command_prints_centre_and_ten_crop_top1_top5(saved):
 @pytest.mark.slow
 def test_tensorflow_errors_end_with_one_line_naming_the_input(tmp_path):
     """A shard that is no TFRecord fails inside TensorFlow: one line and status 2, no traceback."""
-    from tiny_models import small_classifier  # pylint: disable=g-import-not-at-top
+    from tiny_models import small_classifier
 
     export_path = signatures.export_saved_model(small_classifier(), str(tmp_path / "model"), warmup=False)
     data_dir = tmp_path / "data"

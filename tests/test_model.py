@@ -74,7 +74,7 @@ def test_paper_variant_layout(paper_model):
 
 
 def _inbound(model, name):
-    return model.get_layer(name).input._keras_history.operation.name
+    return model.get_layer(name).input._keras_history.operation.name  # noqa: SLF001  Keras keeps no public link
 
 
 @pytest.mark.parametrize(

@@ -107,7 +107,7 @@ def test_flags_default_to_the_paper_recipe_and_demo_keeps_given_flags():
 
 
 def test_the_variant_choices_are_the_models():
-    from alexnet_tf import config, model  # pylint: disable=g-import-not-at-top
+    from alexnet_tf import config, model
 
     assert set(config.VARIANTS) == set(model.VARIANTS)
 
@@ -158,7 +158,7 @@ def test_step_and_cosine_schedules_with_warmup():
 
 
 def test_a_train_step_of_a_zero_weight_model_counts_one_top1_hit_not_all():
-    from alexnet_tf.training import step as steps  # pylint: disable=g-import-not-at-top
+    from alexnet_tf.training import step as steps
 
     config = TrainConfig(
         batch_size=4,
@@ -205,7 +205,7 @@ def test_filter_grid_draws_two_towers_of_48_filters_each_stretched_to_0_1_and_sc
 
 
 def test_conv1_filter_image_follows_the_towers_and_shows_bgr_kernels_in_rgb():
-    from alexnet_tf.model import build_alexnet  # pylint: disable=g-import-not-at-top
+    from alexnet_tf.model import build_alexnet
 
     one_block = build_alexnet(
         num_classes=2,
@@ -296,8 +296,8 @@ def test_tensorboard_events_hold_scalars_input_grid_and_conv1_filters(trained):
 
 @pytest.mark.slow
 def test_projector_holds_fc7_embeddings_labels_and_sprite_of_the_validation_images(trained):
-    from google.protobuf import text_format  # pylint: disable=g-import-not-at-top
-    from tensorboard.plugins import projector  # pylint: disable=g-import-not-at-top
+    from google.protobuf import text_format
+    from tensorboard.plugins import projector
 
     model_dir, _ = trained
     run_dir = os.path.join(model_dir, "validation")

@@ -74,7 +74,7 @@ def main(argv):
                 try:
                     [g.numpy() for g in fn(x, k)]  # trace, compile and warm up
                     steps[impl] = fn
-                except Exception as e:  # a candidate that cannot run here is reported, not fatal
+                except Exception as e:  # noqa: BLE001  a candidate that cannot run here is reported, not fatal
                     results.append({"dtype": dtype, "layer": name, "impl": impl, "error": str(e)[:200]})
             times = {impl: [] for impl in steps}
             for _ in range(FLAGS.repeats):

@@ -173,7 +173,7 @@ def main(argv):
     ratios = {p: median[("tensorflow", p)] / median[("pytorch", p)] for p in FLAGS.precision}
     best_torch = max(FLAGS.precision, key=lambda p: median[("pytorch", p)])
     best_tf = max(FLAGS.precision, key=lambda p: median[("tensorflow", p)])
-    import alexnet_tf  # pylint: disable=g-import-not-at-top
+    import alexnet_tf
 
     report = {
         "variant": FLAGS.variant,

@@ -30,7 +30,7 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TF's C++ start-up notices
-    from alexnet_tf.data import demo  # pylint: disable=g-import-not-at-top  (after the log level)
+    from alexnet_tf.data import demo  # after the log level
 
     print(
         demo.build_demo_dataset(

@@ -45,7 +45,7 @@ def newest_trace(path):
 
 def op_times(trace_path):
     """{op name: total milliseconds} over the compute threads of the host plane."""
-    from tensorflow.tsl.profiler.protobuf import xplane_pb2  # pylint: disable=g-import-not-at-top
+    from tensorflow.tsl.profiler.protobuf import xplane_pb2
 
     space = xplane_pb2.XSpace()
     with open(trace_path, "rb") as f:

@@ -55,10 +55,10 @@ def black_png(height, width):
 
 
 def main(workdir, smoke=False):
-    import keras  # pylint: disable=g-import-not-at-top
-    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    import keras
+    import tensorflow as tf
 
-    from alexnet_tf.serving import signatures  # pylint: disable=g-import-not-at-top
+    from alexnet_tf.serving import signatures
 
     os.makedirs(workdir, exist_ok=True)
     keras.utils.set_random_seed(0)

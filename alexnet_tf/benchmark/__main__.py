@@ -204,7 +204,7 @@ def settings_from_flags(flag_values):
 
 def environment(tf, keras):
     """Versions and hardware the figures were measured on."""
-    from alexnet_tf import hardware  # pylint: disable=g-import-not-at-top
+    from alexnet_tf import hardware
 
     gpus = tf.config.list_physical_devices("GPU")
     return {
@@ -222,8 +222,8 @@ def environment(tf, keras):
 
 
 def _demo_data_dir():
-    from alexnet_tf.config import DEFAULT_DEMO_CACHE_DIR  # pylint: disable=g-import-not-at-top
-    from alexnet_tf.data import demo  # pylint: disable=g-import-not-at-top  (only without --data_dir)
+    from alexnet_tf.config import DEFAULT_DEMO_CACHE_DIR
+    from alexnet_tf.data import demo  # only without --data_dir
 
     cache_dir = os.path.expanduser(DEFAULT_DEMO_CACHE_DIR)
     _progress(f"no --data_dir: using the demo dataset in {cache_dir} (built the first time, ~20 s)")
@@ -236,8 +236,8 @@ def run(mode, settings):
     Raises:
       ConfigError: a flag the machine or the data cannot satisfy (one line naming it).
     """
-    from alexnet_tf.benchmark import pipeline, serve, train  # pylint: disable=g-import-not-at-top
-    from alexnet_tf.training import devices  # pylint: disable=g-import-not-at-top
+    from alexnet_tf.benchmark import pipeline, serve, train
+    from alexnet_tf.training import devices
 
     s = settings
     timing = dict(
@@ -275,8 +275,8 @@ def run(mode, settings):
     data_dir = s["data_dir"] or _demo_data_dir()
     service, service_pids = s["data_service"], ()
     if service and service != "local":
-        from alexnet_tf.config import TrainConfig  # pylint: disable=g-import-not-at-top
-        from alexnet_tf.training.inputs import check_data_service  # pylint: disable=g-import-not-at-top
+        from alexnet_tf.config import TrainConfig
+        from alexnet_tf.training.inputs import check_data_service
 
         check_data_service(TrainConfig(data_service=service))
     with contextlib.ExitStack() as stack:
@@ -366,8 +366,8 @@ def main(argv):
         return 2
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     with _stdout_to_stderr():  # only the report goes to stdout
-        import keras  # pylint: disable=g-import-not-at-top
-        import tensorflow as tf  # pylint: disable=g-import-not-at-top
+        import keras
+        import tensorflow as tf
 
         try:
             result, table = run(FLAGS.mode, settings)

@@ -210,7 +210,7 @@ class _JitStep:
     """The JAX train step: one jitted call per step; the state lives in JAX arrays, not the model."""
 
     def __init__(self, model, optimizer, images, labels):
-        import jax  # pylint: disable=g-import-not-at-top  (JAX backend only)
+        import jax  # JAX backend only
 
         self._jax, self._images, self._labels = jax, images, labels
         loss_fn = _loss()
@@ -277,18 +277,18 @@ def device():
     """(platform, device name, device count) of the devices the active backend trains on."""
     backend = keras.backend.backend()
     if backend == "jax":
-        import jax  # pylint: disable=g-import-not-at-top
+        import jax
 
         devices = jax.devices()
         platform_name, kind = devices[0].platform, devices[0].device_kind
     elif backend == "tensorflow":
-        import tensorflow as tf  # pylint: disable=g-import-not-at-top  (it is the backend)
+        import tensorflow as tf  # it is the backend
 
         devices = tf.config.list_physical_devices("GPU") or tf.config.list_physical_devices("CPU")
         platform_name = devices[0].device_type.lower()
         kind = tf.config.experimental.get_device_details(devices[0]).get("device_name", "")
     elif backend == "torch":
-        import torch  # pylint: disable=g-import-not-at-top
+        import torch
 
         if torch.cuda.is_available():
             devices = range(torch.cuda.device_count())
@@ -312,7 +312,7 @@ def peak_tflops(device_name, platform_name):
     return None
 
 
-def _peak_shares(precision, tflops, peaks):
+def peak_shares(precision, tflops, peaks):
     """The row's achieved TFLOP/s over each peak its arithmetic may run at ({} where unknown)."""
     if not peaks:
         return {}, {}
@@ -350,7 +350,7 @@ def time_row(config, variant, precision, batch_size, peaks):
         keras.mixed_precision.set_global_policy("float32")
     median = statistics.median(rounds)
     tflops = median * flops_per_image / 1e12
-    row_peaks, shares = _peak_shares(precision, tflops, peaks)
+    row_peaks, shares = peak_shares(precision, tflops, peaks)
     return {
         "variant": variant,
         "precision": precision,
@@ -385,8 +385,8 @@ def environment():
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
     }
     if backend == "jax":
-        import jax  # pylint: disable=g-import-not-at-top
-        import jaxlib  # pylint: disable=g-import-not-at-top
+        import jax
+        import jaxlib
 
         env.update(
             jax=jax.__version__,

@@ -72,8 +72,8 @@ def describe_train_shards(data_dir, num_classes=None, label_offset=None, **confi
     Raises:
       ConfigError: no train-* shards, undetectable label offset, disagreeing num_classes.
     """
-    from alexnet_tf.config import TrainConfig  # pylint: disable=g-import-not-at-top
-    from alexnet_tf.training.inputs import describe_data  # pylint: disable=g-import-not-at-top
+    from alexnet_tf.config import TrainConfig
+    from alexnet_tf.training.inputs import describe_data
 
     # Shards whose manifest does not list their record counts are counted (the training order
     # is planned from them).
@@ -131,7 +131,7 @@ def _pipeline(train_dataset):
 
 
 def _pipeline_finished_on_host(tf, train_dataset):
-    from alexnet_tf.data import preprocessing  # pylint: disable=g-import-not-at-top
+    from alexnet_tf.data import preprocessing
 
     with tf.device("/device:CPU:0"):
         for images, _ in train_dataset():
@@ -172,7 +172,7 @@ _WORKER = {}
 
 
 def _pil_init(jpegs, shm_name, slots, batch_size, mean, eigval, eigvec):
-    from multiprocessing import shared_memory  # pylint: disable=g-import-not-at-top
+    from multiprocessing import shared_memory
 
     # Constants come from alexnet_tf.data.pipelines in the parent: workers stay free of TensorFlow.
     _WORKER["mean"] = np.asarray(mean, np.float32)
@@ -184,7 +184,7 @@ def _pil_init(jpegs, shm_name, slots, batch_size, mean, eigval, eigvec):
 
 
 def _pil_batch(task):
-    from PIL import Image  # pylint: disable=g-import-not-at-top
+    from PIL import Image
 
     start, slot, seed = task
     jpegs, out = _WORKER["jpegs"], _WORKER["out"][slot]
@@ -212,8 +212,8 @@ class _PilLoader:
     SLOTS = 6
 
     def __init__(self, jpegs, processes, batch_size, constants):
-        import multiprocessing  # pylint: disable=g-import-not-at-top
-        from multiprocessing import shared_memory  # pylint: disable=g-import-not-at-top
+        import multiprocessing
+        from multiprocessing import shared_memory
 
         self._batch_size, slots = batch_size, self.SLOTS
         self._shm = shared_memory.SharedMemory(create=True, size=slots * batch_size * 224 * 224 * 3 * 4)
@@ -226,7 +226,7 @@ class _PilLoader:
 
     @property
     def pids(self):
-        return [process.pid for process in self._pool._pool]  # pylint: disable=protected-access
+        return [process.pid for process in self._pool._pool]  # noqa: SLF001  multiprocessing.Pool names no public list of its workers
 
     def batches(self):
         pending, step = [], 0
@@ -364,10 +364,10 @@ def run(
     Raises:
       ConfigError: no train-* shards, undetectable label offset, disagreeing num_classes.
     """
-    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    import tensorflow as tf
 
-    from alexnet_tf.data import preprocessing  # pylint: disable=g-import-not-at-top
-    from alexnet_tf.training.inputs import make_input_fns  # pylint: disable=g-import-not-at-top
+    from alexnet_tf.data import preprocessing
+    from alexnet_tf.training.inputs import make_input_fns
 
     config, info = describe_train_shards(data_dir, num_classes, label_offset, batch_size=batch_size)
     files = sorted(tf.io.gfile.glob(os.path.join(data_dir, config.train_pattern)))
@@ -383,7 +383,7 @@ def run(
         rows["service"] = lambda: _pipeline(service_dataset)
     loader, skipped = None, []
     try:
-        import PIL  # pylint: disable=g-import-not-at-top,unused-import
+        import PIL
     except ImportError:
         skipped.append({"row": "pil", "reason": "skipped: Pillow is not installed (pip install pillow)"})
     else:

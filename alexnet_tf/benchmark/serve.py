@@ -48,8 +48,8 @@ def _seconds(call, count):
 def _onnx_missing():
     """None when onnxruntime and tf2onnx import, else the reason for skipping."""
     try:
-        import onnxruntime  # pylint: disable=g-import-not-at-top,unused-import
-        import tf2onnx  # pylint: disable=g-import-not-at-top,unused-import
+        import onnxruntime
+        import tf2onnx
     except ImportError as e:
         return f"skipped: not installed ({e.name}; pip install onnxruntime tf2onnx)"
     return None
@@ -86,11 +86,11 @@ def run(
       images/sec median/min/max), skipped (runtimes not run, with the reason) and, with
       onnxruntime, onnx_max_abs_probability_difference.
     """
-    import keras  # pylint: disable=g-import-not-at-top
-    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    import keras
+    import tensorflow as tf
 
-    from alexnet_tf.model import build_alexnet  # pylint: disable=g-import-not-at-top
-    from alexnet_tf.serving import signatures  # pylint: disable=g-import-not-at-top
+    from alexnet_tf.model import build_alexnet
+    from alexnet_tf.serving import signatures
 
     keras.utils.set_random_seed(seed)
     model = build_alexnet(num_classes=num_classes, variant=variant, dropout_rate=0.0)
@@ -116,9 +116,9 @@ def run(
         if missing:
             skipped.append({"runtime": "onnxruntime", "reason": missing})
         else:
-            import onnxruntime  # pylint: disable=g-import-not-at-top
+            import onnxruntime
 
-            from alexnet_tf.serving import onnx_export  # pylint: disable=g-import-not-at-top
+            from alexnet_tf.serving import onnx_export
 
             progress("converting to ONNX (tf2onnx: about a minute and 10 GiB of memory for the full model)")
             path = onnx_export.export_onnx(model, os.path.join(workdir, "alexnet.onnx"))

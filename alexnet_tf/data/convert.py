@@ -400,7 +400,7 @@ def _entry_problem(error: OSError, entry: os.DirEntry | None = None) -> str:
     return f"cannot read: {error.strerror or error}"
 
 
-def _walk_class_folder(
+def walk_class_folder(
     root: str,
     folder: str,
     synset: str,
@@ -444,7 +444,7 @@ def _walk_class_folder(
                 )
                 continue
             seen.add((info.st_dev, info.st_ino))
-            _walk_class_folder(root, path, synset, items, problems, seen)
+            walk_class_folder(root, path, synset, items, problems, seen)
         elif stat.S_ISREG(info.st_mode):
             items.append(_Item(shown, path, None, info.st_size, synset, info.st_mtime_ns))
         else:
@@ -498,7 +498,7 @@ def _scan(root: str, flag: str) -> tuple[list[_Item], list[str], list[tuple[str,
     for entry, info in kinds:
         if stat.S_ISDIR(info.st_mode):
             classes.add(entry.name)
-            _walk_class_folder(root, entry.path, entry.name, items, problems, seen)
+            walk_class_folder(root, entry.path, entry.name, items, problems, seen)
         elif not stat.S_ISREG(info.st_mode):
             problems.append((entry.name, "not a regular file (a pipe, socket or device)"))
         elif entry.name.endswith(".tar") and tarfile.is_tarfile(entry.path):
@@ -695,7 +695,7 @@ def _atomic_write(path: str, text: str) -> None:
     os.replace(tmp, path)
 
 
-def _sha256_file(path: str) -> str:
+def sha256_file(path: str) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -736,7 +736,7 @@ def _convert_shard(task: _ShardTask, on_image: Callable[[], None]) -> dict:
                 skipped.append({**where, "reason": str(e)})
             except OSError as e:
                 skipped.append({**where, "reason": f"cannot read: {e.strerror or e}"})
-            except Exception as e:  # pylint: disable=broad-except  # one file never stops a run
+            except Exception as e:  # noqa: BLE001  one file never stops a run
                 skipped.append({**where, "reason": f"cannot convert: {type(e).__name__}: {e}"})
             else:
                 label = index[item.synset]
@@ -755,7 +755,7 @@ def _convert_shard(task: _ShardTask, on_image: Callable[[], None]) -> dict:
         "file": file,
         "num_records": sum(per_class.values()),
         "num_bytes": os.path.getsize(tmp),
-        "sha256": _sha256_file(tmp),
+        "sha256": sha256_file(tmp),
     }
     os.replace(tmp, os.path.join(task.output_dir, file))
     return {
@@ -1120,7 +1120,7 @@ def _verify_shard(task: _VerifyTask, on_image: Callable[[], None]) -> dict:
     name, problems, per_class = os.path.basename(task.path), [], collections.Counter()
     if not os.path.isfile(task.path):
         return {"split": task.split, "problems": [f"{name}: missing"], "per_class": per_class}
-    if _sha256_file(task.path) != task.entry["sha256"]:
+    if sha256_file(task.path) != task.entry["sha256"]:
         problems.append(f"{name}: sha256 differs from the manifest")
     count = 0
     try:

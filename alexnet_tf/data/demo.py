@@ -189,7 +189,7 @@ def render_demo_tree(
 def _locked(path: str):
     """Holds an exclusive lock on `path`, so that concurrent trainers build the data once."""
     try:
-        import fcntl  # pylint: disable=g-import-not-at-top  (POSIX only)
+        import fcntl  # POSIX only
     except ImportError:
         yield
         return

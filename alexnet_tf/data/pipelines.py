@@ -38,11 +38,11 @@ from alexnet_tf.data.preprocessing import (
 
 # A TFRecord frame is an 8-byte length, its 4-byte CRC, the data, and the data's 4-byte CRC.
 _TFRECORD_FRAME_BYTES = 16
-# Records the shard reader handles per tf.data function call (see _read_shard).
+# Records the shard reader handles per tf.data function call (see read_shard).
 _READ_GROUP = 64
 # Ends each shard's record stream. 0xff opens a protobuf field with wire type 7, which does not
 # exist, so no serialized Example equals it.
-_END_OF_SHARD = b"\xffalexnet_tf:end-of-shard"
+END_OF_SHARD = b"\xffalexnet_tf:end-of-shard"
 
 
 # ----------------------------------------------------------------------------- datasets
@@ -73,7 +73,7 @@ def _file_sizes(files):
         return list(pool.map(lambda f: tf.io.gfile.stat(f).length, files))
 
 
-def _read_shard(filename, size, skip_corrupt):
+def read_shard(filename, size, skip_corrupt):
     """Records of one TFRecord shard in groups (string [n]), checking that the shard is whole.
 
     tf.data's DataLossError names no file, and TFRecordDataset abandons a file at its first bad
@@ -82,10 +82,10 @@ def _read_shard(filename, size, skip_corrupt):
     The scan runs once per group of records, not per record: tf.data function calls are dear.
     """
     groups = tf.data.TFRecordDataset(filename).ignore_errors(log_warning=True).batch(_READ_GROUP)
-    groups = groups.concatenate(tf.data.Dataset.from_tensors(tf.constant([_END_OF_SHARD])))
+    groups = groups.concatenate(tf.data.Dataset.from_tensors(tf.constant([END_OF_SHARD])))
 
     def step(read_bytes, group):
-        at_end = tf.equal(group[0], _END_OF_SHARD)
+        at_end = tf.equal(group[0], END_OF_SHARD)
         whole = tf.logical_or(tf.logical_not(at_end), tf.equal(read_bytes, size))
         report = [
             "corrupt or truncated TFRecord shard",
@@ -126,7 +126,7 @@ def _count_corrupt_shards(groups):
     """Logs a running count of the corrupt shards skipped, and drops their end markers."""
 
     def step(count, group):
-        corrupt = tf.reduce_any(tf.equal(group, _END_OF_SHARD))
+        corrupt = tf.reduce_any(tf.equal(group, END_OF_SHARD))
         count += tf.cast(corrupt, tf.int64)
         tf.cond(
             corrupt,
@@ -137,7 +137,7 @@ def _count_corrupt_shards(groups):
             ),
             tf.no_op,
         )
-        return count, tf.boolean_mask(group, tf.not_equal(group, _END_OF_SHARD))
+        return count, tf.boolean_mask(group, tf.not_equal(group, END_OF_SHARD))
 
     return groups.scan(tf.constant(0, tf.int64), _as_written(step))
 
@@ -150,8 +150,8 @@ def shard_record_counts(files, skip_corrupt=False):
     """
 
     def count(filename, size):
-        groups = _read_shard(filename, size, skip_corrupt)
-        records = lambda n, group: n + tf.size(tf.boolean_mask(group, tf.not_equal(group, _END_OF_SHARD)))
+        groups = read_shard(filename, size, skip_corrupt)
+        records = lambda n, group: n + tf.size(tf.boolean_mask(group, tf.not_equal(group, END_OF_SHARD)))
         return int(groups.reduce(tf.constant(0), _as_written(records)).numpy())
 
     with concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool:
@@ -504,7 +504,7 @@ def _pipeline_epoch(
 
     def read_block(block_files, block_sizes):
         return tf.data.Dataset.from_tensor_slices((block_files, block_sizes)).interleave(
-            _as_written(lambda filename, size: _read_shard(filename, size, skip_corrupt)),
+            _as_written(lambda filename, size: read_shard(filename, size, skip_corrupt)),
             cycle_length=cycle,
             num_parallel_calls=tf.data.AUTOTUNE,
             deterministic=True,
@@ -571,7 +571,7 @@ def _shard_counts(files, shard_records, skip_corrupt):
     return [shard_records[os.path.basename(f)] for f in files]
 
 
-def _converted_shorter_side(files):
+def files_shorter_side(files):
     """schema.converted_shorter_side of `files`, when they all lie in one data dir; else None."""
     directories = {os.path.dirname(f) for f in files}
     if len(directories) != 1:
@@ -688,7 +688,7 @@ def make_dataset(
         num_classes=num_classes,
         finish_on_host=finish_on_host,
         # Only the training crop uses it: evaluation does not read the manifest again.
-        shorter_side=_converted_shorter_side(files) if training else None,
+        shorter_side=files_shorter_side(files) if training else None,
     )
     if training and data_service is None:
         if seed is None:
@@ -738,7 +738,7 @@ def make_dataset(
     # Evaluation reads in file order; the service's training stream in any order.
     ordered = not (training and shard_files)
     dataset = dataset.interleave(
-        _as_written(lambda filename, size: _read_shard(filename, size, skip_corrupt)),
+        _as_written(lambda filename, size: read_shard(filename, size, skip_corrupt)),
         cycle_length=min(cycle_length, len(files)),
         num_parallel_calls=tf.data.AUTOTUNE,
         deterministic=ordered,
@@ -856,7 +856,7 @@ def make_tfds_dataset(
       tf.data.Dataset of (float32 images, int32 labels) as make_dataset.
     """
     # Imported here: it takes seconds, and only this source needs it.
-    import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+    import tensorflow_datasets as tfds
 
     if input_context is not None:
         batch_size = input_context.get_per_replica_batch_size(batch_size)

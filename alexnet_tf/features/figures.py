@@ -25,9 +25,9 @@ BAR_TRACK = (228, 228, 228)
 TOP_K = 5
 
 
-def _pillow():
+def pillow():
     try:
-        from PIL import Image, ImageDraw, ImageFont  # pylint: disable=g-import-not-at-top
+        from PIL import Image, ImageDraw, ImageFont
     except ImportError:
         raise ImportError(
             'drawing pictures needs Pillow: pip install "alexnet_tf[figures]" (or pip install pillow)'
@@ -36,7 +36,7 @@ def _pillow():
 
 
 def _font():
-    _, _, image_font = _pillow()
+    _, _, image_font = pillow()
     return image_font.load_default()
 
 
@@ -91,7 +91,7 @@ def neighbours_layout(k, thumbnail):
 
 
 def _paste(canvas, draw, font, cell, x, y, width, line_height):
-    image, _, _ = _pillow()
+    image, _, _ = pillow()
     thumbnail = image.fromarray(np.asarray(cell.thumbnail, np.uint8))
     canvas.paste(thumbnail, (x, y))
     for i, text in enumerate(cell.captions):
@@ -108,7 +108,7 @@ def neighbours_figure(rows, thumbnail):
     Returns:
       A PIL image.
     """
-    image, image_draw, _ = _pillow()
+    image, image_draw, _ = pillow()
     k = max(len(row) for row in rows) - 1
     layout = neighbours_layout(k, thumbnail)
     canvas = image.new("RGB", layout.size(len(rows)), BACKGROUND)
@@ -132,7 +132,7 @@ def predictions_figure(items, thumbnail, columns=4):
     Returns:
       A PIL image.
     """
-    image, image_draw, _ = _pillow()
+    image, image_draw, _ = pillow()
     font = _font()
     line = _line_height(font)
     columns = max(1, min(columns, len(items)))

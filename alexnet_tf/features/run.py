@@ -142,10 +142,10 @@ class Source:
 
         def generate():
             try:
-                for index, name, payload in self._items(record=True):
+                for index, name, payload in self.entries(record=True):
                     self.names[index] = name
                     yield index, name, payload
-            except Exception as e:  # pylint: disable=broad-except
+            except Exception as e:  # noqa: BLE001  one unreadable image never stops a run
                 self.error = e  # the ignore_errors after the reader would hide it: extract raises it
 
         spec = (tf.TensorSpec([], tf.int64), tf.TensorSpec([], tf.string), tf.TensorSpec([], tf.string))
@@ -164,7 +164,7 @@ class Source:
 
         return dataset.map(parse)
 
-    def _items(self, record):
+    def entries(self, record):
         """(position, name, file bytes or record) of each image the source can give, in order.
 
         With `record`, what it cannot give is passed to `skip` and `read` counts the positions.
@@ -198,10 +198,10 @@ class Source:
             if whole:
                 # data.py's shard reader: it swallows tf.data's read error, which names no file,
                 # and ends a damaged shard with a marker instead (skip_corrupt=True).
-                read_shard = pipelines._read_shard  # pylint: disable=protected-access
+                read_shard = pipelines.read_shard
                 for group in read_shard(shard, tf.io.gfile.stat(shard).length, skip_corrupt=True):
                     for item in group.numpy():
-                        if item == pipelines._END_OF_SHARD:  # pylint: disable=protected-access
+                        if item == pipelines.END_OF_SHARD:
                             whole = False
                             continue
                         if limit is not None and position >= limit:
@@ -257,7 +257,7 @@ class Source:
         wanted = set(int(i) for i in indices)
         found = {}
         if wanted:
-            for index, name, payload in self._items(record=False):
+            for index, name, payload in self.entries(record=False):
                 if index in wanted:
                     found[index] = (name, payload)
                     if len(found) == len(wanted):
@@ -323,7 +323,7 @@ def _image_files(paths, what):
             # decides, as there), symlinks followed, what it cannot use named; hidden files are
             # left out as there.
             items, problems = [], []
-            info, walk = os.stat(path), convert._walk_class_folder  # pylint: disable=protected-access
+            info, walk = os.stat(path), convert.walk_class_folder
             walk(path, path, None, items, problems, {(info.st_dev, info.st_ino)})
             found = [(item.source, None) for item in items]
             found += [(os.path.join(path, shown.removeprefix("./")), reason) for shown, reason in problems]
@@ -693,7 +693,7 @@ def run(argv_images, config, model=None):
             raise UsageError(f"--{flag}={value}: pass a number of at least {least}{unset}")
     if picture:
         try:
-            figures._pillow()  # pylint: disable=protected-access
+            figures.pillow()
         except ImportError as e:
             raise UsageError(str(e)) from None
 

@@ -64,7 +64,7 @@ def export_onnx(model, path, resize_shorter=preprocessing.RESIZE_SHORTER, opset=
     Returns:
       `path`.
     """
-    import tf2onnx  # pylint: disable=g-import-not-at-top  (an optional dependency)
+    import tf2onnx  # an optional dependency
 
     function = onnx_function(model, resize_shorter)
     proto, _ = tf2onnx.convert.from_function(
@@ -79,7 +79,7 @@ def export_onnx(model, path, resize_shorter=preprocessing.RESIZE_SHORTER, opset=
 
 def onnxruntime_probabilities(path, images):
     """Runs the ONNX file on float32 [N, R, R, 3] pixels with onnxruntime (CPU); returns [N, C]."""
-    import onnxruntime  # pylint: disable=g-import-not-at-top
+    import onnxruntime
 
     session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
     return session.run(None, {INPUT_NAME: np.asarray(images, np.float32)})[0]

@@ -167,7 +167,7 @@ class ServingModule(tf.Module):
         )
         return tf.debugging.Assert(batch_size <= self.max_batch, [message])
 
-    def _header(self, index, encoded):
+    def image_header(self, index, encoded):
         """int32 [height, width, ratio] of one encoded image, from its header; asserts the limits.
 
         Nothing is decoded: the size comes from the JPEG frame header (SOFn), PNG IHDR, GIF
@@ -269,7 +269,7 @@ class ServingModule(tf.Module):
         with tf.control_dependencies([self._check_batch(batch_size, "images")]):
             indices = tf.range(batch_size)
         headers = tf.map_fn(
-            lambda args: self._header(*args),
+            lambda args: self.image_header(*args),
             (indices, image_bytes),
             fn_output_signature=tf.TensorSpec([3], tf.int32),
         )
@@ -452,7 +452,7 @@ def write_warmup_requests(version_dir, model_name="alexnet", signatures=None):
     Returns:
       The file's path.
     """
-    from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2  # pylint: disable=g-import-not-at-top
+    from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
 
     jpeg, png = warmup_images()
     inputs = {

@@ -168,16 +168,16 @@ def _describe_tfrecords(config, count_cache, write_count_cache, require_validati
 
 
 def _describe_tfds(config):
-    import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top  (slow; one source)
+    import tensorflow_datasets as tfds  # slow; one source
 
     data_dir = config.data_dir
     _check_data_dir(data_dir)
     try:
         builder = tfds.builder("imagenet2012", data_dir=data_dir)
         train_examples = builder.info.splits["train"].num_examples
-        builder.info.splits["validation"]  # pylint: disable=pointless-statement
+        builder.info.splits["validation"]
         names = tuple(builder.info.features["label"].names)
-    except Exception as e:  # pylint: disable=broad-except  (tfds raises many kinds)
+    except Exception as e:  # noqa: BLE001  tfds raises many kinds
         raise ConfigError(
             f"tensorflow-datasets imagenet2012 is not prepared in {data_dir} "
             f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"

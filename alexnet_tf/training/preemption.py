@@ -31,7 +31,7 @@ class PreemptionSignal:
         self._previous = {}
         self.received = None
 
-    def _handle(self, signum, frame):  # pylint: disable=unused-argument
+    def _handle(self, signum, frame):
         self.received = signum
 
     @property

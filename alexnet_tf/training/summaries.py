@@ -133,7 +133,7 @@ def write_projector(log_dir, features, metadata, thumbnails, tensor_name="fc7"):
     Returns:
       The tensor name the projector shows (`<tensor_name>/.ATTRIBUTES/VARIABLE_VALUE`).
     """
-    from tensorboard.plugins import projector  # pylint: disable=g-import-not-at-top
+    from tensorboard.plugins import projector
 
     features = np.asarray(features, np.float32).reshape(len(features), -1)
     count = len(features)

@@ -36,7 +36,7 @@ import time
 
 from absl import logging
 import tensorflow as tf
-from tensorflow.python.eager import cancellation  # pylint: disable=g-direct-tensorflow-import
+from tensorflow.python.eager import cancellation  # no public API gives this
 
 from alexnet_tf.config import parse_service_address
 from alexnet_tf.data import pipelines

@@ -126,8 +126,8 @@ def restore_model(path):
       ConfigError: no checkpoint there, no model_spec.json saying which network it is, a
         checkpoint that cannot be read, or one without every weight of that network.
     """
-    from alexnet_tf.model import build_alexnet  # pylint: disable=g-import-not-at-top
-    from alexnet_tf.weights.pretrained import assign_weights  # pylint: disable=g-import-not-at-top
+    from alexnet_tf.model import build_alexnet
+    from alexnet_tf.weights.pretrained import assign_weights
 
     prefix = None
     for directory in (os.path.join(path, CHECKPOINT_SUBDIR), path):
@@ -230,7 +230,7 @@ def read_keras_file(path):
     Raises:
       ConfigError: no such file, not a Keras file, or weights Keras did not read.
     """
-    import keras  # pylint: disable=g-import-not-at-top
+    import keras
 
     if not tf.io.gfile.exists(path):
         raise ConfigError(f"no such file: {path}")

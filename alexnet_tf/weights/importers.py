@@ -143,7 +143,7 @@ def import_onnx(path, input_conversion=None):
         ImportError: the `onnx` package is missing.
     """
     proto = _load_onnx(path)
-    input_name, input_shape, layers = _read_onnx_layers(proto)
+    input_name, input_shape, layers = read_onnx_layers(proto)
     height, width = input_shape
     dense = [layer for layer in layers if layer.kind == "dense"]
     fc8 = dense[2].weight if len(dense) >= 3 else None
@@ -173,7 +173,7 @@ def onnxruntime_logits(path, images):
     onnx = _require("onnx", "reading ONNX files")
     ort = _require("onnxruntime", "running ONNX graphs")
     proto = _load_onnx(path)
-    input_name, _, layers = _read_onnx_layers(proto)
+    input_name, _, layers = read_onnx_layers(proto)
     logits_name = [layer for layer in layers if layer.kind == "dense"][-1].output
     if logits_name not in [o.name for o in proto.graph.output]:
         proto.graph.output.append(
@@ -218,13 +218,13 @@ def _load_onnx(path):
     _check_file(path)
     try:
         return onnx.load(path)
-    except Exception as e:  # protobuf raises several types for a file that is not ONNX
+    except Exception as e:  # noqa: BLE001  protobuf raises several types for a file that is not ONNX
         raise WeightImportError(f"{path}: not a readable ONNX model ({e})") from None
 
 
-def _read_onnx_layers(proto):
+def read_onnx_layers(proto):
     """(input name, (H, W), layers in graph order) of a plain-chain ONNX graph."""
-    from onnx import helper, numpy_helper  # pylint: disable=g-import-not-at-top
+    from onnx import helper, numpy_helper
 
     graph = proto.graph
     consts = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
@@ -487,7 +487,7 @@ def read_state_dict(path):
             )
     except (WeightImportError, ImportError):
         raise
-    except Exception as e:  # each format's reader raises its own types for a damaged file
+    except Exception as e:  # noqa: BLE001  each format's reader raises its own types for a damaged file
         raise WeightImportError(f"{path}: cannot read it as a {suffix} state_dict ({e})") from None
     for key, value in state.items():
         if not np.issubdtype(np.asarray(value).dtype, np.floating):
@@ -556,7 +556,7 @@ def import_to_files(source, input_path, output_path, labels_path=None, export_di
         with open(summary["labels"], "w", encoding="utf-8") as f:
             f.write("\n".join(labels) + "\n")
     if export_dir:
-        from alexnet_tf.serving import signatures  # pylint: disable=g-import-not-at-top  (serving code only when asked)
+        from alexnet_tf.serving import signatures  # serving code only when asked
 
         summary["export"] = signatures.export_saved_model(model, export_dir, labels=labels)
     return summary

@@ -131,9 +131,9 @@ def test_peaks_are_known_for_datasheet_gpus_only():
     assert keras_backend.peak_tflops("NVIDIA GeForce RTX 4090", "gpu") is None
     assert keras_backend.peak_tflops("AMD EPYC", "cpu") is None
     # bfloat16 rows against the bf16 peak; float32 rows against fp32 and the TF32 XLA may use.
-    peaks, shares = keras_backend._peak_shares("mixed_bfloat16", 98.95, h100)
+    peaks, shares = keras_backend.peak_shares("mixed_bfloat16", 98.95, h100)
     assert peaks == {"bfloat16": 989.5} and shares == {"bfloat16": pytest.approx(0.1)}
-    peaks, shares = keras_backend._peak_shares("float32", 49.45, h100)
+    peaks, shares = keras_backend.peak_shares("float32", 49.45, h100)
     assert peaks == {"fp32": 67.0, "tf32": 494.5} and shares["tf32"] == pytest.approx(0.1)
 
 

@@ -223,7 +223,7 @@ def test_bad_files_are_repaired_or_skipped_with_reasons(converted):
     for split in ("train", "validation"):
         for shard in manifest["splits"][split]["shards"]:
             path = os.path.join(output_dir, shard["file"])
-            assert convert._sha256_file(path) == shard["sha256"]
+            assert convert.sha256_file(path) == shard["sha256"]
             assert len(read_records(path)) == shard["num_records"]
     repaired_names = set(repaired)
     for record in all_records(output_dir, "train"):

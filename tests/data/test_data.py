@@ -286,14 +286,14 @@ def test_converter_output_is_cropped_unchecked_and_alike(tmp_path):
         str(tmp_path / "cache"), num_classes=3, train_per_class=4, validation_per_class=1
     )
     files = sorted(tf.io.gfile.glob(os.path.join(converted, "train-*")))
-    assert pipelines._converted_shorter_side(files) == 256
+    assert pipelines.files_shorter_side(files) == 256
     plain = tmp_path / "plain"  # the same records with no manifest: every image is checked
     plain.mkdir()
     for f in files:
         tf.io.gfile.copy(f, str(plain / os.path.basename(f)))
     plain_files = sorted(tf.io.gfile.glob(str(plain / "train-*")))
-    assert pipelines._converted_shorter_side(plain_files) is None
-    assert pipelines._converted_shorter_side(files + plain_files) is None
+    assert pipelines.files_shorter_side(plain_files) is None
+    assert pipelines.files_shorter_side(files + plain_files) is None
     args = dict(seed=1, label_offset=0)
     batches = [list(pipelines.make_dataset(p, 4, True, **args).take(4)) for p in (files, plain_files)]
     for (a, la), (b, lb) in zip(*batches):
@@ -558,7 +558,7 @@ def tfds_dir(tmp_path_factory):
 
 
 def test_tfds_source(tfds_dir):
-    import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+    import tensorflow_datasets as tfds
 
     images, labels = next(iter(pipelines.make_tfds_dataset(tfds_dir, "train", 4, training=True)))
     assert images.shape == (4, 224, 224, 3) and images.dtype == tf.float32

@@ -343,7 +343,7 @@ def test_a_truncated_shard_without_counts_is_counted_against_what_max_images_ask
     with open(manifest_path, "w") as f:
         json.dump(manifest, f)
     source = features.data_dir_source(data_dir, "train", max_images=max_images)
-    assert len(list(source._items(record=True))) == written  # pylint: disable=protected-access
+    assert len(list(source.entries(record=True))) == written
     if reason is None:
         assert source.failures == [] and source.skipped() == (0, 0)
         return
@@ -378,7 +378,7 @@ def test_command_refuses_a_max_images_below_1_in_one_line(demo, tmp_path, value)
 
 @pytest.mark.slow
 def test_command_reads_webp_names_each_file_it_skips_and_counts_it_as_read(demo, tmp_path):
-    from PIL import Image  # pylint: disable=g-import-not-at-top
+    from PIL import Image
 
     folder = shutil.copytree(demo.val, tmp_path / "photos")
     jpegs = sorted(str(p) for p in folder.iterdir())

@@ -146,12 +146,12 @@ def checkpoint_logits(tmp_path_factory):
     in a fresh process, as a user runs it. Returns {backend: {"logits", "weight_max_abs"}},
     TensorFlow's with "direct", the saved model's own logits.
     """
-    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    import tensorflow as tf
 
-    import alexnet_tf  # pylint: disable=g-import-not-at-top
-    from alexnet_tf.config import TrainConfig  # pylint: disable=g-import-not-at-top
-    from alexnet_tf.training import init_from, step  # pylint: disable=g-import-not-at-top
-    from alexnet_tf.weights.checkpointing import (  # pylint: disable=g-import-not-at-top
+    import alexnet_tf
+    from alexnet_tf.config import TrainConfig
+    from alexnet_tf.training import init_from, step
+    from alexnet_tf.weights.checkpointing import (
         CHECKPOINT_SUBDIR,
         Checkpointer,
         check_model_spec,
@@ -275,9 +275,9 @@ def test_keras_files_load_across_backends_with_identical_weights(results, backen
 @pytest.mark.slow
 @pytest.mark.skipif(not installed("jax"), reason=MISSING_REASON["jax"])
 def test_readme_example_trains_on_jax_and_its_file_loads_under_tensorflow(readme_example_run):
-    import keras  # pylint: disable=g-import-not-at-top
+    import keras
 
-    import alexnet_tf  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import
+    import alexnet_tf  # noqa: F401  imported for its side effect: the registered layers
 
     process, log, cwd = readme_example_run
     returncode = process.wait(timeout=TIMEOUT)

@@ -35,7 +35,7 @@ def test_the_process_runs_the_kernels_the_environment_asks_for():
 
 
 def test_auto_precision_is_bfloat16_only_where_it_is_native_and_onednn_runs():
-    from alexnet_tf.training import devices  # pylint: disable=g-import-not-at-top
+    from alexnet_tf.training import devices
 
     if hardware.has_gpu():
         pytest.skip("on a GPU the choice follows its compute capability")
@@ -49,7 +49,7 @@ def test_auto_precision_is_bfloat16_only_where_it_is_native_and_onednn_runs():
 def test_import_alone_loads_every_keras_file_the_project_writes(tmp_path):
     """A fresh process that imports nothing but `alexnet_tf` and keras: every custom layer
     (GroupedConv2D, LRN, the InputConversion of imported weights) must be registered."""
-    from alexnet_tf import build_alexnet  # pylint: disable=g-import-not-at-top
+    from alexnet_tf import build_alexnet
 
     model = build_alexnet(
         num_classes=3,
@@ -149,7 +149,7 @@ def test_grouped_conv_forward_and_gradients_in_tf_function(implementation, jit_c
 @pytest.mark.parametrize("jit_compile", [False, True])
 def test_paper_model_trains_in_bfloat16_in_tf_function(jit_compile):
     """mixed_bfloat16 picks the grouped convolution that this process's kernels have."""
-    from alexnet_tf import build_alexnet  # pylint: disable=g-import-not-at-top
+    from alexnet_tf import build_alexnet
 
     keras.mixed_precision.set_global_policy("mixed_bfloat16")
     try:

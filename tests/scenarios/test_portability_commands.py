@@ -142,7 +142,7 @@ def test_export_command_from_a_keras_file_in_a_fresh_process(trained, tmp_path):
 
     The .keras file is written here, in this process (it inherits the same oneDNN setting); the
     command that loads it is the fresh process."""
-    from alexnet_tf.weights.checkpointing import load_model  # pylint: disable=g-import-not-at-top
+    from alexnet_tf.weights.checkpointing import load_model
 
     _, model_dir, _ = trained
     keras_file = tmp_path / "model.keras"

@@ -128,7 +128,7 @@ np.savez(out, **results)
 
 def encoded_images(directory):
     """Real files of four formats and sizes: JPEG 300x451, PNG 257x256, GIF 240x320, BMP 400x230."""
-    from PIL import Image  # pylint: disable=g-import-not-at-top
+    from PIL import Image
 
     paths = [os.path.join(directory, "a.jpg")]
     write_jpeg(paths[0], 300, 451, seed=3)
@@ -182,10 +182,10 @@ def test_fresh_process_serves_every_signature_like_the_in_memory_model(exported,
 
 def test_features_command_reads_the_features_signature_and_names_a_bad_file(exported, tmp_path):
     """`python -m alexnet_tf.features --model=<export>` gets fc7 from the SavedModel's signature."""
-    from absl import flags  # pylint: disable=g-import-not-at-top
+    from absl import flags
 
-    from alexnet_tf import features  # pylint: disable=g-import-not-at-top
-    from alexnet_tf.serving import embedding  # pylint: disable=g-import-not-at-top
+    from alexnet_tf import features
+    from alexnet_tf.serving import embedding
 
     model, base, _, _ = exported
     files = [str(tmp_path / f"{i}.jpg") for i in range(3)]
@@ -233,7 +233,7 @@ def test_bytes_that_are_no_image_fail_with_a_clear_error(exported, tmp_path):
 
 
 def test_warmup_file_holds_prediction_logs_that_replay(exported):
-    from tensorflow_serving.apis import prediction_log_pb2  # pylint: disable=g-import-not-at-top
+    from tensorflow_serving.apis import prediction_log_pb2
 
     _, base, path, loaded = exported
     records = list(tf.data.TFRecordDataset(os.path.join(path, signatures.WARMUP_FILE)).as_numpy_iterator())
@@ -308,7 +308,7 @@ def test_onnx_pixel_model_matches_the_pixel_signature(tmp_path):
     A shrunk stack keeps the test fast; `python -m alexnet_tf.benchmark --mode=serve` converts the
     full network.
     """
-    from alexnet_tf.serving import onnx_export  # pylint: disable=g-import-not-at-top
+    from alexnet_tf.serving import onnx_export
 
     keras.utils.set_random_seed(0)
     inputs = keras.Input((224, 224, 3))
@@ -341,8 +341,8 @@ def test_onnx_pixel_model_matches_the_pixel_signature(tmp_path):
 
 def black_png(height, width):
     """A valid 8-bit grayscale PNG of zeros, written with zlib: 20000x20000 is ~380 KiB."""
-    import struct  # pylint: disable=g-import-not-at-top
-    import zlib  # pylint: disable=g-import-not-at-top
+    import struct
+    import zlib
 
     def chunk(kind, payload):
         return (
@@ -399,7 +399,7 @@ def run_limits_script(path, requests, tmp_path):
         timeout=TIMEOUT,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    import json  # pylint: disable=g-import-not-at-top
+    import json
 
     return [json.loads(line) for line in result.stdout.splitlines()]
 
@@ -453,9 +453,9 @@ def test_limits_are_export_options(tmp_path):
 @pytest.mark.parametrize("fmt", ["PNG", "GIF", "BMP", "BMP-top-down", "JPEG-progressive"])
 def test_header_sizes_match_the_decoder(fmt):
     """The sizes read from headers are those the decoder produces, for every format served."""
-    import io  # pylint: disable=g-import-not-at-top
+    import io
 
-    from PIL import Image  # pylint: disable=g-import-not-at-top
+    from PIL import Image
 
     image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (37, 53, 3), np.uint8))
     buffer = io.BytesIO()
@@ -467,7 +467,7 @@ def test_header_sizes_match_the_decoder(fmt):
     if fmt == "BMP-top-down":  # negative height: rows stored top to bottom
         height = int.from_bytes(encoded[22:26], "little", signed=True)
         encoded = encoded[:22] + (-height).to_bytes(4, "little", signed=True) + encoded[26:]
-    header = signatures.ServingModule._header(  # pylint: disable=protected-access
+    header = signatures.ServingModule.image_header(
         type("Limits", (), {"max_pixels": 10**9})(), tf.constant(0), tf.constant(encoded)
     ).numpy()
     assert header.tolist() == [37, 53, 1]
@@ -478,11 +478,11 @@ def test_large_jpegs_are_decoded_downscaled_with_the_same_result(exported, tmp_p
     """A 4200x5000 JPEG decodes at 1/4 (shorter side 1050 >= 4 x 256): crops match the full decode."""
     model, _, _, loaded = exported
     rng = np.random.default_rng(0)
-    from tiny_dataset import natural_image  # pylint: disable=g-import-not-at-top
+    from tiny_dataset import natural_image
 
     for (height, width), ratio in (((1000, 1500), 1), ((2100, 3000), 2), ((4200, 5000), 4)):
         jpeg = tf.io.encode_jpeg(natural_image(rng, height, width), quality=90).numpy()
-        header = signatures.ServingModule._header(  # pylint: disable=protected-access
+        header = signatures.ServingModule.image_header(
             type("Limits", (), {"max_pixels": 10**9})(), tf.constant(0), tf.constant(jpeg)
         ).numpy()
         assert header.tolist() == [height, width, ratio]

@@ -98,7 +98,7 @@ def test_head_lr_multiplier_is_the_optimizers_factor_for_fc8():
 
 
 def test_resuming_with_other_trainable_layers_is_refused_and_old_model_specs_still_match(tmp_path):
-    from alexnet_tf.weights.checkpointing import check_model_spec  # pylint: disable=g-import-not-at-top
+    from alexnet_tf.weights.checkpointing import check_model_spec
 
     plain = {"variant": "paper", "num_classes": 5, "image_size": 224}
     check_model_spec(str(tmp_path / "old"), plain, write=True)  # what runs wrote before fine-tuning existed
@@ -195,9 +195,9 @@ def test_init_from_a_file_that_is_not_a_keras_file_is_one_line_and_exit_2(tmp_pa
 
 def test_the_readme_fine_tuning_commands_use_flags_that_exist():
     """Each command of README's "Fine-tune on your own images" parses; the trainer's config validates."""
-    from absl import flags  # pylint: disable=g-import-not-at-top
+    from absl import flags
 
-    from alexnet_tf import evaluate, export, predict  # pylint: disable=g-import-not-at-top
+    from alexnet_tf import evaluate, export, predict
 
     with open(os.path.join(REPO, "README.md"), encoding="utf-8") as f:
         section = f.read().split("## Fine-tune on your own images", 1)[1].split("\n## ", 1)[0]

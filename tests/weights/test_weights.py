@@ -117,7 +117,7 @@ def write_bvlc_alexnet_onnx(
     or "matmul_add". `skip`: layer names left out, the chain rewired around them.
     """
     onnx = pytest.importorskip("onnx")
-    from onnx import TensorProto, helper, numpy_helper  # pylint: disable=g-import-not-at-top
+    from onnx import TensorProto, helper, numpy_helper
 
     nodes, inits, x = [], dict(params), "data_0"
 
@@ -188,7 +188,7 @@ def ort_logits(path, caffe_images):
     """fc8's output of the ONNX file in onnxruntime, the graph's Softmax left out."""
     onnx = pytest.importorskip("onnx")
     ort = pytest.importorskip("onnxruntime")
-    from onnx import TensorProto, helper  # pylint: disable=g-import-not-at-top
+    from onnx import TensorProto, helper
 
     model = onnx.load(str(path))
     logits = [n for n in model.graph.node if n.op_type in ("Gemm", "Add")][-1].output[0]
@@ -261,7 +261,7 @@ def test_onnx_gemm_forms_read_the_same_weights(tmp_path):
         proto = onnx_load(write_bvlc_alexnet_onnx(tmp_path / f"{form}.onnx", params, fc_form=form))
         read[form] = [
             (layer.weight, layer.bias)
-            for layer in importers._read_onnx_layers(proto)[2]
+            for layer in importers.read_onnx_layers(proto)[2]
             if layer.kind == "dense"
         ]
     for i, (weight, bias) in enumerate(read["gemm_transB"]):
@@ -341,7 +341,7 @@ def torchvision_state(rng, num_classes=1000):
 
 
 def _conv_nchw(x, w, b, stride, pad):
-    from numpy.lib.stride_tricks import sliding_window_view  # pylint: disable=g-import-not-at-top
+    from numpy.lib.stride_tricks import sliding_window_view
 
     x = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
     windows = sliding_window_view(x, w.shape[2:], axis=(2, 3))[:, :, ::stride, ::stride]
@@ -349,7 +349,7 @@ def _conv_nchw(x, w, b, stride, pad):
 
 
 def _max_pool_nchw(x):
-    from numpy.lib.stride_tricks import sliding_window_view  # pylint: disable=g-import-not-at-top
+    from numpy.lib.stride_tricks import sliding_window_view
 
     return sliding_window_view(x, (3, 3), axis=(2, 3))[:, :, ::2, ::2].max(axis=(4, 5))
 
@@ -563,7 +563,7 @@ def test_input_conversion_layer_round_trips(tmp_path):
 
 def test_import_to_files_writes_keras_labels_and_export(tmp_path, zoo_onnx):
     """What `python -m alexnet_tf.import_weights` does: .keras, labels and an export, on the same logits."""
-    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    import tensorflow as tf
 
     path, _, images, expected = zoo_onnx
     output = str(tmp_path / "out" / "bvlc_alexnet.keras")
