@@ -19,10 +19,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from alexnet_tf import features
 from alexnet_tf.data import demo as demo_data
 from alexnet_tf.data import pipelines, preprocessing
 from alexnet_tf.features import figures
+from alexnet_tf.features import run as features
 from alexnet_tf.model import build_alexnet
 from alexnet_tf.serving import embedding
 

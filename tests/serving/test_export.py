@@ -184,7 +184,7 @@ def test_features_command_reads_the_features_signature_and_names_a_bad_file(expo
     """`python -m alexnet_tf.features --model=<export>` gets fc7 from the SavedModel's signature."""
     from absl import flags
 
-    from alexnet_tf import features
+    from alexnet_tf.features import run as features
     from alexnet_tf.serving import embedding
 
     model, base, _, _ = exported
