@@ -4,11 +4,11 @@ TensorFlow's x86 CPU build carries two kernel families. oneDNN's is on by defaul
 with AVX512_VNNI, AVX512_BF16 or AMX; everywhere else (AMD Zen 2/3, most Intel CPUs before
 Cascade Lake, many laptops and cloud VMs, and TF Serving's CPU build as far as we can tell) the
 Eigen kernels run, and they lack some ops this project needs in their grouped form
-(BUILD.md, "Portability"). `TF_ENABLE_ONEDNN_OPTS=0|1`, read when TensorFlow is imported,
+(docs/design/portability.md). `TF_ENABLE_ONEDNN_OPTS=0|1`, read when TensorFlow is imported,
 overrides the default. The commands that compute with TensorFlow on the CPU turn oneDNN on
 where TensorFlow would leave it off (`command_onednn_default`): on a 2-core AVX2 AMD EPYC it
-trained 1.46x (paper) and 1.35x (one_weird_trick) as fast as the Eigen kernels (BUILD.md,
-"Portability"). Exports stay portable: a SavedModel runs under either family.
+trained 1.46x (paper) and 1.35x (one_weird_trick) as fast as the Eigen kernels
+(docs/design/portability.md). Exports stay portable: a SavedModel runs under either family.
 """
 
 import functools

@@ -172,15 +172,17 @@ class LocalResponseNormalization(keras.layers.Layer):
         """The same formula with an XLA-compiled forward and hand-written backward pass.
 
         TensorFlow's `LRNGrad` CPU kernel is a scalar loop: for conv1's output at batch
-        128 it took several times longer than the forward pass (BUILD.md, "Performance
-        notes"). With d = bias + alpha * window_sum(a**2) and b = a * d**-beta:
+        128 it took several times longer than the forward pass
+        (docs/design/performance-notes.md). With d = bias + alpha * window_sum(a**2) and
+        b = a * d**-beta:
 
             dL/da = g * d**-beta - 2 * alpha * beta * a * window_sum(g * b / d)
 
         (the window is symmetric, so the transposed window sum is the same window sum).
         Both kernels take and return the compute dtype and upcast inside the XLA fusion,
         so a 16-bit policy moves 16-bit tensors through memory (25% faster than casting
-        around the kernels under mixed_bfloat16, BUILD.md) while the arithmetic stays float32.
+        around the kernels under mixed_bfloat16, docs/design/performance-notes.md) while the
+        arithmetic stays float32.
         """
         radius, bias, alpha, beta = self.depth_radius, self.bias, self.alpha, self.beta
         lrn_forward, lrn_backward = _tf_lrn_kernels()
@@ -224,7 +226,7 @@ class GroupedConv2D(keras.layers.Layer):
     tf2onnx cannot convert. This layer calls `tf.nn.conv2d` with a grouped kernel where the
     running kernels support it (cuDNN, oneDNN), and one convolution per group plus a concat
     elsewhere (TensorFlow's Eigen CPU kernels, which have no grouped gradient); see
-    `grouped_conv_implementation` and BUILD.md, "Grouped convolution" and "Portability".
+    `grouped_conv_implementation`, docs/design/grouped-convolution.md and portability.md.
     On JAX and PyTorch it is `keras.ops.conv` with the grouped kernel, which both backends
     run as one grouped convolution (`feature_group_count`, `groups=`).
 

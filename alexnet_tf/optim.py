@@ -12,7 +12,7 @@ does the update in one pass: TensorFlow's `ResourceApplyKerasMomentum` kernel wh
 is no decay, and an XLA-fused kernel that also adds `l2 * w` where there is. It is
 otherwise Keras' SGD: same slot variables (checkpoints are interchangeable), same config,
 same behaviour under tf.distribute. `l2_loss` gives the decay's term of the loss for
-reporting. BUILD.md ("Performance notes") has the measured effect.
+reporting. docs/design/performance-notes.md has the measured effect.
 """
 
 import keras

@@ -9,7 +9,8 @@ Candidates, each timed forward+backward (input and kernel gradients) inside one
           (TensorFlow infers the group count; oneDNN on CPU, cuDNN on GPU).
   keras:  keras.ops.conv (what keras.layers.Conv2D(groups=2) calls), which on CPU wraps
           the op in an XLA-compiled function.
-The winner is what `alexnet_tf.layers.GroupedConv2D` uses (BUILD.md records the figures).
+The winner is what `alexnet_tf.layers.GroupedConv2D` uses (docs/design/grouped-convolution.md
+records the figures).
 """
 
 import json

@@ -5,7 +5,7 @@
 `TF_ENABLE_ONEDNN_OPTS` is read once, when TensorFlow is imported, so each setting needs its own
 process: every round runs `python -m alexnet_tf.benchmark --json` (float32, synthetic data)
 once per (variant, setting), alternating, so a machine whose speed drifts hits both alike; the
-medians over rounds and the on/off ratio are printed. BUILD.md ("Portability") records the
+medians over rounds and the on/off ratio are printed. docs/design/portability.md records the
 figures and the decision they support.
 """
 

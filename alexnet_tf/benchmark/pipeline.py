@@ -37,8 +37,8 @@ its ratios are the steadier comparison.
 Then, once per round, the cost of an exact resume (alexnet_tf.data.pipelines's training order): the
 seconds from building the trainer's dataset to its first batch at the epoch's start and at its
 middle (a run resumed there), and the rate at which the shards' records are read without
-parsing or decoding, which is what a resume spends reaching its place; BUILD.md ("Exact
-resume") extrapolates it to ImageNet.
+parsing or decoding, which is what a resume spends reaching its place; docs/design/exact-resume.md
+extrapolates it to ImageNet.
 
 TensorFlow is imported inside the functions: the PIL workers import this module and stay
 free of it.
