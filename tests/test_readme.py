@@ -47,6 +47,14 @@ def test_ci_runs_the_readme_test_command_verbatim():
     assert "set -eo pipefail" in lines  # a failing test fails CI
 
 
+def test_build_md_shows_the_readme_test_command_verbatim():
+    """BUILD.md, for developers, repeats the test command: it must be the one CI runs."""
+    _, tests = readme_commands()
+    with open(os.path.join(REPO, "BUILD.md"), encoding="utf-8") as f:
+        blocks = [block.strip() for block in re.findall(r"```bash\n(.*?)```", f.read(), re.S)]
+    assert tests in blocks
+
+
 def _steps(command):
     """A `a && b && c` command line as a list of argument lists."""
     return [shlex.split(step) for step in command.split(" && ")]

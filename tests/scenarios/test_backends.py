@@ -40,17 +40,17 @@ def installed(backend):
     return importlib.util.find_spec(backend) is not None
 
 
-def readme_example():
-    """The bash block of README.md's "Other Keras backends" section."""
-    with open(os.path.join(REPO, "README.md"), encoding="utf-8") as f:
+def docs_example():
+    """The bash block of docs/model-api.md's "Other Keras backends" section."""
+    with open(os.path.join(REPO, "docs", "model-api.md"), encoding="utf-8") as f:
         section = f.read().split("## Other Keras backends", 1)[1].split("\n## ", 1)[0]
     (block,) = re.findall(r"```bash\n(.*?)```", section, re.S)
     return block.strip()
 
 
 @pytest.fixture(scope="module")
-def readme_example_run(tmp_path_factory):
-    """Starts README's example, as written, in a fresh folder; yields (process, log path, folder).
+def docs_example_run(tmp_path_factory):
+    """Starts docs/model-api.md's example, as written, in a fresh folder; yields (process, log path, folder).
 
     It only starts it: `results` asks for it too, so that the example runs beside the
     workers (the machine's cores are shared better than one after the other).
@@ -58,10 +58,10 @@ def readme_example_run(tmp_path_factory):
     if not installed("jax"):
         yield None
         return
-    example = readme_example()
+    example = docs_example()
     assert example.startswith("KERAS_BACKEND=jax python -c")
-    cwd = tmp_path_factory.mktemp("readme_example")
-    # `python` is this interpreter, as in the activated virtual environment the README assumes.
+    cwd = tmp_path_factory.mktemp("docs_example")
+    # `python` is this interpreter, as in the activated virtual environment the docs assume.
     path = os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])
     env = {k: v for k, v in os.environ.items() if k != "KERAS_BACKEND"}
     env.update(PYTHONPATH=REPO, PATH=path)
@@ -111,7 +111,7 @@ def run_workers(workdir, arguments):
 
 
 @pytest.fixture(scope="module")
-def results(tmp_path_factory, readme_example_run):
+def results(tmp_path_factory, docs_example_run):
     """Runs the workers of TensorFlow and of every installed other backend at once.
 
     Returns {backend: (report dict, arrays dict)} for the backends that ran.
@@ -274,12 +274,12 @@ def test_keras_files_load_across_backends_with_identical_weights(results, backen
 
 @pytest.mark.slow
 @pytest.mark.skipif(not installed("jax"), reason=MISSING_REASON["jax"])
-def test_readme_example_trains_on_jax_and_its_file_loads_under_tensorflow(readme_example_run):
+def test_model_api_example_trains_on_jax_and_its_file_loads_under_tensorflow(docs_example_run):
     import keras
 
     import alexnet_tf  # noqa: F401  imported for its side effect: the registered layers
 
-    process, log, cwd = readme_example_run
+    process, log, cwd = docs_example_run
     returncode = process.wait(timeout=TIMEOUT)
     with open(log, encoding="utf-8") as f:
         assert returncode == 0, f.read()[-3000:]

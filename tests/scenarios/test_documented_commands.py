@@ -1,4 +1,5 @@
-"""Every command README.md and docs/ show is run by some test as a fresh process.
+"""Every command README.md, BUILD.md and docs/ (guides and design records) show is run by some
+test as a fresh process.
 
 Tests that call a command's function in-process share the test process's imports, which once
 hid an `alexnet_tf.export` that could not load a `.keras` file for any user. The first test
@@ -17,7 +18,11 @@ import keras
 import numpy as np
 import pytest
 
-DOCS = ["README.md", *sorted(glob.glob(os.path.join(REPO, "docs", "*.md")))]
+DOCS = [
+    "README.md",
+    "BUILD.md",
+    *sorted(glob.glob(os.path.join(REPO, "docs", "**", "*.md"), recursive=True)),
+]
 
 
 def documented_commands():

@@ -1,12 +1,13 @@
 """Tests of fine-tuning: `--init_from`, `--trainable`, `--head_lr_multiplier`
 (alexnet_tf/training/init_from.py).
 
-The end-to-end test is README's "Fine-tune on your own images" at toy size: a model trained on
+The end-to-end test is docs/training.md's "Fine-tune on your own images" at toy size: a model trained on
 5 classes, carrying torchvision's input convention as an import by python -m alexnet_tf.import_weights
 does, is fine-tuned head-only on 3 other classes through `python -m alexnet_tf.train`; the
 first run is SIGKILLed after its first checkpoint and the same command resumes it.
 """
 
+import glob
 import json
 import os
 import re
@@ -193,13 +194,13 @@ def test_init_from_a_file_that_is_not_a_keras_file_is_one_line_and_exit_2(tmp_pa
     assert not os.path.exists(tmp_path / "run" / CHECKPOINT_SUBDIR / "model_spec.json")
 
 
-def test_the_readme_fine_tuning_commands_use_flags_that_exist():
-    """Each command of README's "Fine-tune on your own images" parses; the trainer's config validates."""
+def test_the_documented_fine_tuning_commands_use_flags_that_exist():
+    """Each command of docs/training.md's "Fine-tune on your own images" parses; the config validates."""
     from absl import flags
 
     from alexnet_tf import evaluate, export, predict
 
-    with open(os.path.join(REPO, "README.md"), encoding="utf-8") as f:
+    with open(os.path.join(REPO, "docs", "training.md"), encoding="utf-8") as f:
         section = f.read().split("## Fine-tune on your own images", 1)[1].split("\n## ", 1)[0]
     lines = [
         line.split()
@@ -218,9 +219,13 @@ def test_the_readme_fine_tuning_commands_use_flags_that_exist():
     }
     for name, words in commands.items():
         if name in ("alexnet_tf.convert", "alexnet_tf.import_weights"):
-            with open(os.path.join(REPO, name.replace(".", "/") + ".py"), encoding="utf-8") as f:
-                source = f.read()
-            for word in words[2:]:
+            # The command's flag definitions: its module, or every module of its package.
+            path = os.path.join(REPO, *name.split("."))
+            source = ""
+            for module in [path + ".py"] if os.path.isfile(path + ".py") else glob.glob(path + "/*.py"):
+                with open(module, encoding="utf-8") as f:
+                    source += f.read()
+            for word in words[3:]:
                 assert re.search(r'DEFINE_\w+\(\s*"' + word[2:].split("=")[0] + '"', source), (name, word)
             continue
         flag_values = flags.FlagValues()
