@@ -59,7 +59,8 @@ def test_every_documented_command_is_started_as_a_fresh_process_by_a_test():
 def test_export_command_writes_an_onnx_file_from_a_keras_file(tmp_path):
     """`python -m alexnet_tf.export --checkpoint=model.keras --export_dir=... --format=onnx`."""
     pytest.importorskip("tf2onnx")
-    from alexnet_tf import GroupedConv2D, LocalResponseNormalization, onnx_export
+    from alexnet_tf import GroupedConv2D, LocalResponseNormalization
+    from alexnet_tf.serving import onnx_export
 
     keras.utils.set_random_seed(0)
     inputs = keras.Input((224, 224, 3))
