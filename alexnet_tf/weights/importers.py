@@ -520,7 +520,7 @@ def import_to_files(source, input_path, output_path, labels_path=None, export_di
         labels_path: class names, one per line (see `read_labels`); None uses the tfds
             ILSVRC-2012 synsets for 1000 classes.
         export_dir: if set, also writes a TF Serving SavedModel version under it
-            (`alexnet_tf.serving.export_saved_model`).
+            (`alexnet_tf.serving.saved_model.export_saved_model`).
         verify: for ONNX, also run the graph in onnxruntime on random images and fail unless
             the logits agree to 1e-4 of their scale.
 
@@ -556,9 +556,9 @@ def import_to_files(source, input_path, output_path, labels_path=None, export_di
         with open(summary["labels"], "w", encoding="utf-8") as f:
             f.write("\n".join(labels) + "\n")
     if export_dir:
-        from alexnet_tf.serving import signatures  # serving code only when asked
+        from alexnet_tf.serving import saved_model  # serving code only when asked
 
-        summary["export"] = signatures.export_saved_model(model, export_dir, labels=labels)
+        summary["export"] = saved_model.export_saved_model(model, export_dir, labels=labels)
     return summary
 
 

@@ -27,7 +27,7 @@ import alexnet_tf
 from alexnet_tf import model, train
 from alexnet_tf.config import ConfigError, TrainConfig
 from alexnet_tf.data import pipelines
-from alexnet_tf.serving import signatures
+from alexnet_tf.serving.results import top_k
 from alexnet_tf.training import step as steps
 from alexnet_tf.training.schedules import AlexNetSchedule
 from alexnet_tf.weights import importers
@@ -334,7 +334,5 @@ def test_head_only_fine_tuning_resumes_after_sigkill_and_keeps_the_frozen_layers
     probabilities = tf.nn.softmax(tuned(pixels)).numpy()
     np.testing.assert_allclose(outputs["probabilities"], probabilities, atol=1e-5)
     decoded = alexnet_tf.decode_predictions(probabilities, top=3, labels=os.path.join(new, "labels.txt"))
-    assert [(label, c) for label, _, c in decoded[0]] == [
-        (label, c) for label, _, c in signatures.top_k(outputs)
-    ]
+    assert [(label, c) for label, _, c in decoded[0]] == [(label, c) for label, _, c in top_k(outputs)]
     assert re.fullmatch(r"n0900000\d class \d", decoded[0][0][0])
