@@ -30,7 +30,7 @@ from alexnet_tf.data import pipelines
 from alexnet_tf.serving.results import top_k
 from alexnet_tf.training import step as steps
 from alexnet_tf.training.schedules import AlexNetSchedule
-from alexnet_tf.weights import importers
+from alexnet_tf.weights import torchvision_state
 from alexnet_tf.weights.checkpointing import CHECKPOINT_SUBDIR, Checkpointer, check_model_spec, model_weights
 
 SIZE = 95  # one_weird_trick's smallest trainable input: the cheapest whole AlexNet
@@ -69,7 +69,7 @@ def base(datasets):
         variant="one_weird_trick",
         input_shape=(SIZE, SIZE, 3),
         dropout_rate=0.0,
-        input_conversion=importers.TORCHVISION_INPUT,
+        input_conversion=torchvision_state.TORCHVISION_INPUT,
     )
     source.compile(
         optimizer=keras.optimizers.SGD(0.001, momentum=0.9),
