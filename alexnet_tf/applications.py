@@ -41,7 +41,7 @@ import tensorflow as tf
 
 from alexnet_tf.data import preprocessing, schema
 from alexnet_tf.model import build_alexnet, normalize_input_conversion
-from alexnet_tf.serving import signatures
+from alexnet_tf.serving import results
 from alexnet_tf.weights import pretrained
 from alexnet_tf.weights.checkpointing import load_model
 
@@ -263,4 +263,4 @@ def decode_predictions(probabilities, top=5, labels=None):
         "top_k_scores": best.numpy(),
         "top_k_classes": classes.numpy(),
     }
-    return [signatures.top_k(outputs, row) for row in range(int(scores.shape[0]))]
+    return [results.top_k(outputs, row) for row in range(int(scores.shape[0]))]

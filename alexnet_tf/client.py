@@ -22,7 +22,7 @@ import urllib.request
 from absl import app, flags
 
 from alexnet_tf.cli import error_line, error_message
-from alexnet_tf.serving.signatures import format_result, top_k
+from alexnet_tf.serving.results import format_result, top_k
 
 FLAGS = flags.FLAGS
 PROGRAM = "alexnet_tf.client"

@@ -6,7 +6,7 @@ r"""Converts ILSVRC-2012 (or any class-per-folder image tree) into sharded TFRec
 
 Writes train-NNNNN-of-01024, validation-NNNNN-of-00128, labels.txt and manifest.json (0-based
 labels, model-garden schema, shorter side resized to 256). Re-running the same command resumes;
-`--verify --output_dir=...` re-reads and checks a finished folder. See alexnet_tf/data/convert.py.
+`--verify --output_dir=...` re-reads and checks a finished folder. See alexnet_tf/data/convert/.
 """
 
 import os
@@ -14,7 +14,7 @@ import sys
 
 from absl import app, flags
 
-# Flags left unset take alexnet_tf.convert.convert()'s defaults, so the values live in one place.
+# Flags left unset take alexnet_tf.data.convert.convert()'s defaults, so the values live in one place.
 flags.DEFINE_string(
     "train_dir",
     None,

@@ -24,7 +24,7 @@ from alexnet_tf import metrics
 from alexnet_tf.cli import error_message
 from alexnet_tf.config import ConfigError
 from alexnet_tf.data import pipelines
-from alexnet_tf.serving.signatures import resolve_saved_model
+from alexnet_tf.serving.saved_model import resolve_saved_model
 from alexnet_tf.weights.checkpointing import restore_model
 
 FLAGS = flags.FLAGS

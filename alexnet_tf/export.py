@@ -16,7 +16,8 @@ import tensorflow as tf
 
 from alexnet_tf.config import ConfigError
 from alexnet_tf.data import schema
-from alexnet_tf.serving.signatures import DEFAULT_MAX_BATCH, DEFAULT_MAX_PIXELS, export_saved_model
+from alexnet_tf.serving.saved_model import export_saved_model
+from alexnet_tf.serving.signatures import DEFAULT_MAX_BATCH, DEFAULT_MAX_PIXELS
 from alexnet_tf.weights.checkpointing import load_model
 
 FLAGS = flags.FLAGS

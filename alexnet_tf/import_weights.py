@@ -17,8 +17,8 @@ on two random images and fails unless the logits agree. --source=torchvision rea
 `torchvision.models.alexnet` state_dict (.safetensors or .npz; .pth/.pt needs PyTorch) into
 `variant="one_weird_trick"`. In both, the model's first layer converts this project's input
 (RGB [0, 255] minus the ImageNet mean) to the weights' own (Caffe: BGR minus Caffe's mean
-pixel; torchvision: [0, 1] RGB normalised by mean/std); `alexnet_tf.weights.importers` documents the
-expected graph structure and the layout conversions.
+pixel; torchvision: [0, 1] RGB normalised by mean/std); `alexnet_tf.weights.onnx_zoo` documents the
+expected graph structure, `alexnet_tf.weights.importers` the layout conversions.
 
 Not verified against the real downloaded files (there is no network here): the zoo graph's
 exact pool padding at 224x224 (taken to be Caffe's rounded-up pooling, written by Caffe2 as

@@ -8,7 +8,7 @@ pixels instead) and prints its top-5 labels and scores; with
 --json one JSON object per file. A file that cannot be read or decoded is reported on stderr
 by name and the others go on; the exit status is 1 if any failed. A SavedModel that cannot be
 loaded ends the program with one `alexnet_tf.predict: error: ...` line and status 2.
-`serving.format_result` is shared with `alexnet_tf.client`, so both print the same thing.
+`serving.results.format_result` is shared with `alexnet_tf.client`, so both print the same thing.
 """
 
 import sys
@@ -16,7 +16,8 @@ import sys
 from absl import app, flags
 
 from alexnet_tf.cli import error_line, error_message
-from alexnet_tf.serving.signatures import format_result, resolve_saved_model, top_k
+from alexnet_tf.serving.results import format_result, top_k
+from alexnet_tf.serving.saved_model import resolve_saved_model
 
 FLAGS = flags.FLAGS
 

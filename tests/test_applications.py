@@ -21,7 +21,7 @@ import tensorflow as tf
 import alexnet_tf
 from alexnet_tf import config, model
 from alexnet_tf.data import preprocessing
-from alexnet_tf.weights import importers, pretrained
+from alexnet_tf.weights import onnx_zoo, pretrained, torchvision_state
 from alexnet_tf.weights.checkpointing import (
     CHECKPOINT_SUBDIR,
     MODEL_SPEC_FILENAME,
@@ -44,7 +44,7 @@ def saved(tmp_path_factory):
         num_classes=CLASSES,
         variant="one_weird_trick",
         input_shape=(SIZE, SIZE, 3),
-        input_conversion=importers.TORCHVISION_INPUT,
+        input_conversion=torchvision_state.TORCHVISION_INPUT,
     )
     keras_path = str(root / "imported.keras")
     source.save(keras_path)
@@ -128,7 +128,7 @@ def test_contradicting_arguments_and_unusable_weights_raise_clear_value_errors(s
     cases = [
         (dict(weights=model_dir, classes=10), f"classes=10 but weights={model_dir!r} have classes=3"),
         (dict(weights=model_dir, variant="paper"), "variant='paper' but weights="),
-        (dict(weights=model_dir, input_conversion=importers.CAFFE_INPUT), "input_conversion="),
+        (dict(weights=model_dir, input_conversion=onnx_zoo.CAFFE_INPUT), "input_conversion="),
         (dict(weights="imagenet"), "python -m alexnet_tf.import_weights"),
         (dict(weights=str(tmp_path / "missing.keras")), "no such file"),
         (dict(weights=str(tmp_path)), "no checkpoint in"),

@@ -24,7 +24,7 @@ from tiny_dataset import write_jpeg
 from tiny_models import LABELS, small_classifier
 
 from alexnet_tf import client
-from alexnet_tf.serving import signatures
+from alexnet_tf.serving.saved_model import export_saved_model
 
 MODEL_NAME = "alexnet"
 
@@ -32,7 +32,7 @@ MODEL_NAME = "alexnet"
 @pytest.fixture(scope="module")
 def loaded(tmp_path_factory):
     base = str(tmp_path_factory.mktemp(MODEL_NAME))
-    path = signatures.export_saved_model(small_classifier(), base, labels=LABELS, warmup=False)
+    path = export_saved_model(small_classifier(), base, labels=LABELS, warmup=False)
     return tf.saved_model.load(path)
 
 

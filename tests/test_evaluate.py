@@ -14,7 +14,7 @@ from alexnet_tf import evaluate
 from alexnet_tf.config import ConfigError
 from alexnet_tf.data import preprocessing
 from alexnet_tf.model import build_alexnet
-from alexnet_tf.serving import signatures
+from alexnet_tf.serving.saved_model import export_saved_model
 from alexnet_tf.weights.checkpointing import CHECKPOINT_SUBDIR, check_model_spec, model_weights
 
 CLASSES = 5
@@ -37,7 +37,7 @@ def saved(tmp_path_factory):
         checkpoint_dir, {"variant": "paper", "num_classes": CLASSES, "image_size": 224}, write=True
     )
     tf.train.CheckpointManager(tf.train.Checkpoint(model=model_weights(model)), checkpoint_dir, 1).save()
-    export_path = signatures.export_saved_model(model, os.path.join(model_dir, "export"))
+    export_path = export_saved_model(model, os.path.join(model_dir, "export"))
     images = tf.stack(
         [preprocessing.preprocess_for_eval(preprocessing.decode_image(r.jpeg)) for r in records]
     )
@@ -105,7 +105,7 @@ def test_tensorflow_errors_end_with_one_line_naming_the_input(tmp_path):
     """A shard that is no TFRecord fails inside TensorFlow: one line and status 2, no traceback."""
     from tiny_models import small_classifier
 
-    export_path = signatures.export_saved_model(small_classifier(), str(tmp_path / "model"), warmup=False)
+    export_path = export_saved_model(small_classifier(), str(tmp_path / "model"), warmup=False)
     data_dir = tmp_path / "data"
     data_dir.mkdir()
     (data_dir / "validation-00000-of-00001").write_bytes(np.random.default_rng(0).bytes(5000))

@@ -12,13 +12,13 @@ from tiny_dataset import write_jpeg
 from tiny_models import LABELS, small_classifier
 
 from alexnet_tf import predict
-from alexnet_tf.serving import signatures
+from alexnet_tf.serving.saved_model import export_saved_model, resolve_saved_model
 
 
 @pytest.fixture(scope="module")
 def saved_model(tmp_path_factory):
     base = str(tmp_path_factory.mktemp("predict_export"))
-    signatures.export_saved_model(small_classifier(), base, labels=LABELS, warmup=False)
+    export_saved_model(small_classifier(), base, labels=LABELS, warmup=False)
     return base
 
 
@@ -50,7 +50,7 @@ def test_mix_of_good_and_bad_files(saved_model, files, capsys):
 
 def test_text_output_and_base_dir_resolution(saved_model, files, capsys):
     (a, _), _, _ = files
-    assert signatures.resolve_saved_model(saved_model) == os.path.join(saved_model, "1")
+    assert resolve_saved_model(saved_model) == os.path.join(saved_model, "1")
     assert predict.run(os.path.join(saved_model, "1"), [a]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == a and len(lines) == 6

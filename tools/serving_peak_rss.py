@@ -58,13 +58,13 @@ def main(workdir, smoke=False):
     import keras
     import tensorflow as tf
 
-    from alexnet_tf.serving import signatures
+    from alexnet_tf.serving import saved_model
 
     os.makedirs(workdir, exist_ok=True)
     keras.utils.set_random_seed(0)
     inputs = keras.Input((224, 224, 3))
     x = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(4, 8, strides=8)(inputs))
-    path = signatures.export_saved_model(
+    path = saved_model.export_saved_model(
         keras.Model(inputs, keras.layers.Dense(7)(x)), os.path.join(workdir, "model"), warmup=False
     )
 

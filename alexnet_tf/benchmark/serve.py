@@ -90,7 +90,7 @@ def run(
     import tensorflow as tf
 
     from alexnet_tf.model import build_alexnet
-    from alexnet_tf.serving import signatures
+    from alexnet_tf.serving import saved_model, signatures
 
     keras.utils.set_random_seed(seed)
     model = build_alexnet(num_classes=num_classes, variant=variant, dropout_rate=0.0)
@@ -102,7 +102,7 @@ def run(
     skipped, result = [], {}
     try:
         progress("exporting and loading the SavedModel")
-        loaded = tf.saved_model.load(signatures.export_saved_model(model, workdir, warmup=False))
+        loaded = tf.saved_model.load(saved_model.export_saved_model(model, workdir, warmup=False))
         serve = loaded.signatures[signatures.SERVING_SIGNATURE]
         predict_images = loaded.signatures[signatures.PIXELS_SIGNATURE]
         latency_calls = {

@@ -49,7 +49,7 @@ from alexnet_tf.cli import error_message
 from alexnet_tf.config import ConfigError
 from alexnet_tf.data import convert, pipelines, preprocessing, schema
 from alexnet_tf.features import figures
-from alexnet_tf.serving import embedding, signatures
+from alexnet_tf.serving import embedding, saved_model, signatures
 from alexnet_tf.weights import checkpointing
 
 FLAGS = flags.FLAGS
@@ -457,7 +457,7 @@ class SavedModel:
     takes_crops = False
 
     def __init__(self, path):
-        self.path = signatures.resolve_saved_model(path)
+        self.path = saved_model.resolve_saved_model(path)
         self.loaded = tf.saved_model.load(self.path)
         self.image_size = int(self.loaded.image_size.numpy())
         self.max_batch = int(getattr(self.loaded, "max_batch", signatures.DEFAULT_MAX_BATCH))
@@ -486,7 +486,7 @@ def load(path, labels_path=None):
     """A KerasModel or SavedModel for `--model`."""
     if not path.endswith(".keras") and tf.io.gfile.isdir(path):
         try:
-            signatures.resolve_saved_model(path)
+            saved_model.resolve_saved_model(path)
             is_saved_model = True
         except FileNotFoundError:
             is_saved_model = False

@@ -26,7 +26,7 @@ from alexnet_tf import metrics
 from alexnet_tf.cli import check_writable
 from alexnet_tf.config import ConfigError
 from alexnet_tf.data import schema
-from alexnet_tf.serving import embedding, signatures
+from alexnet_tf.serving import embedding, saved_model
 from alexnet_tf.training import init_from, summaries
 from alexnet_tf.training.devices import is_chief, num_workers, worker_name
 from alexnet_tf.training.inputs import inexact_resume_reason, make_input_fns, steps_per_epoch
@@ -626,6 +626,6 @@ class TrainLoop:
             keras.mixed_precision.set_global_policy(previous)
         serving_model.set_weights([v.numpy() for v in self.state.model.weights])
         export_dir = self.config.export_dir or os.path.join(self.model_dir, "export")
-        path = signatures.export_saved_model(serving_model, export_dir, labels=self.info.labels)
+        path = saved_model.export_saved_model(serving_model, export_dir, labels=self.info.labels)
         logging.info("Exported the SavedModel to %s", path)
         return path

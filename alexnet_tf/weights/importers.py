@@ -1,102 +1,40 @@
 """Owns pretrained-weight import: Caffe's bvlc_alexnet (as the ONNX model zoo ships it) and
 torchvision's AlexNet, checked layer by layer and loaded into `build_alexnet` models.
 
-    model = import_onnx("bvlcalexnet-12.onnx")         # -> variant "caffe"
-    model = import_torchvision("alexnet.safetensors")  # -> variant "one_weird_trick"
+    model = import_weights("onnx", "bvlcalexnet-12.onnx")         # -> variant "caffe"
+    model = import_weights("torchvision", "alexnet.safetensors")  # -> variant "one_weird_trick"
+    summary = import_to_files("onnx", "bvlcalexnet-12.onnx", "caffe.keras")
+
+Each source has its module: `alexnet_tf.weights.onnx_zoo` (the ONNX graph's structure and
+attributes) and `alexnet_tf.weights.torchvision_state` (the state_dict's keys); both fill the
+model through `alexnet_tf.weights.mapping`. This module picks the source, reads labels and
+writes the files `python -m alexnet_tf.import_weights` promises.
 
 Both models start with an `input_conversion` layer (`model.InputConversion`) that turns this
 project's input (RGB in [0, 255] minus `preprocessing.MEAN_RGB`, what the input
 pipelines, evaluation and the serving signatures feed) into what the weights were trained on,
-so `.keras` files, exports
-and `alexnet_tf.evaluate` need nothing special. The conventions are `CAFFE_INPUT` (BGR minus
-the mean pixel of Caffe's ilsvrc_2012_mean.npy) and `TORCHVISION_INPUT` (RGB / 255, then
-ImageNet mean/std).
+so `.keras` files, exports and `alexnet_tf.evaluate` need nothing special. The conventions are
+`onnx_zoo.CAFFE_INPUT` (BGR minus the mean pixel of Caffe's ilsvrc_2012_mean.npy) and
+`torchvision_state.TORCHVISION_INPUT` (RGB / 255, then ImageNet mean/std).
 
-Weights are mapped by structure, never by guessing names:
-- ONNX: the graph must be one chain from its single input, in this order: Conv, Relu, LRN,
-  MaxPool, Conv, Relu, LRN, MaxPool, Conv, Relu, Conv, Relu, Conv, Relu, MaxPool,
-  Reshape|Flatten, then three fully connected layers (Gemm with transB 0 or 1, or MatMul +
-  Add) with Relu after the first two; Dropout/Identity anywhere and a final Softmax are
-  ignored. Conv and Gemm weights and biases must be initialisers (or Constant nodes); every
-  attribute that changes the result (strides, pads, groups, LRN size/alpha/beta/bias, pool
-  size, stride, padding or ceil_mode) is checked against the "caffe" variant.
-- torchvision: the `state_dict` keys of `torchvision.models.alexnet` (`features.{0,3,6,8,10}`,
-  `classifier.{1,4,6}`, `.weight`/`.bias`; a `module.` prefix is dropped).
-Conv kernels go from OIHW to HWIO with `transpose(2, 3, 1, 0)` (grouped ones too), dense
-weights (out, in) are transposed, and fc6's rows are permuted from channels-first (c, y, x)
-to this model's channels-last (y, x, c) flattening. fc8's row count sets `num_classes`.
-Anything else raises `WeightImportError` naming the layer and the expected shape. The weights
-are written by `pretrained.assign_weights`, which refuses a model with any weight left unread.
-`onnx`, `onnxruntime`, `safetensors` and `torch` are imported only when a file needs them.
+Weights are mapped by structure, never by guessing names. Conv kernels go from OIHW to HWIO
+with `transpose(2, 3, 1, 0)` (grouped ones too), dense weights (out, in) are transposed, and
+fc6's rows are permuted from channels-first (c, y, x) to this model's channels-last (y, x, c)
+flattening. fc8's row count sets `num_classes`. Anything else raises `WeightImportError` naming
+the layer and the expected shape. The weights are written by `pretrained.assign_weights`, which
+refuses a model with any weight left unread. `onnx`, `onnxruntime`, `safetensors` and `torch`
+are imported only when a file needs them.
 """
 
-import dataclasses
 import importlib.util
 import os
 
-import numpy as np
+from alexnet_tf.data import schema
+from alexnet_tf.weights.mapping import DEFAULT_CLASSES, WeightImportError, check_file
+from alexnet_tf.weights.onnx_zoo import compare_with_onnxruntime, import_onnx
+from alexnet_tf.weights.torchvision_state import import_torchvision
 
-from alexnet_tf.data import preprocessing, schema
-from alexnet_tf.model import VARIANTS, build_alexnet
-from alexnet_tf.weights import pretrained
-
-# Per-channel mean of Caffe's ilsvrc_2012_mean.npy (BGR, [0, 255]): the mean pixel Caffe's
-# own classifier subtracts for bvlc_alexnet.
-CAFFE_MEAN_BGR = (104.00698793, 116.66876762, 122.67891434)
-CAFFE_INPUT = {
-    "input_mean": preprocessing.MEAN_RGB,
-    "channel_order": "bgr",
-    "scale": 1.0,
-    "mean": CAFFE_MEAN_BGR,
-    "std": (1.0, 1.0, 1.0),
-}
-TORCHVISION_INPUT = {
-    "input_mean": preprocessing.MEAN_RGB,
-    "channel_order": "rgb",
-    "scale": 1.0 / 255.0,
-    "mean": (0.485, 0.456, 0.406),
-    "std": (0.229, 0.224, 0.225),
-}
 SOURCES = ("onnx", "torchvision")
-
-# torchvision.models.alexnet's module index of each layer.
-TORCHVISION_LAYERS = (
-    ("conv1", "features.0"),
-    ("conv2", "features.3"),
-    ("conv3", "features.6"),
-    ("conv4", "features.8"),
-    ("conv5", "features.10"),
-    ("fc6", "classifier.1"),
-    ("fc7", "classifier.4"),
-    ("fc8", "classifier.6"),
-)
-TORCHVISION_IMAGE_SIZE = 224
-_DEFAULT_CLASSES = 1000
-
-_ONNX_KINDS = {
-    "Conv": "conv",
-    "Relu": "relu",
-    "LRN": "lrn",
-    "MaxPool": "pool",
-    "Reshape": "flatten",
-    "Flatten": "flatten",
-    "Gemm": "dense",
-    "MatMul": "dense",
-    "Softmax": "softmax",
-}
-_ONNX_IGNORED = ("Dropout", "Identity")
-_KIND_OPS = {
-    "conv": "a Conv",
-    "relu": "a Relu",
-    "lrn": "an LRN",
-    "pool": "a MaxPool",
-    "flatten": "a Reshape or Flatten",
-    "dense": "a Gemm (or MatMul + Add)",
-}
-
-
-class WeightImportError(ValueError):
-    """A weights file does not hold the expected AlexNet; the message names the layer."""
 
 
 def import_weights(source, path):
@@ -106,407 +44,6 @@ def import_weights(source, path):
     if source == "torchvision":
         return import_torchvision(path)
     raise WeightImportError(f"unknown source {source!r}; choose one of {SOURCES}")
-
-
-# ----------------------------------------------------------------------------- ONNX
-
-
-@dataclasses.dataclass
-class _OnnxLayer:
-    kind: str  # a value of _ONNX_KINDS
-    node: str  # node name for messages
-    op: str
-    attrs: dict
-    output: str
-    weight: np.ndarray = None  # OIHW (conv) or (out, in) (dense)
-    bias: np.ndarray = None
-    weight_name: str = ""
-    extra: np.ndarray = None  # Reshape's target shape
-    expected_name: str = ""  # the Keras layer it maps to, once checked
-
-
-def import_onnx(path, input_conversion=None):
-    """Loads Caffe's bvlc_alexnet from an ONNX file into `build_alexnet(variant="caffe")`.
-
-    Args:
-        path: the `.onnx` file (the ONNX model zoo's bvlcalexnet-{3..12}.onnx or any graph of
-            the same structure, see the module docstring).
-        input_conversion: `InputConversion` arguments; None uses `CAFFE_INPUT`.
-
-    Returns:
-        A float32 Keras model from this project's input to fc8's logits (no softmax).
-
-    Raises:
-        WeightImportError: the graph is not Caffe's AlexNet (the message names the layer).
-        ConfigError: a weight of the model got no value from the file
-            (`pretrained.assign_weights`).
-        ImportError: the `onnx` package is missing.
-    """
-    proto = _load_onnx(path)
-    input_name, input_shape, layers = read_onnx_layers(proto)
-    height, width = input_shape
-    dense = [layer for layer in layers if layer.kind == "dense"]
-    fc8 = dense[2].weight if len(dense) >= 3 else None
-    num_classes = fc8.shape[0] if fc8 is not None and fc8.ndim == 2 else _DEFAULT_CLASSES
-    model = _build(
-        "caffe", num_classes, (height, width), input_conversion or CAFFE_INPUT, f"ONNX input {input_name!r}"
-    )
-    _check_onnx_layers(model, layers)
-    values = {}
-    for layer in layers:
-        if layer.kind in ("conv", "dense"):
-            values.update(_keras_values(model, layer.expected_name, layer.weight, layer.bias))
-    pretrained.assign_weights(model, values, where=path)
-    return model
-
-
-def onnxruntime_logits(path, images):
-    """fc8's output (logits, before any Softmax) of an ONNX AlexNet, run by onnxruntime.
-
-    Args:
-        path: the `.onnx` file.
-        images: float32 [N, 3, H, W] in the graph's own input convention.
-
-    Returns:
-        float32 [N, num_classes]. Images run one at a time (the zoo graph has batch 1).
-    """
-    onnx = _require("onnx", "reading ONNX files")
-    ort = _require("onnxruntime", "running ONNX graphs")
-    proto = _load_onnx(path)
-    input_name, _, layers = read_onnx_layers(proto)
-    logits_name = [layer for layer in layers if layer.kind == "dense"][-1].output
-    if logits_name not in [o.name for o in proto.graph.output]:
-        proto.graph.output.append(
-            onnx.helper.make_tensor_value_info(logits_name, onnx.TensorProto.FLOAT, None)
-        )
-    session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
-    return np.concatenate(
-        [session.run([logits_name], {input_name: image[None].astype(np.float32)})[0] for image in images]
-    )
-
-
-def compare_with_onnxruntime(model, path, num_images=2, seed=0):
-    """Compares `model` with onnxruntime running `path` on the same random images.
-
-    The images are drawn in this project's input convention, fed to `model` as they are and
-    to the ONNX graph through the model's `input_conversion` (redone in NumPy).
-
-    Returns:
-        (max |logit difference|, max |onnxruntime logit|).
-    """
-    height, width = model.input_shape[1:3]
-    rng = np.random.default_rng(seed)
-    images = rng.uniform(0, 255, (num_images, height, width, 3)) - np.asarray(preprocessing.MEAN_RGB)
-    images = images.astype(np.float32)
-    conversion = model.get_layer("input_conversion").get_config()
-    expected = onnxruntime_logits(path, to_source_input(images, conversion))
-    actual = np.asarray(model(images, training=False))
-    return float(np.max(np.abs(actual - expected))), float(np.max(np.abs(expected)))
-
-
-def to_source_input(images, conversion):
-    """NumPy twin of `InputConversion`: project-convention NHWC images -> the source's NCHW."""
-    x = np.asarray(images, np.float64) + np.asarray(conversion["input_mean"])
-    if conversion["channel_order"] == "bgr":
-        x = x[..., ::-1]
-    x = (x * conversion["scale"] - np.asarray(conversion["mean"])) / np.asarray(conversion["std"])
-    return x.transpose(0, 3, 1, 2).astype(np.float32)
-
-
-def _load_onnx(path):
-    onnx = _require("onnx", "reading ONNX files")
-    _check_file(path)
-    try:
-        return onnx.load(path)
-    except Exception as e:  # noqa: BLE001  protobuf raises several types for a file that is not ONNX
-        raise WeightImportError(f"{path}: not a readable ONNX model ({e})") from None
-
-
-def read_onnx_layers(proto):
-    """(input name, (H, W), layers in graph order) of a plain-chain ONNX graph."""
-    from onnx import helper, numpy_helper
-
-    graph = proto.graph
-    consts = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
-    for node in graph.node:
-        if node.op_type == "Constant":
-            value = [a for a in node.attribute if a.name == "value"]
-            if value:
-                consts[node.output[0]] = numpy_helper.to_array(value[0].t)
-    inputs = [i for i in graph.input if i.name not in consts]
-    if len(inputs) != 1:
-        raise WeightImportError(
-            f"the graph has {len(inputs)} data inputs {[i.name for i in inputs]}; "
-            "Caffe's AlexNet has one image input [N, 3, H, W]"
-        )
-    dims = [d.dim_value if d.HasField("dim_value") else None for d in inputs[0].type.tensor_type.shape.dim]
-    if len(dims) != 4 or dims[1] not in (3, None):
-        raise WeightImportError(f"ONNX input {inputs[0].name!r} has shape {dims}; expected [N, 3, H, W]")
-    size = (dims[2] or 224, dims[3] or 224)
-
-    layers, current = [], inputs[0].name
-    for node in graph.node:
-        if node.op_type == "Constant":
-            continue
-        name = node.name or node.output[0]
-        data_inputs = [i for i in node.input if i and i not in consts]
-        if data_inputs != [current]:
-            raise WeightImportError(
-                f"ONNX node {name!r} ({node.op_type}) does not take exactly the previous layer's output "
-                f"{current!r} (it takes {list(node.input)}): not the single chain of Caffe's AlexNet"
-            )
-        current = node.output[0]
-        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
-        if node.op_type in _ONNX_IGNORED:
-            continue
-        if node.op_type == "Add" and layers and layers[-1].op == "MatMul" and layers[-1].bias is None:
-            (bias_name,) = [i for i in node.input if i in consts]
-            layers[-1].bias, layers[-1].output = consts[bias_name], current
-            continue
-        if node.op_type not in _ONNX_KINDS:
-            raise WeightImportError(
-                f"ONNX node {name!r} is a {node.op_type}, which Caffe's AlexNet does not have"
-            )
-        layer = _OnnxLayer(_ONNX_KINDS[node.op_type], name, node.op_type, attrs, current)
-        if layer.kind in ("conv", "dense"):
-            _read_onnx_parameters(layer, node, consts)
-        elif node.op_type == "Reshape" and len(node.input) > 1:
-            layer.extra = consts.get(node.input[1])
-        layers.append(layer)
-    if layers and layers[-1].kind == "softmax":
-        layers.pop()
-    return inputs[0].name, size, layers
-
-
-def _read_onnx_parameters(layer, node, consts):
-    """Fills the weight in PyTorch layout (OIHW, or (out, in)) and the bias of a Conv/Gemm/MatMul."""
-    weight_name = node.input[1] if len(node.input) > 1 else ""
-    if weight_name not in consts:
-        raise WeightImportError(
-            f"ONNX node {layer.node!r} ({node.op_type}): its weight {weight_name!r} "
-            "is not an initializer; the importer needs constant weights"
-        )
-    weight = consts[weight_name].astype(np.float32, copy=False)
-    bias = consts.get(node.input[2]) if len(node.input) > 2 and node.input[2] else None
-    bias = None if bias is None else bias.astype(np.float32).reshape(-1)
-    if node.op_type == "Gemm":
-        if layer.attrs.get("transA", 0):
-            raise WeightImportError(f"ONNX node {layer.node!r} (Gemm) has transA=1; Caffe's AlexNet has none")
-        weight = weight if layer.attrs.get("transB", 0) else weight.T
-        if layer.attrs.get("alpha", 1.0) != 1.0:
-            weight = weight * np.float32(layer.attrs["alpha"])
-        if bias is not None and layer.attrs.get("beta", 1.0) != 1.0:
-            bias = bias * np.float32(layer.attrs["beta"])
-    elif node.op_type == "MatMul":
-        weight = weight.T
-    layer.weight, layer.bias, layer.weight_name = weight, bias, weight_name
-
-
-def _expected_kinds(spec):
-    """[(kind, layer name)] of a variant, in graph order."""
-    kinds = []
-    for i, conv in enumerate(spec.convs, start=1):
-        kinds += [("conv", f"conv{i}"), ("relu", f"the ReLU of conv{i}")]
-        kinds += [("lrn", f"lrn{i}")] if conv.lrn else []
-        kinds += [("pool", f"pool{i}")] if conv.pool else []
-    kinds.append(("flatten", "flatten"))
-    last = 6 + len(spec.fc_units)
-    for i in range(6, last):
-        kinds += [("dense", f"fc{i}"), ("relu", f"the ReLU of fc{i}")]
-    return kinds + [("dense", f"fc{last}")]
-
-
-def _check_onnx_layers(model, layers):
-    """Checks every ONNX layer against the "caffe" model, in order; names them for `_keras_values`."""
-    expected = _expected_kinds(VARIANTS["caffe"])
-    for position, (kind, name) in enumerate(expected):
-        if position >= len(layers):
-            after = f" after node {layers[-1].node!r}" if layers else ""
-            raise WeightImportError(
-                f"{name}: missing; the graph ends{after}, expected {_KIND_OPS[kind]} "
-                f"node{_shape_hint(model, name)}"
-            )
-        layer = layers[position]
-        if layer.kind != kind:
-            raise WeightImportError(
-                f"{name}: expected {_KIND_OPS[kind]} node{_shape_hint(model, name)}, "
-                f"found {layer.op} node {layer.node!r}"
-            )
-        layer.expected_name = name
-        where = f"{name} (ONNX node {layer.node!r})"
-        if kind in ("conv", "dense"):
-            weight_shape, bias_shape = _source_shapes(model.get_layer(name))
-            _check_shape(f"{where}: weight {layer.weight_name!r}", layer.weight, weight_shape)
-            if layer.bias is not None:
-                _check_shape(f"{where}: bias", layer.bias, bias_shape)
-        if kind == "conv":
-            _check_onnx_conv(where, layer.attrs, VARIANTS["caffe"].convs[int(name[4:]) - 1])
-        elif kind == "lrn":
-            _check_onnx_lrn(where, layer.attrs, model.get_layer(name))
-        elif kind == "pool":
-            _check_onnx_pool(where, layer.attrs, model, int(name[4:]))
-        elif kind == "flatten" and layer.extra is not None and len(layer.extra) != 2:
-            raise WeightImportError(f"{where}: reshapes to {list(layer.extra)}; expected [N, features]")
-    if len(layers) > len(expected):
-        extra = layers[len(expected)]
-        raise WeightImportError(f"unexpected {extra.op} node {extra.node!r} after fc8: not Caffe's AlexNet")
-
-
-def _check_attr(where, attr, actual, expected):
-    if list(actual) != list(expected):
-        raise WeightImportError(
-            f"{where}: {attr}={list(actual)}, expected {list(expected)} (Caffe's AlexNet)"
-        )
-
-
-def _check_onnx_conv(where, attrs, conv):
-    k, s, p = conv.kernel_size, conv.strides, conv.padding
-    _check_attr(where, "kernel_shape", attrs.get("kernel_shape", [k, k]), [k, k])
-    _check_attr(where, "strides", attrs.get("strides", [1, 1]), [s, s])
-    _check_attr(where, "pads", attrs.get("pads", [0] * 4), [p] * 4)
-    _check_attr(where, "group", [attrs.get("group", 1)], [conv.groups])
-    _check_attr(where, "dilations", attrs.get("dilations", [1, 1]), [1, 1])
-    _check_auto_pad(where, attrs)
-
-
-def _check_auto_pad(where, attrs):
-    auto_pad = attrs.get("auto_pad", b"NOTSET")
-    auto_pad = auto_pad.decode() if isinstance(auto_pad, bytes) else str(auto_pad)
-    if auto_pad not in ("NOTSET", "VALID", ""):
-        raise WeightImportError(f"{where}: auto_pad={auto_pad}; the importer needs explicit pads")
-
-
-def _check_onnx_lrn(where, attrs, lrn):
-    size = attrs.get("size")
-    # ONNX (like Caffe) divides alpha by the window size; LocalResponseNormalization does not.
-    actual = {
-        "size": size,
-        "alpha / size": attrs.get("alpha", 1e-4) / (size or 1),
-        "beta": attrs.get("beta", 0.75),
-        "bias": attrs.get("bias", 1.0),
-    }
-    expected = {
-        "size": 2 * lrn.depth_radius + 1,
-        "alpha / size": lrn.alpha,
-        "beta": lrn.beta,
-        "bias": lrn.bias,
-    }
-    for key, value in expected.items():
-        if actual[key] is None or not np.isclose(actual[key], value, rtol=1e-5, atol=0):
-            shown = "missing" if actual[key] is None else f"{actual[key]:.6g}"
-            raise WeightImportError(f"{where}: LRN {key}={shown}, expected {value:.6g} (Caffe's AlexNet)")
-
-
-def _check_onnx_pool(where, attrs, model, index):
-    _check_attr(where, "kernel_shape", attrs.get("kernel_shape", []), [3, 3])
-    _check_attr(where, "strides", attrs.get("strides", [1, 1]), [2, 2])
-    _check_attr(where, "dilations", attrs.get("dilations", [1, 1]), [1, 1])
-    _check_auto_pad(where, attrs)
-    pads = list(attrs.get("pads", [0] * 4))
-    if pads[:2] != [0, 0]:
-        raise WeightImportError(f"{where}: pads={pads}; Caffe's pooling only extends past the bottom/right")
-    rounding = np.ceil if attrs.get("ceil_mode", 0) else np.floor
-    size_in = model.get_layer(f"conv{index}").output.shape[1:3]
-    actual = [int(rounding((n + end - 3) / 2)) + 1 for n, end in zip(size_in, pads[2:])]
-    expected = list(model.get_layer(f"pool{index}").output.shape[1:3])
-    if actual != expected:
-        raise WeightImportError(
-            f"{where}: pools {list(size_in)} to {actual} (pads={pads}, "
-            f"ceil_mode={attrs.get('ceil_mode', 0)}); Caffe's rounded-up pooling gives {expected}"
-        )
-
-
-def _shape_hint(model, name):
-    if name in [layer.name for layer in model.layers] and hasattr(model.get_layer(name), "kernel"):
-        return f" with weight shape {_source_shapes(model.get_layer(name))[0]}"
-    return ""
-
-
-# ----------------------------------------------------------------------------- torchvision
-
-
-def import_torchvision(path, input_conversion=None):
-    """Loads a torchvision AlexNet `state_dict` into `build_alexnet(variant="one_weird_trick")`.
-
-    Args:
-        path: `.safetensors` or `.npz` (no PyTorch needed), or `.pth`/`.pt` (needs PyTorch),
-            holding `torchvision.models.alexnet().state_dict()` or a dict with it under
-            "state_dict" or "model".
-        input_conversion: `InputConversion` arguments; None uses `TORCHVISION_INPUT`.
-
-    Returns:
-        A float32 Keras model from this project's input to fc8's logits.
-
-    Raises:
-        WeightImportError: a layer is missing, has the wrong shape, or the file holds
-            entries torchvision's AlexNet does not have.
-        ConfigError: a weight of the model got no value from the file
-            (`pretrained.assign_weights`).
-        ImportError: the package for the file type is missing.
-    """
-    state = read_state_dict(path)
-    if all(key.startswith("module.") for key in state):  # saved from nn.DataParallel
-        state = {key[len("module.") :]: value for key, value in state.items()}
-    fc8 = state.get(TORCHVISION_LAYERS[-1][1] + ".weight")
-    num_classes = fc8.shape[0] if fc8 is not None and fc8.ndim == 2 else _DEFAULT_CLASSES
-    size = (TORCHVISION_IMAGE_SIZE, TORCHVISION_IMAGE_SIZE)
-    model = _build("one_weird_trick", num_classes, size, input_conversion or TORCHVISION_INPUT, path)
-    for name, prefix in TORCHVISION_LAYERS:
-        weight_shape, bias_shape = _source_shapes(model.get_layer(name))
-        _check_shape(f"{name}: {prefix}.weight", state.get(f"{prefix}.weight"), weight_shape)
-        _check_shape(f"{name}: {prefix}.bias", state.get(f"{prefix}.bias"), bias_shape)
-    known = {f"{prefix}.{kind}" for _, prefix in TORCHVISION_LAYERS for kind in ("weight", "bias")}
-    unknown = sorted(set(state) - known)
-    if unknown:
-        raise WeightImportError(
-            f"{path}: entries {unknown[:5]} are not in torchvision's AlexNet (expected only {sorted(known)})"
-        )
-    values = {}
-    for name, prefix in TORCHVISION_LAYERS:
-        values.update(_keras_values(model, name, state[f"{prefix}.weight"], state[f"{prefix}.bias"]))
-    pretrained.assign_weights(model, values, where=path)
-    return model
-
-
-def read_state_dict(path):
-    """{name: float32 array} from a `.safetensors`, `.npz` or PyTorch `.pth`/`.pt` file."""
-    _check_file(path)
-    suffix = os.path.splitext(path)[1].lower()
-    try:
-        if suffix == ".safetensors":
-            safetensors_numpy = _require("safetensors.numpy", "reading .safetensors files", "safetensors")
-            state = safetensors_numpy.load_file(path)
-        elif suffix == ".npz":
-            with np.load(path, allow_pickle=False) as archive:
-                state = {key: archive[key] for key in archive.files}
-        elif suffix in (".pth", ".pt"):
-            state = _read_torch(path)
-        else:
-            raise WeightImportError(
-                f"{path}: unknown file type {suffix!r}; use .safetensors, .npz, .pth or .pt"
-            )
-    except (WeightImportError, ImportError):
-        raise
-    except Exception as e:  # noqa: BLE001  each format's reader raises its own types for a damaged file
-        raise WeightImportError(f"{path}: cannot read it as a {suffix} state_dict ({e})") from None
-    for key, value in state.items():
-        if not np.issubdtype(np.asarray(value).dtype, np.floating):
-            raise WeightImportError(f"{path}: entry {key!r} is {np.asarray(value).dtype}, expected floats")
-    return {key: np.asarray(value).astype(np.float32, copy=False) for key, value in state.items()}
-
-
-def _read_torch(path):
-    torch = _require("torch", "reading .pth files (or convert the file to .safetensors/.npz)")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    for key in ("state_dict", "model"):
-        if isinstance(state, dict) and isinstance(state.get(key), dict):
-            state = state[key]
-    if not isinstance(state, dict):
-        raise WeightImportError(f"{path}: holds a {type(state).__name__}, expected a state_dict")
-    return {key: value.detach().float().cpu().numpy() for key, value in state.items()}
-
-
-# ----------------------------------------------------------------------------- files
 
 
 def import_to_files(source, input_path, output_path, labels_path=None, export_dir=None, verify=True):
@@ -520,7 +57,7 @@ def import_to_files(source, input_path, output_path, labels_path=None, export_di
         labels_path: class names, one per line (see `read_labels`); None uses the tfds
             ILSVRC-2012 synsets for 1000 classes.
         export_dir: if set, also writes a TF Serving SavedModel version under it
-            (`alexnet_tf.serving.export_saved_model`).
+            (`alexnet_tf.serving.saved_model.export_saved_model`).
         verify: for ONNX, also run the graph in onnxruntime on random images and fail unless
             the logits agree to 1e-4 of their scale.
 
@@ -556,16 +93,16 @@ def import_to_files(source, input_path, output_path, labels_path=None, export_di
         with open(summary["labels"], "w", encoding="utf-8") as f:
             f.write("\n".join(labels) + "\n")
     if export_dir:
-        from alexnet_tf.serving import signatures  # serving code only when asked
+        from alexnet_tf.serving import saved_model  # serving code only when asked
 
-        summary["export"] = signatures.export_saved_model(model, export_dir, labels=labels)
+        summary["export"] = saved_model.export_saved_model(model, export_dir, labels=labels)
     return summary
 
 
 # ----------------------------------------------------------------------------- shared
 
 
-def read_labels(path=None, num_classes=_DEFAULT_CLASSES):
+def read_labels(path=None, num_classes=DEFAULT_CLASSES):
     """Class names of an imported model, or None when there are none to use.
 
     Args:
@@ -577,73 +114,14 @@ def read_labels(path=None, num_classes=_DEFAULT_CLASSES):
     """
     if path is None:
         spec = importlib.util.find_spec("tensorflow_datasets")
-        if num_classes != _DEFAULT_CLASSES or spec is None or not spec.submodule_search_locations:
+        if num_classes != DEFAULT_CLASSES or spec is None or not spec.submodule_search_locations:
             return None
         path = os.path.join(spec.submodule_search_locations[0], "datasets", "imagenet2012", "labels.txt")
         if not os.path.exists(path):
             return None
-    _check_file(path)
+    check_file(path)
     # The text a model trained on the same labels file serves (schema.LabelEntry.text).
     labels = [entry.text for entry in schema.read_labels(path)]
     if len(labels) != num_classes:
         raise WeightImportError(f"{path}: {len(labels)} labels for a model with {num_classes} classes")
     return labels
-
-
-def _build(variant, num_classes, size, input_conversion, source):
-    try:
-        return build_alexnet(
-            num_classes=int(num_classes),
-            variant=variant,
-            input_shape=(*size, 3),
-            input_conversion=dict(input_conversion),
-            kernel_initializer="zeros",
-        )
-    except ValueError as e:
-        raise WeightImportError(f"{source}: cannot build the {variant!r} AlexNet for it: {e}") from None
-
-
-def _source_shapes(layer):
-    """(weight, bias) shapes of a Keras conv/dense layer in PyTorch/ONNX layout."""
-    kernel = tuple(layer.kernel.shape)
-    weight = (kernel[3], kernel[2], kernel[0], kernel[1]) if len(kernel) == 4 else (kernel[1], kernel[0])
-    return weight, (kernel[-1],)
-
-
-def _check_shape(what, array, expected):
-    if array is None:
-        raise WeightImportError(f"{what} is missing; expected shape {expected}")
-    if tuple(array.shape) != tuple(expected):
-        raise WeightImportError(f"{what} has shape {tuple(array.shape)}, expected {tuple(expected)}")
-
-
-def _keras_values(model, name, weight, bias):
-    """{weight path: value} of the Keras layer `name` from its PyTorch-layout parameters."""
-    layer = model.get_layer(name)
-    if weight.ndim == 4:
-        kernel = weight.transpose(2, 3, 1, 0)
-    else:
-        kernel = weight.T
-        if name == "fc6":
-            # Rows in channels-first (c, y, x) order -> this model's channels-last (y, x, c).
-            h, w, c = model.get_layer("flatten").input.shape[1:]
-            kernel = kernel.reshape(c, h, w, -1).transpose(1, 2, 0, 3).reshape(h * w * c, -1)
-    bias = np.zeros(layer.bias.shape) if bias is None else bias  # a Conv or Gemm without one adds 0
-    return {
-        layer.kernel.path: np.ascontiguousarray(kernel, np.float32),
-        layer.bias.path: np.asarray(bias, np.float32),
-    }
-
-
-def _check_file(path):
-    if not os.path.isfile(path):
-        raise WeightImportError(f"{path}: no such file")
-
-
-def _require(module, purpose, package=None):
-    try:
-        return importlib.import_module(module)
-    except ImportError:
-        raise ImportError(
-            f"{purpose} needs the {package or module} package: pip install {package or module}"
-        ) from None

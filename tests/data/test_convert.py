@@ -1,4 +1,4 @@
-"""Tests of alexnet_tf/data/convert.py and python -m alexnet_tf.convert on generated image trees."""
+"""Tests of alexnet_tf/data/convert/ and python -m alexnet_tf.convert on generated image trees."""
 
 import io
 import json

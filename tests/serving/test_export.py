@@ -16,14 +16,14 @@ from alexnet_tf import export
 from alexnet_tf.config import ConfigError
 from alexnet_tf.data import preprocessing
 from alexnet_tf.layers import GroupedConv2D, LocalResponseNormalization
-from alexnet_tf.serving import signatures
+from alexnet_tf.serving import limits, saved_model, signatures
 
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     model = small_classifier()
     base = str(tmp_path_factory.mktemp("export"))
-    path = signatures.export_saved_model(model, base, labels=LABELS)
+    path = saved_model.export_saved_model(model, base, labels=LABELS)
     return model, base, path, tf.saved_model.load(path)
 
 
@@ -36,10 +36,10 @@ def test_layout_is_tf_serving_versioned_and_complete(exported):
     assert path == os.path.join(base, "1")
     assert sorted(os.listdir(base)) == ["1"]  # no staging folder left behind
     assert {"saved_model.pb", "variables", "assets"} <= set(os.listdir(path))
-    with open(os.path.join(path, "assets", signatures.LABELS_ASSET)) as f:
+    with open(os.path.join(path, "assets", saved_model.LABELS_ASSET)) as f:
         assert f.read().splitlines() == LABELS
-    assert signatures.next_version(base) == 2
-    assert signatures.next_version(os.path.join(base, "missing")) == 1
+    assert saved_model.next_version(base) == 2
+    assert saved_model.next_version(os.path.join(base, "missing")) == 1
 
 
 def test_serving_default_takes_image_bytes_and_returns_named_outputs(exported, tmp_path):
@@ -80,19 +80,19 @@ def test_predict_images_takes_uint8_or_float32_pixels_of_any_size(exported):
 def test_versions_count_up_and_labels_default_to_class_numbers(tmp_path):
     model = small_classifier(num_classes=3, fc7=False)
     base = str(tmp_path)
-    first = signatures.export_saved_model(model, base)
-    second = signatures.export_saved_model(model, base)
+    first = saved_model.export_saved_model(model, base)
+    second = saved_model.export_saved_model(model, base)
     assert (first, second) == (os.path.join(base, "1"), os.path.join(base, "2"))
-    assert signatures.export_saved_model(model, base, version=7) == os.path.join(base, "7")
+    assert saved_model.export_saved_model(model, base, version=7) == os.path.join(base, "7")
     loaded = tf.saved_model.load(second)
     assert signatures.FEATURES_SIGNATURE not in loaded.signatures  # a model without fc7 has none
     out = loaded.predict_images(tf.zeros([1, 240, 240, 3], tf.uint8))
     assert out["top_k_classes"].shape == (1, 3)  # top-k stops at the number of classes
     assert sorted(out["top_k_labels"].numpy()[0].astype(str)) == ["0", "1", "2"]
     with pytest.raises(ValueError, match="already exists"):
-        signatures.export_saved_model(model, base, version=2)
+        saved_model.export_saved_model(model, base, version=2)
     with pytest.raises(ValueError, match="2 labels for a model with 3 classes"):
-        signatures.export_saved_model(model, base, labels=["a", "b"])
+        saved_model.export_saved_model(model, base, labels=["a", "b"])
 
 
 # ----------------------------------------------------------------------------- issue 5: serving
@@ -236,7 +236,7 @@ def test_warmup_file_holds_prediction_logs_that_replay(exported):
     from tensorflow_serving.apis import prediction_log_pb2
 
     _, base, path, loaded = exported
-    records = list(tf.data.TFRecordDataset(os.path.join(path, signatures.WARMUP_FILE)).as_numpy_iterator())
+    records = list(tf.data.TFRecordDataset(os.path.join(path, saved_model.WARMUP_FILE)).as_numpy_iterator())
     seen = set()
     for record in records:
         request = prediction_log_pb2.PredictionLog.FromString(record).predict_log.request
@@ -296,7 +296,7 @@ def test_cli_run_exports_a_keras_file_with_synset_labels(tmp_path):
     (tmp_path / "labels.txt").write_text("0\tn01\ttench\n1\tn02\tgoldfish\n2\tn03\tshark\n")
     path = export.run(str(tmp_path / "m.keras"), str(tmp_path / "models"), version=4)
     assert path == str(tmp_path / "models" / "4")
-    with open(os.path.join(path, "assets", signatures.LABELS_ASSET)) as f:
+    with open(os.path.join(path, "assets", saved_model.LABELS_ASSET)) as f:
         assert f.read().splitlines() == ["n01 tench", "n02 goldfish", "n03 shark"]
     with pytest.raises(ConfigError, match="no checkpoint"):
         export.run(str(tmp_path / "nothing"), str(tmp_path / "models"))
@@ -425,7 +425,7 @@ def test_decompression_bomb_is_refused_before_decoding_in_a_fresh_process(export
 
 
 def test_limits_are_export_options(tmp_path):
-    path = signatures.export_saved_model(
+    path = saved_model.export_saved_model(
         small_classifier(), str(tmp_path), warmup=False, max_pixels=100 * 100, max_batch=2
     )
     serve = tf.saved_model.load(path).signatures[signatures.SERVING_SIGNATURE]
@@ -467,9 +467,7 @@ def test_header_sizes_match_the_decoder(fmt):
     if fmt == "BMP-top-down":  # negative height: rows stored top to bottom
         height = int.from_bytes(encoded[22:26], "little", signed=True)
         encoded = encoded[:22] + (-height).to_bytes(4, "little", signed=True) + encoded[26:]
-    header = signatures.ServingModule.image_header(
-        type("Limits", (), {"max_pixels": 10**9})(), tf.constant(0), tf.constant(encoded)
-    ).numpy()
+    header = limits.image_header(tf.constant(0), tf.constant(encoded), max_pixels=10**9).numpy()
     assert header.tolist() == [37, 53, 1]
     assert tf.io.decode_image(encoded, channels=3, expand_animations=False).shape == (37, 53, 3)
 
@@ -482,9 +480,7 @@ def test_large_jpegs_are_decoded_downscaled_with_the_same_result(exported, tmp_p
 
     for (height, width), ratio in (((1000, 1500), 1), ((2100, 3000), 2), ((4200, 5000), 4)):
         jpeg = tf.io.encode_jpeg(natural_image(rng, height, width), quality=90).numpy()
-        header = signatures.ServingModule.image_header(
-            type("Limits", (), {"max_pixels": 10**9})(), tf.constant(0), tf.constant(jpeg)
-        ).numpy()
+        header = limits.image_header(tf.constant(0), tf.constant(jpeg), max_pixels=10**9).numpy()
         assert header.tolist() == [height, width, ratio]
         full = preprocessing.preprocess_for_eval(preprocessing.decode_image(jpeg))
         scaled = preprocessing.preprocess_for_eval(tf.io.decode_jpeg(jpeg, channels=3, ratio=ratio))

@@ -28,10 +28,10 @@ import alexnet_tf
 from alexnet_tf import model, train
 from alexnet_tf.config import ConfigError, TrainConfig
 from alexnet_tf.data import pipelines
-from alexnet_tf.serving import signatures
+from alexnet_tf.serving.results import top_k
 from alexnet_tf.training import step as steps
 from alexnet_tf.training.schedules import AlexNetSchedule
-from alexnet_tf.weights import importers
+from alexnet_tf.weights import torchvision_state
 from alexnet_tf.weights.checkpointing import CHECKPOINT_SUBDIR, Checkpointer, check_model_spec, model_weights
 
 SIZE = 95  # one_weird_trick's smallest trainable input: the cheapest whole AlexNet
@@ -70,7 +70,7 @@ def base(datasets):
         variant="one_weird_trick",
         input_shape=(SIZE, SIZE, 3),
         dropout_rate=0.0,
-        input_conversion=importers.TORCHVISION_INPUT,
+        input_conversion=torchvision_state.TORCHVISION_INPUT,
     )
     source.compile(
         optimizer=keras.optimizers.SGD(0.001, momentum=0.9),
@@ -339,7 +339,5 @@ def test_head_only_fine_tuning_resumes_after_sigkill_and_keeps_the_frozen_layers
     probabilities = tf.nn.softmax(tuned(pixels)).numpy()
     np.testing.assert_allclose(outputs["probabilities"], probabilities, atol=1e-5)
     decoded = alexnet_tf.decode_predictions(probabilities, top=3, labels=os.path.join(new, "labels.txt"))
-    assert [(label, c) for label, _, c in decoded[0]] == [
-        (label, c) for label, _, c in signatures.top_k(outputs)
-    ]
+    assert [(label, c) for label, _, c in decoded[0]] == [(label, c) for label, _, c in top_k(outputs)]
     assert re.fullmatch(r"n0900000\d class \d", decoded[0][0][0])

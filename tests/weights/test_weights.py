@@ -1,5 +1,6 @@
-"""Tests of alexnet_tf.weights.importers and `python -m alexnet_tf.import_weights`: imported logits
-equal the source framework's on the same images, and files of the wrong structure fail with the layer's name.
+"""Tests of the importers in alexnet_tf.weights and `python -m alexnet_tf.import_weights`: imported
+logits equal the source framework's on the same images, and files of the wrong structure fail
+with the layer's name.
 
 No file is downloaded: the ONNX graphs (bvlc_alexnet's structure, Caffe2's names) and the
 torchvision-layout state_dicts are written here with random weights.
@@ -16,7 +17,8 @@ import pytest
 
 from alexnet_tf.data import preprocessing
 from alexnet_tf.model import InputConversion, build_alexnet
-from alexnet_tf.weights import importers
+from alexnet_tf.weights import importers, mapping, onnx_zoo
+from alexnet_tf.weights.torchvision_state import TORCHVISION_INPUT, import_torchvision
 
 CAFFE_MEAN_BGR = np.array([104.00698793, 116.66876762, 122.67891434])  # ilsvrc_2012_mean.npy
 TORCH_MEAN, TORCH_STD = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
@@ -215,12 +217,12 @@ def zoo_onnx(tmp_path_factory):
 def test_onnx_import_matches_onnxruntime(zoo_onnx):
     path, params, images, expected = zoo_onnx
 
-    model = importers.import_onnx(path)
+    model = onnx_zoo.import_onnx(path)
 
     assert model.count_params() == 60_965_224
     assert 1 < np.abs(expected).max() < 20  # logits of a size where 1e-4 means something
     np.testing.assert_allclose(np.asarray(model(images, training=False)), expected, atol=1e-4, rtol=0)
-    difference, scale = importers.compare_with_onnxruntime(model, path)
+    difference, scale = onnx_zoo.compare_with_onnxruntime(model, path)
     assert difference < 1e-4 and scale > 1
     # The layouts behind that agreement: HWIO conv kernels (grouped conv2 too) and fc6 rows
     # in channels-last (y, x, c) order where Caffe's are (c, y, x).
@@ -248,7 +250,7 @@ def test_onnx_caffe_input_size_and_matmul_add(tmp_path):
     images = _project_images(np.random.default_rng(3), 1, 227)
     expected = ort_logits(path, caffe_input(images))
 
-    model = importers.import_onnx(path)
+    model = onnx_zoo.import_onnx(path)
 
     assert tuple(model.input_shape[1:]) == (227, 227, 3) and model.output_shape[-1] == 10
     np.testing.assert_allclose(np.asarray(model(images, training=False)), expected, atol=1e-4, rtol=0)
@@ -261,7 +263,7 @@ def test_onnx_gemm_forms_read_the_same_weights(tmp_path):
         proto = onnx_load(write_bvlc_alexnet_onnx(tmp_path / f"{form}.onnx", params, fc_form=form))
         read[form] = [
             (layer.weight, layer.bias)
-            for layer in importers.read_onnx_layers(proto)[2]
+            for layer in onnx_zoo.read_onnx_layers(proto)[2]
             if layer.kind == "dense"
         ]
     for i, (weight, bias) in enumerate(read["gemm_transB"]):
@@ -299,8 +301,8 @@ def onnx_load(path):
 def test_onnx_wrong_structure_names_the_layer(tmp_path, kwargs, message):
     params = caffe_params(None, fc_units=(8, 8, 8))
     path = write_bvlc_alexnet_onnx(tmp_path / "bad.onnx", params, **kwargs)
-    with pytest.raises(importers.WeightImportError, match=message):
-        importers.import_onnx(path)
+    with pytest.raises(mapping.WeightImportError, match=message):
+        onnx_zoo.import_onnx(path)
 
 
 def test_onnx_wrong_shape_names_the_layer_and_expected_shape(tmp_path):
@@ -308,11 +310,11 @@ def test_onnx_wrong_shape_names_the_layer_and_expected_shape(tmp_path):
     params["conv2_w_0"] = np.zeros((256, 96, 5, 5), np.float32)  # no groups
     path = write_bvlc_alexnet_onnx(tmp_path / "bad.onnx", params)
     with pytest.raises(
-        importers.WeightImportError,
+        mapping.WeightImportError,
         match=r"conv2 \(ONNX node 'conv2_1'\): weight 'conv2_w_0' has shape "
         r"\(256, 96, 5, 5\), expected \(256, 48, 5, 5\)",
     ):
-        importers.import_onnx(path)
+        onnx_zoo.import_onnx(path)
 
 
 def test_onnx_other_architecture_is_refused(tmp_path):
@@ -320,8 +322,8 @@ def test_onnx_other_architecture_is_refused(tmp_path):
     params = caffe_params(None, fc_units=(8, 8, 8))
     params["conv1_w_0"] = np.zeros((64, 3, 11, 11), np.float32)
     path = write_bvlc_alexnet_onnx(tmp_path / "other.onnx", params)
-    with pytest.raises(importers.WeightImportError, match=r"conv1 .*expected \(96, 3, 11, 11\)"):
-        importers.import_onnx(path)
+    with pytest.raises(mapping.WeightImportError, match=r"conv1 .*expected \(96, 3, 11, 11\)"):
+        onnx_zoo.import_onnx(path)
 
 
 # ----------------------------------------------------------------------------- torchvision
@@ -402,7 +404,7 @@ def test_torchvision_import_matches_numpy_forward(tmp_path, torch_state, torch_r
     path = save_state(tmp_path / f"alexnet{suffix}", torch_state)
     images, expected = torch_reference
 
-    model = importers.import_torchvision(path)
+    model = import_torchvision(path)
 
     assert model.count_params() == 61_100_840 - 4_097_000 + 4096 * 10 + 10
     actual = np.asarray(model(images, training=False))
@@ -454,7 +456,7 @@ def test_pth_import_matches_pytorch(tmp_path):
     with torch.no_grad():
         expected = net(torch.from_numpy(torchvision_input(images).astype(np.float32))).numpy()
 
-    model = importers.import_torchvision(path)
+    model = import_torchvision(path)
 
     np.testing.assert_allclose(np.asarray(model(images, training=False)), expected, atol=1e-4, rtol=0)
 
@@ -471,10 +473,10 @@ def zero_state():
 def test_torchvision_missing_layer(tmp_path, zero_state):
     path = save_state(tmp_path / "bad.npz", _without(zero_state, "classifier.6."))
     with pytest.raises(
-        importers.WeightImportError,
+        mapping.WeightImportError,
         match=r"fc8: classifier\.6\.weight is missing; expected shape \(1000, 4096\)",
     ):
-        importers.import_torchvision(path)
+        import_torchvision(path)
 
 
 def test_torchvision_wrong_shape(tmp_path, zero_state):
@@ -482,11 +484,11 @@ def test_torchvision_wrong_shape(tmp_path, zero_state):
     state["features.3.weight"] = np.zeros((192, 64, 3, 3), np.float32)
     path = save_state(tmp_path / "bad.npz", state)
     with pytest.raises(
-        importers.WeightImportError,
+        mapping.WeightImportError,
         match=r"conv2: features\.3\.weight has shape \(192, 64, 3, 3\), "
         r"expected \(192, 64, 5, 5\)",
     ):
-        importers.import_torchvision(path)
+        import_torchvision(path)
 
 
 def test_torchvision_other_architecture(tmp_path):
@@ -498,20 +500,20 @@ def test_torchvision_other_architecture(tmp_path):
     }
     path = save_state(tmp_path / "vgg.npz", state)
     with pytest.raises(
-        importers.WeightImportError,
+        mapping.WeightImportError,
         match=r"conv1: features\.0\.weight has shape \(64, 3, 3, 3\), "
         r"expected \(64, 3, 11, 11\)",
     ):
-        importers.import_torchvision(path)
+        import_torchvision(path)
 
 
 def test_torchvision_unexpected_entries(tmp_path, zero_state):
     state = dict(zero_state, **{"features.1.running_mean": np.zeros(64, np.float32)})
     path = save_state(tmp_path / "bn.npz", state)
     with pytest.raises(
-        importers.WeightImportError, match=r"entries \['features\.1\.running_mean'\] are not in"
+        mapping.WeightImportError, match=r"entries \['features\.1\.running_mean'\] are not in"
     ):
-        importers.import_torchvision(path)
+        import_torchvision(path)
 
 
 @pytest.mark.parametrize(
@@ -530,7 +532,7 @@ def test_unreadable_files(tmp_path, name, content, message):
     source = "onnx" if name.endswith(".onnx") else "torchvision"
     if source == "onnx":
         pytest.importorskip("onnx")
-    with pytest.raises(importers.WeightImportError, match=message):
+    with pytest.raises(mapping.WeightImportError, match=message):
         importers.import_weights(source, str(path))
 
 
@@ -544,18 +546,18 @@ def test_labels_default_to_the_tfds_synsets(tmp_path):
     words = tmp_path / "synset_words.txt"
     words.write_text("".join(f"n{i:08d} class {i}, a name\n" for i in range(10)))
     assert importers.read_labels(str(words), 10)[3] == "n00000003 class 3, a name"
-    with pytest.raises(importers.WeightImportError, match="10 labels for a model with 1000 classes"):
+    with pytest.raises(mapping.WeightImportError, match="10 labels for a model with 1000 classes"):
         importers.read_labels(str(words), 1000)
 
 
 def test_input_conversion_layer_round_trips(tmp_path):
-    assert_layer_roundtrip(InputConversion, importers.CAFFE_INPUT, (2, 5, 5, 3), tmp_path)
+    assert_layer_roundtrip(InputConversion, onnx_zoo.CAFFE_INPUT, (2, 5, 5, 3), tmp_path)
     images = _project_images(np.random.default_rng(6), 2, 5)
-    layer = InputConversion(**importers.TORCHVISION_INPUT)
+    layer = InputConversion(**TORCHVISION_INPUT)
     np.testing.assert_allclose(
         np.asarray(layer(images)), torchvision_input(images).transpose(0, 2, 3, 1), atol=1e-5
     )
-    layer = InputConversion(**importers.CAFFE_INPUT)
+    layer = InputConversion(**onnx_zoo.CAFFE_INPUT)
     np.testing.assert_allclose(
         np.asarray(layer(images)), caffe_input(images).transpose(0, 2, 3, 1), atol=1e-4
     )
