@@ -1,4 +1,41 @@
-"""alexnet_tf: the 2012 AlexNet, faithful to the paper, on Keras 3 with the TensorFlow backend."""
+"""alexnet_tf: the 2012 AlexNet, faithful to the paper, on Keras 3 with the TensorFlow backend.
+
+The public model API, what users import (these paths stay):
+
+    layers.py          LRN, grouped convolutions, the input conversion and replica dropout
+    model.py           `build_alexnet` and the table of variants (paper, one_weird_trick, caffe)
+    optim.py           `MomentumSGD`: the paper's momentum and weight decay in one fused pass
+    config.py          `TrainConfig`: the training configuration, the paper's recipe by default
+    costs.py           a built model's layer table and the FLOPs of one training image
+    applications.py    `AlexNet(weights=...)`, `preprocess_input`, `decode_predictions`
+
+Helpers every stage shares:
+
+    metrics.py         top-1/top-5 counts, ten-crop averaging, the sums the steps return
+    hardware.py        the machine: oneDNN kernels, native bfloat16, GPUs
+    cli.py             how a command reports a failure: one line and an exit status
+
+Commands, `python -m alexnet_tf.<name>`: flags -> one library call -> exit status:
+
+    train.py           trains a model (and is the library function `run`)
+    evaluate.py        top-1/top-5 with the centre crop and the paper's ten crops
+    export.py          a checkpoint or .keras file to a TF Serving SavedModel or ONNX
+    predict.py         top-5 labels of image files from an exported SavedModel
+    client.py          TF Serving's REST and gRPC predict requests for image files
+    info.py            the layer table of a variant
+    convert.py         image folders or ILSVRC tars to sharded TFRecords
+    import_weights.py  Caffe's or torchvision's AlexNet weights into Keras
+    data_service.py    the tf.data service dispatcher and workers
+    benchmark/         how fast this machine trains, feeds and serves AlexNet
+    features/          a layer's activations, nearest neighbours and top-5 pictures
+
+The library, one folder per stage; each imports only the folders listed above it:
+
+    data/              from images on disk to the batches a step reads
+    serving/           what a trained model becomes for TF Serving, ONNX and other runtimes
+    weights/           checkpoints, weight matching, imported weights
+    training/          the trainer: strategy, steps, schedules, the loop, summaries
+"""
 
 __version__ = "0.1.0"
 

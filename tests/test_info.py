@@ -1,4 +1,4 @@
-"""Tests of alexnet_tf.info: the layer table and its command line."""
+"""Tests of alexnet_tf.costs (the layer table, training FLOPs) and of `python -m alexnet_tf.info`."""
 
 import json
 import subprocess
@@ -7,7 +7,7 @@ import sys
 from conftest import REPO
 import pytest
 
-from alexnet_tf.info import layer_table, training_flops
+from alexnet_tf.costs import layer_table, training_flops
 from alexnet_tf.model import build_alexnet
 
 

@@ -1,9 +1,11 @@
 """`python -m alexnet_tf.benchmark`: how fast this machine trains, feeds and serves AlexNet.
 
-__main__.py       flags, the environment and the report (markdown or --json)
-train.py          --mode=train and --mode=end_to_end: the trainer's own train step
-pipeline.py       --mode=input: the training input pipeline against its bounds
-serve.py          --mode=serve: SavedModel (and onnxruntime) latency and throughput
-keras_backend.py  `python -m alexnet_tf.benchmark.keras_backend`: training speed on any Keras
-                  backend, for GPU nodes with JAX and no TensorFlow (imports none)
+The command's modules:
+
+    __main__.py       flags, the environment and the report (markdown or --json)
+    train.py          --mode=train and --mode=end_to_end: the trainer's own train step
+    pipeline.py       --mode=input: the training input pipeline against its bounds
+    serve.py          --mode=serve: SavedModel (and onnxruntime) latency and throughput
+    keras_backend.py  `python -m alexnet_tf.benchmark.keras_backend`: training speed on any Keras
+                      backend, for GPU nodes with JAX and no TensorFlow (imports none)
 """

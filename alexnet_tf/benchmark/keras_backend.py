@@ -25,7 +25,7 @@ batch of 1024 in memory); the JSON file is rewritten after every row, so a run c
 keeps the rows it finished.
 
 Per row: images/s (median of --repeats rounds of --steps steps, with min-max), the achieved
-TFLOP/s at the training FLOPs per image that `alexnet_tf.info` counts, and the share of the
+TFLOP/s at the training FLOPs per image that `alexnet_tf.costs` counts, and the share of the
 device's datasheet peak where `PEAK_TFLOPS` knows the device (CPUs: TFLOP/s only). A markdown
 table goes to stdout, progress to stderr, and --json=FILE gets the rows with the settings and
 the environment (backend and versions, device, whether TensorFlow was imported).
@@ -46,7 +46,7 @@ import keras
 
 from alexnet_tf import hardware
 from alexnet_tf.config import ConfigError
-from alexnet_tf.info import layer_table, training_flops
+from alexnet_tf.costs import layer_table, training_flops
 from alexnet_tf.model import VARIANTS, build_alexnet
 
 FLAGS = flags.FLAGS

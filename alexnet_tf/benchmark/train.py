@@ -22,7 +22,7 @@ import tensorflow as tf
 from alexnet_tf import layers
 from alexnet_tf.benchmark.pipeline import describe_train_shards
 from alexnet_tf.config import TrainConfig
-from alexnet_tf.info import layer_table, training_flops
+from alexnet_tf.costs import layer_table, training_flops
 from alexnet_tf.training import step as steps
 from alexnet_tf.training.inputs import describe_data, make_input_fns
 

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 from alexnet_tf.benchmark import keras_backend
-from alexnet_tf.info import layer_table, training_flops
+from alexnet_tf.costs import layer_table, training_flops
 from alexnet_tf.model import build_alexnet
 
 SCRIPT = os.path.join(REPO, "tools", "gpu_benchmark.sh")

@@ -339,9 +339,9 @@ def test_every_epoch_visits_each_image_once_and_a_stream_started_at_any_step_con
     assert pipelines.training_steps_per_epoch([7, 4, 6, 7], 4) == 24 // 4
 
 
-def _context(pipelines, pipeline):
+def _context(num_pipelines, pipeline):
     return tf.distribute.InputContext(
-        num_input_pipelines=pipelines, input_pipeline_id=pipeline, num_replicas_in_sync=pipelines
+        num_input_pipelines=num_pipelines, input_pipeline_id=pipeline, num_replicas_in_sync=num_pipelines
     )
 
 
@@ -365,33 +365,37 @@ def test_a_stream_resumed_with_another_batch_or_pipelines_continues_the_epoch_at
     before it and after it are each image at most once, all but less than a step per pipeline."""
     shards = _write_indexed_shards(tmp_path, [7, 5, 5, 7])
     num_images = sum(shards.values())
-    (batch, pipelines), (new_batch, new_pipelines) = before, after
+    (batch, num_pipelines), (new_batch, new_num_pipelines) = before, after
     steps = 2
     seen = _labels(
         [
             b
-            for p in range(pipelines)
-            for b in _batches(tmp_path, shards, steps, batch_size=batch, input_context=_context(pipelines, p))
+            for p in range(num_pipelines)
+            for b in _batches(
+                tmp_path, shards, steps, batch_size=batch, input_context=_context(num_pipelines, p)
+            )
         ]
     )
-    position = pipelines.position_of_step(steps, list(shards.values()), batch, pipelines)
+    position = pipelines.position_of_step(steps, list(shards.values()), batch, num_pipelines)
     assert (position.epoch, position.images) == (0, steps * batch) == (0, len(seen))
-    left = position.steps_left(new_batch, new_pipelines)
+    left = position.steps_left(new_batch, new_num_pipelines)
     rest = [
         _batches(
             tmp_path,
             shards,
-            left + pipelines.training_steps_per_epoch(list(shards.values()), new_batch, new_pipelines),
+            left + pipelines.training_steps_per_epoch(list(shards.values()), new_batch, new_num_pipelines),
             batch_size=new_batch,
-            input_context=_context(new_pipelines, p),
+            input_context=_context(new_num_pipelines, p),
             position=position,
         )
-        for p in range(new_pipelines)
+        for p in range(new_num_pipelines)
     ]
     epoch = np.concatenate([seen, *(_labels(r[:left]) for r in rest)])
     assert len(epoch) == position.images + left * new_batch
     assert len(set(epoch.tolist())) == len(epoch)  # no image twice in the epoch
-    assert num_images - len(epoch) < new_pipelines * (new_batch // new_pipelines) + pipelines * batch
+    assert (
+        num_images - len(epoch) < new_num_pipelines * (new_batch // new_num_pipelines) + num_pipelines * batch
+    )
     # The next epoch is a whole epoch of the new layout: every image once, less the remainder.
     following = np.concatenate([_labels(r[left:]) for r in rest])
     assert len(set(following.tolist())) == len(following) > num_images - new_batch
