@@ -5,7 +5,7 @@ seeds and the precision policy are settled (this module sets no process-wide sta
 Progress lives in Python counters (step, epoch) that are copied into the checkpoint at every
 save. A resumed run continues exactly: the checkpoint holds the run's seed and the dropout
 generators' states, and the training data restarts at the step's place in its epoch's order
-(`data.make_dataset`), so a killed and restarted run ends with the same weights.
+(`alexnet_tf.data.order`), so a killed and restarted run ends with the same weights.
 The loop runs training in chunks of at most --steps_per_execution steps that end on every
 logging, checkpoint, epoch and profiler boundary; between chunks it checks the loss (NaN/inf
 stops training without saving) and the workers' summed SIGTERM flag (all workers save and
