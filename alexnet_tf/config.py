@@ -20,7 +20,6 @@ from typing import Optional
 # (Goyal et al. 2017), so `learning_rate` is always quoted at this batch.
 REFERENCE_BATCH = 128
 
-DATA_SOURCES = ("tfrecord", "tfds", "synthetic")
 VARIANTS = ("paper", "one_weird_trick", "caffe")  # alexnet_tf.model.VARIANTS (a test keeps them equal)
 LR_SCHEDULES = ("paper", "step", "cosine")
 PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
@@ -52,7 +51,7 @@ class TrainConfig:
 
     # Data.
     data_dir: str = ""
-    data_source: str = "tfrecord"  # tfrecord (our converter or model-garden) | tfds | synthetic
+    data_source: str = "tfrecord"  # a key of alexnet_tf.data.sources.SOURCES: tfrecord | tfds | synthetic
     train_pattern: str = "train-*"  # shard globs inside data_dir (tfrecord source)
     eval_pattern: str = "validation-*"
     label_offset: Optional[int] = None  # None: from manifest.json / labels.txt
@@ -127,9 +126,12 @@ class TrainConfig:
         return self.learning_rate * self.batch_size / REFERENCE_BATCH
 
     def validate(self):
-        """Raises ConfigError naming the first bad field; checks only what needs no I/O."""
+        """Raises ConfigError naming the first bad field; checks only what needs no I/O.
+
+        The data source's fields (its name, its data dir, --data_service) are checked by the
+        source the trainer builds from them (alexnet_tf.training.inputs.data_source).
+        """
         choices = {
-            "data_source": DATA_SOURCES,
             "variant": VARIANTS,
             "lr_schedule": LR_SCHEDULES,
             "precision": PRECISIONS,
@@ -172,16 +174,10 @@ class TrainConfig:
                 f"the one_weird_trick variant needs image_size >= {MIN_ONE_WEIRD_TRICK_SIZE}, "
                 f"got {self.image_size}"
             )
-        if not self.demo and self.data_source != "synthetic" and not self.data_dir:
-            raise ConfigError("--data_dir is required (or pass --demo to train on generated data)")
         if not self.demo and not self.model_dir:
             raise ConfigError("--model_dir is required (where checkpoints, logs and the export go)")
         if self.data_service is not None:
             parse_service_address(self.data_service)
-            if self.data_source != "tfrecord":
-                raise ConfigError(
-                    f"--data_service reads TFRecord shards; --data_source={self.data_source} cannot use it"
-                )
         if self.data_service_wait_s < 0:
             raise ConfigError(f"data_service_wait_s must be >= 0, got {self.data_service_wait_s}")
         if not self.data_service_timeout_s > 0:

@@ -4,13 +4,14 @@
     python -m alexnet_tf.data_service worker --dispatcher=10.0.0.5:5050 --worker_address=10.0.0.7:5051
     python -m alexnet_tf.train --data_dir=/data/imagenet --model_dir=/runs/a --data_service=grpc://10.0.0.5:5050
 
-Thin wrappers over `tf.data.experimental.service.DispatchServer` and `WorkerServer`, so that
-the JPEG decoding and cropping of a training run can run on machines other than the trainer's
-(docs/distributed.md, "Feeding fast accelerators"). One dispatcher per run hands out the
-training shards; any number of workers (add or remove them at any time) read, decode, crop
-and batch them and stream uint8 batches to the trainers. Workers run the dataset graph that
-the trainer registers (its Python code does not run there), so they need the trainers'
-TensorFlow version and must read --data_dir at the same path as the trainers.
+The servers are `alexnet_tf.data.service`'s: thin wrappers over TensorFlow's `DispatchServer`
+and `WorkerServer`, so that the JPEG decoding and cropping of a training run can run on
+machines other than the trainer's (docs/distributed.md, "Feeding fast accelerators"). One
+dispatcher per run hands out the training shards; any number of workers (add or remove them
+at any time) read, decode, crop and batch them and stream uint8 batches to the trainers.
+Workers run the dataset graph that the trainer registers (its Python code does not run
+there), so they need the trainers' TensorFlow version and must read --data_dir at the same
+path as the trainers.
 
 - dispatcher: with --work_dir it journals its state there (fault-tolerant mode), and a
   dispatcher restarted on the same --work_dir and port recovers its jobs; trainers and
@@ -19,32 +20,23 @@ TensorFlow version and must read --data_dir at the same path as the trainers.
   registers as --worker_address (what trainers connect to: the default, <hostname>:<port>,
   must resolve on the trainers' machines).
 - Each logs the address it serves on one line on stderr. SIGTERM or Ctrl-C ends it with
-  status 0: the dispatcher after stopping its server (at most STOP_TIMEOUT_S, else status 1),
-  a worker at once (trainers carry on without it, as when a worker dies: see run_worker). A
-  busy port, an unreachable dispatcher or a bad flag ends it with one line
-  `alexnet_tf.data_service: error: ...` and status 2, as do a --work_dir it cannot write and
-  a timing flag that is not positive.
+  status 0: the dispatcher after stopping its server (at most service.STOP_TIMEOUT_S, else
+  status 1), a worker at once (trainers carry on without it, as when a worker dies: see
+  service.run_worker). A busy port, an unreachable dispatcher or a bad flag ends it with one
+  line `alexnet_tf.data_service: error: ...` and status 2, as do a --work_dir it cannot write
+  and a timing flag that is not positive.
 """
 
-import faulthandler
-import os
-import signal
-import socket
 import sys
-import threading
 
 from absl import app, flags
-import tensorflow as tf
 
-from alexnet_tf.cli import check_writable
-from alexnet_tf.config import ConfigError, parse_service_address
-from alexnet_tf.data import pipelines
+from alexnet_tf.config import ConfigError
+from alexnet_tf.data.service import PROGRAM, check_positive, run_dispatcher, run_worker
 
 FLAGS = flags.FLAGS
 ROLES = ("dispatcher", "worker")
 DEFAULT_PORTS = {"dispatcher": 5050, "worker": 5051}
-PROGRAM = "alexnet_tf.data_service"
-STOP_TIMEOUT_S = 10.0
 
 
 def define_flags(flag_values=FLAGS):
@@ -67,114 +59,6 @@ def define_flags(flag_values=FLAGS):
     )
     flags.DEFINE_float(
         "dispatcher_wait_s", 60.0, "worker: seconds to wait for the dispatcher to accept connections.", **fv
-    )
-
-
-def check_port_free(port):
-    """ConfigError when a server already listens on `port`.
-
-    gRPC servers bind with SO_REUSEPORT, so a second dispatcher on a port in use would start
-    and share the port's connections with the first; a plain bind refuses it.
-    """
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT leftovers are fine
-        try:
-            probe.bind(("0.0.0.0", port))
-        except OSError as e:
-            raise ConfigError(
-                f"--port={port} is in use ({e.strerror}): stop what serves there or pick another port"
-            ) from None
-
-
-def serve_until_stopped(server, what, graceful=True):
-    """Logs `what`, waits until SIGTERM or SIGINT, then ends the process with status 0.
-
-    `server.join()` would block inside C++ where Python signal handlers never run, so the main
-    thread waits on an event the handlers set. With `graceful`, `server.stop()` runs first,
-    bounded: it holds the GIL, so a C watchdog (faulthandler) ends the process with status 1
-    if it takes over STOP_TIMEOUT_S. The process then ends without tearing the interpreter
-    down, which would join the servers' threads again.
-    """
-    stopping = threading.Event()
-    for number in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(number, lambda received, frame: stopping.set())
-    print(f"{PROGRAM}: {what}; SIGTERM stops it", file=sys.stderr, flush=True)
-    while not stopping.wait(0.5):
-        pass
-    if graceful:
-        with open(os.devnull, "w") as devnull:
-            faulthandler.dump_traceback_later(STOP_TIMEOUT_S, exit=True, file=devnull)
-            server.stop()
-            faulthandler.cancel_dump_traceback_later()
-    print(f"{PROGRAM}: stopped", file=sys.stderr, flush=True)
-    sys.stdout.flush()
-    os._exit(0)
-
-
-def check_work_dir(work_dir):
-    """Creates `work_dir` and proves it writable (the journal is written there), else ConfigError."""
-    check_writable(
-        work_dir,
-        what=f"--work_dir={work_dir} is not a writable folder",
-        hint=": the dispatcher journals its state there; pick a folder it can create and write",
-    )
-
-
-def check_positive(**values):
-    """ConfigError naming the first of the flags `values` that is not > 0 (NaN included)."""
-    for name, value in values.items():
-        if not value > 0:
-            raise ConfigError(f"--{name}={value:g} must be > 0 (seconds)")
-
-
-def run_dispatcher(port, work_dir=None, worker_timeout_s=60.0):
-    """Starts a dispatcher on `port` and serves until SIGTERM."""
-    check_port_free(port)
-    if work_dir:
-        check_work_dir(work_dir)
-    config = tf.data.experimental.service.DispatcherConfig(
-        port=port,
-        work_dir=work_dir or None,
-        fault_tolerant_mode=bool(work_dir),
-        worker_timeout_ms=max(1, round(worker_timeout_s * 1000)),
-    )
-    try:
-        server = tf.data.experimental.service.DispatchServer(config)
-    except RuntimeError as e:  # "Could not start gRPC server": the port went between check and start
-        raise ConfigError(f"--port={port}: {e}") from None
-    journal = f"journal in {work_dir}" if work_dir else "no journal (--work_dir makes it fault tolerant)"
-    serve_until_stopped(server, f"dispatcher serving on grpc://{socket.gethostname()}:{port} ({journal})")
-
-
-def run_worker(dispatcher, port, worker_address=None, heartbeat_interval_s=10.0, dispatcher_wait_s=60.0):
-    """Starts a worker of the dispatcher at `dispatcher` (HOST:PORT) on `port`; serves until SIGTERM."""
-    address = dispatcher if dispatcher.startswith("grpc://") else f"grpc://{dispatcher}"
-    host, dispatcher_port = parse_service_address(address, "--dispatcher")
-    check_port_free(port)
-    worker_address = worker_address or f"{socket.gethostname()}:{port}"
-    try:
-        pipelines.wait_for_dispatcher(host, dispatcher_port, dispatcher_wait_s)
-    except ConnectionError as e:
-        raise ConfigError(
-            f"--dispatcher={dispatcher}: {e}; start the dispatcher first, or raise --dispatcher_wait_s"
-        ) from None
-    config = tf.data.experimental.service.WorkerConfig(
-        dispatcher_address=address.split("://", 1)[1],
-        worker_address=worker_address,
-        port=port,
-        heartbeat_interval_ms=max(1, round(heartbeat_interval_s * 1000)),
-    )
-    try:
-        server = tf.data.experimental.service.WorkerServer(config)
-    except RuntimeError as e:
-        raise ConfigError(f"--port={port}: {e}") from None
-    # No graceful stop: TensorFlow 2.21's WorkerServer.stop() destroys every job's iterator, and
-    # each waits for its autotuning thread's next wake-up, up to a minute (measured: 5 s to 100 s
-    # with 3-4 jobs). Trainers see the worker leave either way (docs/distributed.md).
-    serve_until_stopped(
-        server,
-        f"worker serving on grpc://{worker_address} for the dispatcher at grpc://{host}:{dispatcher_port}",
-        graceful=False,
     )
 
 

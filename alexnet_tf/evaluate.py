@@ -6,13 +6,13 @@
 prints top-1 and top-5 accuracy of a training checkpoint (a model dir, its checkpoints dir
 or one checkpoint prefix) or of an exported SavedModel (a version dir, or the base dir for
 its newest version), with the centre crop and with ten crops (four corners, centre and
-their mirror images, softmax averaged; the paper's test protocol). The crops come from
-`alexnet_tf.data.pipelines`, the same functions the serving signatures use. The metric functions
+their mirror images, softmax averaged; the paper's test protocol). The crops come from the data
+source's evaluation pipeline (`alexnet_tf.data.sources`), the same functions the serving
+signatures use. The metric functions
 here are also what the trainer reports.
 """
 
 import dataclasses
-import os
 import sys
 from typing import Optional
 
@@ -23,11 +23,13 @@ import tensorflow as tf
 from alexnet_tf import metrics
 from alexnet_tf.cli import error_message
 from alexnet_tf.config import ConfigError
-from alexnet_tf.data import pipelines
+from alexnet_tf.data import sources
+from alexnet_tf.data.pipelines import PixelSettings
 from alexnet_tf.serving.saved_model import resolve_saved_model
 from alexnet_tf.weights.checkpointing import restore_model
 
 FLAGS = flags.FLAGS
+EVAL_SOURCES = [name for name, source in sources.SOURCES.items() if source.needs_data_dir]  # real images
 
 
 def define_flags(flag_values=FLAGS):
@@ -38,7 +40,7 @@ def define_flags(flag_values=FLAGS):
     )
     flags.DEFINE_string("checkpoint", d.checkpoint, "Model dir, checkpoints dir or checkpoint prefix.", **fv)
     flags.DEFINE_string("saved_model", d.saved_model, "SavedModel version dir or export base dir.", **fv)
-    flags.DEFINE_enum("data_source", d.data_source, ["tfrecord", "tfds"], "Where the images come from.", **fv)
+    flags.DEFINE_enum("data_source", d.data_source, EVAL_SOURCES, "Where the images come from.", **fv)
     flags.DEFINE_string("eval_pattern", d.eval_pattern, "Glob of validation shards inside data_dir.", **fv)
     flags.DEFINE_integer(
         "label_offset", d.label_offset, "Subtracted from stored labels; default: detect.", **fv
@@ -71,7 +73,7 @@ def evaluate_dataset(logits_fn, dataset, ten_crop=False, max_batches=None):
 
     Args:
       logits_fn: float32 [N, S, S, 3] crops -> logits [N, C].
-      dataset: batches from pipelines.make_dataset(..., training=False, ten_crop=ten_crop).
+      dataset: batches of a source's evaluation_dataset(..., ten_crop=ten_crop).
       ten_crop: images are [B, 10, S, S, 3]; their softmax is averaged.
       max_batches: stop after this many batches.
     """
@@ -123,29 +125,18 @@ def run(config):
     else:
         logits_fn, image_size = load_saved_model(config.saved_model)
 
+    source = sources.source_named(
+        config.data_source,
+        data_dir=config.data_dir,
+        eval_pattern=config.eval_pattern,
+        label_offset=config.label_offset,
+        pixels=PixelSettings(image_size=image_size),
+    )
+
     def dataset(ten_crop):
-        if config.data_source == "tfds":
-            return pipelines.make_tfds_dataset(
-                config.data_dir,
-                "validation",
-                config.batch_size,
-                False,
-                image_size=image_size,
-                ten_crop=ten_crop,
-            )
-        pattern = os.path.join(config.data_dir, config.eval_pattern)
-        if not tf.io.gfile.glob(pattern):
-            raise ConfigError(f"no files match {pattern}")
         try:
-            return pipelines.make_dataset(
-                pattern,
-                config.batch_size,
-                False,
-                image_size=image_size,
-                ten_crop=ten_crop,
-                label_offset=config.label_offset,
-            )
-        except ValueError as e:
+            return source.evaluation_dataset(config.batch_size, ten_crop=ten_crop)
+        except ValueError as e:  # no matching files, an unknown label offset
             raise ConfigError(str(e)) from None
 
     results = {"centre_crop": evaluate_dataset(logits_fn, dataset(False), max_batches=config.max_batches)}

@@ -24,7 +24,6 @@ import tensorflow as tf
 from alexnet_tf import hardware
 from alexnet_tf.cli import error_message
 from alexnet_tf.config import (
-    DATA_SOURCES,
     DISTRIBUTIONS,
     LR_SCHEDULES,
     PRECISIONS,
@@ -34,6 +33,7 @@ from alexnet_tf.config import (
     TrainConfig,
     demo_config,
 )
+from alexnet_tf.data.sources import SOURCES
 from alexnet_tf.training.devices import (
     check_global_batch,
     check_precision,
@@ -41,7 +41,7 @@ from alexnet_tf.training.devices import (
     is_chief,
     resolve_precision,
 )
-from alexnet_tf.training.inputs import RECORD_COUNTS_FILENAME, describe_data
+from alexnet_tf.training.inputs import RECORD_COUNTS_FILENAME, data_source, describe_data
 from alexnet_tf.training.loop import Preempted, TrainingDiverged, TrainLoop
 from alexnet_tf.training.watchdog import DataServiceLost
 
@@ -57,7 +57,7 @@ def define_flags(flag_values=FLAGS):
     )
     flags.DEFINE_string("demo_cache_dir", d.demo_cache_dir, "Where --demo keeps its dataset and runs.", **fv)
     flags.DEFINE_string("data_dir", d.data_dir, "TFRecord shards + labels.txt (or a tfds data dir).", **fv)
-    flags.DEFINE_enum("data_source", d.data_source, DATA_SOURCES, "Where the images come from.", **fv)
+    flags.DEFINE_enum("data_source", d.data_source, list(SOURCES), "Where the images come from.", **fv)
     flags.DEFINE_string("train_pattern", d.train_pattern, "Glob of training shards inside data_dir.", **fv)
     flags.DEFINE_string("eval_pattern", d.eval_pattern, "Glob of validation shards inside data_dir.", **fv)
     flags.DEFINE_integer(
@@ -201,6 +201,7 @@ def run(config):
       Preempted: SIGTERM arrived; a checkpoint was written first.
     """
     config.validate()
+    data_source(config)  # the data source's own checks, before anything starts
     # The strategy comes first: MultiWorkerMirroredStrategy must exist before any op runs.
     strategy = create_strategy(config.distribution)
     check_global_batch(config.batch_size, strategy.num_replicas_in_sync)

@@ -25,6 +25,7 @@ from tiny_dataset import write_jpeg, write_tiny_dataset
 from alexnet_tf import train
 from alexnet_tf.config import ConfigError, TrainConfig, demo_config
 from alexnet_tf.training import summaries
+from alexnet_tf.training.inputs import data_source
 from alexnet_tf.training.schedules import AlexNetSchedule, PlateauState
 
 # 16 training images at batch 4: 4 steps per epoch, 8 steps; the step schedule divides the
@@ -136,6 +137,7 @@ def test_config_validation_names_the_bad_field(changes, message):
     config = TrainConfig(**{**dict(data_dir="/d", model_dir="/m"), **changes})
     with pytest.raises(ConfigError, match=re.escape(message)):
         config.validate()
+        data_source(config)  # the data source's own checks: its name, data dir, --data_service
 
 
 def test_plateau_divides_by_ten_after_patience_at_most_max_drops_times():

@@ -5,8 +5,11 @@ the images are smoothed noise, so their JPEGs are about as large as natural phot
 """
 
 import dataclasses
+import io
 import json
 import os
+import pathlib
+import tarfile
 
 import numpy as np
 import tensorflow as tf
@@ -154,3 +157,38 @@ def write_fake_tfrecords(
             for c in range(num_classes):
                 f.write(f"{c + first}\t{synsets[c]}\t{names[c]}\n")
     return records
+
+
+def prepare_tfds_imagenet(root):
+    """The data dir of imagenet2012 prepared by tfds's builder in `root` from tiny stand-in ILSVRC tars.
+
+    Needs tensorflow_datasets and importlib_resources (tfds 4.9 imports it while preparing a
+    dataset but does not declare it on Python >= 3.9).
+    """
+    import tensorflow_datasets as tfds  # slow; only these tests need it
+
+    root = pathlib.Path(root)
+    manual, rng = root / "manual", np.random.default_rng(11)
+    manual.mkdir()
+
+    def add(tar, name, content):
+        info = tarfile.TarInfo(name)
+        info.size = len(content)
+        tar.addfile(info, io.BytesIO(content))
+
+    def jpeg():
+        return tf.io.encode_jpeg(natural_image(rng, 300, 400)).numpy()
+
+    with tarfile.open(manual / "ILSVRC2012_img_train.tar", "w") as outer:
+        for synset in ("n01440764", "n01443537"):
+            inner = io.BytesIO()
+            with tarfile.open(fileobj=inner, mode="w") as tar:
+                for i in range(3):
+                    add(tar, f"{synset}_{i}.JPEG", jpeg())
+            add(outer, f"{synset}.tar", inner.getvalue())
+    with tarfile.open(manual / "ILSVRC2012_img_val.tar", "w") as tar:
+        for i in range(1, 5):
+            add(tar, f"ILSVRC2012_val_{i:08d}.JPEG", jpeg())
+    builder = tfds.builder("imagenet2012", data_dir=str(root / "data"))
+    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=str(manual)))
+    return str(root / "data")

@@ -15,10 +15,11 @@ workers) per image: unlike images/sec it barely moves when other jobs share the 
 its ratios are the steadier comparison.
   decode:   read the train-* shards and tf.io.decode_jpeg every image, in parallel over all
             cores. Nothing else: the stage's physical bound on this machine.
-  pipeline: the trainer's training dataset (alexnet_tf.training.inputs.make_input_fns -> data.make_dataset,
-            paper augmentation): what the host does per image to feed an accelerator. Its
-            batches are uint8 crops with each image's flip and lighting draws; the train step
-            flips, adds the lighting and subtracts the mean on the accelerator.
+  pipeline: the trainer's training dataset (alexnet_tf.training.inputs.make_input_fns ->
+            data.pipelines.training_dataset, paper augmentation): what the host does per image
+            to feed an accelerator. Its batches are uint8 crops with each image's flip and
+            lighting draws; the train step flips, adds the lighting and subtracts the mean on
+            the accelerator.
   pipeline+finish: the same, with that last step (preprocessing.finish_batch, one XLA kernel)
             run here on the CPU into float32 batches: the input's whole cost when the CPU
             also trains, and the row to compare with pil.
@@ -34,7 +35,7 @@ its ratios are the steadier comparison.
             with this process's, and "worker images/sec per core" is images per CPU-second of
             the worker alone, the figure that sizes a service (docs/distributed.md).
 
-Then, once per round, the cost of an exact resume (alexnet_tf.data.pipelines's training order): the
+Then, once per round, the cost of an exact resume (alexnet_tf.data.order's training order): the
 seconds from building the trainer's dataset to its first batch at the epoch's start and at its
 middle (a run resumed there), and the rate at which the shards' records are read without
 parsing or decoding, which is what a resume spends reaching its place; docs/design/exact-resume.md
@@ -174,7 +175,7 @@ _WORKER = {}
 def _pil_init(jpegs, shm_name, slots, batch_size, mean, eigval, eigvec):
     from multiprocessing import shared_memory
 
-    # Constants come from alexnet_tf.data.pipelines in the parent: workers stay free of TensorFlow.
+    # Constants come from alexnet_tf.data in the parent: workers stay free of TensorFlow.
     _WORKER["mean"] = np.asarray(mean, np.float32)
     _WORKER["eigval"] = np.asarray(eigval, np.float32) * 255.0
     _WORKER["eigvec"] = np.asarray(eigvec, np.float32)

@@ -294,10 +294,10 @@ def run_end_to_end(
         jit_compile=jit_compile,
         steps_per_execution=steps_per_execution,
     )
-    synthetic = dataclasses.replace(info, source="synthetic")
+    synthetic = dataclasses.replace(config, data_source="synthetic")
     input_fns = {
         "tfrecord": make_input_fns(config, info, seed=None).train,
-        "synthetic": make_input_fns(config, synthetic, seed=0).train,
+        "synthetic": make_input_fns(synthetic, info, seed=0).train,
     }
     if data_service:
         service_config = dataclasses.replace(config, data_service=data_service, model_dir="benchmark")

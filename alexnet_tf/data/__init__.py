@@ -6,5 +6,9 @@ The stage's modules:
     convert/          image folders or ILSVRC tars -> checked, resized, sharded TFRecords
     demo.py           the embedded 10-class demo dataset, rendered and converted on first use
     preprocessing.py  the pixel work: crops, flips, the paper's PCA lighting, ten-crop, the mean
-    pipelines.py      tf.data pipelines over shards, tensorflow-datasets and synthetic batches
+    records.py        reading TFRecord shards: whole-shard checks, record counts, label checks
+    order.py          the resumable training order: epochs, shares, windows, EpochPosition
+    pipelines.py      tf.data training and evaluation pipelines, one PixelSettings for both
+    service.py        the tf.data service: the trainer's client, the dispatcher and worker servers
+    sources.py        one object per data source (TFRecords, tensorflow-datasets, synthetic)
 """

@@ -316,7 +316,7 @@ def finish_batch(batch):
 
     One XLA kernel on the device it runs on: the train step calls it on the accelerator, where
     it reads the 150 KB uint8 crop of each image instead of the host writing 600 KB of float32
-    and copying it over (data.make_dataset's finish_on_host).
+    and copying it over (pipelines.training_dataset's finish_on_host).
     """
     return _flip_and_offset_jit(batch["pixels"], batch["flip"], batch["offset"])
 

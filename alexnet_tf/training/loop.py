@@ -5,7 +5,7 @@ seeds and the precision policy are settled (this module sets no process-wide sta
 Progress lives in Python counters (step, epoch) that are copied into the checkpoint at every
 save. A resumed run continues exactly: the checkpoint holds the run's seed and the dropout
 generators' states, and the training data restarts at the step's place in its epoch's order
-(`data.make_dataset`), so a killed and restarted run ends with the same weights.
+(`alexnet_tf.data.order`), so a killed and restarted run ends with the same weights.
 The loop runs training in chunks of at most --steps_per_execution steps that end on every
 logging, checkpoint, epoch and profiler boundary; between chunks it checks the loss (NaN/inf
 stops training without saving) and the workers' summed SIGTERM flag (all workers save and
@@ -25,7 +25,6 @@ import tensorflow as tf
 from alexnet_tf import metrics
 from alexnet_tf.cli import check_writable
 from alexnet_tf.config import ConfigError
-from alexnet_tf.data import schema
 from alexnet_tf.serving import embedding, saved_model
 from alexnet_tf.training import init_from, summaries
 from alexnet_tf.training.devices import is_chief, num_workers, worker_name
@@ -131,7 +130,7 @@ class TrainLoop:
             raise ConfigError(
                 f"batch_size {config.batch_size} is larger than the {info.train_examples} training examples"
             )
-        exact_order = info.source == "tfrecord" and info.train_shard_records
+        exact_order = bool(info.train_shard_records)  # TFRecord shards: their exact order
         self.tracker = Tracker(
             Layout(config.batch_size, pipelines, strategy.num_replicas_in_sync),
             self.steps_per_epoch,
@@ -219,7 +218,7 @@ class TrainLoop:
             logging.info("Resuming from %s at step %d (epoch %d).", restored, self.step, self.epoch)
             if self.resume_change:
                 logging.warning("%s: %s.", self.name, self.resume_change)
-        reason = inexact_resume_reason(self.config, self.info)
+        reason = inexact_resume_reason(self.config)
         if reason and self.chief:
             logging.warning("A resumed run will not continue exactly: %s", reason)
         logging.info(
@@ -612,8 +611,8 @@ class TrainLoop:
             f"--checkpoint={self.model_dir}",
             f"--export_dir={self.config.export_dir or os.path.join(self.model_dir, 'export')}",
         ]
-        if self.info.source == "tfrecord" and self.info.labels:
-            words.append(f"--labels={os.path.join(self.config.data_dir, schema.LABELS_FILENAME)}")
+        if self.info.labels_file:
+            words.append(f"--labels={self.info.labels_file}")
         return " ".join(words)
 
     def _export(self):

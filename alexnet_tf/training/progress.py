@@ -1,7 +1,7 @@
 """Where a run stands: its step, its epochs and the images of the current epoch it trained on.
 
 A checkpoint holds the global step, the completed epochs, the images of the current epoch
-trained on, the training stream's position (`pipelines.EpochPosition`: whose order the epoch
+trained on, the training stream's position (`order.EpochPosition`: whose order the epoch
 follows and how far into it the run is) and the layout of the run that wrote it (global
 batch, input pipelines, replicas). So a run resumed with the same layout continues bit for
 bit, and one resumed with another global batch or another number of workers continues the
@@ -19,7 +19,7 @@ import numpy as np
 import tensorflow as tf
 
 from alexnet_tf.config import ConfigError
-from alexnet_tf.data import pipelines
+from alexnet_tf.data import order
 from alexnet_tf.weights.checkpointing import latest_checkpoint
 
 # Checkpoint entries (training.step.build_state) beside `step` and `epoch`; checkpoints
@@ -60,7 +60,7 @@ class Progress:
     epoch: int
     epoch_images: int
     epoch_length: int
-    data: pipelines.EpochPosition  # where the training stream continues
+    data: order.EpochPosition  # where the training stream continues
 
 
 @dataclasses.dataclass(frozen=True)
@@ -118,7 +118,7 @@ class Tracker:
       layout: this run's Layout.
       steps_per_epoch: the loop's global steps per epoch (training.inputs.steps_per_epoch).
       shard_records: the training shards' record counts in name order, when the data is
-        TFRecord shards read in the exact order (pipelines.make_dataset); None for other sources,
+        TFRecord shards read in the exact order (alexnet_tf.data.order); None for other sources,
         whose epochs are `steps_per_epoch` batches.
       epochs_are_passes: the loop's epochs are the data's passes (not so with TFRecord shards
         and --steps_per_epoch: the loop's epochs are then that many steps of a continuing stream).
@@ -130,7 +130,7 @@ class Tracker:
         self.counts = shard_records
         self.epochs_are_passes = epochs_are_passes
         if shard_records is not None:
-            self.data_steps_per_epoch = pipelines.training_steps_per_epoch(
+            self.data_steps_per_epoch = order.training_steps_per_epoch(
                 shard_records, layout.batch_size, layout.pipelines
             )
         else:
@@ -146,9 +146,9 @@ class Tracker:
     def epoch_start(self, epoch):
         """The data position of epoch `epoch`'s first image, in this layout's order."""
         if self.counts is not None:
-            return pipelines.epoch_start(epoch, self.counts, self.layout.batch_size, self.layout.pipelines)
+            return order.epoch_start(epoch, self.counts, self.layout.batch_size, self.layout.pipelines)
         # Other sources have no order to follow: an epoch is its batches' images, in one pipeline.
-        return pipelines.EpochPosition(epoch, 0, 1, self.steps_per_epoch * self.layout.batch_size)
+        return order.EpochPosition(epoch, 0, 1, self.steps_per_epoch * self.layout.batch_size)
 
     def _starting(self, step, epoch, position):
         """The Progress of the loop's epoch `epoch` starting at `step`, the stream at `position`."""
@@ -175,7 +175,7 @@ class Tracker:
         left = position.steps_left(batch, self.layout.pipelines)
         if steps < left:
             position = dataclasses.replace(position, images=position.images + steps * batch)
-        else:  # the stream moves on to whole epochs of this layout (pipelines.make_dataset)
+        else:  # the stream moves on to whole epochs of this layout (alexnet_tf.data.order)
             epochs, in_epoch = divmod(steps - left, max(self.data_steps_per_epoch, 1))
             start = self.epoch_start(position.epoch + 1 + epochs)
             position = dataclasses.replace(start, images=in_epoch * batch)
@@ -224,7 +224,7 @@ class Tracker:
                 position = dataclasses.replace(start.data, images=min(in_epoch * batch, start.epoch_length))
             else:  # the stream ran on over the loop's epochs, from step 0
                 start = self._starting(stored.step, stored.epoch, self.epoch_start(0))
-                position = pipelines.position_of_step(stored.step, self.counts, batch, num_pipelines)
+                position = order.position_of_step(stored.step, self.counts, batch, num_pipelines)
             images = min(in_epoch * batch, start.epoch_length)
             logging.warning(
                 "%s was written before runs kept their progress in images: taking it to have trained "
@@ -236,7 +236,7 @@ class Tracker:
                 stored.epoch + 1,
             )
             return dataclasses.replace(start, epoch_images=images, data=position), ""
-        position = pipelines.EpochPosition(*stored.data_position)
+        position = order.EpochPosition(*stored.data_position)
         trained, length = stored.epoch_images
         progress = Progress(stored.step, stored.epoch, trained, length, position)
         notes = []

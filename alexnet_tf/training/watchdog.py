@@ -39,7 +39,7 @@ import tensorflow as tf
 from tensorflow.python.eager import cancellation  # no public API gives this
 
 from alexnet_tf.config import parse_service_address
-from alexnet_tf.data import pipelines
+from alexnet_tf.data.service import wait_for_dispatcher
 from alexnet_tf.training.devices import num_workers
 from alexnet_tf.weights.checkpointing import CHECKPOINT_SUBDIR, random_state
 
@@ -238,7 +238,7 @@ class InputWatchdog:
                 self._cancel(call, "SIGTERM")
                 continue
             try:
-                pipelines.wait_for_dispatcher(self._host, self._port, PROBE_TIMEOUT_S, poll_s=PROBE_TIMEOUT_S)
+                wait_for_dispatcher(self._host, self._port, PROBE_TIMEOUT_S, poll_s=PROBE_TIMEOUT_S)
                 continue  # it answers: its workers may be slow or gone, and may come back
             except ConnectionError as e:
                 reason = str(e)

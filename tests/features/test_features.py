@@ -21,8 +21,10 @@ import tensorflow as tf
 
 from alexnet_tf.data import demo as demo_data
 from alexnet_tf.data import pipelines, preprocessing
-from alexnet_tf.features import figures
+from alexnet_tf.data.pipelines import PixelSettings
+from alexnet_tf.features import figures, models
 from alexnet_tf.features import run as features
+from alexnet_tf.features import sources as image_sources
 from alexnet_tf.model import build_alexnet
 from alexnet_tf.serving import embedding
 
@@ -46,14 +48,14 @@ def demo(tmp_path_factory):
     )
     keras_file = str(root / "model.keras")
     model.save(keras_file)
-    # What `features.load(keras_file)` returns, without reading the 230 MB file again in each test.
+    # What `models.load(keras_file)` returns, without reading the 230 MB file again in each test.
     return types.SimpleNamespace(
         data_dir=data_dir,
         train=os.path.join(raw, "train"),
         val=os.path.join(raw, "val"),
         model=model,
         keras_file=keras_file,
-        loaded=features.KerasModel(model, labels_dir=str(root)),
+        loaded=models.KerasModel(model, labels_dir=str(root)),
     )
 
 
@@ -95,9 +97,9 @@ def test_fc7_of_a_data_dir_split_are_those_of_the_evaluation_crops(demo, tmp_pat
     ]
     assert saved["files"].tolist() == [p["image/filename"].numpy().decode() for p in parsed]
     assert saved["labels"].tolist() == [int(p["image/class/label"]) for p in parsed]
-    # The very crops evaluation reads (pipelines.make_dataset, training=False), through fc7.
-    dataset = pipelines.make_dataset(
-        os.path.join(demo.data_dir, "validation-*"), 6, False, image_size=IMAGE_SIZE
+    # The very crops evaluation reads (pipelines.evaluation_dataset), through fc7.
+    dataset = pipelines.evaluation_dataset(
+        os.path.join(demo.data_dir, "validation-*"), 6, pixels=PixelSettings(image_size=IMAGE_SIZE)
     )
     images, labels = next(iter(dataset))
     assert labels.numpy().tolist() == saved["labels"].tolist()
@@ -342,7 +344,7 @@ def test_a_truncated_shard_without_counts_is_counted_against_what_max_images_ask
     del manifest["splits"]["train"]["shards"]  # only the split's size: no shard's own count
     with open(manifest_path, "w") as f:
         json.dump(manifest, f)
-    source = features.data_dir_source(data_dir, "train", max_images=max_images)
+    source = image_sources.data_dir_source(data_dir, "train", max_images=max_images)
     assert len(list(source.entries(record=True))) == written
     if reason is None:
         assert source.failures == [] and source.skipped() == (0, 0)

@@ -31,6 +31,9 @@ from tiny_dataset import write_tiny_dataset
 
 from alexnet_tf.config import ConfigError, TrainConfig, parse_service_address
 from alexnet_tf.data import pipelines
+from alexnet_tf.data.pipelines import PixelSettings
+from alexnet_tf.data.service import ServiceJob
+from alexnet_tf.training.inputs import data_source
 
 TIMEOUT = 300  # the longest any one process may take here, even on a loaded machine
 COUNT_RECORDS, COUNT_SHARDS = 12, 3
@@ -212,7 +215,7 @@ def test_service_addresses_are_validated_without_io():
         with pytest.raises(ConfigError, match="--data_service="):
             parse_service_address(bad)
     with pytest.raises(ConfigError, match="--data_source=synthetic cannot use it"):
-        TrainConfig(data_source="synthetic", model_dir="/m", data_service="grpc://h:1").validate()
+        data_source(TrainConfig(data_source="synthetic", model_dir="/m", data_service="grpc://h:1"))
     for bad in (0.0, -1.0, float("nan")):
         with pytest.raises(ConfigError, match="data_service_timeout_s must be > 0"):
             TrainConfig(data_dir="/d", model_dir="/m", data_service_timeout_s=bad).validate()
@@ -287,16 +290,14 @@ def test_an_unreachable_dispatcher_stops_the_trainer_with_one_line(cluster):
 def test_a_pass_through_two_workers_yields_every_record_exactly_once(cluster):
     # The trainer's own pipeline with repeat=False: one pass of the shard list, split by file
     # between the two workers. Labels 0..11 name the records.
-    dataset = pipelines.make_dataset(
+    dataset = pipelines.training_dataset(
         os.path.join(cluster["count_dir"], "train-*"),
         1,
-        True,
-        image_size=96,
+        pixels=PixelSettings(image_size=96),
         label_offset=0,
         repeat=False,
         drop_remainder=False,
-        data_service=cluster["service"],
-        service_job_name="count-one-pass",
+        service=ServiceJob(cluster["service"], "count-one-pass"),
     )
     labels = [int(label) for _, labels in dataset for label in labels.numpy()]
     assert sorted(labels) == list(range(COUNT_RECORDS))

@@ -40,7 +40,8 @@ from tiny_dataset import write_tiny_dataset
 
 from alexnet_tf import export
 from alexnet_tf.config import ConfigError
-from alexnet_tf.data import pipelines
+from alexnet_tf.data import order, pipelines
+from alexnet_tf.data.pipelines import PixelSettings
 from alexnet_tf.training.preemption import TEST_SELF_SIGNAL_ENV
 from alexnet_tf.weights.checkpointing import Checkpointer
 
@@ -279,13 +280,11 @@ def _write_indexed_shards(directory, counts):
 
 
 def _batches(directory, shard_records, steps, batch_size=4, **kwargs):
-    """`steps` batches (images, labels) of make_dataset's training stream, as numpy arrays."""
-    dataset = pipelines.make_dataset(
+    """`steps` batches (images, labels) of pipelines.training_dataset's stream, as numpy arrays."""
+    dataset = pipelines.training_dataset(
         os.path.join(directory, "train-*"),
         batch_size,
-        True,
-        image_size=32,
-        resize_shorter=40,
+        pixels=PixelSettings(image_size=32, resize_shorter=40),
         label_offset=0,
         num_classes=sum(shard_records.values()),
         seed=11,
@@ -335,8 +334,8 @@ def test_every_epoch_visits_each_image_once_and_a_stream_started_at_any_step_con
     assert sorted(np.concatenate(shares)) == list(range(num_images))
     # Unequal shares (shards 0 and 2: 13 images, 1 and 3: 11): every worker stops with the
     # smaller share's full steps, of 2 images each.
-    assert pipelines.training_steps_per_epoch([7, 4, 6, 7], 4, num_pipelines=2) == 11 // 2
-    assert pipelines.training_steps_per_epoch([7, 4, 6, 7], 4) == 24 // 4
+    assert order.training_steps_per_epoch([7, 4, 6, 7], 4, num_pipelines=2) == 11 // 2
+    assert order.training_steps_per_epoch([7, 4, 6, 7], 4) == 24 // 4
 
 
 def _context(num_pipelines, pipeline):
@@ -376,14 +375,14 @@ def test_a_stream_resumed_with_another_batch_or_pipelines_continues_the_epoch_at
             )
         ]
     )
-    position = pipelines.position_of_step(steps, list(shards.values()), batch, num_pipelines)
+    position = order.position_of_step(steps, list(shards.values()), batch, num_pipelines)
     assert (position.epoch, position.images) == (0, steps * batch) == (0, len(seen))
     left = position.steps_left(new_batch, new_num_pipelines)
     rest = [
         _batches(
             tmp_path,
             shards,
-            left + pipelines.training_steps_per_epoch(list(shards.values()), new_batch, new_num_pipelines),
+            left + order.training_steps_per_epoch(list(shards.values()), new_batch, new_num_pipelines),
             batch_size=new_batch,
             input_context=_context(new_num_pipelines, p),
             position=position,

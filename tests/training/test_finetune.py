@@ -28,6 +28,7 @@ import alexnet_tf
 from alexnet_tf import model, train
 from alexnet_tf.config import ConfigError, TrainConfig
 from alexnet_tf.data import pipelines
+from alexnet_tf.data.pipelines import PixelSettings
 from alexnet_tf.serving.results import top_k
 from alexnet_tf.training import step as steps
 from alexnet_tf.training.schedules import AlexNetSchedule
@@ -76,7 +77,9 @@ def base(datasets):
         optimizer=keras.optimizers.SGD(0.001, momentum=0.9),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
     )
-    batches = pipelines.make_dataset(os.path.join(old, "train-*"), 4, False, image_size=SIZE)
+    batches = pipelines.evaluation_dataset(
+        os.path.join(old, "train-*"), 4, pixels=PixelSettings(image_size=SIZE)
+    )
     history = source.fit(batches, epochs=1, verbose=0)
     assert np.isfinite(history.history["loss"][0])
     path = str(root / "base.keras")

@@ -6,7 +6,7 @@ import pytest
 import tensorflow as tf
 
 from alexnet_tf.config import ConfigError
-from alexnet_tf.data import pipelines
+from alexnet_tf.data import order
 from alexnet_tf.training.progress import Layout, Stored, Tracker, read_stored
 from alexnet_tf.weights.checkpointing import latest_checkpoint
 
@@ -121,4 +121,4 @@ def test_other_sources_count_an_epoch_in_batches_of_the_current_run():
         _stored(5, 0, (80, 160), (0, 80, 1, 160), Layout(16, 1, 1), (0, 0)), "/runs/x"
     )
     assert tracker.steps_left(progress) == (160 - 80) // 32
-    assert pipelines.EpochPosition(0, 80, 1, 160).steps_left(32, 2) == 2  # two pipelines of 16 each
+    assert order.EpochPosition(0, 80, 1, 160).steps_left(32, 2) == 2  # two pipelines of 16 each
