@@ -218,20 +218,20 @@ class Tracker:
             # Written before progress was kept in images: the step is all there is; the run is
             # taken to have trained with this layout, as earlier versions resumed it.
             in_epoch = max(stored.step - stored.epoch * self.steps_per_epoch, 0)
-            batch, pipelines = self.layout.batch_size, self.layout.pipelines
+            batch, streams = self.layout.batch_size, self.layout.pipelines
             if self.epochs_are_passes:
                 start = self._starting(stored.step, stored.epoch, self.epoch_start(stored.epoch))
                 position = dataclasses.replace(start.data, images=min(in_epoch * batch, start.epoch_length))
             else:  # the stream ran on over the loop's epochs, from step 0
                 start = self._starting(stored.step, stored.epoch, self.epoch_start(0))
-                position = pipelines.position_of_step(stored.step, self.counts, batch, pipelines)
+                position = pipelines.position_of_step(stored.step, self.counts, batch, streams)
             images = min(in_epoch * batch, start.epoch_length)
             logging.warning(
                 "%s was written before runs kept their progress in images: taking it to have trained "
                 "with --batch_size=%d and %d input pipeline(s) (%d images of epoch %d).",
                 stored.path,
                 batch,
-                pipelines,
+                streams,
                 images,
                 stored.epoch + 1,
             )
