@@ -36,6 +36,7 @@ import threading
 from absl import app, flags
 import tensorflow as tf
 
+from alexnet_tf import cli
 from alexnet_tf.cli import check_writable
 from alexnet_tf.config import ConfigError, parse_service_address
 from alexnet_tf.data import pipelines
@@ -208,10 +209,9 @@ def main(argv):
                 FLAGS.dispatcher_wait_s,
             )
     except ConfigError as e:
-        print(f"{PROGRAM}: error: {e}", file=sys.stderr)
-        sys.exit(2)
+        cli.fail(PROGRAM, e)
 
 
 if __name__ == "__main__":
     define_flags()
-    app.run(main)
+    cli.run(main, PROGRAM)
