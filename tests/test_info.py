@@ -51,7 +51,7 @@ def test_info_command_prints_table_and_totals():
 def test_info_command_rejects_bad_flag_values():
     result = _run_info("--num_classes=0")
     assert result.returncode == 2
-    assert "alexnet_tf.info: error: build_alexnet: num_classes must be a positive integer, got 0" in (
+    assert "alexnet_tf.info: error: build_alexnet: num_classes must be a positive integer, got 0." in (
         result.stderr.splitlines()
     )
     assert "Traceback" not in result.stderr
