@@ -365,16 +365,16 @@ def test_a_stream_resumed_with_another_batch_or_pipelines_continues_the_epoch_at
     before it and after it are each image at most once, all but less than a step per pipeline."""
     shards = _write_indexed_shards(tmp_path, [7, 5, 5, 7])
     num_images = sum(shards.values())
-    (batch, pipelines), (new_batch, new_pipelines) = before, after
+    (batch, streams), (new_batch, new_pipelines) = before, after
     steps = 2
     seen = _labels(
         [
             b
-            for p in range(pipelines)
-            for b in _batches(tmp_path, shards, steps, batch_size=batch, input_context=_context(pipelines, p))
+            for p in range(streams)
+            for b in _batches(tmp_path, shards, steps, batch_size=batch, input_context=_context(streams, p))
         ]
     )
-    position = pipelines.position_of_step(steps, list(shards.values()), batch, pipelines)
+    position = pipelines.position_of_step(steps, list(shards.values()), batch, streams)
     assert (position.epoch, position.images) == (0, steps * batch) == (0, len(seen))
     left = position.steps_left(new_batch, new_pipelines)
     rest = [
@@ -391,7 +391,7 @@ def test_a_stream_resumed_with_another_batch_or_pipelines_continues_the_epoch_at
     epoch = np.concatenate([seen, *(_labels(r[:left]) for r in rest)])
     assert len(epoch) == position.images + left * new_batch
     assert len(set(epoch.tolist())) == len(epoch)  # no image twice in the epoch
-    assert num_images - len(epoch) < new_pipelines * (new_batch // new_pipelines) + pipelines * batch
+    assert num_images - len(epoch) < new_pipelines * (new_batch // new_pipelines) + streams * batch
     # The next epoch is a whole epoch of the new layout: every image once, less the remainder.
     following = np.concatenate([_labels(r[left:]) for r in rest])
     assert len(set(following.tolist())) == len(following) > num_images - new_batch
