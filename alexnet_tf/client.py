@@ -21,7 +21,7 @@ import urllib.request
 
 from absl import app, flags
 
-from alexnet_tf.cli import error_line, error_message
+from alexnet_tf import cli
 from alexnet_tf.serving.results import format_result, top_k
 
 FLAGS = flags.FLAGS
@@ -99,7 +99,7 @@ def rest_predict(
         except ValueError:
             pass
         raise ServingError(
-            f"server error {e.code}: {error_message(ValueError(detail))}", bad_request=e.code == 400
+            f"server error {e.code}: {cli.error_message(ValueError(detail))}", bad_request=e.code == 400
         ) from None
     except (TimeoutError, urllib.error.URLError, ConnectionError) as e:
         reason = getattr(e, "reason", e)
@@ -107,7 +107,7 @@ def rest_predict(
     except ValueError as e:
         raise ServingError(f"the server's answer is not JSON: {e}") from None
     if "error" in reply:
-        raise ServingError(f"server error: {error_message(ValueError(reply['error']))}")
+        raise ServingError(f"server error: {cli.error_message(ValueError(reply['error']))}")
     return reply["predictions"]
 
 
@@ -156,7 +156,7 @@ def grpc_predict(
                     f"{(e.details() or '').splitlines()[0] if e.details() else ''}"
                 ) from None
             raise ServingError(
-                f"server error {e.code().name}: {error_message(ValueError(e.details()))}",
+                f"server error {e.code().name}: {cli.error_message(ValueError(e.details()))}",
                 bad_request=e.code() == grpc.StatusCode.INVALID_ARGUMENT,
             ) from None
     outputs = {name: tensor_util.MakeNdarray(proto) for name, proto in response.outputs.items()}
@@ -194,7 +194,7 @@ def run(
             names.append(name)
         except OSError as e:
             failures += 1
-            print(error_line(PROGRAM, name, e.strerror or e), file=err)
+            print(cli.error_line(PROGRAM, name, e.strerror or e), file=err)
     predict = rest_predict if protocol == "rest" else grpc_predict
 
     def send(batch_names, batch_images):
@@ -203,10 +203,10 @@ def run(
             predictions = predict(server, batch_images, model_name, model_version, signature_name, timeout)
         except ServingError as e:
             if not e.bad_request:
-                print(error_line(PROGRAM, f"{server} ({protocol})", e), file=err)
+                print(cli.error_line(PROGRAM, f"{server} ({protocol})", e), file=err)
                 return None
             if len(batch_images) == 1:
-                print(error_line(PROGRAM, batch_names[0], e), file=err)
+                print(cli.error_line(PROGRAM, batch_names[0], e), file=err)
                 return 1
             return sum(send([n], [i]) or 0 for n, i in zip(batch_names, batch_images))
         for name, outputs in zip(batch_names, predictions):
@@ -236,9 +236,9 @@ def main(argv):
         FLAGS.json,
         batch_size=FLAGS.batch_size,
     )
-    sys.exit(1 if failures else 0)
+    return cli.ExitStatus.FAILED if failures else cli.ExitStatus.SUCCESS
 
 
 if __name__ == "__main__":
     define_flags()
-    app.run(main)
+    cli.run(main, PROGRAM)

@@ -12,6 +12,7 @@ Every flag of `alexnet_tf.train` takes its default from a field here.
 """
 
 import dataclasses
+import json
 import os
 import re
 from typing import Optional
@@ -19,6 +20,9 @@ from typing import Optional
 # The paper's learning rate belongs to a batch of 128; other global batches scale it linearly
 # (Goyal et al. 2017), so `learning_rate` is always quoted at this batch.
 REFERENCE_BATCH = 128
+# The chief writes the run's TrainConfig to <model_dir>/config.json at its first start; a
+# resumed run logs what differs from it (training.loop).
+CONFIG_FILENAME = "config.json"
 
 VARIANTS = ("paper", "one_weird_trick", "caffe")  # alexnet_tf.model.VARIANTS (a test keeps them equal)
 LR_SCHEDULES = ("paper", "step", "cosine")
@@ -186,6 +190,29 @@ class TrainConfig:
             len(self.profile_steps) != 2 or not 0 < self.profile_steps[0] <= self.profile_steps[1]
         ):
             raise ConfigError(f"profile_steps must be two steps 0 < first <= last, got {self.profile_steps}")
+
+
+def config_json(config):
+    """The TrainConfig as a JSON-ready dict (tuples become lists): what <model_dir>/config.json holds."""
+    return json.loads(json.dumps(dataclasses.asdict(config)))
+
+
+def config_differences(stored, config):
+    """`--name=value (config.json: stored value)` for each field of `config` that differs from `stored`.
+
+    `stored` is a dict read from config.json; fields it lacks (added to TrainConfig after it was
+    written) and keys TrainConfig no longer has are left out.
+    """
+    current = config_json(config)
+    return [
+        f"--{name}={_flag_value(value)} (config.json: {_flag_value(stored[name])})"
+        for name, value in current.items()
+        if name in stored and stored[name] != value
+    ]
+
+
+def _flag_value(value):
+    return ",".join(str(v) for v in value) if isinstance(value, list) else str(value)
 
 
 def demo_config(**overrides):

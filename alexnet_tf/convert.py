@@ -14,6 +14,8 @@ import sys
 
 from absl import app, flags
 
+from alexnet_tf import cli
+
 # Flags left unset take alexnet_tf.data.convert.convert()'s defaults, so the values live in one place.
 flags.DEFINE_string(
     "train_dir",
@@ -57,6 +59,7 @@ flags.DEFINE_bool(
 flags.mark_flag_as_required("output_dir")
 
 FLAGS = flags.FLAGS
+PROGRAM = "alexnet_tf.convert"
 _CONVERT_FLAGS = (
     "train_dir",
     "validation_dir",
@@ -88,12 +91,11 @@ def main(argv):
         if FLAGS.verify:
             problems = convert.verify(FLAGS.output_dir, num_workers=FLAGS.num_workers)
             print("\n".join(problems) or f"verify: {FLAGS.output_dir} is sound", file=sys.stderr)
-            return 1 if problems else 0
-    except convert.ConversionError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    return 0
+            return cli.ExitStatus.FAILED if problems else cli.ExitStatus.SUCCESS
+    except convert.ConversionError as e:  # an input or output the user must fix
+        cli.fail(PROGRAM, e)
+    return cli.ExitStatus.SUCCESS
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main, PROGRAM)

@@ -27,10 +27,9 @@ path as the trainers.
   and a timing flag that is not positive.
 """
 
-import sys
-
 from absl import app, flags
 
+from alexnet_tf import cli
 from alexnet_tf.config import ConfigError
 from alexnet_tf.data.service import PROGRAM, check_positive, run_dispatcher, run_worker
 
@@ -92,10 +91,9 @@ def main(argv):
                 FLAGS.dispatcher_wait_s,
             )
     except ConfigError as e:
-        print(f"{PROGRAM}: error: {e}", file=sys.stderr)
-        sys.exit(2)
+        cli.fail(PROGRAM, e)
 
 
 if __name__ == "__main__":
     define_flags()
-    app.run(main)
+    cli.run(main, PROGRAM)

@@ -13,15 +13,13 @@ here are also what the trainer reports.
 """
 
 import dataclasses
-import sys
 from typing import Optional
 
 from absl import app, flags
 import numpy as np
 import tensorflow as tf
 
-from alexnet_tf import metrics
-from alexnet_tf.cli import error_message
+from alexnet_tf import cli, metrics
 from alexnet_tf.config import ConfigError
 from alexnet_tf.data import sources
 from alexnet_tf.data.pipelines import PixelSettings
@@ -30,6 +28,7 @@ from alexnet_tf.weights.checkpointing import restore_model
 
 FLAGS = flags.FLAGS
 EVAL_SOURCES = [name for name, source in sources.SOURCES.items() if source.needs_data_dir]  # real images
+PROGRAM = "alexnet_tf.evaluate"
 
 
 def define_flags(flag_values=FLAGS):
@@ -154,21 +153,21 @@ def main(argv):
     try:
         results = run(config)
     except ConfigError as e:
-        print(f"alexnet_tf.evaluate: error: {e}", file=sys.stderr)
-        sys.exit(2)
+        cli.fail(PROGRAM, e)
     except (tf.errors.OpError, ValueError, OSError) as e:
         model = (
             f"--checkpoint={config.checkpoint}"
             if config.checkpoint
             else f"--saved_model={config.saved_model}"
         )
-        print(
-            f"alexnet_tf.evaluate: error: {type(e).__name__}: {error_message(e)} ({model}, "
-            f"--data_dir={config.data_dir}): check that the model loads and that the shards are "
-            "whole (python -m alexnet_tf.convert --verify), then run again",
-            file=sys.stderr,
+        cli.fail(
+            PROGRAM,
+            f"{type(e).__name__}: {cli.error_message(e)} ({model}, --data_dir={config.data_dir}): check "
+            "that the model loads and that the shards are whole (python -m alexnet_tf.convert --verify), "
+            "then run again",
+            # A model that does not load or a damaged shard is bad input; running out of memory is not.
+            cli.status_of(e) if isinstance(e, tf.errors.OpError) else cli.ExitStatus.BAD_INPUT,
         )
-        sys.exit(2)
     for name, result in results.items():
         print(
             f"{name.replace('_', ' '):12s} top-1 {100 * result['top1']:6.2f}%  top-5 "
@@ -178,4 +177,4 @@ def main(argv):
 
 if __name__ == "__main__":
     define_flags()
-    app.run(main)
+    cli.run(main, PROGRAM)

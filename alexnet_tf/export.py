@@ -9,11 +9,11 @@ the labels.txt beside the checkpoint as the labels asset (docs/serving.md).
 """
 
 import os
-import sys
 
 from absl import app, flags
 import tensorflow as tf
 
+from alexnet_tf import cli
 from alexnet_tf.config import ConfigError
 from alexnet_tf.data import schema
 from alexnet_tf.serving.saved_model import export_saved_model
@@ -21,6 +21,7 @@ from alexnet_tf.serving.signatures import DEFAULT_MAX_BATCH, DEFAULT_MAX_PIXELS
 from alexnet_tf.weights.checkpointing import load_model
 
 FLAGS = flags.FLAGS
+PROGRAM = "alexnet_tf.export"
 
 
 def define_flags(flag_values=FLAGS):
@@ -107,11 +108,10 @@ def main(argv):
             FLAGS.max_batch,
         )
     except (ConfigError, ValueError, OSError) as e:
-        print(f"alexnet_tf.export: error: {e}", file=sys.stderr)
-        sys.exit(2)
+        cli.fail(PROGRAM, e)
     print(path)
 
 
 if __name__ == "__main__":
     define_flags()
-    app.run(main)
+    cli.run(main, PROGRAM)

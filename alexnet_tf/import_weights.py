@@ -28,11 +28,13 @@ gives no preprocessing). Real-data accuracy has not been measured here.
 """
 
 import os
-import sys
 
 from absl import app, flags
 
+from alexnet_tf import cli
+
 FLAGS = flags.FLAGS
+PROGRAM = "alexnet_tf.import_weights"
 
 
 def define_flags():
@@ -68,8 +70,7 @@ def main(argv):
             verify=FLAGS.verify,
         )
     except (ValueError, ImportError, OSError) as e:  # WeightImportError is a ValueError
-        print(f"import_weights: error: {e}", file=sys.stderr)
-        return 1
+        cli.fail(PROGRAM, e)  # a file, flag or missing package the user must fix
     if summary["max_logit_difference"] is not None:
         print(
             f"onnxruntime check: max |logit difference| {summary['max_logit_difference']:.2g} "
@@ -79,9 +80,9 @@ def main(argv):
     print(f"labels: {summary['labels'] or 'none (class numbers)'}")
     if summary["export"]:
         print(f"TF Serving export: {summary['export']}")
-    return 0
+    return cli.ExitStatus.SUCCESS
 
 
 if __name__ == "__main__":
     define_flags()
-    app.run(main)
+    cli.run(main, PROGRAM)

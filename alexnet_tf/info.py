@@ -10,13 +10,14 @@ multiply-adds per 224x224 image.
 import dataclasses
 import json
 import os
-import sys
 
-from absl import app, flags
+from absl import flags
 
+from alexnet_tf import cli
 from alexnet_tf.costs import layer_table, training_flops
 
 FLAGS = flags.FLAGS
+PROGRAM = "alexnet_tf.info"
 
 
 def define_flags():
@@ -67,8 +68,7 @@ def main(argv):
             input_shape=(FLAGS.image_size, FLAGS.image_size, 3),
         )
     except ValueError as e:
-        print(f"alexnet_tf.info: {e}", file=sys.stderr)
-        return 2
+        cli.fail(PROGRAM, e)
     rows = layer_table(model)
     if FLAGS.json:
         print(
@@ -92,13 +92,13 @@ def main(argv):
                 f"input={FLAGS.image_size}x{FLAGS.image_size}x3",
             )
         )
-    return 0
+    return cli.ExitStatus.SUCCESS
 
 
 def run_main():
     """Console-script entry point (`alexnet-info`)."""
     define_flags()
-    app.run(main)
+    cli.run(main, PROGRAM)
 
 
 if __name__ == "__main__":

@@ -15,11 +15,12 @@ import sys
 
 from absl import app, flags
 
-from alexnet_tf.cli import error_line, error_message
+from alexnet_tf import cli
 from alexnet_tf.serving.results import format_result, top_k
 from alexnet_tf.serving.saved_model import resolve_saved_model
 
 FLAGS = flags.FLAGS
+PROGRAM = "alexnet_tf.predict"
 
 
 def define_flags(flag_values=FLAGS):
@@ -65,7 +66,7 @@ def run(saved_model, files, as_json=False, signature="serving_default", out=None
             print(format_result(name, top_k({k: v.numpy() for k, v in outputs.items()}), as_json), file=out)
         except (OSError, ValueError, tf.errors.OpError) as e:  # this file only: the others go on
             failures += 1
-            print(error_line("alexnet_tf.predict", name, getattr(e, "strerror", None) or e), file=err)
+            print(cli.error_line(PROGRAM, name, getattr(e, "strerror", None) or e), file=err)
     return failures
 
 
@@ -83,18 +84,17 @@ def main(argv):
         fail(f"{e.args[0]} ({where})", "pass one of them as --signature")
     except (tf.errors.OpError, ValueError, OSError) as e:
         fail(
-            f"cannot load the SavedModel: {error_message(e)} ({where})",
+            f"cannot load the SavedModel: {cli.error_message(e)} ({where})",
             "check the path, or export the model again with python -m alexnet_tf.export",
         )
-    sys.exit(1 if failures else 0)
+    return cli.ExitStatus.FAILED if failures else cli.ExitStatus.SUCCESS
 
 
-def fail(what, todo, program="alexnet_tf.predict"):
-    """Ends the program with one line `<program>: error: <what> (<input>): <what to do>`, status 2."""
-    print(f"{program}: error: {what}: {todo}", file=sys.stderr)
-    sys.exit(2)
+def fail(what, todo):
+    """Ends with one line `alexnet_tf.predict: error: <what> (<input>): <what to do>`, status 2."""
+    cli.fail(PROGRAM, f"{what}: {todo}")
 
 
 if __name__ == "__main__":
     define_flags()
-    app.run(main)
+    cli.run(main, PROGRAM)

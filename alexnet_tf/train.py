@@ -6,23 +6,21 @@
 The defaults are the paper's recipe (see alexnet_tf/config.py). Every epoch ends with an
 evaluation on the validation split and a checkpoint; checkpoints also come every
 --checkpoint_every_steps. Re-running the same command resumes from the newest checkpoint;
-SIGTERM writes one and exits with status 143. TensorBoard logs go to --model_dir and a
-SavedModel for TF Serving to --export_dir (default <model_dir>/export/<version>), unless
---noexport.
+SIGTERM writes one and exits with status 143, Ctrl-C exits with 130 (alexnet_tf/cli.py lists
+every exit status). TensorBoard logs go to --model_dir and a SavedModel for TF Serving to
+--export_dir (default <model_dir>/export/<version>), unless --noexport.
 """
 
 import dataclasses
 import os
 import random
-import sys
 import time
 
 from absl import app, flags, logging
 import keras
 import tensorflow as tf
 
-from alexnet_tf import hardware
-from alexnet_tf.cli import error_message
+from alexnet_tf import cli, hardware
 from alexnet_tf.config import (
     DISTRIBUTIONS,
     LR_SCHEDULES,
@@ -46,7 +44,7 @@ from alexnet_tf.training.loop import Preempted, TrainingDiverged, TrainLoop
 from alexnet_tf.training.watchdog import DataServiceLost
 
 FLAGS = flags.FLAGS
-PREEMPTED_EXIT_CODE = 143  # 128 + SIGTERM: job controllers (TFJob ExitCode policy) retry it
+PROGRAM = "alexnet_tf.train"
 
 
 def define_flags(flag_values=FLAGS):
@@ -262,32 +260,30 @@ def main(argv):
     try:
         result = run(config)
     except ConfigError as e:
-        _exit(2, f"error: {e}")
+        cli.fail(PROGRAM, e)
     except TrainingDiverged as e:
-        _exit(1, f"training diverged: {e}")
+        cli.fail(PROGRAM, f"training diverged: {e}", cli.ExitStatus.FAILED)
     except Preempted as e:
-        _exit(PREEMPTED_EXIT_CODE, str(e), now=bool(config.data_service))
+        # With the tf.data service, Python's last garbage collection tears down its client, which
+        # retries a dead dispatcher and workers first (3-10 s measured); the checkpoint and logs
+        # are written and closed by now, and a preempted trainer has no time to spare.
+        cli.fail(PROGRAM, e, cli.ExitStatus.PREEMPTED, now=bool(config.data_service))
     except DataServiceLost as e:
-        _exit(1, f"error: {e}", now=True)
+        cli.fail(PROGRAM, e, cli.ExitStatus.FAILED, now=True)
     except KeyboardInterrupt:
-        _exit(130, "interrupted; re-run the same command to resume from the last checkpoint")
-    except tf.errors.OpError as e:  # e.g. a corrupt shard or a label out of range
+        cli.fail(
+            PROGRAM,
+            "interrupted; re-run the same command to resume from the last checkpoint",
+            cli.ExitStatus.INTERRUPTED,
+        )
+    except tf.errors.OpError as e:  # e.g. a corrupt shard or a label out of range: bad input
         logging.debug("TensorFlow error", exc_info=True)
-        _exit(1, f"error: {type(e).__name__}: {error_message(e)} (--v=1 shows the traceback)")
+        cli.fail(
+            PROGRAM,
+            f"{type(e).__name__}: {cli.error_message(e)} (--v=1 shows the traceback)",
+            cli.status_of(e),
+        )
     print_report(result)
-
-
-def _exit(status, message, now=False):
-    print(f"alexnet_tf.train: {message}", file=sys.stderr)
-    if now:
-        # Python's last garbage collection tears down the tf.data service client, which retries
-        # a dead dispatcher and workers first (3-10 s measured); the checkpoint and logs are
-        # written and closed by now, and a preempted trainer has no time to spare.
-        logging.flush()
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(status)
-    sys.exit(status)
 
 
 def print_report(result):
@@ -319,4 +315,4 @@ def print_report(result):
 
 if __name__ == "__main__":
     define_flags()
-    app.run(main)
+    cli.run(main, PROGRAM)

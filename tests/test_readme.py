@@ -12,6 +12,8 @@ import sys
 from conftest import REPO
 import pytest
 
+from alexnet_tf import cli
+
 
 def readme_commands():
     """The bash code blocks of README.md's quick start, in order."""
@@ -37,6 +39,16 @@ def test_readme_has_exactly_two_setup_commands():
     with open(os.path.join(REPO, "setup.py"), encoding="utf-8") as f:
         test_extra = f.read().split('"test": [', 1)[1].split("]", 1)[0]
     assert re.search(r'"pytest-xdist[>=]', test_extra)
+
+
+def test_readme_exit_statuses_are_the_commands():
+    """README's "Exit statuses" table lists the statuses alexnet_tf.cli defines, each once."""
+    with open(os.path.join(REPO, "README.md"), encoding="utf-8") as f:
+        text = f.read()
+    section = text.split("\n## Exit statuses\n", 1)[1].split("\n## ", 1)[0]
+    statuses = [int(match) for match in re.findall(r"^\| *(\d+) *\|", section, re.M)]
+    assert statuses == sorted(int(status) for status in cli.ExitStatus)
+    assert statuses == [0, 1, 2, 130, 143]
 
 
 def test_ci_runs_the_readme_test_command_verbatim():

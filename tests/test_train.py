@@ -4,9 +4,12 @@ One module-scoped training run (8 steps at batch 4 on a 16-image dataset) serves
 check of its outputs; the resume test repeats the same command and compares with it.
 """
 
+import dataclasses
 import json
 import os
 import re
+import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -22,8 +25,8 @@ from tensorboard.backend.event_processing import event_accumulator
 import tensorflow as tf
 from tiny_dataset import write_jpeg, write_tiny_dataset
 
-from alexnet_tf import train
-from alexnet_tf.config import ConfigError, TrainConfig, demo_config
+from alexnet_tf import cli, train
+from alexnet_tf.config import ConfigError, TrainConfig, config_json, demo_config
 from alexnet_tf.training import summaries
 from alexnet_tf.training.inputs import data_source
 from alexnet_tf.training.schedules import AlexNetSchedule, PlateauState
@@ -248,6 +251,24 @@ def test_training_run_writes_checkpoint_results_and_export(trained, dataset):
     assert checkpoint_step(model_dir) == 8
     with open(os.path.join(model_dir, "checkpoints", "model_spec.json")) as f:
         assert json.load(f) == {"variant": "paper", "num_classes": 5, "image_size": 224}
+    # The run's whole config, as its flags set it: every TrainConfig field, the rest defaults.
+    with open(os.path.join(model_dir, "config.json")) as f:
+        config = json.load(f)
+    assert set(config) == {field.name for field in dataclasses.fields(TrainConfig)}
+    assert config == {
+        **config_json(TrainConfig()),
+        "data_dir": dataset,
+        "model_dir": model_dir,
+        "batch_size": 4,
+        "epochs": 2,
+        "lr_schedule": "step",
+        "lr_decay_epochs": [1.0],
+        "log_every_steps": 1,
+        "keep_checkpoints": 2,
+        "seed": 0,
+        "ten_crop_eval": True,
+        "histograms": True,
+    }
     assert results["export_path"] == os.path.join(model_dir, "export", "1")
     assert os.path.exists(os.path.join(results["export_path"], "saved_model.pb"))
     with open(os.path.join(results["export_path"], "assets", "labels.txt")) as f:
@@ -419,6 +440,70 @@ def _wait_for(predicate, process, what, timeout=180):
         time.sleep(0.2)
     process.kill()
     raise AssertionError(f"timed out waiting for {what}")
+
+
+# The cheapest whole AlexNet, checkpointed at every step, with epochs to spare: a run that
+# is still training when the test interrupts it.
+LONG_RUN_FLAGS = ["--variant=one_weird_trick", "--image_size=95", "--checkpoint_every_steps=1", "--noexport"]
+
+
+def _ours(stderr):
+    return [line for line in stderr.splitlines() if line.startswith("alexnet_tf.train:")]
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_with_status_130_and_a_resume_logs_the_flags_that_differ_from_config_json(
+    dataset, tmp_path
+):
+    model_dir = str(tmp_path / "model")
+    command = train_command(dataset, model_dir, *LONG_RUN_FLAGS, "--epochs=100")
+    with open(tmp_path / "stderr.txt", "w+") as stderr:
+        process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=stderr, text=True)
+        try:
+            _wait_for(lambda: checkpoint_step(model_dir), process, "the first checkpoint")
+            process.send_signal(signal.SIGINT)  # what Ctrl-C sends
+            process.wait(timeout=120)
+        finally:
+            process.kill()
+        stderr.seek(0)
+        output = stderr.read()
+    assert process.returncode == cli.ExitStatus.INTERRUPTED == 130, output[-3000:]
+    assert _ours(output) == [
+        "alexnet_tf.train: interrupted; re-run the same command to resume from the last checkpoint"
+    ]
+    assert "Traceback" not in output and "KeyboardInterrupt" not in output, output[-3000:]
+    with open(os.path.join(model_dir, "config.json"), "rb") as f:
+        first = f.read()
+    assert json.loads(first)["epochs"] == 100 and json.loads(first)["train_steps"] is None
+
+    # The same command with one flag changed resumes, says what changed, and keeps config.json.
+    step = checkpoint_step(model_dir)
+    resumed = run_command([*command, f"--train_steps={step + 1}"])
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"Resuming from {os.path.join(model_dir, 'checkpoints')}" in resumed.stderr
+    lines = [line for line in resumed.stderr.splitlines() if "differ from the first start's" in line]
+    assert len(lines) == 1, resumed.stderr[-3000:]
+    assert lines[0].endswith(
+        f"({os.path.join(model_dir, 'config.json')}): --train_steps={step + 1} (config.json: None)"
+    )
+    with open(os.path.join(model_dir, "config.json"), "rb") as f:
+        assert f.read() == first
+    assert read_results(model_dir)["global_step"] == step + 1
+
+
+@pytest.mark.slow
+def test_a_truncated_shard_ends_train_with_status_2_and_one_line(dataset, tmp_path):
+    """As in evaluate (tests/test_evaluate.py): a damaged shard is bad input the user must fix."""
+    data_dir = tmp_path / "data"
+    shutil.copytree(dataset, data_dir)
+    for shard in data_dir.glob("train-*"):
+        shard.write_bytes(shard.read_bytes()[: shard.stat().st_size // 2])
+    result = run_command(train_command(data_dir, tmp_path / "model", *LONG_RUN_FLAGS))
+    assert result.returncode == cli.ExitStatus.BAD_INPUT == 2, result.stderr[-3000:]
+    ours = _ours(result.stderr)
+    assert len(ours) == 1 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    expected = "alexnet_tf.train: error: InvalidArgumentError: corrupt or truncated TFRecord shard"
+    assert ours[0].startswith(f"{expected} {data_dir}/train-"), ours
 
 
 # ----------------------------------------------------------------------------- bad input

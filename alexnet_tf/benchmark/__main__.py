@@ -43,9 +43,11 @@ import sys
 
 from absl import app, flags
 
+from alexnet_tf import cli
 from alexnet_tf.config import VARIANTS, ConfigError, parse_service_address
 
 FLAGS = flags.FLAGS
+PROGRAM = "alexnet_tf.benchmark"
 MODES = ("train", "input", "end_to_end", "serve")
 # (warm-up steps, timed steps) per mode when the flags are not given; input's are batches.
 DEFAULT_STEPS = {"train": (2, 5), "end_to_end": (2, 5), "input": (10, 40), "serve": (1, 5)}
@@ -362,8 +364,7 @@ def main(argv):
     try:
         settings = settings_from_flags(FLAGS)
     except ConfigError as e:
-        print(f"alexnet_tf.benchmark: error: {e}", file=sys.stderr)
-        return 2
+        cli.fail(PROGRAM, e)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     with _stdout_to_stderr():  # only the report goes to stdout
         import keras
@@ -372,8 +373,7 @@ def main(argv):
         try:
             result, table = run(FLAGS.mode, settings)
         except ConfigError as e:
-            print(f"alexnet_tf.benchmark: error: {e}", file=sys.stderr)
-            return 2
+            cli.fail(PROGRAM, e)
         env = environment(tf, keras)
     peak_rss_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # ru_maxrss is in KiB
     report = {
@@ -385,7 +385,7 @@ def main(argv):
     }
     if FLAGS.json:
         print(json.dumps(report, indent=2))
-        return 0
+        return cli.ExitStatus.SUCCESS
     print(_title(FLAGS.mode, settings, result))
     gpus = ", ".join(env["gpus"]) or "none"
     print(
@@ -394,12 +394,12 @@ def main(argv):
     )
     print(table(result))
     print(f"\npeak resident memory: {peak_rss_gib:.2f} GiB (this process)")
-    return 0
+    return cli.ExitStatus.SUCCESS
 
 
 def run_main():
     define_flags()
-    app.run(main)
+    cli.run(main, PROGRAM)
 
 
 if __name__ == "__main__":

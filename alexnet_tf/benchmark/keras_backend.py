@@ -44,12 +44,13 @@ import time
 from absl import app, flags
 import keras
 
-from alexnet_tf import hardware
+from alexnet_tf import cli, hardware
 from alexnet_tf.config import ConfigError
 from alexnet_tf.costs import layer_table, training_flops
 from alexnet_tf.model import VARIANTS, build_alexnet
 
 FLAGS = flags.FLAGS
+PROGRAM = "alexnet_tf.benchmark.keras_backend"
 PRECISIONS = ("mixed_bfloat16", "float32")
 TRAIN_STEPS = ("auto", "jit", "train_on_batch")
 NUM_CLASSES = 1000
@@ -485,20 +486,19 @@ def main(argv):
     try:
         config = config_from_flags(FLAGS, keras.backend.backend())
     except ConfigError as e:
-        print(f"alexnet_tf.benchmark.keras_backend: error: {e}", file=sys.stderr)
-        return 2
+        cli.fail(PROGRAM, e)
     report = run(config)
     # Last, so that it covers everything the run did.
     report["environment"]["tensorflow_imported"] = "tensorflow" in sys.modules
     if config.json_path:
         _write_json(config.json_path, report)
     print(table(report))
-    return 0
+    return cli.ExitStatus.SUCCESS
 
 
 def run_main():
     define_flags()
-    app.run(main)
+    cli.run(main, PROGRAM)
 
 
 if __name__ == "__main__":

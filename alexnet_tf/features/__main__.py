@@ -1,9 +1,8 @@
 """`python -m alexnet_tf.features`: see alexnet_tf/features/run.py for the flags."""
 
-from absl import app
-
-from alexnet_tf.features.run import define_flags, main
+from alexnet_tf import cli
+from alexnet_tf.features.run import PROGRAM, define_flags, main
 
 if __name__ == "__main__":
     define_flags()
-    app.run(main)
+    cli.run(main, PROGRAM)

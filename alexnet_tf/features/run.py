@@ -41,6 +41,7 @@ import sys
 from absl import flags
 import tensorflow as tf
 
+from alexnet_tf import cli
 from alexnet_tf.cli import error_message
 from alexnet_tf.features import figures
 from alexnet_tf.features.models import SavedModel, load
@@ -48,6 +49,7 @@ from alexnet_tf.features.outputs import features_file, neighbours_picture, predi
 from alexnet_tf.features.sources import UsageError, data_dir_source, files_source, gallery_source
 
 FLAGS = flags.FLAGS
+PROGRAM = "alexnet_tf.features"
 DEFAULT_PICTURE_IMAGES = 16
 
 
@@ -166,7 +168,7 @@ def run(argv_images, config, model=None):
 def report(failures, sources, done):
     """Names each skipped image (or shard) on stderr, then what was `done` and how much skipped."""
     for name, reason in failures:
-        print(f"alexnet_tf.features: {name}: {reason}; skipped", file=sys.stderr)
+        print(f"{PROGRAM}: {name}: {reason}; skipped", file=sys.stderr)
     if not done:
         return
     images = sum(s.skipped()[0] for s in sources)
@@ -175,7 +177,7 @@ def report(failures, sources, done):
     if unknown:  # no manifest.json counts what those lost
         skipped += f" and the rest of {_count(unknown, 'damaged shard')}"
     skipped += " skipped"
-    print(f"alexnet_tf.features: {done}; {skipped}{' (named above)' * bool(failures)}", file=sys.stderr)
+    print(f"{PROGRAM}: {done}; {skipped}{' (named above)' * bool(failures)}", file=sys.stderr)
 
 
 def _count(n, noun, nouns=None):
@@ -183,15 +185,15 @@ def _count(n, noun, nouns=None):
 
 
 def fail(what):
-    print(f"alexnet_tf.features: error: {what}", file=sys.stderr)
-    sys.exit(2)
+    """Ends with one line `alexnet_tf.features: error: <what>`, status 2 (bad input)."""
+    cli.fail(PROGRAM, what)
 
 
 def main(argv):
     try:
         written, failures = run(argv[1:], FLAGS)
     except UsageError as e:
-        fail(str(e))
+        fail(e)
     except (tf.errors.OpError, OSError, ValueError) as e:
         fail(
             f"{type(e).__name__}: {error_message(e)} (--model={FLAGS.model}): check that the model "
@@ -200,4 +202,4 @@ def main(argv):
     if written is None:
         fail("no image could be read; nothing written")
     print(written)
-    sys.exit(1 if failures else 0)
+    return cli.ExitStatus.FAILED if failures else cli.ExitStatus.SUCCESS

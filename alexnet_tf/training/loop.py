@@ -24,7 +24,7 @@ import tensorflow as tf
 
 from alexnet_tf import metrics
 from alexnet_tf.cli import check_writable
-from alexnet_tf.config import ConfigError
+from alexnet_tf.config import CONFIG_FILENAME, ConfigError, config_differences, config_json
 from alexnet_tf.serving import embedding, saved_model
 from alexnet_tf.training import init_from, summaries
 from alexnet_tf.training.devices import is_chief, num_workers, worker_name
@@ -41,6 +41,38 @@ from alexnet_tf.training.step import (
 )
 from alexnet_tf.training.watchdog import InputWatchdog
 from alexnet_tf.weights.checkpointing import CHECKPOINT_SUBDIR, Checkpointer, check_model_spec
+
+
+def record_config(model_dir, config, first_start):
+    """Writes the run's TrainConfig to <model_dir>/config.json at its first start; a resume logs what differs.
+
+    The first start is a run with no checkpoint yet (a start that failed before its first
+    checkpoint is rewritten by the next). The file is written whole or not at all (a temporary
+    file renamed over it), and a resume never rewrites it: it keeps the flags the run began
+    with. Runs begun before config.json existed resume without one. The chief calls this.
+    """
+    path = os.path.join(model_dir, CONFIG_FILENAME)
+    if first_start:
+        temporary = f"{path}.tmp-{os.getpid()}"
+        with tf.io.gfile.GFile(temporary, "w") as f:
+            json.dump(config_json(config), f, indent=2, sort_keys=True)
+        tf.io.gfile.rename(temporary, path, overwrite=True)
+        return
+    if not tf.io.gfile.exists(path):
+        return
+    try:
+        with tf.io.gfile.GFile(path) as f:
+            stored = json.load(f)
+        if not isinstance(stored, dict):
+            raise ValueError("not a JSON object")
+    except (tf.errors.OpError, ValueError) as e:
+        logging.warning("Cannot read %s (%s); the resumed run's flags are not compared with it", path, e)
+        return
+    differences = config_differences(stored, config)
+    if differences:
+        logging.info(
+            "Resuming with flags that differ from the first start's (%s): %s", path, ", ".join(differences)
+        )
 
 
 class TrainingDiverged(RuntimeError):
@@ -169,6 +201,8 @@ class TrainLoop:
         if start.source is not None:
             init_from.initialise(config, start, self.state.model, strategy)
             check_model_spec(checkpoint_dir, spec, write=self.chief)
+        if self.chief:
+            record_config(model_dir, config, first_start=stored is None)
         self.train_fn = make_train_function(
             strategy, self.state, config.batch_size, config.jit_compile, loss_scaling
         )

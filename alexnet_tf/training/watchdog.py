@@ -30,7 +30,6 @@ import re
 import select
 import signal
 import socket
-import sys
 import threading
 import time
 
@@ -38,6 +37,7 @@ from absl import logging
 import tensorflow as tf
 from tensorflow.python.eager import cancellation  # no public API gives this
 
+from alexnet_tf.cli import ExitStatus, fail
 from alexnet_tf.config import parse_service_address
 from alexnet_tf.data.service import wait_for_dispatcher
 from alexnet_tf.training.devices import num_workers
@@ -55,8 +55,6 @@ PROBE_TIMEOUT_S = 1.0  # one TCP connect to the dispatcher
 # ends the process itself (no checkpoint then: the state of a step that did not stop is unknown).
 RETURN_WAIT_S = 10.0
 PROGRAM = "alexnet_tf.train"
-LOST_EXIT_CODE = 1
-PREEMPTED_EXIT_CODE = 143
 # The op a step blocked on its input was cancelled in (IteratorGetNext, or the per-device
 # get-next of a multi-device iterator): nothing that needs the batch has run.
 _INPUT_WAIT_NODE = re.compile(r"\{\{node [^}]*GetNext[^}]*\}\}")
@@ -291,11 +289,8 @@ class InputWatchdog:
         last = tf.train.latest_checkpoint(self._checkpoint_dir) or "none"
         outcome = f"no checkpoint written (the step did not stop when cancelled); the last is {last}"
         error = self._exception(call, outcome)
-        preempted = reason == "SIGTERM"
-        logging.flush()
-        print(f"{PROGRAM}: {'' if preempted else 'error: '}{error}", file=sys.stderr, flush=True)
-        sys.stdout.flush()
-        os._exit(PREEMPTED_EXIT_CODE if preempted else LOST_EXIT_CODE)
+        status = ExitStatus.PREEMPTED if reason == "SIGTERM" else ExitStatus.FAILED
+        fail(PROGRAM, error, status, now=True)
 
 
 def _with_rollback(train_fn, strategy, state):

@@ -537,11 +537,11 @@ def test_whole_run_errors_stop_before_writing(good_tree, tmp_path, case, message
     assert not os.path.exists(tmp_path / "out")
 
 
-def test_cli_input_error_is_one_line_and_nonzero(tmp_path):
+def test_cli_input_error_is_one_line_and_status_2(tmp_path):
     missing = str(tmp_path / "no_such_folder")
     result = run_cli(f"--train_dir={missing}", f"--output_dir={tmp_path / 'out'}")
-    assert result.returncode == 1
-    lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert result.returncode == 2
+    lines = [line for line in result.stderr.splitlines() if line.startswith("alexnet_tf.convert: error:")]
     assert len(lines) == 1 and missing in lines[0] and "Traceback" not in result.stderr
     assert not os.path.exists(tmp_path / "out")
 

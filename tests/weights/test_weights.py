@@ -612,9 +612,10 @@ def test_cli_reports_a_bad_file_in_one_line(tmp_path):
         env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
         check=False,
     )
-    assert result.returncode != 0
+    assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert (
-        "import_weights: error: conv1: features.0.weight has shape (96, 3, 11, 11), expected (64, 3, 11, 11)"
+        "alexnet_tf.import_weights: error: conv1: features.0.weight has shape (96, 3, 11, 11), "
+        "expected (64, 3, 11, 11)"
     ) in result.stderr.splitlines()
     assert not (tmp_path / "x.keras").exists()
