@@ -215,14 +215,14 @@ def run(config):
     if hardware.onednn_default and not hardware.has_gpu():
         logging.info(
             "oneDNN's CPU kernels are on (%s; TensorFlow leaves them off on CPUs without "
-            "AVX512_VNNI/BF16 or AMX, and they trained 1.35-1.46x as fast on an AVX2 EPYC: BUILD.md "
-            "'Portability'); TF_ENABLE_ONEDNN_OPTS=0 turns them off",
+            "AVX512_VNNI/BF16 or AMX, and they trained 1.35-1.46x as fast on an AVX2 EPYC: "
+            "docs/design/portability.md); TF_ENABLE_ONEDNN_OPTS=0 turns them off",
             hardware.onednn_default,
         )
     elif not hardware.onednn_enabled() and not hardware.has_gpu():
         logging.info(
             "TensorFlow runs its Eigen CPU kernels (oneDNN off); TF_ENABLE_ONEDNN_OPTS=1 trains "
-            "1.35-1.46x as fast on an AVX2 EPYC (BUILD.md 'Portability')"
+            "1.35-1.46x as fast on an AVX2 EPYC (docs/design/portability.md)"
         )
     # The process-wide state of a run, in one place: the dtype policy, the seeds, determinism.
     # Without --seed a seed is drawn; the run keeps it in its checkpoints (TrainLoop), so that
