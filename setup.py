@@ -6,8 +6,10 @@ tensorflow[and-cuda]). See BUILD.md for every dependency decision.
 """
 
 import pathlib
+import shutil
 
 from setuptools import find_packages, setup
+from setuptools.command.build_py import build_py
 
 _HERE = pathlib.Path(__file__).parent
 _VERSION = "0.1.0"
@@ -15,7 +17,22 @@ _VERSION = "0.1.0"
 # Lower bounds are the versions this project is tested with (BUILD.md, "Dependencies").
 _TF_VERSION = "2.21.0"
 
+
+class CleanBuildPy(build_py):
+    """Copies the package into a clean build/lib.
+
+    setuptools reuses build/lib between builds and never deletes a file there, so a checkout that
+    moved or removed modules would ship the old ones beside the new (an old `alexnet_tf/serving.py`
+    next to the `alexnet_tf/serving/` package); a wheel holds exactly the tracked modules.
+    """
+
+    def run(self):
+        shutil.rmtree(pathlib.Path(self.build_lib) / "alexnet_tf", ignore_errors=True)
+        super().run()
+
+
 setup(
+    cmdclass={"build_py": CleanBuildPy},
     name="alexnet_tf",
     version=_VERSION,
     description="AlexNet (Krizhevsky et al., 2012), faithful to the paper, on Keras 3 / TensorFlow",
