@@ -91,7 +91,8 @@ def run(main, program):
 
     A flag that does not parse and an `app.UsageError` raised by `main` end with one line and
     BAD_INPUT (absl prints the usage and exits 1); Ctrl-C ends with one line and INTERRUPTED.
-    `--help` works as before.
+    `--help`, `--helpshort` and `--helpfull` print absl's help and exit with SUCCESS (absl
+    exits 1, which the table keeps for a failed run).
     """
     from absl import app, flags
 
@@ -109,7 +110,15 @@ def run(main, program):
         except KeyboardInterrupt:
             fail(program, "interrupted", ExitStatus.INTERRUPTED)
 
-    app.run(guarded, flags_parser=parse)
+    try:
+        app.run(guarded, flags_parser=parse)
+    except SystemExit as e:
+        if e.code == 1 and any(arg.split("=")[0] in HELP_FLAGS for arg in sys.argv[1:]):
+            sys.exit(ExitStatus.SUCCESS)
+        raise
+
+
+HELP_FLAGS = ("--help", "-help", "--helpshort", "-helpshort", "--helpfull", "-helpfull", "-?")
 
 
 def _one_line(error):

@@ -1,5 +1,6 @@
 """Tests of alexnet_tf.cli: the exit statuses, the one failure line, and which errors are bad input."""
 
+from conftest import run_command
 import pytest
 import tensorflow as tf
 
@@ -44,3 +45,15 @@ def test_damaged_data_and_missing_files_are_bad_input_other_tensorflow_errors_fa
     )
     assert [cli.status_of(e) for e in bad_input] == [cli.ExitStatus.BAD_INPUT] * len(bad_input)
     assert [cli.status_of(e) for e in failed] == [cli.ExitStatus.FAILED] * len(failed)
+
+
+@pytest.mark.parametrize(
+    "command, flag, listed",
+    [("alexnet_tf.info", "--help", "--variant"), ("alexnet_tf.features", "--helpshort", "--model")],
+)
+def test_help_lists_the_commands_flags_and_exits_0(command, flag, listed):
+    """absl exits 1 after --help, the status the table keeps for a failed run; and a command
+    package's flags, defined in its library module, are listed as its own."""
+    result = run_command(["-m", command, flag], timeout=300)
+    assert result.returncode == cli.ExitStatus.SUCCESS, result.stderr[-3000:]
+    assert listed in result.stdout + result.stderr

@@ -1,8 +1,12 @@
-"""`python -m alexnet_tf.features`: see alexnet_tf/features/run.py for the flags."""
+"""`python -m alexnet_tf.features`: its usage and flags are those of alexnet_tf.features.run."""
+
+from absl import flags
 
 from alexnet_tf import cli
-from alexnet_tf.features.run import PROGRAM, define_flags, main
+from alexnet_tf.features import run
 
 if __name__ == "__main__":
-    define_flags()
-    cli.run(main, PROGRAM)
+    __doc__ = run.__doc__  # what absl's --help prints first
+    run.define_flags()
+    flags.adopt_module_key_flags(run)  # --help and --helpshort list them
+    cli.run(run.main, run.PROGRAM)
