@@ -78,10 +78,12 @@ def run(
     Returns:
       The written version directory or .onnx file.
     """
-    model, model_dir = load_model(checkpoint)
     if export_format == "onnx":
         from alexnet_tf.serving import onnx_export  # tf2onnx only when asked
 
+        onnx_export.require_tf2onnx()  # before the model is loaded
+    model, model_dir = load_model(checkpoint)
+    if export_format == "onnx":
         path = export_dir if export_dir.endswith(".onnx") else os.path.join(export_dir, "model.onnx")
         return onnx_export.export_onnx(model, path)
     if labels_path is None and tf.io.gfile.exists(os.path.join(model_dir, schema.LABELS_FILENAME)):

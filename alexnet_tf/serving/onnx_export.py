@@ -16,6 +16,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
+from alexnet_tf.config import ConfigError
 from alexnet_tf.data import preprocessing
 
 INPUT_NAME = "images"
@@ -52,6 +53,18 @@ def onnx_function(model, resize_shorter=preprocessing.RESIZE_SHORTER):
     return probabilities
 
 
+def require_tf2onnx():
+    """tf2onnx, an optional dependency; a ConfigError that says how to install it when missing."""
+    try:
+        import tf2onnx
+    except ImportError:
+        raise ConfigError(
+            '--format=onnx needs tf2onnx, which is not installed: pip install "alexnet_tf[onnx]" '
+            "(or pip install tf2onnx onnx onnxruntime)"
+        ) from None
+    return tf2onnx
+
+
 def export_onnx(model, path, resize_shorter=preprocessing.RESIZE_SHORTER, opset=OPSET):
     """Converts `model` with its eval preprocessing and softmax to an ONNX file.
 
@@ -64,8 +77,7 @@ def export_onnx(model, path, resize_shorter=preprocessing.RESIZE_SHORTER, opset=
     Returns:
       `path`.
     """
-    import tf2onnx  # an optional dependency
-
+    tf2onnx = require_tf2onnx()
     function = onnx_function(model, resize_shorter)
     proto, _ = tf2onnx.convert.from_function(
         function, input_signature=function.input_signature, opset=opset, output_path=None

@@ -491,3 +491,21 @@ def test_large_jpegs_are_decoded_downscaled_with_the_same_result(exported, tmp_p
         expected = tf.nn.softmax(model(full[tf.newaxis]))[0].numpy()
         np.testing.assert_allclose(served, expected, atol=1e-2, err_msg=f"{height}x{width}")
         assert np.argmax(served) == np.argmax(expected)
+
+
+def test_onnx_export_without_tf2onnx_says_how_to_install_it_before_loading_the_model(tmp_path):
+    """The command as run where tf2onnx is not installed: `sys.modules` entry None fails its import."""
+    code = (
+        "import runpy, sys; sys.modules['tf2onnx'] = None; "
+        f"sys.argv = ['export', '--checkpoint={tmp_path / 'absent.keras'}', "
+        f"'--export_dir={tmp_path / 'm.onnx'}', '--format=onnx']; "
+        "runpy.run_module('alexnet_tf.export', run_name='__main__', alter_sys=True)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.startswith("alexnet_tf.export: error:")]
+    assert len(lines) == 1 and 'pip install "alexnet_tf[onnx]"' in lines[0], result.stderr[-3000:]
+    assert not os.path.exists(tmp_path / "m.onnx")
