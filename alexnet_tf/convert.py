@@ -82,19 +82,43 @@ def main(argv):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from alexnet_tf.data import convert  # after the log level
 
+    status = cli.ExitStatus.SUCCESS
     try:
         if FLAGS.train_dir or FLAGS.validation_dir or not FLAGS.verify:
-            convert.convert(
+            manifest = convert.convert(
                 FLAGS.output_dir,
                 **{name: FLAGS[name].value for name in _CONVERT_FLAGS if FLAGS[name].value is not None},
             )
+            status = report_skipped(manifest["skipped"])
         if FLAGS.verify:
             problems = convert.verify(FLAGS.output_dir, num_workers=FLAGS.num_workers)
-            print("\n".join(problems) or f"verify: {FLAGS.output_dir} is sound", file=sys.stderr)
-            return cli.ExitStatus.FAILED if problems else cli.ExitStatus.SUCCESS
+            if problems:
+                print("\n".join(f"{PROGRAM}: {problem}" for problem in problems), file=sys.stderr)
+                cli.fail(
+                    PROGRAM,
+                    f"{FLAGS.output_dir} is not sound ({len(problems)} problems above): delete the shards "
+                    "they name and run the same conversion again (it writes the missing shards), or "
+                    "convert again with --overwrite",
+                )
+            print(f"verify: {FLAGS.output_dir} is sound", file=sys.stderr)
     except convert.ConversionError as e:  # an input or output the user must fix
         cli.fail(PROGRAM, e)
-    return cli.ExitStatus.SUCCESS
+    return status
+
+
+def report_skipped(skipped, shown=10):
+    """Names the files the conversion skipped on stderr; FAILED when there are any."""
+    if not skipped:
+        return cli.ExitStatus.SUCCESS
+    for note in skipped[:shown]:
+        print(f"{PROGRAM}: skipped {note['split']}/{note['path']}: {note['reason']}", file=sys.stderr)
+    more = f" ({len(skipped) - shown} more not shown)" if len(skipped) > shown else ""
+    print(
+        f"{PROGRAM}: {len(skipped)} files skipped{more}, all listed under 'skipped' in "
+        f"{os.path.join(FLAGS.output_dir, 'manifest.json')}; the shards hold every other image",
+        file=sys.stderr,
+    )
+    return cli.ExitStatus.FAILED
 
 
 if __name__ == "__main__":

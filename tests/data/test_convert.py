@@ -286,6 +286,21 @@ def test_verify_is_clean_and_catches_damage(converted, tmp_path):
     assert any("validation-00000-of-00002: missing" in p for p in problems)
 
 
+def test_cli_verify_of_a_truncated_shard_names_it_and_exits_2(converted, tmp_path):
+    output_dir, manifest = converted
+    damaged = str(tmp_path / "damaged")
+    shutil.copytree(output_dir, damaged)
+    name = manifest["splits"]["train"]["shards"][0]["file"]
+    with open(os.path.join(damaged, name), "r+b") as f:
+        f.truncate(os.path.getsize(os.path.join(damaged, name)) // 2)
+    result = run_cli("--verify", f"--output_dir={damaged}", "--num_workers=1")
+    assert result.returncode == 2, result.stderr
+    named = [line for line in result.stderr.splitlines() if line.startswith(f"alexnet_tf.convert: {name}:")]
+    assert named and "unreadable after" in result.stderr and "function_node" not in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"alexnet_tf.convert: error: {damaged} is not sound") and "--overwrite" in last
+
+
 def test_resolution_zero_keeps_original_jpeg_bytes(bad_tree, tmp_path):
     manifest = run_convert(bad_tree, tmp_path, resize_shorter=0, train_shards=1)
     assert manifest["settings"]["resize_shorter"] == 0
@@ -302,7 +317,8 @@ def test_resolution_zero_keeps_original_jpeg_bytes(bad_tree, tmp_path):
 
 @pytest.mark.slow
 def test_cli_with_worker_processes(bad_tree, converted, tmp_path):
-    """The real command line with two worker processes writes what one process writes."""
+    """The real command line with two worker processes writes what one process writes; the files it
+    skipped are named on stderr and make the exit status 1."""
     train, val, labels, names = bad_tree
     result = run_cli(
         f"--train_dir={train}",
@@ -314,9 +330,14 @@ def test_cli_with_worker_processes(bad_tree, converted, tmp_path):
         "--validation_shards=2",
         "--num_workers=2",
     )
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 1, result.stderr
     assert "images/s" in result.stderr and "Traceback" not in result.stderr
     manifest = convert.load_manifest(str(tmp_path))
+    assert manifest["skipped"]
+    for note in manifest["skipped"]:
+        line = f"alexnet_tf.convert: skipped {note['split']}/{note['path']}: {note['reason']}"
+        assert line in result.stderr
+    assert f"alexnet_tf.convert: {len(manifest['skipped'])} files skipped" in result.stderr
     for key in ("splits", "skipped", "repaired", "fingerprint", "settings", "classes"):
         assert manifest[key] == converted[1][key], key
     assert not [n for n in os.listdir(tmp_path) if n.startswith(".tmp-")]

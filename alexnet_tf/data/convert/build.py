@@ -188,11 +188,18 @@ def convert(
     Raises:
       ConversionError: bad arguments or inputs, or an output folder holding other data.
     """
-    if resize_shorter < 0 or not 1 <= quality <= 100 or min(train_shards, validation_shards) < 1:
-        raise ConversionError(
-            f"bad settings: need --resize_shorter >= 0 (got {resize_shorter}), "
-            f"1 <= --quality <= 100 (got {quality}) and at least one shard"
+    bad = [
+        f"--{name} must be {rule} (got {value})"
+        for name, value, rule, ok in (
+            ("resize_shorter", resize_shorter, ">= 0", resize_shorter >= 0),
+            ("quality", quality, "in 1..100", 1 <= quality <= 100),
+            ("train_shards", train_shards, ">= 1", train_shards >= 1),
+            ("validation_shards", validation_shards, ">= 1", validation_shards >= 1),
         )
+        if not ok
+    ]
+    if bad:
+        raise ConversionError("; ".join(bad))
     plan = make_plan(
         train_dir,
         validation_dir,

@@ -9,6 +9,7 @@ from typing import NamedTuple
 
 import tensorflow as tf
 
+from alexnet_tf import cli
 from alexnet_tf.data.convert.build import labels_text, load_manifest, output_files
 from alexnet_tf.data.convert.images import sniff_format
 from alexnet_tf.data.convert.shards import Progress, bump_counter, run_pool, sha256_file
@@ -101,7 +102,7 @@ def _verify_shard(task: _VerifyTask, on_image: Callable[[], None]) -> dict:
                 problems.append(f"{where}: shorter side {min(shape[:2])} is not {task.resize_shorter}")
             on_image()
     except tf.errors.OpError as e:
-        problems.append(f"{name}: unreadable after {count} records ({e.message.splitlines()[0]})")
+        problems.append(f"{name}: unreadable after {count} records ({cli.error_message(e)})")
     if count != task.entry["num_records"]:
         problems.append(f"{name}: {count} records, manifest says {task.entry['num_records']}")
     return {"split": task.split, "problems": problems, "per_class": per_class}
