@@ -160,11 +160,18 @@ def main(argv):
             if config.checkpoint
             else f"--saved_model={config.saved_model}"
         )
+        message = cli.error_message(e)
+        if "convert it again" in message:  # a damaged shard: the reader's line names it and what to do
+            message = f"{message} ({model}, --data_dir={config.data_dir})"
+        else:
+            message = (
+                f"{type(e).__name__}: {message} ({model}, --data_dir={config.data_dir}): check that the "
+                "model loads and that the shards are whole (python -m alexnet_tf.convert --verify), "
+                "then run again"
+            )
         cli.fail(
             PROGRAM,
-            f"{type(e).__name__}: {cli.error_message(e)} ({model}, --data_dir={config.data_dir}): check "
-            "that the model loads and that the shards are whole (python -m alexnet_tf.convert --verify), "
-            "then run again",
+            message,
             # A model that does not load or a damaged shard is bad input; running out of memory is not.
             cli.status_of(e) if isinstance(e, tf.errors.OpError) else cli.ExitStatus.BAD_INPUT,
         )

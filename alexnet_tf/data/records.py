@@ -89,7 +89,7 @@ def read_shard(filename, size, skip_corrupt):
             # String-only data keeps Assert unconditional and cheap.
             check = tf.debugging.Assert(
                 whole,
-                report + ["bytes): convert it again, or train with --skip_corrupt to skip such shards"],
+                report + ["bytes): convert it again; training can skip such shards with --skip_corrupt"],
             )
             with tf.control_dependencies([check]):
                 keep = tf.logical_not(at_end)

@@ -65,7 +65,7 @@ def test_a_damaged_shard_is_an_error_naming_the_file(tmp_path, how, training):
     line = error_message(caught.value)
     assert re.fullmatch(
         rf"corrupt or truncated TFRecord shard {re.escape(bad)} \(its records frame \d+ of its \d+ "
-        r"bytes\): convert it again, or train with --skip_corrupt to skip such shards",
+        r"bytes\): convert it again; training can skip such shards with --skip_corrupt",
         line,
     ), line
 
