@@ -192,9 +192,21 @@ class TrainConfig:
             raise ConfigError(f"profile_steps must be two steps 0 < first <= last, got {self.profile_steps}")
 
 
+PATH_FIELDS = ("data_dir", "model_dir", "export_dir", "init_from", "demo_cache_dir")
+
+
 def config_json(config):
-    """The TrainConfig as a JSON-ready dict (tuples become lists): what <model_dir>/config.json holds."""
-    return json.loads(json.dumps(dataclasses.asdict(config)))
+    """The TrainConfig as a JSON-ready dict (tuples become lists): what <model_dir>/config.json holds.
+
+    Local paths are made absolute, so that a resume from another working directory, or with
+    the same folder spelled another way, is not taken for a changed flag.
+    """
+    values = json.loads(json.dumps(dataclasses.asdict(config)))
+    for name in PATH_FIELDS:
+        value = values.get(name)
+        if isinstance(value, str) and value and "://" not in value:
+            values[name] = os.path.abspath(value)
+    return values
 
 
 def config_differences(stored, config):

@@ -42,6 +42,7 @@ from alexnet_tf.training.devices import (
 from alexnet_tf.training.inputs import RECORD_COUNTS_FILENAME, data_source, describe_data
 from alexnet_tf.training.loop import Preempted, TrainingDiverged, TrainLoop
 from alexnet_tf.training.watchdog import DataServiceLost
+from alexnet_tf.weights.checkpointing import CHECKPOINT_SUBDIR, latest_checkpoint
 
 FLAGS = flags.FLAGS
 PROGRAM = "alexnet_tf.train"
@@ -271,11 +272,7 @@ def main(argv):
     except DataServiceLost as e:
         cli.fail(PROGRAM, e, cli.ExitStatus.FAILED, now=True)
     except KeyboardInterrupt:
-        cli.fail(
-            PROGRAM,
-            "interrupted; re-run the same command to resume from the last checkpoint",
-            cli.ExitStatus.INTERRUPTED,
-        )
+        cli.fail(PROGRAM, interrupted_message(config.model_dir), cli.ExitStatus.INTERRUPTED)
     except tf.errors.OpError as e:  # e.g. a corrupt shard or a label out of range: bad input
         logging.debug("TensorFlow error", exc_info=True)
         cli.fail(
@@ -284,6 +281,20 @@ def main(argv):
             cli.status_of(e),
         )
     print_report(result)
+
+
+def interrupted_message(model_dir):
+    """What a Ctrl-C leaves: Ctrl-C writes no checkpoint (SIGTERM does), so name the newest one."""
+    try:
+        newest = model_dir and latest_checkpoint(os.path.join(model_dir, CHECKPOINT_SUBDIR))
+    except ConfigError:
+        newest = None
+    if not newest:
+        return "interrupted before the first checkpoint; re-running the same command starts from step 0"
+    return (
+        f"interrupted; re-run the same command to resume from its newest checkpoint, "
+        f"{os.path.basename(newest)} (steps after it are trained again)"
+    )
 
 
 def print_report(result):

@@ -468,8 +468,10 @@ def test_ctrl_c_stops_with_status_130_and_a_resume_logs_the_flags_that_differ_fr
         stderr.seek(0)
         output = stderr.read()
     assert process.returncode == cli.ExitStatus.INTERRUPTED == 130, output[-3000:]
+    # Ctrl-C writes no checkpoint: the line names the newest one, which a re-run resumes from.
     assert _ours(output) == [
-        "alexnet_tf.train: interrupted; re-run the same command to resume from the last checkpoint"
+        "alexnet_tf.train: interrupted; re-run the same command to resume from its newest checkpoint, "
+        f"ckpt-{checkpoint_step(model_dir)} (steps after it are trained again)"
     ]
     assert "Traceback" not in output and "KeyboardInterrupt" not in output, output[-3000:]
     with open(os.path.join(model_dir, "config.json"), "rb") as f:
