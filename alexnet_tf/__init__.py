@@ -47,7 +47,8 @@ _hardware.command_onednn_default()
 
 # Importing the package registers every Keras serialisable it defines (the layers, and the
 # optimizer the trainer saves), so `keras.saving.load_model` reads any `.keras` file this
-# project writes after a plain `import alexnet_tf`.
+# project writes after a plain `import alexnet_tf`. On JAX and PyTorch the optimizer, which
+# runs TensorFlow kernels, is not there: load files saved with it with `compile=False`.
 import keras
 
 from alexnet_tf.layers import GroupedConv2D, InputConversion, LocalResponseNormalization, ReplicaDropout

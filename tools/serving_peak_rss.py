@@ -99,4 +99,7 @@ def main(workdir, smoke=False):
 
 if __name__ == "__main__":
     arguments = [a for a in sys.argv[1:] if a != "--smoke"]
+    if [a for a in arguments if a.startswith("-")] or len(arguments) > 1:
+        print(__doc__, file=sys.stderr)
+        sys.exit(0 if {"-h", "--help", "--helpshort"} & set(arguments) else 2)
     main(arguments[0] if arguments else "/tmp/serving_peak_rss", smoke="--smoke" in sys.argv[1:])

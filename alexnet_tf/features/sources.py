@@ -121,7 +121,7 @@ class Source:
             expected = self.shard_counts.get(os.path.basename(shard))
             read, whole = 0, tf.io.gfile.exists(shard)
             if whole:
-                # data.py's shard reader: it swallows tf.data's read error, which names no file,
+                # records.read_shard: it swallows tf.data's read error, which names no file,
                 # and ends a damaged shard with a marker instead (skip_corrupt=True).
                 read_shard = records.read_shard
                 for group in read_shard(shard, tf.io.gfile.stat(shard).length, skip_corrupt=True):

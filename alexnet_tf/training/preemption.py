@@ -4,7 +4,7 @@ import os
 import signal
 import threading
 
-# For tests only (tests/test_resume.py): "SIGKILL@3" makes the trainer send itself SIGKILL
+# For tests only (tests/scenarios/test_resume.py): "SIGKILL@3" makes the trainer send itself SIGKILL
 # right after the chunk of steps that ends at step 3, before a checkpoint due there is
 # written, so that a test interrupts a real run, with a real signal, at a step it chooses.
 # Any signal name works ("SIGTERM@5": a preemption there). Never set it outside tests.
