@@ -21,7 +21,7 @@ import tensorflow as tf
 
 from alexnet_tf import cli, metrics
 from alexnet_tf.config import ConfigError
-from alexnet_tf.data import sources
+from alexnet_tf.data import records, sources
 from alexnet_tf.data.pipelines import PixelSettings
 from alexnet_tf.serving.saved_model import resolve_saved_model
 from alexnet_tf.weights.checkpointing import restore_model
@@ -161,7 +161,7 @@ def main(argv):
             else f"--saved_model={config.saved_model}"
         )
         message = cli.error_message(e)
-        if "convert it again" in message:  # a damaged shard: the reader's line names it and what to do
+        if message.startswith(records.DAMAGED_SHARD):  # the reader's line names it and what to do
             message = f"{message} ({model}, --data_dir={config.data_dir})"
         else:
             message = (

@@ -22,6 +22,8 @@ _READ_GROUP = 64
 # Ends each shard's record stream. 0xff opens a protobuf field with wire type 7, which does not
 # exist, so no serialized Example equals it.
 END_OF_SHARD = b"\xffalexnet_tf:end-of-shard"
+# How the reader's error about a damaged shard starts: commands tell it from other errors by it.
+DAMAGED_SHARD = "corrupt or truncated TFRecord shard"
 
 
 def as_written(fn):
@@ -66,7 +68,7 @@ def read_shard(filename, size, skip_corrupt):
         at_end = tf.equal(group[0], END_OF_SHARD)
         whole = tf.logical_or(tf.logical_not(at_end), tf.equal(read_bytes, size))
         report = [
-            "corrupt or truncated TFRecord shard",
+            DAMAGED_SHARD,
             filename,
             "(its records frame",
             tf.strings.as_string(read_bytes),
