@@ -80,7 +80,7 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     # TensorFlow's C++ start-up notices would bury the progress line (workers inherit this).
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from alexnet_tf.data import convert  # after the log level
+    from alexnet_tf.data import convert, schema  # after the log level
 
     status = cli.ExitStatus.SUCCESS
     try:
@@ -89,7 +89,9 @@ def main(argv):
                 FLAGS.output_dir,
                 **{name: FLAGS[name].value for name in _CONVERT_FLAGS if FLAGS[name].value is not None},
             )
-            status = report_skipped(manifest["skipped"])
+            status = report_skipped(
+                manifest["skipped"], os.path.join(FLAGS.output_dir, schema.MANIFEST_FILENAME)
+            )
         if FLAGS.verify:
             problems = convert.verify(FLAGS.output_dir, num_workers=FLAGS.num_workers)
             if problems:
@@ -106,7 +108,7 @@ def main(argv):
     return status
 
 
-def report_skipped(skipped, shown=10):
+def report_skipped(skipped, manifest_path, shown=10):
     """Names the files the conversion skipped on stderr; FAILED when there are any."""
     if not skipped:
         return cli.ExitStatus.SUCCESS
@@ -115,7 +117,7 @@ def report_skipped(skipped, shown=10):
     more = f" ({len(skipped) - shown} more not shown)" if len(skipped) > shown else ""
     print(
         f"{PROGRAM}: {len(skipped)} files skipped{more}, all listed under 'skipped' in "
-        f"{os.path.join(FLAGS.output_dir, 'manifest.json')}; the shards hold every other image",
+        f"{manifest_path}; the shards hold every other image",
         file=sys.stderr,
     )
     return cli.ExitStatus.FAILED
