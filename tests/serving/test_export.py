@@ -4,7 +4,7 @@ import os
 import subprocess
 import sys
 
-from conftest import REPO
+from conftest import REPO, run_command
 import keras
 import numpy as np
 import pytest
@@ -501,9 +501,7 @@ def test_onnx_export_without_tf2onnx_says_how_to_install_it_before_loading_the_m
         f"'--export_dir={tmp_path / 'm.onnx'}', '--format=onnx']; "
         "runpy.run_module('alexnet_tf.export', run_name='__main__', alter_sys=True)"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300
-    )
+    result = run_command(["-c", code], timeout=300)
     assert result.returncode == 2, result.stderr[-3000:]
     assert "Traceback" not in result.stderr
     lines = [line for line in result.stderr.splitlines() if line.startswith("alexnet_tf.export: error:")]

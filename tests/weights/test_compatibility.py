@@ -24,10 +24,8 @@ The fixtures in tests/weights/data/before_restructure/ were written by the code 
 import json
 import os
 import shutil
-import subprocess
-import sys
 
-from conftest import REPO
+from conftest import run_command
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -72,13 +70,7 @@ print(json.dumps(report))
 def test_a_keras_file_written_before_the_restructure_loads_after_import_alexnet_tf():
     keras_path = os.path.join(FIXTURES, "every_serialisable.keras")
     expected_path = os.path.join(FIXTURES, "expected.npz")
-    result = subprocess.run(
-        [sys.executable, "-c", LOAD_KERAS_FILE, keras_path, expected_path],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT,
-    )
+    result = run_command(["-c", LOAD_KERAS_FILE, keras_path, expected_path], timeout=TIMEOUT)
     assert result.returncode == 0, result.stderr[-4000:]
     report = json.loads(result.stdout.strip().splitlines()[-1])
     expected = np.load(expected_path)
@@ -107,12 +99,8 @@ def test_a_keras_file_written_before_the_restructure_loads_after_import_alexnet_
 
 
 def _train(data_dir, model_dir, flags):
-    return subprocess.run(
-        [sys.executable, "-m", "alexnet_tf.train", f"--data_dir={data_dir}", f"--model_dir={model_dir}"]
-        + list(flags),
-        cwd=REPO,
-        capture_output=True,
-        text=True,
+    return run_command(
+        ["-m", "alexnet_tf.train", f"--data_dir={data_dir}", f"--model_dir={model_dir}", *flags],
         timeout=TIMEOUT,
     )
 
