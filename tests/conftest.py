@@ -1,6 +1,7 @@
 """Shared test plumbing: the repository path and running documented commands as fresh processes."""
 
 import os
+import shutil
 import subprocess
 import sys
 
@@ -21,3 +22,22 @@ def run_command(args, *, env=None, timeout=600, cwd=REPO):
 @pytest.fixture
 def run():
     return run_command
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _remove_module_temp_dirs(request, tmp_path_factory):
+    """Deletes the folders a test module made with tmp_path_factory once the module has passed.
+
+    pytest's `tmp_path_retention_policy = failed` (pytest.ini) removes a passing test's tmp_path
+    at once but keeps module-scoped folders (checkpoints and SavedModels of several hundred MB
+    each) until the whole session ends, so a full run would hold tens of GB at its peak. A module
+    with a failure keeps its folders to look at. Session-scoped fixtures must not make folders
+    with tmp_path_factory: the first module that used them would delete them.
+    """
+    base = tmp_path_factory.getbasetemp()
+    before = set(os.listdir(base))
+    failures = request.session.testsfailed
+    yield
+    if request.session.testsfailed == failures:
+        for name in set(os.listdir(base)) - before:
+            shutil.rmtree(base / name, ignore_errors=True)
