@@ -26,6 +26,14 @@ CONFIG_FILENAME = "config.json"
 
 VARIANTS = ("paper", "one_weird_trick", "caffe")  # alexnet_tf.model.VARIANTS (a test keeps them equal)
 LR_SCHEDULES = ("paper", "step", "cosine")
+INPUT_CONVENTIONS = ("paper", "torchvision")
+WEIGHT_INITS = ("variant", "normal", "pytorch")
+# 255 x torchvision's per-channel std (0.229, 0.224, 0.225): how much larger this project's
+# mean-subtracted 0-255 pixels are than torchvision's normalised ones. A network of ReLUs, max
+# pools and zero biases (one_weird_trick with PyTorch's initialisation) scales its logits by this
+# factor and, while they are small, every layer's gradient relative to its weights by at least it
+# (docs/training.md, "Recipes").
+PIXEL_SCALE_VS_TORCHVISION = 57.6
 PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
 DISTRIBUTIONS = ("auto", "mirrored", "multi_worker", "none")
 TRAINABLE = ("all", "fc", "head")  # alexnet_tf.model.TRAINABLE_LAYERS (a test keeps them equal)
@@ -62,6 +70,11 @@ class TrainConfig:
     num_classes: Optional[int] = None  # None: from the labels file (else 1000); checked against it
     image_size: int = 224
     augment: str = "paper"  # paper (random 224 of the 256 square + flip + PCA light) | inception
+    lighting_std: float = 0.1  # stddev of the paper's PCA lighting alpha; 0 turns it off
+    # paper: RGB in [0, 255] minus the mean pixel, as the model sees it; torchvision: the model
+    # starts with an InputConversion layer to RGB / 255 normalised by ImageNet's mean and std
+    # (it still takes the same pixels, so evaluation, export and serving need nothing new).
+    input_convention: str = "paper"
     skip_corrupt: bool = False
     steps_per_epoch: Optional[int] = None  # None: training examples // global batch
     eval_steps: Optional[int] = None  # global batches; None: the whole validation set
@@ -73,11 +86,18 @@ class TrainConfig:
     # before the run stops (with a checkpoint where one is correct: training.watchdog).
     data_service_timeout_s: float = 300.0
 
+    # Recipe: the name of the set of defaults the run started from (RECIPES); every field it
+    # sets is also a flag that overrides it. Recorded in config.json like every field.
+    recipe: str = "paper"
+
     # Model.
     variant: str = "paper"
     dropout_rate: float = 0.5
     hidden_bias: Optional[float] = None  # None: the paper's 1.0 (Caffe used 0.1)
     weight_init_stddev: float = 0.01  # the paper's N(0, 0.01) kernels
+    # variant: the variant's own (paper, caffe: N(0, weight_init_stddev); one_weird_trick:
+    # PyTorch's) | normal: N(0, weight_init_stddev) | pytorch: U(+-1/sqrt(fan_in)), PyTorch's default
+    weight_init: str = "variant"
 
     # Fine-tuning.
     init_from: Optional[str] = None  # .keras file, checkpoint or model dir whose weights start the run
@@ -125,6 +145,50 @@ class TrainConfig:
     demo_cache_dir: str = DEFAULT_DEMO_CACHE_DIR
 
     @property
+    def kernel_init(self):
+        """The kernel initialisation the model gets: "normal" or "pytorch" (`weight_init` resolved)."""
+        if self.weight_init != "variant":
+            return self.weight_init
+        return "pytorch" if self.variant == "one_weird_trick" else "normal"
+
+    def warnings(self):
+        """One line for each setting known to train badly (the trainer logs them at the start).
+
+        - one_weird_trick initialised as PyTorch does, trained from scratch on this project's
+          0-255 pixels: every step is at least PIXEL_SCALE_VS_TORCHVISION times larger relative to
+          the weights than with torchvision's input, and rates that train there diverge here.
+        - `--lr_schedule=paper` with too few epochs to lower the rate even once.
+        """
+        found = []
+        if (
+            self.variant == "one_weird_trick"
+            and self.kernel_init == "pytorch"
+            and self.input_convention == "paper"
+            and not self.init_from
+        ):
+            found.append(
+                "one_weird_trick with PyTorch's initialisation on this project's 0-255 pixels "
+                f"(--input_convention=paper) takes steps at least {PIXEL_SCALE_VS_TORCHVISION:.0f}x "
+                "larger relative to its weights than the same --learning_rate on normalised input, "
+                "and rates that train with --recipe=torchvision diverge (0.04 at batch 128 did): "
+                "use --recipe=torchvision (docs/training.md#recipes)"
+            )
+        patience = self.plateau_patience
+        if self.lr_schedule == "paper" and not self.train_steps and self.epochs <= patience:
+            found.append(
+                f"--epochs={self.epochs} is too short for --lr_schedule=paper to lower the learning rate "
+                f"even once (it waits for {patience} epochs without a new best validation top-1, "
+                "--plateau_patience): the run ends at its full rate; --lr_schedule=cosine ends near 0"
+            )
+        elif self.lr_schedule == "paper" and not self.train_steps and self.epochs < 3 * (patience + 1):
+            found.append(
+                f"with --epochs={self.epochs}, --lr_schedule=paper lowers the learning rate only after "
+                f"{patience} epochs without a new best validation top-1, and never while accuracy still "
+                "climbs, so a short run usually ends at its full rate; --lr_schedule=cosine ends near 0"
+            )
+        return found
+
+    @property
     def scaled_learning_rate(self):
         """The learning rate at the actual global batch (lr * batch / 128)."""
         return self.learning_rate * self.batch_size / REFERENCE_BATCH
@@ -141,6 +205,9 @@ class TrainConfig:
             "precision": PRECISIONS,
             "distribution": DISTRIBUTIONS,
             "augment": ("paper", "inception"),
+            "recipe": tuple(RECIPES),
+            "input_convention": INPUT_CONVENTIONS,
+            "weight_init": WEIGHT_INITS,
             "trainable": TRAINABLE,
         }
         for name, allowed in choices.items():
@@ -170,6 +237,10 @@ class TrainConfig:
             raise ConfigError(f"dropout_rate must be in [0, 1), got {self.dropout_rate}")
         if self.weight_decay < 0 or self.warmup_epochs < 0 or self.weight_init_stddev <= 0:
             raise ConfigError("weight_decay and warmup_epochs must be >= 0, weight_init_stddev > 0")
+        if not self.lighting_std >= 0:
+            raise ConfigError(
+                f"lighting_std must be >= 0 (0 turns the PCA lighting off), got {self.lighting_std}"
+            )
         if self.variant != "one_weird_trick" and self.image_size < 224:
             raise ConfigError(f"the {self.variant} variant needs image_size >= 224, got {self.image_size}")
         # Below 95 pixels pool5 is 1x1, and Keras' adaptive pooling cannot stretch it to 6x6 in a graph.
@@ -190,6 +261,41 @@ class TrainConfig:
             len(self.profile_steps) != 2 or not 0 < self.profile_steps[0] <= self.profile_steps[1]
         ):
             raise ConfigError(f"profile_steps must be two steps 0 < first <= last, got {self.profile_steps}")
+
+
+# The recipes `--recipe` names: TrainConfig values that replace the defaults (the paper's).
+RECIPES = {
+    "paper": {},
+    # torchvision's reference recipe (references/classification in pytorch/vision; its AlexNet
+    # command: --lr 0.01 on 8 GPUs x 32 images, momentum 0.9, weight decay 1e-4, StepLR x0.1
+    # every 30 epochs, 90 epochs, RandomResizedCrop(224) + flip, Normalize(mean, std)), with
+    # PyTorch's default initialisation. Its learning rate, 0.01 per 256 images, is 0.005 at the
+    # REFERENCE_BATCH of 128 and scales linearly from there like every learning rate here.
+    # Differences that remain: biases start at 0 (PyTorch draws them like the weights) and
+    # weight decay skips biases, as in the paper's recipe.
+    "torchvision": {
+        "input_convention": "torchvision",
+        "weight_init": "pytorch",
+        "hidden_bias": 0.0,
+        "augment": "inception",
+        "lighting_std": 0.0,
+        "learning_rate": 0.005,
+        "lr_schedule": "step",
+        "lr_decay_epochs": (30.0, 60.0),
+        "lr_decay_factor": 0.1,
+        "weight_decay": 1e-4,
+    },
+}
+
+
+def recipe_config(recipe="paper", **overrides):
+    """The TrainConfig of `--recipe=recipe`: the recipe's values, then `overrides` (TrainConfig fields).
+
+    The library's twin of the flag: `TrainConfig(recipe="torchvision")` alone only names it.
+    """
+    if recipe not in RECIPES:
+        raise ConfigError(f"recipe={recipe!r}; choose one of {', '.join(RECIPES)}")
+    return TrainConfig(**{**RECIPES[recipe], "recipe": recipe, **overrides})
 
 
 PATH_FIELDS = ("data_dir", "model_dir", "export_dir", "init_from", "demo_cache_dir")
@@ -252,19 +358,23 @@ def demo_config(**overrides):
     Returns:
       A TrainConfig with demo=True.
     """
-    values = dict(
-        demo=True,
-        batch_size=32,
-        epochs=7,
-        learning_rate=0.04,
-        dropout_rate=0.0,
-        hidden_bias=0.1,
-        lr_schedule="cosine",
-        warmup_epochs=1.0,
-        checkpoint_every_steps=100,
-        keep_checkpoints=1,
-        log_every_steps=10,
-        seed=0,
-    )
+    values = dict(DEMO_VALUES)
     values.update(overrides)
     return TrainConfig(**values)
+
+
+# What --demo changes from the defaults (demo_config's docstring says why).
+DEMO_VALUES = dict(
+    demo=True,
+    batch_size=32,
+    epochs=7,
+    learning_rate=0.04,
+    dropout_rate=0.0,
+    hidden_bias=0.1,
+    lr_schedule="cosine",
+    warmup_epochs=1.0,
+    checkpoint_every_steps=100,
+    keep_checkpoints=1,
+    log_every_steps=10,
+    seed=0,
+)

@@ -147,6 +147,14 @@ def _pad_for_ceil_mode(x, pool_size, strides, name):
     return keras.layers.ZeroPadding2D(((0, extra[0]), (0, extra[1])), name=name)(x)
 
 
+def pytorch_kernel_initializer():
+    """PyTorch's default for Conv2d/Linear weights: U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
+
+    That is kaiming_uniform with a=sqrt(5), i.e. Keras' VarianceScaling(1/3, fan_in, uniform).
+    """
+    return keras.initializers.VarianceScaling(1.0 / 3.0, mode="fan_in", distribution="uniform")
+
+
 def build_alexnet(
     num_classes=1000,
     variant="paper",
@@ -229,11 +237,7 @@ def build_alexnet(
     elif spec.weight_init == "paper":
         kernel_init = lambda: keras.initializers.RandomNormal(0.0, weight_init_stddev)  # noqa: E731
     else:
-        # PyTorch's default for Conv2d/Linear: U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for the
-        # weights (kaiming_uniform with a=sqrt(5)), which is VarianceScaling(1/3).
-        kernel_init = lambda: keras.initializers.VarianceScaling(  # noqa: E731
-            1.0 / 3.0, mode="fan_in", distribution="uniform"
-        )
+        kernel_init = pytorch_kernel_initializer
     biased = spec.hidden_bias if hidden_bias is None else float(hidden_bias)
     lrn_kwargs = {**spec.lrn_params, **(lrn_params or {})}
 

@@ -22,14 +22,17 @@ import tensorflow as tf
 
 from alexnet_tf import cli, hardware
 from alexnet_tf.config import (
+    DEMO_VALUES,
     DISTRIBUTIONS,
+    INPUT_CONVENTIONS,
     LR_SCHEDULES,
     PRECISIONS,
+    RECIPES,
     TRAINABLE,
     VARIANTS,
+    WEIGHT_INITS,
     ConfigError,
     TrainConfig,
-    demo_config,
 )
 from alexnet_tf.data.sources import SOURCES
 from alexnet_tf.training.devices import (
@@ -64,7 +67,27 @@ def define_flags(flag_values=FLAGS):
     )
     flags.DEFINE_integer("num_classes", d.num_classes, "Classes; default and check: the labels file.", **fv)
     flags.DEFINE_integer("image_size", d.image_size, "Crop size.", **fv)
+    flags.DEFINE_enum(
+        "recipe",
+        d.recipe,
+        list(RECIPES),
+        "Defaults to start from: paper (the 2012 recipe) or torchvision (its reference recipe: "
+        "normalised input, PyTorch's initialisation, random-resized crops, weight decay 1e-4, "
+        "lr 0.01 per 256 images, /10 every 30 epochs). Any other flag overrides one part of it.",
+        **fv,
+    )
+    flags.DEFINE_enum(
+        "input_convention",
+        d.input_convention,
+        INPUT_CONVENTIONS,
+        "What the model's first layer sees: paper (0-255 RGB minus the mean pixel) or torchvision "
+        "(RGB / 255 normalised by ImageNet's mean and std, by a layer inside the model).",
+        **fv,
+    )
     flags.DEFINE_enum("augment", d.augment, ["paper", "inception"], "Training crops.", **fv)
+    flags.DEFINE_float(
+        "lighting_std", d.lighting_std, "Stddev of the paper's PCA lighting noise; 0 turns it off.", **fv
+    )
     flags.DEFINE_bool("skip_corrupt", d.skip_corrupt, "Skip corrupt shards/images instead of failing.", **fv)
     flags.DEFINE_integer("steps_per_epoch", d.steps_per_epoch, "Default: training examples // batch.", **fv)
     flags.DEFINE_integer(
@@ -102,6 +125,14 @@ def define_flags(flag_values=FLAGS):
         "hidden_bias", d.hidden_bias, "Bias init of conv2/4/5, fc6, fc7; default 1.0 (paper).", **fv
     )
     flags.DEFINE_float("weight_init_stddev", d.weight_init_stddev, "Stddev of the N(0, s) kernel init.", **fv)
+    flags.DEFINE_enum(
+        "weight_init",
+        d.weight_init,
+        WEIGHT_INITS,
+        "Kernel initialisation: variant (paper, caffe: normal; one_weird_trick: pytorch), normal "
+        "(N(0, --weight_init_stddev)) or pytorch (U(+-1/sqrt(fan_in)), PyTorch's default).",
+        **fv,
+    )
     flags.DEFINE_string(
         "init_from",
         d.init_from,
@@ -170,9 +201,11 @@ def define_flags(flag_values=FLAGS):
 
 
 def config_from_flags(flag_values):
-    """TrainConfig from parsed flags; with --demo, flags not given keep the demo values."""
-    base = demo_config() if flag_values.demo else TrainConfig()
-    overrides = {}
+    """TrainConfig from parsed flags: the defaults, then --recipe's values, then --demo's, then
+    the flags given (any flag overrides the part of the recipe or demo it names)."""
+    overrides = dict(RECIPES[flag_values.recipe], recipe=flag_values.recipe)
+    if flag_values.demo:
+        overrides.update(DEMO_VALUES)
     for field in dataclasses.fields(TrainConfig):
         if field.name in flag_values and flag_values[field.name].present:
             overrides[field.name] = flag_values[field.name].value
@@ -180,7 +213,7 @@ def config_from_flags(flag_values):
         overrides["lr_decay_epochs"] = tuple(float(e) for e in overrides["lr_decay_epochs"])
     if overrides.get("profile_steps") is not None:
         overrides["profile_steps"] = tuple(int(s) for s in overrides["profile_steps"])
-    return dataclasses.replace(base, **overrides)
+    return TrainConfig(**overrides)
 
 
 def run(config):
@@ -213,6 +246,9 @@ def run(config):
     )
     precision = resolve_precision(config.precision)
     check_precision(precision, config.variant)
+    if is_chief(strategy):
+        for line in config.warnings():  # settings known to train badly: one line each
+            logging.warning("%s", line)
     if hardware.onednn_default and not hardware.has_gpu():
         logging.info(
             "oneDNN's CPU kernels are on (%s; TensorFlow leaves them off on CPUs without "

@@ -18,6 +18,7 @@ source that cannot be read whole (`checkpointing.load_model`).
 
 import dataclasses
 import math
+import os
 from typing import Optional
 
 from absl import logging
@@ -25,7 +26,7 @@ import keras
 import tensorflow as tf
 
 from alexnet_tf.config import ConfigError
-from alexnet_tf.model import HEAD_LAYER
+from alexnet_tf.model import HEAD_LAYER, normalize_input_conversion
 from alexnet_tf.weights import pretrained
 from alexnet_tf.weights.checkpointing import (
     MODEL_SPEC_DEFAULTS,
@@ -33,6 +34,7 @@ from alexnet_tf.weights.checkpointing import (
     load_model,
     read_model_spec,
 )
+from alexnet_tf.weights.torchvision_state import TORCHVISION_INPUT
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,9 +59,25 @@ def plan(config, checkpoint_dir):
                 checkpoint_dir,
             )
         stored = read_model_spec(checkpoint_dir) or {}
-        return Start(None, stored.get("input_conversion"))
+        stored_conversion = stored.get("input_conversion")
+        if not config.init_from and stored_conversion != convention_conversion(config.input_convention):
+            started = next(
+                (name for name in CONVENTIONS if convention_conversion(name) == stored_conversion), None
+            )
+            raise ConfigError(
+                f"--input_convention={config.input_convention} (--recipe={config.recipe}), but the run "
+                f"in {os.path.dirname(os.path.normpath(checkpoint_dir))} was started with "
+                + (
+                    f"--input_convention={started}"
+                    if started
+                    else f"the input conversion {stored_conversion}"
+                )
+                + ": its checkpoints take that input; re-run with the recipe it started with, or use "
+                "a new --model_dir"
+            )
+        return Start(None, stored_conversion)
     if not config.init_from:
-        return Start(None, None)
+        return Start(None, convention_conversion(config.input_convention))
     where = f"--init_from={config.init_from}"
     try:
         source, _ = load_model(config.init_from)
@@ -76,7 +94,25 @@ def plan(config, checkpoint_dir):
             f"{where} holds a {info.variant} AlexNet but --variant={config.variant}: "
             f"pass --variant={info.variant}"
         )
+    wanted = convention_conversion(config.input_convention)
+    if info.input_conversion != wanted:
+        logging.info(
+            "%s: the run takes the input convention of these weights (%s), not "
+            "--input_convention=%s's: weights are tied to the pixels they learnt on.",
+            where,
+            "the project's 0-255 pixels" if info.input_conversion is None else info.input_conversion,
+            config.input_convention,
+        )
     return Start(source, info.input_conversion)
+
+
+# --input_convention's values: the InputConversion arguments of the model's first layer (None: none).
+CONVENTIONS = {"paper": None, "torchvision": TORCHVISION_INPUT}
+
+
+def convention_conversion(convention):
+    """What `--input_convention=convention` puts first in a fresh model, as a model spec holds it."""
+    return normalize_input_conversion(CONVENTIONS[convention])
 
 
 def model_spec(config, num_classes, start):

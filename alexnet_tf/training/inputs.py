@@ -43,7 +43,9 @@ def data_source(config):
         label_offset=config.label_offset,
         num_classes=config.num_classes,
         skip_corrupt=config.skip_corrupt,
-        pixels=PixelSettings(image_size=config.image_size, augment=config.augment),
+        pixels=PixelSettings(
+            image_size=config.image_size, augment=config.augment, pca_std=config.lighting_std
+        ),
     )
     if source.needs_data_dir and not config.demo and not config.data_dir:
         raise ConfigError("--data_dir is required (or pass --demo to train on generated data)")

@@ -15,7 +15,7 @@ import tensorflow as tf
 
 from alexnet_tf import metrics, optim
 from alexnet_tf.data import preprocessing
-from alexnet_tf.model import HEAD_LAYER, build_alexnet, set_trainable
+from alexnet_tf.model import HEAD_LAYER, build_alexnet, pytorch_kernel_initializer, set_trainable
 from alexnet_tf.training.schedules import AlexNetSchedule, PlateauState
 from alexnet_tf.weights.checkpointing import model_weights, random_state
 
@@ -35,7 +35,17 @@ def build_model(config, num_classes, input_conversion=None):
         weight_init_stddev=config.weight_init_stddev,
         hidden_bias=config.hidden_bias,
         input_conversion=input_conversion,
+        kernel_initializer=kernel_initializer(config),
     )
+
+
+def kernel_initializer(config):
+    """The kernels' initialiser for `config.weight_init` (None: the variant's own)."""
+    if config.weight_init == "variant":
+        return None
+    if config.kernel_init == "normal":
+        return keras.initializers.RandomNormal(0.0, config.weight_init_stddev)
+    return pytorch_kernel_initializer()
 
 
 def build_optimizer(config, schedule, loss_scaling):
