@@ -296,7 +296,8 @@ def tensorflow_run(settings, records, seed, start):
     log(f"[tensorflow seed {seed}] {' '.join(command[1:])}", start)
     began = time.monotonic()
     status, tail = run_logged(command, f"[tensorflow seed {seed}]", start)
-    last = " | ".join(line for line in tail[-5:] if line.strip())
+    noise = ("WARNING: All log messages before absl", "oneDNN custom operations are on")
+    last = " | ".join([line for line in tail if line.strip() and not line.startswith(noise)][-3:])
     if status != 0:
         raise Failure(f"tensorflow seed {seed} failed (status {status}), model dir {model_dir}: {last}", 1)
     curve = [top1 for _, top1 in validation_top1(model_dir)]
