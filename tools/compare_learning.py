@@ -297,7 +297,7 @@ def tensorflow_run(settings, records, seed, start):
     began = time.monotonic()
     status, tail = run_logged(command, f"[tensorflow seed {seed}]", start)
     noise = ("WARNING: All log messages before absl", "oneDNN custom operations are on")
-    last = " | ".join([line for line in tail if line.strip() and not line.startswith(noise)][-3:])
+    last = " | ".join([line for line in tail if line.strip() and not any(n in line for n in noise)][-3:])
     if status != 0:
         raise Failure(f"tensorflow seed {seed} failed (status {status}), model dir {model_dir}: {last}", 1)
     curve = [top1 for _, top1 in validation_top1(model_dir)]
