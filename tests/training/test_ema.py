@@ -63,7 +63,9 @@ def _state(ema_decay, loss_scaling=False, trainable="all", strategy=None):
     )
     strategy = strategy or tf.distribute.get_strategy()
     keras.utils.set_random_seed(0)
-    state = steps.build_state(config, strategy, 3, steps_per_epoch=4, total_steps=4, loss_scaling=loss_scaling)
+    state = steps.build_state(
+        config, strategy, 3, steps_per_epoch=4, total_steps=4, loss_scaling=loss_scaling
+    )
     train = steps.make_train_function(strategy, state, 4, jit_compile=False, loss_scaling=loss_scaling)
     images = np.random.default_rng(0).normal(0.0, 50.0, size=(16, SIZE, SIZE, 3)).astype(np.float32)
     labels = (np.arange(16) % 3).astype(np.int32)
@@ -91,7 +93,7 @@ def test_the_averages_are_a_numpy_ema_of_the_weights_after_each_step(loss_scalin
         )
     assert int(state.optimizer.iterations.numpy()) == 4
     averages = [state.averages[v.path].numpy() for v in variables]
-    for path, average, want, weight in zip(state.averages, averages, expected, weights):
+    for path, average, want in zip(state.averages, averages, expected):
         np.testing.assert_allclose(average, want, rtol=1e-6, atol=1e-9, err_msg=path)
     assert max(float(np.abs(a - w).max()) for a, w in zip(averages, weights)) > 1e-4  # not the weights
 
@@ -115,7 +117,7 @@ def test_without_ema_decay_nothing_is_added():
         pass
 
 
-MIRRORED_SCRIPT = textwrap.dedent(f"""
+MIRRORED_SCRIPT = textwrap.dedent("""
     import json, sys
     sys.path[:0] = ["tests", "tests/training"]
     from alexnet_tf.training.devices import mirrored_over
@@ -139,7 +141,7 @@ MIRRORED_SCRIPT = textwrap.dedent(f"""
     with steps.averaged_weights(state):
         swapped = [copies(v) for v in variables]
     after = [copies(v) for v in variables]
-    print(json.dumps({{
+    print(json.dumps({
         "replicas": strategy.num_replicas_in_sync,
         "iterations": int(state.optimizer.iterations.numpy()),
         "averages_equal": all(np.array_equal(a[0], a[1]) for a in averages),
@@ -148,7 +150,7 @@ MIRRORED_SCRIPT = textwrap.dedent(f"""
         "moved_from_weights": max(float(np.abs(a[0] - w).max()) for a, w in zip(averages, weights)),
         "swapped_in": all(np.array_equal(s[r], a[0]) for s, a in zip(swapped, averages) for r in (0, 1)),
         "swapped_back": all(np.array_equal(b[r], w) for b, w in zip(after, weights) for r in (0, 1)),
-    }}))
+    }))
 """)
 
 
@@ -268,7 +270,9 @@ def test_validation_results_and_exports_use_the_averages(ema_run, tmp_path):
         np.testing.assert_allclose(np.array(got), want, rtol=1e-4, atol=1e-4)
 
     # evaluate --checkpoint gives the run's final validation, and says which weights it used.
-    evaluated = run_command(["-m", "alexnet_tf.evaluate", f"--checkpoint={model_dir}", f"--data_dir={data_dir}"])
+    evaluated = run_command(
+        ["-m", "alexnet_tf.evaluate", f"--checkpoint={model_dir}", f"--data_dir={data_dir}"]
+    )
     assert evaluated.returncode == 0, evaluated.stderr[-3000:]
     assert sum("moving averages of the weights" in line for line in evaluated.stderr.splitlines()) == 1
     line = next(line for line in evaluated.stdout.splitlines() if line.startswith("centre crop"))
@@ -278,10 +282,9 @@ def test_validation_results_and_exports_use_the_averages(ema_run, tmp_path):
 
 
 def _snapshot(directory):
-    return {
-        name: (os.path.getsize(os.path.join(directory, name)), os.path.getmtime(os.path.join(directory, name)))
-        for name in sorted(os.listdir(directory))
-    }
+    """{name: (size, mtime)} of what `directory` holds."""
+    paths = {name: os.path.join(directory, name) for name in sorted(os.listdir(directory))}
+    return {name: (os.path.getsize(path), os.path.getmtime(path)) for name, path in paths.items()}
 
 
 @pytest.mark.slow
