@@ -118,6 +118,10 @@ class TrainConfig:
     momentum: float = 0.9
     weight_decay: float = 5e-4
     decoupled_weight_decay: bool = False  # False: L2 in the gradient, as the paper
+    # > 0: an exponential moving average of the trainable weights, updated after every step
+    # (average <- d * average + (1 - d) * weights), is what validation, results and the export
+    # use; 0 (the paper): none. 0.99 averages about the last 100 steps.
+    ema_decay: float = 0.0
 
     # Execution.
     precision: str = "auto"  # auto: mixed_bfloat16 where the hardware has bf16, else float32
@@ -235,6 +239,11 @@ class TrainConfig:
             raise ConfigError(f"head_lr_multiplier must be > 0, got {self.head_lr_multiplier}")
         if not 0.0 <= self.dropout_rate < 1.0:
             raise ConfigError(f"dropout_rate must be in [0, 1), got {self.dropout_rate}")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ConfigError(
+                f"ema_decay must be in [0, 1) (0: no weight averaging; 0.99 averages about the last "
+                f"100 steps), got {self.ema_decay}"
+            )
         if self.weight_decay < 0 or self.warmup_epochs < 0 or self.weight_init_stddev <= 0:
             raise ConfigError("weight_decay and warmup_epochs must be >= 0, weight_init_stddev > 0")
         if not self.lighting_std >= 0:

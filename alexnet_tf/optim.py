@@ -89,6 +89,18 @@ class MomentumSGD(keras.optimizers.SGD):
         self._decayed = [decays(v) for v in variables]
         self._lr_factors = [self.lr_multipliers.get(_layer_name(v), 1.0) for v in variables]
 
+    @property
+    def averages(self):
+        """The exponential moving averages of the variables it was built with, in their order.
+
+        Keras' own optimizer EMA (`use_ema=True, ema_momentum=d`): after every applied step,
+        `average <- d * average + (1 - d) * variable`, the first step's average being the
+        variable itself. [] without `use_ema` or before `build`.
+        """
+        if not (self.use_ema and self.built):
+            return []
+        return list(self._model_variables_moving_average)
+
     def update_step(self, gradient, variable, learning_rate):
         index = self._get_variable_index(variable)
         if self._lr_factors[index] != 1.0:

@@ -175,6 +175,14 @@ def define_flags(flag_values=FLAGS):
     flags.DEFINE_bool(
         "decoupled_weight_decay", d.decoupled_weight_decay, "Decay in the optimizer, not the loss.", **fv
     )
+    flags.DEFINE_float(
+        "ema_decay",
+        d.ema_decay,
+        "Keep an exponential moving average of the weights, updated after every step, and use it "
+        "for validation, the results and the export: 0.99 averages about the last 100 steps, "
+        "0.999 the last 1000. 0 (the paper): none.",
+        **fv,
+    )
     flags.DEFINE_enum("precision", d.precision, PRECISIONS, "auto: mixed_bfloat16 where supported.", **fv)
     flags.DEFINE_enum("distribution", d.distribution, DISTRIBUTIONS, "tf.distribute strategy.", **fv)
     flags.DEFINE_integer(
@@ -344,6 +352,11 @@ def print_report(result):
         f"final learning rate {result.learning_rate:.6g}, {result.num_replicas} replica(s), "
         f"{result.precision}, {result.images_per_sec:.1f} images/sec."
     )
+    if result.ema_decay:
+        print(
+            f"EMA weights:      validation and SavedModel use the moving averages of the weights "
+            f"(--ema_decay={result.ema_decay:g})"
+        )
     if v:
         print(
             f"Validation (centre crop): top-1 {100 * v['top1']:.2f}%  top-5 {100 * v['top5']:.2f}%  "

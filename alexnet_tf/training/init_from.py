@@ -119,7 +119,12 @@ def model_spec(config, num_classes, start):
     """The model spec of the run (checkpointing.check_model_spec): what fixes its variables."""
     spec = {"variant": config.variant, "num_classes": num_classes, "image_size": config.image_size}
     # The optimizer's slots exist for the trainable weights only, so `trainable` fixes them too.
-    extra = {"input_conversion": start.input_conversion, "trainable": config.trainable}
+    # --ema_decay adds the averages to the checkpoints, and tells evaluate and export to use them.
+    extra = {
+        "input_conversion": start.input_conversion,
+        "trainable": config.trainable,
+        "ema_decay": config.ema_decay,
+    }
     spec.update({k: v for k, v in extra.items() if v != MODEL_SPEC_DEFAULTS[k]})
     return spec
 

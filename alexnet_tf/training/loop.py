@@ -9,7 +9,9 @@ generators' states, and the training data restarts at the step's place in its ep
 The loop runs training in chunks of at most --steps_per_execution steps that end on every
 logging, checkpoint, epoch and profiler boundary; between chunks it checks the loss (NaN/inf
 stops training without saving) and the workers' summed SIGTERM flag (all workers save and
-stop at the same step).
+stop at the same step). With --ema_decay, each validation, the final results and the export
+use the moving averages of the weights (`step.averaged_weights`), while training continues
+from the training weights.
 """
 
 import dataclasses
@@ -32,6 +34,7 @@ from alexnet_tf.training.inputs import inexact_resume_reason, make_input_fns, st
 from alexnet_tf.training.preemption import PreemptionSignal, send_test_signal
 from alexnet_tf.training.progress import PROGRESS_PARTS, Layout, Tracker, read_stored
 from alexnet_tf.training.step import (
+    averaged_weights,
     build_model,
     build_state,
     make_eval_function,
@@ -75,6 +78,10 @@ def record_config(model_dir, config, first_start):
         )
 
 
+# What the log lines and the report add to figures of the weights' moving averages (--ema_decay).
+EMA_NOTE = " (EMA weights)"
+
+
 class TrainingDiverged(RuntimeError):
     """The loss or the weights became NaN or infinite."""
 
@@ -104,6 +111,8 @@ class TrainResult:
     export_skipped: str = ""
     # Images of the next epoch trained on: a run that --train_steps stopped inside an epoch.
     epoch_images: int = 0
+    # > 0: `validation`, `validation_ten_crop` and the export are of the weights' moving averages.
+    ema_decay: float = 0.0
 
 
 def _steps_to_boundary(step, every):
@@ -301,13 +310,17 @@ class TrainLoop:
             validation = self._end_epoch()
         self._save()  # a run that stopped inside an epoch has not saved its last step yet
         if not validation:  # trained to the end, but stopped before its results were written
-            validation = run_evaluation(self.strategy, self.eval_fn, self.inputs.evaluation)
+            with averaged_weights(self.state):
+                validation = run_evaluation(self.strategy, self.eval_fn, self.inputs.evaluation)
         ten_crop = {}
         if self.config.ten_crop_eval:
             ten_crop_fn = make_eval_function(self.strategy, self.state.model, ten_crop=True)
-            ten_crop = run_evaluation(
-                self.strategy, ten_crop_fn, lambda context: self.inputs.evaluation(context, ten_crop=True)
-            )
+            with averaged_weights(self.state):
+                ten_crop = run_evaluation(
+                    self.strategy,
+                    ten_crop_fn,
+                    lambda context: self.inputs.evaluation(context, ten_crop=True),
+                )
             self.writers.scalars(
                 "validation",
                 self.step,
@@ -441,7 +454,8 @@ class TrainLoop:
         return min(later + [end - self.step])
 
     def _end_epoch(self):
-        validation = run_evaluation(self.strategy, self.eval_fn, self.inputs.evaluation)
+        with averaged_weights(self.state):  # the training weights without --ema_decay
+            validation = run_evaluation(self.strategy, self.eval_fn, self.inputs.evaluation)
         self.progress = self.tracker.end_epoch(self.progress)
         # 0 unless the run resumed with another batch inside an epoch: then the next epoch
         # starts the schedule at its first step, as it would have without the change.
@@ -465,11 +479,12 @@ class TrainLoop:
             if self.config.histograms:
                 self.writers.histograms("train", self.step, self.state.model.trainable_variables)
         logging.info(
-            "%s: epoch %d/%d (step %d): validation top-1 %.2f%% top-5 %.2f%% loss %.4f%s",
+            "%s: epoch %d/%d (step %d): validation%s top-1 %.2f%% top-5 %.2f%% loss %.4f%s",
             self.name,
             self.epoch,
             self.num_epochs,
             self.step,
+            EMA_NOTE if self.state.averages else "",
             100 * validation["top1"],
             100 * validation["top5"],
             validation["loss"],
@@ -568,10 +583,11 @@ class TrainLoop:
             )
             if self.chief:
                 logging.info("%s", export_skipped)
-        elif self.chief:
-            export_path = self._export()
-        if self.chief:
-            self._write_projector()
+        with averaged_weights(self.state):
+            if self.chief and self.config.export:
+                export_path = self._export()
+            if self.chief:
+                self._write_projector()
         weights = [v.numpy().ravel() for v in self.state.model.trainable_variables]
         logging.info(
             "%s: final weights fingerprint %.12e %.12e",
@@ -594,6 +610,7 @@ class TrainLoop:
             num_replicas=self.strategy.num_replicas_in_sync,
             images_per_sec=self.last_images_per_sec,
             export_skipped=export_skipped,
+            ema_decay=self.config.ema_decay,
         )
         if self.chief:
             with tf.io.gfile.GFile(os.path.join(self.model_dir, "results.json"), "w") as f:
@@ -660,5 +677,5 @@ class TrainLoop:
         serving_model.set_weights([v.numpy() for v in self.state.model.weights])
         export_dir = self.config.export_dir or os.path.join(self.model_dir, "export")
         path = saved_model.export_saved_model(serving_model, export_dir, labels=self.info.labels)
-        logging.info("Exported the SavedModel to %s", path)
+        logging.info("Exported the SavedModel to %s%s", path, EMA_NOTE if self.state.averages else "")
         return path

@@ -3,9 +3,12 @@
 `build_state` makes the model, the SGD optimizer with its schedule, and the counters that
 a checkpoint holds; `make_train_function` and `make_eval_function` return the tf.functions
 that run under any tf.distribute strategy; their outputs are `metrics.TRAIN_SUMS` and
-`metrics.EVAL_SUMS` vectors. `training.loop.TrainLoop` drives them.
+`metrics.EVAL_SUMS` vectors. `training.loop.TrainLoop` drives them. With --ema_decay the
+optimizer keeps a moving average of each trainable weight (`TrainState.averages`), and
+`averaged_weights` puts them in the model for evaluation and export.
 """
 
+import contextlib
 import dataclasses
 import time
 
@@ -17,7 +20,7 @@ from alexnet_tf import metrics, optim
 from alexnet_tf.data import preprocessing
 from alexnet_tf.model import HEAD_LAYER, build_alexnet, pytorch_kernel_initializer, set_trainable
 from alexnet_tf.training.schedules import AlexNetSchedule, PlateauState
-from alexnet_tf.weights.checkpointing import model_weights, random_state
+from alexnet_tf.weights.checkpointing import AVERAGES_PART, model_weights, random_state
 
 
 def build_model(config, num_classes, input_conversion=None):
@@ -56,14 +59,18 @@ def build_optimizer(config, schedule, loss_scaling):
     update rather than through a regulariser in the loss (the trainer still reports the loss
     with its `wd/2 |w|^2` term). Decoupled decay instead shrinks `w` by `lr wd w` (biases excluded).
     `head_lr_multiplier` multiplies fc8's whole step, decay included (Caffe's `lr_mult`).
+    `ema_decay` > 0 turns on Keras' optimizer EMA of the trainable weights (`MomentumSGD.averages`);
+    0 leaves the optimizer as it was, without average variables.
     """
     decoupled = config.decoupled_weight_decay
+    averaging = dict(use_ema=True, ema_momentum=config.ema_decay) if config.ema_decay > 0 else {}
     optimizer = optim.MomentumSGD(
         learning_rate=schedule,
         momentum=config.momentum,
         l2=0.0 if decoupled else config.weight_decay,
         weight_decay=config.weight_decay if decoupled else None,
         lr_multipliers={HEAD_LAYER: config.head_lr_multiplier} if config.head_lr_multiplier != 1.0 else None,
+        **averaging,
     )
     if config.decoupled_weight_decay:
         optimizer.exclude_from_weight_decay(var_names=["bias"])
@@ -84,9 +91,42 @@ class TrainState:
     checkpoint: tf.train.Checkpoint
     seed: tf.Variable = None  # the run's seed, drawn at its first start unless given
     progress: dict = None  # training.progress's checkpoint entries, by name
+    # --ema_decay's moving averages, keyed by the path of the trainable weight each averages
+    # ("fc8/kernel"); {} without --ema_decay.
+    averages: dict = dataclasses.field(default_factory=dict)
 
     def learning_rate(self):
         return float(self.schedule(self.optimizer.iterations))
+
+
+def optimizer_averages(optimizer, variables):
+    """{variable path: its moving average} of an optimizer built on `variables`; {} without EMA."""
+    inner = getattr(optimizer, "inner_optimizer", optimizer)  # under a LossScaleOptimizer
+    averages = inner.averages if isinstance(inner, optim.MomentumSGD) else []
+    return {variable.path: average for variable, average in zip(variables, averages)}
+
+
+@contextlib.contextmanager
+def averaged_weights(state):
+    """Puts the moving averages in the model's weights for the `with` block, then the training weights back.
+
+    Without averages it changes nothing. Call it in the cross-replica context (outside
+    `strategy.run`): each assignment then reaches every replica's copy. Frozen layers have no
+    average and keep their (unchanging) weights.
+    """
+    if not state.averages:
+        yield
+        return
+    weights = {variable.path: variable for variable in state.model.weights}
+    pairs = [(weights[path], average) for path, average in state.averages.items()]
+    training = [tf.identity(variable.value) for variable, _ in pairs]
+    for variable, average in pairs:
+        variable.assign(average.value)
+    try:
+        yield
+    finally:
+        for (variable, _), value in zip(pairs, training):
+            variable.assign(value)
 
 
 def build_state(
@@ -126,6 +166,7 @@ def build_state(
         )
         optimizer = build_optimizer(config, schedule, loss_scaling)
         optimizer.build(model.trainable_variables)  # slots exist before a restore fills them
+        averages = optimizer_averages(optimizer, model.trainable_variables)
         step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
         epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
         run_seed = tf.Variable(seed, dtype=tf.int64, trainable=False, name="seed")
@@ -146,8 +187,14 @@ def build_state(
         seed=run_seed,
         random=random_state(model),
         **progress,
+        # By weight path, as "model" holds the weights, so that evaluate and export read them by
+        # name (checkpointing.checkpoint_weights); only with --ema_decay, so that a checkpoint
+        # without averaging has the parts it always had.
+        **({AVERAGES_PART: averages} if averages else {}),
     )
-    return TrainState(model, optimizer, schedule, plateau, step, epoch, checkpoint, run_seed, progress)
+    return TrainState(
+        model, optimizer, schedule, plateau, step, epoch, checkpoint, run_seed, progress, averages
+    )
 
 
 def weight_decay_loss(state):

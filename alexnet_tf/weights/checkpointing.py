@@ -3,11 +3,14 @@
 A training checkpoint (`<model_dir>/checkpoints/ckpt-<step>`) is a tf.train.Checkpoint of
 the model weights, the optimizer (momentum slots, iteration count, loss scale), the
 plateau schedule's state, the epoch and step counters, the run's seed and the state of the
-dropout layers' random generators: all a resumed run needs to continue exactly. TensorFlow
+dropout layers' random generators: all a resumed run needs to continue exactly; a run with
+--ema_decay adds the moving averages of its trainable weights ("average/"). TensorFlow
 writes the data first and the `checkpoints/checkpoint` index last, so a process killed
 while saving leaves the previous checkpoint as the latest. `model_spec.json` beside the
 checkpoints records what shape of model they hold (and the input convention and trainable
-layers of a fine-tuning run), so a mismatching run stops before touching them.
+layers of a fine-tuning run, and the --ema_decay of a run that averages), so a mismatching run
+stops before touching them. Evaluating, exporting or fine-tuning from the checkpoint of a
+run that averaged reads the averages instead of the training weights (`restore_model`).
 """
 
 import json
@@ -25,7 +28,7 @@ from alexnet_tf.config import ConfigError
 CHECKPOINT_SUBDIR = "checkpoints"
 MODEL_SPEC_FILENAME = "model_spec.json"
 # Model spec keys written only when they differ from these (spec files from before them match).
-MODEL_SPEC_DEFAULTS = {"input_conversion": None, "trainable": "all"}
+MODEL_SPEC_DEFAULTS = {"input_conversion": None, "trainable": "all", "ema_decay": 0.0}
 
 
 def model_weights(model):
@@ -119,6 +122,9 @@ def restore_model(path):
     Args:
       path: a model dir, its checkpoints dir, or a checkpoint prefix.
 
+    A checkpoint of a run with --ema_decay (its model spec says so) gives the moving averages
+    of the weights that trained, and the weights of the frozen layers; a log line says so.
+
     Returns:
       (keras.Model for inference (dropout and weight decay off), checkpoint prefix).
 
@@ -154,6 +160,21 @@ def restore_model(path):
         kernel_initializer="zeros",  # every weight is assigned below, or the load is refused
     )
     values = checkpoint_weights(prefix)
+    ema_decay = spec.get("ema_decay", MODEL_SPEC_DEFAULTS["ema_decay"])
+    if ema_decay:
+        averages = checkpoint_weights(prefix, AVERAGES_PART)
+        if not averages:
+            raise ConfigError(
+                f"{prefix} has no weight averages, but model_spec.json beside it says the run kept them "
+                f"(--ema_decay={ema_decay})"
+            )
+        values.update(averages)
+        logging.info(
+            "Using the moving averages of the weights in %s (the run trained with --ema_decay=%s), "
+            "not its training weights",
+            prefix,
+            ema_decay,
+        )
     try:
         assign_weights(model, values, where=prefix)
     except ConfigError as e:  # the checkpoint and its spec disagree: say what the spec claims
@@ -166,26 +187,30 @@ def restore_model(path):
 
 # How tf.train.Checkpoint keys the value of the variable `model_weights` put under a name:
 # model/<name, "." written ".." and "/" written ".S">/.ATTRIBUTES/VARIABLE_VALUE.
-_MODEL_KEY_PREFIX = "model/"
+WEIGHTS_PART = "model"
+# The training checkpoint's part that holds --ema_decay's moving averages, keyed as "model" is.
+AVERAGES_PART = "average"
 _VALUE_KEY_SUFFIX = "/.ATTRIBUTES/VARIABLE_VALUE"
 
 
-def checkpoint_weights(prefix):
-    """{weight path: NumPy array} of the model weights in the training checkpoint `prefix`.
+def checkpoint_weights(prefix, part=WEIGHTS_PART):
+    """{weight path: NumPy array} of the model weights (or `part`) in the training checkpoint `prefix`.
 
     Read by name, as `model_weights` keyed them ("conv1/kernel"), with no TensorFlow variable
     to restore into. Older checkpoints hold each weight twice (their backing tf.Variable was
     written beside the optimizer's copy); the "model/" one is read, as a restore would.
+    `part=AVERAGES_PART`: the moving averages of a run with --ema_decay ({} in others).
 
     Raises:
       ConfigError: the checkpoint cannot be read.
     """
+    start = f"{part}/"
     try:
         reader = tf.train.load_checkpoint(prefix)
         return {
-            _unescape(key[len(_MODEL_KEY_PREFIX) : -len(_VALUE_KEY_SUFFIX)]): reader.get_tensor(key)
+            _unescape(key[len(start) : -len(_VALUE_KEY_SUFFIX)]): reader.get_tensor(key)
             for key in reader.get_variable_to_shape_map()
-            if key.startswith(_MODEL_KEY_PREFIX) and key.endswith(_VALUE_KEY_SUFFIX)
+            if key.startswith(start) and key.endswith(_VALUE_KEY_SUFFIX)
         }
     except (tf.errors.OpError, ValueError, IndexError, OSError) as e:  # IndexError: a truncated data file
         raise ConfigError(f"{prefix}: cannot read the checkpoint ({_first_line(e)})") from None
@@ -287,12 +312,19 @@ def check_model_spec(checkpoint_dir, spec, write):
       write: write the spec when there is none yet (the chief does).
 
     Raises:
-      ConfigError: the stored spec differs from `spec`.
+      ConfigError: the stored spec differs from `spec` (a changed --ema_decay is named as such).
     """
     stored = read_model_spec(checkpoint_dir)
     if stored is not None:
         stored_value = lambda key: stored.get(key, MODEL_SPEC_DEFAULTS.get(key))
         run_value = lambda key: spec.get(key, MODEL_SPEC_DEFAULTS.get(key))
+        if stored_value("ema_decay") != run_value("ema_decay"):
+            kept = "weight averages" if stored_value("ema_decay") else "no weight averages"
+            raise ConfigError(
+                f"--ema_decay={run_value('ema_decay')}, but the checkpoints in {checkpoint_dir} were "
+                f"written with --ema_decay={stored_value('ema_decay')} (they hold {kept}); nothing was "
+                f"changed. Re-run with --ema_decay={stored_value('ema_decay')}, or use a new --model_dir"
+            )
         differences = [
             f"{key}={stored_value(key)!r} (this run: {run_value(key)!r})"
             for key in [*spec, *(key for key in stored if key not in spec)]
