@@ -155,8 +155,10 @@ class TrainConfig:
             return self.weight_init
         return "pytorch" if self.variant == "one_weird_trick" else "normal"
 
-    def warnings(self):
+    def warnings(self, from_weights=None):
         """One line for each setting known to train badly (the trainer logs them at the start).
+
+        `from_weights`: the run began from --init_from's weights (None: whether init_from is set).
 
         - one_weird_trick initialised as PyTorch does, trained from scratch on this project's
           0-255 pixels: every step is at least PIXEL_SCALE_VS_TORCHVISION times larger relative to
@@ -168,7 +170,7 @@ class TrainConfig:
             self.variant == "one_weird_trick"
             and self.kernel_init == "pytorch"
             and self.input_convention == "paper"
-            and not self.init_from
+            and not (bool(self.init_from) if from_weights is None else from_weights)
         ):
             found.append(
                 "one_weird_trick with PyTorch's initialisation on this project's 0-255 pixels "
@@ -233,8 +235,13 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ConfigError(f"{name} must be >= 1 when set, got {value}")
-        if self.learning_rate <= 0:
+        if not self.learning_rate > 0:  # also NaN
             raise ConfigError(f"learning_rate must be > 0, got {self.learning_rate}")
+        if self.plateau_patience < 1 or self.max_lr_drops < 0:
+            raise ConfigError(
+                f"plateau_patience must be >= 1 and max_lr_drops >= 0, got {self.plateau_patience} "
+                f"and {self.max_lr_drops}"
+            )
         if not self.head_lr_multiplier > 0:
             raise ConfigError(f"head_lr_multiplier must be > 0, got {self.head_lr_multiplier}")
         if not 0.0 <= self.dropout_rate < 1.0:

@@ -73,7 +73,8 @@ def define_flags(flag_values=FLAGS):
         list(RECIPES),
         "Defaults to start from: paper (the 2012 recipe) or torchvision (its reference recipe: "
         "normalised input, PyTorch's initialisation, random-resized crops, weight decay 1e-4, "
-        "lr 0.01 per 256 images, /10 every 30 epochs). Any other flag overrides one part of it.",
+        "lr 0.01 per 256 images, /10 every 30 epochs). Any other flag overrides one part of it; "
+        "--demo's settings replace the recipe's where both set one.",
         **fv,
     )
     flags.DEFINE_enum(
@@ -213,6 +214,13 @@ def config_from_flags(flag_values):
     the flags given (any flag overrides the part of the recipe or demo it names)."""
     overrides = dict(RECIPES[flag_values.recipe], recipe=flag_values.recipe)
     if flag_values.demo:
+        replaced = sorted(name for name in set(overrides) & set(DEMO_VALUES) if not flag_values[name].present)
+        if replaced:
+            logging.info(
+                "--demo's settings replace these of --recipe=%s: %s (flags given override both)",
+                flag_values.recipe,
+                ", ".join(f"{name}={DEMO_VALUES[name]}" for name in replaced),
+            )
         overrides.update(DEMO_VALUES)
     for field in dataclasses.fields(TrainConfig):
         if field.name in flag_values and flag_values[field.name].present:
@@ -254,9 +262,6 @@ def run(config):
     )
     precision = resolve_precision(config.precision)
     check_precision(precision, config.variant)
-    if is_chief(strategy):
-        for line in config.warnings():  # settings known to train badly: one line each
-            logging.warning("%s", line)
     if hardware.onednn_default and not hardware.has_gpu():
         logging.info(
             "oneDNN's CPU kernels are on (%s; TensorFlow leaves them off on CPUs without "

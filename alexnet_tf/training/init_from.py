@@ -17,6 +17,7 @@ source that cannot be read whole (`checkpointing.load_model`).
 """
 
 import dataclasses
+import json
 import math
 import os
 from typing import Optional
@@ -25,7 +26,7 @@ from absl import logging
 import keras
 import tensorflow as tf
 
-from alexnet_tf.config import ConfigError
+from alexnet_tf.config import CONFIG_FILENAME, ConfigError
 from alexnet_tf.model import HEAD_LAYER, normalize_input_conversion
 from alexnet_tf.weights import pretrained
 from alexnet_tf.weights.checkpointing import (
@@ -39,10 +40,32 @@ from alexnet_tf.weights.torchvision_state import TORCHVISION_INPUT
 
 @dataclasses.dataclass(frozen=True)
 class Start:
-    """How a run starts: from `source`'s weights (None: fresh or resumed) with `input_conversion`."""
+    """How a run starts: from `source`'s weights (None: fresh or resumed) with `input_conversion`.
+
+    `from_weights`: the run began from --init_from's weights (now, or at its first start when it
+    resumes), so its input convention is theirs, not --input_convention's.
+    """
 
     source: Optional[keras.Model]
     input_conversion: Optional[dict]
+    from_weights: bool = False
+
+    @property
+    def convention(self):
+        """The `--input_convention` name of `input_conversion`, or None (e.g. Caffe's BGR)."""
+        return next(
+            (name for name in CONVENTIONS if convention_conversion(name) == self.input_conversion), None
+        )
+
+
+def first_start_init_from(model_dir):
+    """The --init_from that <model_dir>/config.json says the run began with ("" none; None: unknown)."""
+    try:
+        with tf.io.gfile.GFile(os.path.join(model_dir, CONFIG_FILENAME)) as f:
+            stored = json.load(f)
+        return stored.get("init_from") or "" if isinstance(stored, dict) else None
+    except (tf.errors.OpError, ValueError):
+        return None
 
 
 def plan(config, checkpoint_dir):
@@ -59,23 +82,25 @@ def plan(config, checkpoint_dir):
                 checkpoint_dir,
             )
         stored = read_model_spec(checkpoint_dir) or {}
-        stored_conversion = stored.get("input_conversion")
-        if not config.init_from and stored_conversion != convention_conversion(config.input_convention):
-            started = next(
-                (name for name in CONVENTIONS if convention_conversion(name) == stored_conversion), None
-            )
+        model_dir = os.path.dirname(os.path.normpath(checkpoint_dir))
+        # A run that began from weights has their convention whatever the flags say; config.json
+        # says whether it did (runs older than config.json: the flag given now decides).
+        began_from = first_start_init_from(model_dir)
+        from_weights = bool(config.init_from if began_from is None else began_from)
+        start = Start(None, stored.get("input_conversion"), from_weights)
+        if not from_weights and start.convention != config.input_convention:
             raise ConfigError(
                 f"--input_convention={config.input_convention} (--recipe={config.recipe}), but the run "
-                f"in {os.path.dirname(os.path.normpath(checkpoint_dir))} was started with "
+                f"in {model_dir} was started with "
                 + (
-                    f"--input_convention={started}"
-                    if started
-                    else f"the input conversion {stored_conversion}"
+                    f"--input_convention={start.convention}"
+                    if start.convention
+                    else f"the input conversion {start.input_conversion}"
                 )
-                + ": its checkpoints take that input; re-run with the recipe it started with, or use "
-                "a new --model_dir"
+                + ": its checkpoints take that input; re-run with that convention (or the recipe it "
+                "started with), or use a new --model_dir"
             )
-        return Start(None, stored_conversion)
+        return start
     if not config.init_from:
         return Start(None, convention_conversion(config.input_convention))
     where = f"--init_from={config.init_from}"
@@ -103,7 +128,7 @@ def plan(config, checkpoint_dir):
             "the project's 0-255 pixels" if info.input_conversion is None else info.input_conversion,
             config.input_convention,
         )
-    return Start(source, info.input_conversion)
+    return Start(source, info.input_conversion, from_weights=True)
 
 
 # --input_convention's values: the InputConversion arguments of the model's first layer (None: none).

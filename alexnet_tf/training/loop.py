@@ -190,9 +190,15 @@ class TrainLoop:
             check_writable(model_dir)
         start = init_from.plan(config, checkpoint_dir)  # resume, --init_from's weights, or fresh
         self.input_conversion = start.input_conversion
+        if start.source is not None and start.convention not in (None, config.input_convention):
+            # The weights' convention wins (init_from.plan logs it): config.json records it.
+            self.config = config = dataclasses.replace(config, input_convention=start.convention)
         spec = init_from.model_spec(config, info.num_classes, start)
         # With --init_from, the spec is written once the weights have been found to fit.
         check_model_spec(checkpoint_dir, spec, write=self.chief and start.source is None)
+        if self.chief:  # settings known to train badly, once the re-run checks have passed
+            for line in config.warnings(from_weights=start.from_weights):
+                logging.warning("%s", line)
         self.seed = seed
         loss_scaling = precision == "mixed_float16"
         self.state = build_state(

@@ -78,6 +78,10 @@ def test_recipe_config_refuses_an_unknown_recipe_and_validate_an_unknown_convent
         TrainConfig(model_dir="/m", input_convention="bgr").validate()
     with pytest.raises(ValueError, match="lighting_std must be >= 0"):
         TrainConfig(model_dir="/m", lighting_std=-0.1).validate()
+    with pytest.raises(ValueError, match="plateau_patience must be >= 1"):
+        TrainConfig(model_dir="/m", plateau_patience=0).validate()
+    with pytest.raises(ValueError, match="learning_rate must be > 0, got nan"):
+        TrainConfig(model_dir="/m", learning_rate=float("nan")).validate()
 
 
 def test_the_recipe_builds_pytorch_initialised_kernels_zero_biases_and_a_normalising_first_layer():
@@ -114,6 +118,8 @@ def test_warnings_name_the_unstable_combination_and_a_plateau_schedule_that_cann
     assert "--recipe=torchvision" in unstable[0]
     assert not recipe_config("torchvision", variant="one_weird_trick", model_dir="/m").warnings()
     assert not TrainConfig(model_dir="/m", variant="one_weird_trick", init_from="x.keras").warnings()
+    # A resumed fine-tuning run began from weights even when --init_from is not given again.
+    assert not TrainConfig(model_dir="/m", variant="one_weird_trick").warnings(from_weights=True)
     assert not TrainConfig(model_dir="/m").warnings()  # the paper's 90 epochs
 
     (short,) = TrainConfig(model_dir="/m", epochs=5).warnings()
@@ -173,7 +179,25 @@ def test_a_torchvision_recipe_run_records_it_refuses_another_recipe_and_exports_
     assert "started with --input_convention=torchvision" in last
     assert sorted(os.listdir(os.path.join(model_dir, "checkpoints"))) == before
     assert all(os.path.getmtime(os.path.join(model_dir, "checkpoints", n)) == t for n, t in mtimes.items())
-    assert "one_weird_trick with PyTorch's initialisation" in again.stderr  # the warning came first
+    assert "one_weird_trick with PyTorch's initialisation" not in again.stderr  # the refusal comes first
+
+    # --init_from does not lift the refusal: a resume ignores it, and this run began from scratch.
+    assert run_command([*command, "--epochs=2", f"--init_from={model_dir}"]).returncode == 2
+    assert sorted(os.listdir(os.path.join(model_dir, "checkpoints"))) == before
+
+    # Fine-tuning it under --recipe=paper takes the weights' convention, config.json says so,
+    # and the run resumes without --init_from (which a resume ignores anyway), with no warning.
+    tuned = str(tmp_path / "tuned")
+    paper_command = [*command[:3], f"--model_dir={tuned}", *command[4:], "--trainable=head"]
+    first = run_command([*paper_command, f"--init_from={model_dir}"])
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert "one_weird_trick with PyTorch's initialisation" not in first.stderr
+    with open(os.path.join(tuned, "config.json")) as f:
+        assert json.load(f)["input_convention"] == "torchvision"
+    resumed = run_command([*paper_command, "--epochs=2"])
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "one_weird_trick with PyTorch's initialisation" not in resumed.stderr
+    assert "epoch 2/2" in resumed.stderr
 
     # evaluate --checkpoint rebuilds the normalising model and agrees with the run.
     evaluated = run_command(
