@@ -24,6 +24,10 @@ def run():
     return run_command
 
 
+# (folders, failures counted before their module began) of modules that have ended.
+_ENDED_MODULES = []
+
+
 @pytest.fixture(scope="module", autouse=True)
 def _remove_module_temp_dirs(request, tmp_path_factory):
     """Deletes the folders a test module made with tmp_path_factory once the module has passed.
@@ -31,13 +35,19 @@ def _remove_module_temp_dirs(request, tmp_path_factory):
     pytest's `tmp_path_retention_policy = failed` (pytest.ini) removes a passing test's tmp_path
     at once but keeps module-scoped folders (checkpoints and SavedModels of several hundred MB
     each) until the whole session ends, so a full run would hold tens of GB at its peak. A module
-    with a failure keeps its folders to look at. Session-scoped fixtures must not make folders
-    with tmp_path_factory: the first module that used them would delete them.
+    with a failure keeps its folders to look at. The decision waits for the next module's start:
+    an error in a module fixture's teardown is counted only after this fixture's own teardown.
+    The last module's folders go with the rest when the session passes (pytest's own policy).
+    Session-scoped fixtures must not make folders with tmp_path_factory: the first module that
+    used them would delete them.
     """
+    while _ENDED_MODULES:
+        folders, failures = _ENDED_MODULES.pop()
+        if request.session.testsfailed == failures:
+            for folder in folders:
+                shutil.rmtree(folder, ignore_errors=True)
     base = tmp_path_factory.getbasetemp()
     before = set(os.listdir(base))
     failures = request.session.testsfailed
     yield
-    if request.session.testsfailed == failures:
-        for name in set(os.listdir(base)) - before:
-            shutil.rmtree(base / name, ignore_errors=True)
+    _ENDED_MODULES.append(([base / name for name in set(os.listdir(base)) - before], failures))

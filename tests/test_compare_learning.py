@@ -126,3 +126,27 @@ def test_make_photo_dataset_writes_a_class_per_folder_set(run, tmp_path):
     assert (tmp_path / "a" / path).read_bytes() == (tmp_path / "b" / path).read_bytes()
     again = run([*args, f"--output_dir={tmp_path / 'a'}"])  # not into a folder that holds files
     assert again.returncode == 2 and "not empty" in again.stderr
+
+
+def test_compare_learning_refuses_tfrecords_converted_from_another_tree(run, tiny_images, tmp_path):
+    out = tmp_path / "out"
+    converted = run(
+        [
+            "-m",
+            "alexnet_tf.convert",
+            f"--train_dir={tiny_images / 'train'}",
+            f"--validation_dir={tiny_images / 'validation'}",
+            f"--output_dir={out / 'tfrecords'}",
+        ]
+    )
+    assert converted.returncode == 0, converted.stderr[-2000:]
+    other = tmp_path / "other"
+    for split in ("train", "validation"):
+        for name in ("aa", "bb"):
+            (other / split / name).mkdir(parents=True)
+            Image.new("RGB", (64, 64), (10, 200, 10)).save(other / split / name / "x.jpg")
+    result = run([TOOL, f"--images={other}", f"--output_dir={out}", "--frameworks=tensorflow"] + TINY)
+    assert result.returncode == 2, result.stderr[-2000:]
+    last = result.stderr.strip().splitlines()[-1]
+    assert "holds a different dataset" in last and str(out / "tfrecords") in last
+    assert not (out / "tf").exists()  # nothing trained

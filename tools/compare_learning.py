@@ -49,6 +49,7 @@ import json
 import math
 import os
 import platform
+import re
 import shutil
 import statistics
 import struct
@@ -137,6 +138,10 @@ def settings_from_flags(args):
         raise Failure("--seeds must list distinct integers", 2)
     if args.epochs < 1 or args.batch_size < 1:
         raise Failure("--epochs and --batch_size must be >= 1", 2)
+    if args.learning_rate is not None and not args.learning_rate > 0:
+        raise Failure(f"--learning_rate must be > 0, got {args.learning_rate}", 2)
+    if args.weight_decay is not None and not args.weight_decay >= 0:
+        raise Failure(f"--weight_decay must be >= 0, got {args.weight_decay}", 2)
     if args.recipe == "paper" and "pytorch" in frameworks:
         raise Failure(
             "--recipe=paper is written out for TensorFlow only; add --frameworks=tensorflow "
@@ -194,10 +199,9 @@ def run_logged(command, prefix, start, keep=30):
 
 
 def convert_once(settings, start):
+    """Runs the converter every time: on the same tree it checks the shards and rewrites nothing
+    (seconds); a folder converted from another tree, or a tree that changed, it refuses (status 2)."""
     records = os.path.join(settings["output_dir"], "tfrecords")
-    if os.path.isfile(os.path.join(records, "manifest.json")):
-        log(f"tensorflow: reusing {records}", start)
-        return records
     command = [
         sys.executable,
         "-m",
@@ -208,8 +212,11 @@ def convert_once(settings, start):
     ]
     log(f"tensorflow: converting {settings['images']} to {records}", start)
     status, tail = run_logged(command, "[convert]", start)
-    if status != 0:
-        raise Failure(f"{' '.join(command)} failed (status {status}): {' | '.join(tail[-5:])}", 1)
+    if status != 0:  # 2: bad input (e.g. another tree's shards in OUTPUT/tfrecords), 1: files skipped
+        raise Failure(
+            f"{' '.join(command[1:])} failed (status {status}): {' | '.join(useful_lines(tail)[-3:])}",
+            2 if status == 2 else 1,
+        )
     return records
 
 
@@ -241,6 +248,12 @@ def train_command(settings, records, model_dir, seed):
     if settings["warmup_epochs"] is not None:
         command.append(f"--warmup_epochs={settings['warmup_epochs']:g}")
     return command + settings["extra_train_flags"]
+
+
+def useful_lines(lines):
+    """The lines of a command's output that say what went wrong: no absl INFO/WARNING log lines."""
+    noise = re.compile(r"^([IW]\d{4} |WARNING: All log messages before absl)")
+    return [line for line in lines if line.strip() and not noise.match(line)]
 
 
 def read_records(path):
@@ -296,8 +309,7 @@ def tensorflow_run(settings, records, seed, start):
     log(f"[tensorflow seed {seed}] {' '.join(command[1:])}", start)
     began = time.monotonic()
     status, tail = run_logged(command, f"[tensorflow seed {seed}]", start)
-    noise = ("WARNING: All log messages before absl", "oneDNN custom operations are on")
-    last = " | ".join([line for line in tail if line.strip() and not any(n in line for n in noise)][-3:])
+    last = " | ".join(useful_lines(tail)[-3:])
     if status != 0:
         raise Failure(f"tensorflow seed {seed} failed (status {status}), model dir {model_dir}: {last}", 1)
     curve = [top1 for _, top1 in validation_top1(model_dir)]
@@ -326,10 +338,15 @@ def class_files(images, split):
 
 
 def load_rgb(path):
-    from PIL import Image
+    from PIL import Image, UnidentifiedImageError
 
-    with Image.open(path) as image:
-        return image.convert("RGB")
+    try:
+        with Image.open(path) as image:
+            return image.convert("RGB")
+    except (UnidentifiedImageError, OSError) as e:
+        raise Failure(
+            f"{path}: not an image PyTorch's side can read ({e}); remove it from --images", 2
+        ) from None
 
 
 def random_resized_crop_box(width, height, rng, scale=TORCHVISION_CROP_SCALE, ratio=TORCHVISION_CROP_RATIO):
@@ -587,6 +604,12 @@ def compare(args):
                 "PyTorch is not installed; `pip install torch` (or --frameworks=tensorflow)", 2
             ) from None
         torch.set_num_threads(os.cpu_count())
+    if settings["extra_train_flags"] and len(settings["frameworks"]) > 1:
+        log(
+            f"note: --extra_train_flags ({' '.join(settings['extra_train_flags'])}) change the "
+            "TensorFlow runs only; the PyTorch side keeps its settings",
+            start,
+        )
     os.makedirs(settings["output_dir"], exist_ok=True)
     records = convert_once(settings, start) if "tensorflow" in settings["frameworks"] else None
     data = pytorch_data(torch, settings) if torch is not None else None

@@ -141,6 +141,15 @@ def main(argv):
     output_dir = FLAGS.output_dir
     if os.path.isdir(output_dir) and os.listdir(output_dir):
         return fail(f"{output_dir} is not empty; give a new or empty --output_dir")
+    if os.path.exists(output_dir) and not os.path.isdir(output_dir):
+        return fail(f"--output_dir={output_dir} is a file; give a new or empty folder")
+    try:
+        os.makedirs(output_dir, exist_ok=True)
+        probe = os.path.join(output_dir, ".write-test")
+        open(probe, "w").close()
+        os.remove(probe)
+    except OSError as e:
+        return fail(f"cannot write to --output_dir={output_dir} ({e.strerror}); choose a writable folder")
     chosen = list(found.items())[: FLAGS.classes]
     plans = []
     for name, path in chosen:
