@@ -10,9 +10,11 @@
 mixed_bfloat16, 3 repeats; serve --onnx adds a minute and ~10 GiB of memory converting the
 model to ONNX). The modes:
   train       the trainer's own train step (alexnet_tf.training.step) on synthetic batches held in
-              memory: model and optimizer speed, with the machine's bfloat16 matmul rate (a
-              4096x4096 tf.matmul, the practical ceiling, timed in every round) and each
-              precision's share of it (median over rounds of round rate / round ceiling).
+              memory: model and optimizer speed in images/s and achieved TFLOP/s, with the
+              machine's matmul rate in each precision's dtype (a 4096x4096 tf.matmul in
+              float32 or bfloat16, the practical ceiling, timed in every round), each row's
+              share of it (median over rounds of round rate / round ceiling), and on a known
+              GPU its share of the datasheet peak.
   input       the trainer's training pipeline against the bare JPEG-decoding bound and a
               PIL + multiprocessing loader (alexnet_tf.benchmark.pipeline).
   end_to_end  the same train step fed by the trainer's TFRecord pipeline and by synthetic
@@ -107,7 +109,9 @@ def define_flags():
         "input, end_to_end: also time the pipeline through the tf.data service at grpc://HOST:PORT; "
         "'local' starts a dispatcher and one worker on this machine (python -m alexnet_tf.data_service).",
     )
-    flags.DEFINE_bool("matmul", True, "train: also time a bfloat16 matmul (the machine's ceiling).")
+    flags.DEFINE_bool(
+        "matmul", True, "train: also time a matmul in each row's dtype (the machine's ceiling)."
+    )
     flags.DEFINE_integer("matmul_size", 4096, "train: n of the n x n x n matmul.")
     flags.DEFINE_integer("pil_processes", 2, "input: worker processes of the PIL loader.")
     flags.DEFINE_integer("requests", 200, "serve: timed batch-1 requests per latency row.")

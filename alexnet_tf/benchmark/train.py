@@ -8,8 +8,10 @@ batches, so the ratio of the two is the cost of the input pipeline in a real run
 precision is built once, all of them share one dataset per source, and the repeats go
 round-robin over all rows, so noise from other jobs on the machine hits them alike; before
 each timed TFRecord round, --warmup_steps untimed steps use up the batches its pipeline
-prefetched while the other rows ran. `matmul_tflops` measures the machine's bfloat16
-matrix-multiply rate, the practical ceiling of a training step.
+prefetched while the other rows ran. `matmul_tflops` measures the machine's matrix-multiply
+rate in each row's arithmetic (float32 for float32 rows, bfloat16 or float16 for the mixed
+ones), the practical ceiling of a training step, in every round beside the rows; on a GPU
+that `benchmark.keras_backend.PEAK_TFLOPS` knows, rows also get their share of the datasheet peak.
 """
 
 import dataclasses
@@ -20,6 +22,7 @@ import keras
 import tensorflow as tf
 
 from alexnet_tf import layers
+from alexnet_tf.benchmark.keras_backend import peak_shares, peak_tflops
 from alexnet_tf.benchmark.pipeline import describe_train_shards
 from alexnet_tf.config import TrainConfig
 from alexnet_tf.costs import layer_table, training_flops
@@ -28,6 +31,17 @@ from alexnet_tf.training.inputs import describe_data, make_input_fns
 
 # build_state needs a schedule length; a benchmark never reaches it.
 _SCHEDULE_STEPS = 1_000_000
+# The matmul each precision's rows are compared with: the dtype their convolutions and matmuls run in.
+MATMUL_DTYPE = {"float32": "float32", "mixed_bfloat16": "bfloat16", "mixed_float16": "float16"}
+
+
+def device_peaks():
+    """The first GPU's datasheet peaks (keras_backend.PEAK_TFLOPS), or None (CPUs, unknown GPUs)."""
+    gpus = tf.config.list_physical_devices("GPU")
+    if not gpus:
+        return None
+    name = tf.config.experimental.get_device_details(gpus[0]).get("device_name", "")
+    return peak_tflops(name, "gpu")
 
 
 @dataclasses.dataclass
@@ -206,13 +220,15 @@ def run_train(
     )
     info = describe_data(config, "")
     input_fns = {"synthetic": make_input_fns(config, info, seed=0).train}
-    # The ceiling is timed in every round, next to the training it is compared with, so a
+    # The ceilings are timed in every round, next to the training they are compared with, so a
     # machine whose speed drifts (shared cores, a VM's neighbours) skews neither side.
-    ceilings = []
+    dtypes = sorted({MATMUL_DTYPE[p] for p in precisions})
+    ceilings = {dtype: [] for dtype in dtypes}
 
     def time_ceiling():
-        progress(f"timing a {matmul_size}x{matmul_size} bfloat16 matmul")
-        ceilings.append(matmul_tflops(n=matmul_size, repeats=2))
+        for dtype in dtypes:
+            progress(f"timing a {matmul_size}x{matmul_size} {dtype} matmul")
+            ceilings[dtype].append(matmul_tflops(dtype, n=matmul_size, repeats=2))
 
     rows, flops = _time_rows(
         config,
@@ -227,24 +243,28 @@ def run_train(
         time_ceiling if matmul_size else None,
         grouped_convs,
     )
-    peak = statistics.median(ceilings) if ceilings else None
+    peaks = device_peaks()
     results = []
     for row in rows:
         entry = dataclasses.asdict(row)
         del entry["data"]
-        # Median over rounds of (round's TFLOP/s / that round's matmul TFLOP/s).
-        entry["share_of_bf16_matmul"] = (
+        dtype = MATMUL_DTYPE[row.precision]
+        entry["matmul_dtype"] = dtype
+        # Median over rounds of (round's TFLOP/s / that round's matmul TFLOP/s in the row's dtype).
+        entry["share_of_matmul"] = (
             statistics.median(
-                rate * flops / 1e12 / ceiling for rate, ceiling in zip(row.rounds_images_per_sec, ceilings)
+                rate * flops / 1e12 / ceiling
+                for rate, ceiling in zip(row.rounds_images_per_sec, ceilings[dtype])
             )
-            if ceilings
+            if matmul_size
             else None
         )
+        entry["peak_tflops"], entry["peak_fraction"] = peak_shares(row.precision, row.tflops, peaks)
         results.append(entry)
     return {
         "training_gflop_per_image": flops / 1e9,
-        "bf16_matmul_tflops": peak,
-        "bf16_matmul_tflops_rounds": ceilings,
+        "matmul_tflops": {d: statistics.median(c) for d, c in ceilings.items()} if matmul_size else None,
+        "matmul_tflops_rounds": ceilings if matmul_size else None,
         "matmul_size": matmul_size,
         "results": results,
     }
@@ -346,23 +366,29 @@ def run_end_to_end(
 
 def train_table(result):
     """Markdown rows of run_train's result."""
-    peak = result["bf16_matmul_tflops"]
+    ceilings = result["matmul_tflops"]
     lines = [
         "| precision | grouped conv | images/sec (median) | min-max | achieved TFLOP/s "
-        "| share of bf16 matmul |",
-        "|---|---|---:|---|---:|---:|",
+        "| share of the same-run matmul | share of the device's peak |",
+        "|---|---|---:|---|---:|---:|---|",
     ]
     for r in result["results"]:
-        share = f"{100 * r['share_of_bf16_matmul']:.0f}%" if peak else "-"
+        share = f"{100 * r['share_of_matmul']:.0f}% of {r['matmul_dtype']}" if ceilings else "-"
+        peak = " / ".join(f"{100 * f:.1f}% of {k}" for k, f in r["peak_fraction"].items()) or "- (unknown)"
         lines.append(
             f"| {r['precision']} | {r['grouped_conv']} | {r['images_per_sec']:.1f} "
-            f"| {r['images_per_sec_min']:.1f}-{r['images_per_sec_max']:.1f} | {r['tflops']:.3f} | {share} |"
+            f"| {r['images_per_sec_min']:.1f}-{r['images_per_sec_max']:.1f} | {r['tflops']:.3f} "
+            f"| {share} | {peak} |"
         )
-    if peak:
+    lines.append("")
+    if ceilings:
         n = result["matmul_size"]
-        lines.append(f"\nbf16 {n}x{n} matmul: {peak:.3f} TFLOP/s (median of the rounds); ")
+        lines[-1] = "; ".join(
+            f"{dtype} {n}x{n} matmul: {rate:.3f} TFLOP/s" for dtype, rate in ceilings.items()
+        )
+        lines[-1] += " (medians of the rounds); "
     else:
-        lines.append("\nbf16 matmul not measured (--nomatmul); ")
+        lines[-1] = "matmul not measured (--nomatmul); "
     lines[-1] += f"{result['training_gflop_per_image']:.2f} GFLOP per training image"
     return "\n".join(lines)
 

@@ -75,11 +75,16 @@ def _report(mode, *args):
 def test_train_mode_times_every_precision_with_the_matmul_ceiling():
     report = _report("train", *TINY, "--num_classes=10", "--matmul_size=256")
     assert [r["precision"] for r in report["results"]] == ["float32", "mixed_bfloat16"]
-    assert report["bf16_matmul_tflops"] > 0
-    assert len(report["bf16_matmul_tflops_rounds"]) == 1  # timed in every round, next to training
+    # Each precision against the matmul in its own dtype, timed in every round next to training.
+    assert set(report["matmul_tflops"]) == {"float32", "bfloat16"}
+    assert all(rate > 0 for rate in report["matmul_tflops"].values())
+    assert {d: len(r) for d, r in report["matmul_tflops_rounds"].items()} == {"float32": 1, "bfloat16": 1}
     assert 3.5 < report["training_gflop_per_image"] < 4.5  # the paper network's ~4.1
-    for row in report["results"]:
-        assert row["tflops"] > 0 and row["share_of_bf16_matmul"] > 0
+    for row, dtype in zip(report["results"], ("float32", "bfloat16")):
+        assert row["matmul_dtype"] == dtype
+        share = row["tflops"] / report["matmul_tflops"][dtype]
+        assert row["share_of_matmul"] == pytest.approx(share, rel=1e-9), row  # one round: no median
+        assert row["peak_fraction"] == {}  # a CPU: no datasheet peak
         assert row["images_per_sec_min"] <= row["images_per_sec"] <= row["images_per_sec_max"]
     assert report["settings"]["replicas"] == 1 and report["settings"]["steps"] == 1
 
@@ -97,7 +102,8 @@ def test_train_mode_mirrors_over_two_logical_cpus():
     )
     assert report["settings"]["replicas"] == 2
     assert [r["precision"] for r in report["results"]] == ["float32"]
-    assert report["bf16_matmul_tflops"] is None
+    assert report["matmul_tflops"] is None
+    assert report["results"][0]["share_of_matmul"] is None
 
 
 @pytest.mark.slow
