@@ -303,6 +303,7 @@ def test_the_model_card_shows_results_json_the_model_and_the_manifest(trained, d
             == f"{results['images_per_sec']:.1f} images/s (the run's last logging interval)"
         )
         assert rows["`--lr_schedule`"] == ["step"] and rows["`--batch_size`"] == ["4"]
+    assert f"Model card:       {os.path.join(model_dir, 'MODEL_CARD.md')}" in trained[1].stdout
     # Each epoch's validation, the last one results.json's.
     with open(os.path.join(model_dir, "validation_history.json")) as f:
         history = json.load(f)

@@ -296,7 +296,9 @@ def _section_validation(lines, results, history, ema):
     if best is None:
         lines.append(f"| best, centre crop | {NOT_MEASURED} | | | |")
     else:
-        where = f"step {best.get('step')}" + ("" if best.get("final") else f", epoch {best.get('epoch')}")
+        where = f"step {best.get('step')}, epoch {best.get('epoch')}"
+        if best.get("final"):
+            where = f"step {best.get('step')}" + ("" if entries else " (the only validation recorded)")
         lines.append(_validation_row("best, centre crop", best["validation"], where))
     lines.append("| best, ten crops | ten crops are measured only at the run's end | | | |")
     lines.append("")

@@ -123,6 +123,14 @@ def test_a_run_killed_before_its_first_epoch_reads_not_measured_yet(model, tmp_p
     assert "## Validation\n\nnot measured yet" in text and "Not recorded" in text
 
 
+def test_a_run_from_before_the_history_shows_its_final_validation_as_the_best(model, tmp_path):
+    model_dir = write_run(tmp_path, history=False)
+    rows = card_rows(open(model_card.write_model_card(model_dir, model), encoding="utf-8").read())
+    assert rows["best, centre crop"] == rows["final, centre crop"][:3] + [
+        "step 30 (the only validation recorded)"
+    ]
+
+
 def test_a_run_in_progress_does_not_show_an_earlier_end_as_final(model, tmp_path):
     """A finished run extended with --epochs: results.json is of step 30, the history goes on."""
     model_dir = write_run(tmp_path)
