@@ -5,7 +5,9 @@
 
 writes `export_dir/<version>/` in TF Serving's layout, with the signatures `alexnet_tf.serving.signatures`
 describes (serving_default on image bytes, predict_images on pixels, serving_ten_crop), and
-the labels.txt beside the checkpoint as the labels asset (docs/serving.md).
+the labels.txt beside the checkpoint as the labels asset (docs/serving.md). Each export gets a
+model card (`alexnet_tf.serving.model_card`) from the records of the run or import it came from:
+`MODEL_CARD.md` in the version dir, `X.MODEL_CARD.md` beside an ONNX file `X.onnx`.
 """
 
 import os
@@ -16,9 +18,10 @@ import tensorflow as tf
 from alexnet_tf import cli
 from alexnet_tf.config import ConfigError
 from alexnet_tf.data import schema
+from alexnet_tf.serving import model_card
 from alexnet_tf.serving.saved_model import export_saved_model
 from alexnet_tf.serving.signatures import DEFAULT_MAX_BATCH, DEFAULT_MAX_PIXELS
-from alexnet_tf.weights.checkpointing import load_model
+from alexnet_tf.weights.checkpointing import CHECKPOINT_SUBDIR, load_model, read_model_spec
 
 FLAGS = flags.FLAGS
 PROGRAM = "alexnet_tf.export"
@@ -85,13 +88,28 @@ def run(
     model, model_dir = load_model(checkpoint)
     if export_format == "onnx":
         path = export_dir if export_dir.endswith(".onnx") else os.path.join(export_dir, "model.onnx")
-        return onnx_export.export_onnx(model, path)
+        onnx_export.export_onnx(model, path)
+        write_card(path, model, checkpoint, model_dir, "ONNX file")
+        return path
     if labels_path is None and tf.io.gfile.exists(os.path.join(model_dir, schema.LABELS_FILENAME)):
         labels_path = os.path.join(model_dir, schema.LABELS_FILENAME)
     labels = schema.read_labels(labels_path) if labels_path else None
-    return export_saved_model(
+    path = export_saved_model(
         model, export_dir, labels=labels, version=version, max_pixels=max_pixels, max_batch=max_batch
     )
+    write_card(path, model, checkpoint, model_dir, "SavedModel")
+    return path
+
+
+def write_card(path, model, checkpoint, model_dir, what):
+    """The model card of an export at `path`, from the records of the model dir or `.keras` file it is of."""
+    origin = f"{what} written by `python -m alexnet_tf.export` from {checkpoint}."
+    if checkpoint.endswith(".keras"):  # an imported file has its import record beside it
+        return model_card.write_model_card(
+            path, model, imported=model_card.read_import_record(checkpoint), origin=origin
+        )
+    spec = read_model_spec(os.path.join(model_dir, CHECKPOINT_SUBDIR))
+    return model_card.write_model_card(path, model, records_dir=model_dir, spec=spec, origin=origin)
 
 
 def main(argv):

@@ -105,3 +105,21 @@ def has_gpu():
     import tensorflow as tf
 
     return bool(tf.config.list_physical_devices("GPU"))
+
+
+def describe():
+    """What this process computes on, as a JSON-ready dict: what a model card says a run trained on.
+
+    {"cpu": model name, "cpu_count": logical CPUs, "onednn": whether oneDNN's kernels run,
+    "gpus": [device name of each GPU TensorFlow sees]}.
+    """
+    import tensorflow as tf
+
+    gpus = []
+    for device in tf.config.list_physical_devices("GPU"):
+        try:
+            details = tf.config.experimental.get_device_details(device)
+        except (ValueError, RuntimeError):
+            details = {}
+        gpus.append(str(details.get("device_name") or device.name))
+    return {"cpu": cpu_model(), "cpu_count": os.cpu_count() or 0, "onednn": onednn_enabled(), "gpus": gpus}

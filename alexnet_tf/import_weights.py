@@ -7,7 +7,9 @@ r"""Imports pretrained AlexNet weights (Caffe's bvlc_alexnet via ONNX, or torchv
 
 Writes the `.keras` model (load it with `keras.saving.load_model` after `import
 alexnet_tf.model`), `<output>.labels.txt` (from --labels, else the ILSVRC-2012 synsets that
-tensorflow-datasets installs) and, with --export_dir, a TF Serving version directory whose
+tensorflow-datasets installs), `<output>.MODEL_CARD.md` (the source, the checks that ran and
+the weights' licence caveat, from the record `<output>.import.json`) and, with --export_dir,
+a TF Serving version directory (with the same card) whose
 `serving_default` takes image bytes; `python -m alexnet_tf.evaluate --saved_model=EXPORT_DIR
 --data_dir=...` then gives its accuracy. Takes about 10 s on a CPU; nothing is downloaded.
 
@@ -78,6 +80,7 @@ def main(argv):
         )
     print(f"model ({summary['num_classes']} classes): {summary['model']}")
     print(f"labels: {summary['labels'] or 'none (class numbers)'}")
+    print(f"model card (source, checks, licence): {summary['model_card']}")
     if summary["export"]:
         print(f"TF Serving export: {summary['export']}")
     return cli.ExitStatus.SUCCESS

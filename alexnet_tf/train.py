@@ -35,6 +35,7 @@ from alexnet_tf.config import (
     TrainConfig,
 )
 from alexnet_tf.data.sources import SOURCES
+from alexnet_tf.serving import model_card
 from alexnet_tf.training.devices import (
     check_global_batch,
     check_precision,
@@ -372,6 +373,9 @@ def print_report(result):
         print(f"Validation (ten crop):    top-1 {100 * t['top1']:.2f}%  top-5 {100 * t['top5']:.2f}%")
     print(f"TensorBoard logs: {result.model_dir}   (open with: tensorboard --logdir {result.model_dir})")
     print(f"Checkpoints:      {os.path.dirname(result.checkpoint) if result.checkpoint else '-'}")
+    card = os.path.join(result.model_dir, model_card.MODEL_CARD_FILENAME)
+    if tf.io.gfile.exists(card):
+        print(f"Model card:       {card}")
     if result.export_skipped:
         print(f"SavedModel:       none: {result.export_skipped}")
     else:

@@ -18,6 +18,7 @@ import time
 import urllib.request
 
 from absl import flags
+from card_tables import assert_validation_row, card_lines, card_rows
 from conftest import REPO
 import numpy as np
 import pytest
@@ -276,6 +277,40 @@ def test_training_run_writes_checkpoint_results_and_export(trained, dataset):
         assert f.read().splitlines() == [f"n{9000000 + c:08d} class {c}" for c in range(5)]
     assert f"tensorboard --logdir {model_dir}" in result.stdout
     assert "Traceback" not in result.stderr
+
+
+def test_the_model_card_shows_results_json_the_model_and_the_manifest(trained, dataset):
+    """MODEL_CARD.md in the model dir and in the SavedModel: results.json's figures, exactly."""
+    from alexnet_tf.model import build_alexnet
+
+    model_dir, _ = trained
+    results = read_results(model_dir)
+    with open(os.path.join(model_dir, "MODEL_CARD.md"), encoding="utf-8") as f:
+        text = f.read()
+    with open(os.path.join(results["export_path"], "MODEL_CARD.md"), encoding="utf-8") as f:
+        exported = f.read()
+    for card in (text, exported):
+        rows, lines = card_rows(card), card_lines(card)
+        assert_validation_row(rows["final, centre crop"], results["validation"])
+        assert_validation_row(rows["final, ten crops"], results["validation_ten_crop"])
+        assert rows["final, centre crop"][3] == "step 8, epoch 2"
+        model = build_alexnet(num_classes=5, kernel_initializer="zeros")
+        assert lines["parameters"] == f"{model.count_params():,}" and lines["variant"] == "`paper`"
+        with open(os.path.join(dataset, "manifest.json")) as f:
+            assert lines["manifest fingerprint"] == f"`{json.load(f)['fingerprint']}`"
+        assert (
+            lines["training throughput"]
+            == f"{results['images_per_sec']:.1f} images/s (the run's last logging interval)"
+        )
+        assert rows["`--lr_schedule`"] == ["step"] and rows["`--batch_size`"] == ["4"]
+    assert f"Model card:       {os.path.join(model_dir, 'MODEL_CARD.md')}" in trained[1].stdout
+    # Each epoch's validation, the last one results.json's.
+    with open(os.path.join(model_dir, "validation_history.json")) as f:
+        history = json.load(f)
+    assert [(e["epoch"], e["step"]) for e in history] == [(1, 4), (2, 8)]
+    assert history[-1]["validation"] == {
+        k: results["validation"][k] for k in ("loss", "top1", "top5", "count")
+    }
 
 
 def _tensor_events(log_dir):

@@ -1,5 +1,6 @@
 """Writes the tiny two-split TFRecord dataset that the trainer, evaluation and distribution tests use."""
 
+import hashlib
 import json
 import os
 
@@ -42,7 +43,13 @@ def write_tiny_dataset(
         seed=seed + 1,
         write_manifest=False,
     )
+    # What the converter's fingerprint (a sha256 of the input files' names, sizes and times) stands
+    # for here: the arguments that made the images.
+    arguments = (
+        f"tiny:{train_records}:{validation_records}:{num_classes}:{train_shards}:{validation_shards}:{seed}"
+    )
     manifest = {
+        "fingerprint": hashlib.sha256(arguments.encode()).hexdigest(),
         "label_offset": 0,
         "num_classes": num_classes,
         "splits": {

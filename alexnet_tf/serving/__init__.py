@@ -8,4 +8,5 @@ The stage's modules:
     results.py      a prediction as readers show it: top-k rows, one file's result as text or JSON
     embedding.py    a layer's activations as features, and nearest neighbours (Figure 4)
     onnx_export.py  the same contract as an ONNX file through tf2onnx
+    model_card.py   MODEL_CARD.md, generated from what a run, an export or an import recorded
 """

@@ -24,10 +24,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from alexnet_tf import metrics
+from alexnet_tf import hardware, metrics
 from alexnet_tf.cli import check_writable
 from alexnet_tf.config import CONFIG_FILENAME, ConfigError, config_differences, config_json
-from alexnet_tf.serving import embedding, saved_model
+from alexnet_tf.serving import embedding, model_card, saved_model
 from alexnet_tf.training import init_from, summaries
 from alexnet_tf.training.devices import is_chief, num_workers, worker_name
 from alexnet_tf.training.inputs import inexact_resume_reason, make_input_fns, steps_per_epoch
@@ -43,7 +43,12 @@ from alexnet_tf.training.step import (
     weight_decay_loss,
 )
 from alexnet_tf.training.watchdog import InputWatchdog
-from alexnet_tf.weights.checkpointing import CHECKPOINT_SUBDIR, Checkpointer, check_model_spec
+from alexnet_tf.weights.checkpointing import (
+    CHECKPOINT_SUBDIR,
+    Checkpointer,
+    check_model_spec,
+    read_model_spec,
+)
 
 
 def record_config(model_dir, config, first_start):
@@ -232,6 +237,7 @@ class TrainLoop:
         )
         self.writers = summaries.SummaryWriters(model_dir, self.chief)
         self.saved = None  # (step, epoch) of the newest checkpoint
+        self.hardware = hardware.describe()  # what the model card says the run trained on
         self.last_images_per_sec = 0.0
         self.preemption = None
         self.profiling = False
@@ -497,6 +503,18 @@ class TrainLoop:
             message,
         )
         self._save()
+        if self.chief:
+            model_card.record_validation(
+                self.model_dir,
+                {
+                    "epoch": self.epoch,
+                    "step": self.step,
+                    "validation": {k: validation[k] for k in ("loss", "top1", "top5", "count")},
+                    "train_images_per_sec": self.last_images_per_sec,
+                    "hardware": self.hardware,
+                },
+            )
+            self._write_model_card()
         return validation
 
     def _finished_result(self):
@@ -508,7 +526,7 @@ class TrainLoop:
         """
         if not self._target_reached():
             return None
-        path = os.path.join(self.model_dir, "results.json")
+        path = os.path.join(self.model_dir, model_card.RESULTS_FILENAME)
         try:
             with tf.io.gfile.GFile(path, "r") as f:
                 results = json.load(f)
@@ -619,13 +637,35 @@ class TrainLoop:
             ema_decay=self.config.ema_decay,
         )
         if self.chief:
-            with tf.io.gfile.GFile(os.path.join(self.model_dir, "results.json"), "w") as f:
+            # The cards first: results.json is the last thing a finished run writes.
+            self._write_model_card(dataclasses.asdict(result))
+            if export_path:
+                self._write_model_card(
+                    dataclasses.asdict(result),
+                    path=export_path,
+                    origin=f"SavedModel exported by `python -m alexnet_tf.train` from {self.model_dir}.",
+                )
+            with tf.io.gfile.GFile(os.path.join(self.model_dir, model_card.RESULTS_FILENAME), "w") as f:
                 json.dump(dataclasses.asdict(result), f, indent=2)
         # A last collective: the other workers wait for the chief's export and everyone exits
         # together (a worker that leaves early is reported as crashed by the others).
         ones = self.strategy.run(lambda: tf.constant(1.0))
         self.strategy.reduce(tf.distribute.ReduceOp.SUM, ones, axis=None)
         return result
+
+    def _write_model_card(self, results=None, path=None, origin=None):
+        """MODEL_CARD.md in the model dir (or `path`) from the run's records (`results`: not yet on disk)."""
+        spec = read_model_spec(os.path.join(self.model_dir, CHECKPOINT_SUBDIR))
+        written = model_card.write_model_card(
+            path or self.model_dir,
+            self.state.model,
+            records_dir=self.model_dir,
+            results=results,
+            spec=spec,
+            hardware=self.hardware,
+            origin=origin or f"Model dir of a `python -m alexnet_tf.train` run: {self.model_dir}.",
+        )
+        logging.info("Wrote the model card %s", written)
 
     def _write_projector(self):
         """fc7 embeddings of the first validation images for TensorBoard's projector (chief only)."""

@@ -26,10 +26,12 @@ refuses a model with any weight left unread. `onnx`, `onnxruntime`, `safetensors
 are imported only when a file needs them.
 """
 
+import hashlib
 import importlib.util
 import os
 
 from alexnet_tf.data import schema
+from alexnet_tf.serving import model_card
 from alexnet_tf.weights.mapping import DEFAULT_CLASSES, WeightImportError, check_file
 from alexnet_tf.weights.onnx_zoo import compare_with_onnxruntime, import_onnx
 from alexnet_tf.weights.torchvision_state import import_torchvision
@@ -62,8 +64,10 @@ def import_to_files(source, input_path, output_path, labels_path=None, export_di
             the logits agree to 1e-4 of their scale.
 
     Returns:
-        {"model", "labels", "export": written paths or None, "max_logit_difference",
-        "max_logit": floats or None, "num_classes": int}.
+        {"model", "labels", "export", "model_card": written paths or None,
+        "max_logit_difference", "max_logit": floats or None, "num_classes": int}. The model card
+        (`X.MODEL_CARD.md` beside `X.keras`, and one in the export) comes from the import record
+        `X.import.json` written beside it: the source, the input's sha256, the checks that ran.
     """
     if not str(output_path).endswith(".keras"):
         raise WeightImportError(f"output {output_path!r} must end in .keras")
@@ -75,6 +79,7 @@ def import_to_files(source, input_path, output_path, labels_path=None, export_di
         "labels": None,
         "export": None,
         "num_classes": num_classes,
+        "model_card": None,
         "max_logit_difference": None,
         "max_logit": None,
     }
@@ -92,11 +97,59 @@ def import_to_files(source, input_path, output_path, labels_path=None, export_di
         summary["labels"] = os.path.splitext(output_path)[0] + ".labels.txt"
         with open(summary["labels"], "w", encoding="utf-8") as f:
             f.write("\n".join(labels) + "\n")
+    record = import_record(source, input_path, summary)
+    model_card.write_import_record(output_path, record)
+    imported = {**record, "record": model_card.import_record_path(output_path)}
+    summary["model_card"] = model_card.write_model_card(
+        output_path,
+        model,
+        imported=imported,
+        origin=f"Imported by `python -m alexnet_tf.import_weights --source={source}` into {output_path}.",
+    )
     if export_dir:
         from alexnet_tf.serving import saved_model  # serving code only when asked
 
         summary["export"] = saved_model.export_saved_model(model, export_dir, labels=labels)
+        model_card.write_model_card(
+            summary["export"],
+            model,
+            imported=imported,
+            origin=f"SavedModel written by `python -m alexnet_tf.import_weights` beside {output_path}.",
+        )
     return summary
+
+
+def import_record(source, input_path, summary):
+    """What the model card of an import says: the source, the input file's sha256, the checks that ran."""
+    digest = hashlib.sha256()
+    with open(input_path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    checks = [
+        {
+            "onnx": "the graph's nodes and attributes are bvlc_alexnet's, node by node "
+            "(alexnet_tf.weights.onnx_zoo)",
+            "torchvision": "the state_dict's keys and shapes are torchvision.models.alexnet's, entry by "
+            "entry, none left over (alexnet_tf.weights.torchvision_state)",
+        }[source],
+        "every weight of the model was assigned a value of its shape (alexnet_tf.weights.pretrained)",
+    ]
+    if summary["max_logit_difference"] is not None:
+        checks.append(
+            f"onnxruntime ran the source graph on the same random images: max |logit difference| "
+            f"{summary['max_logit_difference']:.3g} (logits up to {summary['max_logit']:.3g}; "
+            "the limit is 1e-4 of that scale)"
+        )
+    elif source == "onnx":
+        checks.append("no comparison with onnxruntime (--noverify)")
+    return {
+        "source": source,
+        "input": os.path.abspath(input_path),
+        "input_sha256": digest.hexdigest(),
+        "num_classes": summary["num_classes"],
+        "labels": summary["labels"],
+        "checks": checks,
+    }
 
 
 # ----------------------------------------------------------------------------- shared

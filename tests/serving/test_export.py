@@ -296,6 +296,9 @@ def test_cli_run_exports_a_keras_file_with_synset_labels(tmp_path):
     (tmp_path / "labels.txt").write_text("0\tn01\ttench\n1\tn02\tgoldfish\n2\tn03\tshark\n")
     path = export.run(str(tmp_path / "m.keras"), str(tmp_path / "models"), version=4)
     assert path == str(tmp_path / "models" / "4")
+    with open(os.path.join(path, "MODEL_CARD.md"), encoding="utf-8") as f:  # no run, no import: says so
+        card = f.read()
+    assert f"- parameters: {model.count_params():,}" in card and "not measured yet" in card
     with open(os.path.join(path, "assets", saved_model.LABELS_ASSET)) as f:
         assert f.read().splitlines() == ["n01 tench", "n02 goldfish", "n03 shark"]
     with pytest.raises(ConfigError, match="no checkpoint"):
@@ -329,6 +332,7 @@ def test_onnx_pixel_model_matches_the_pixel_signature(tmp_path):
         np.testing.assert_allclose(onnx_export.onnxruntime_probabilities(path, inputs), expected, atol=1e-4)
     model.save(tmp_path / "m.keras")  # the command line's path: .keras file -> .onnx file
     written = export.run(str(tmp_path / "m.keras"), str(tmp_path / "out" / "m.onnx"), export_format="onnx")
+    assert (tmp_path / "out" / "m.MODEL_CARD.md").read_text().startswith("# AlexNet")  # beside the file
     np.testing.assert_allclose(
         onnx_export.onnxruntime_probabilities(written, inputs),
         onnx_export.onnxruntime_probabilities(path, inputs),

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import textwrap
 
+from card_tables import assert_validation_row, card_rows
 from conftest import REPO, run_command
 import keras
 import numpy as np
@@ -260,6 +261,11 @@ def test_validation_results_and_exports_use_the_averages(ema_run, tmp_path):
     assert exported.returncode == 0, exported.stderr[-3000:]
     notes = [line for line in exported.stderr.splitlines() if "moving averages of the weights" in line]
     assert len(notes) == 1 and prefix in notes[0] and "--ema_decay=0.8" in notes[0], exported.stderr[-3000:]
+    # Its model card comes from the model dir's records: results.json's figures, of the averages.
+    with open(os.path.join(exported.stdout.strip().splitlines()[-1], "MODEL_CARD.md"), encoding="utf-8") as f:
+        card = f.read()
+    assert_validation_row(card_rows(card)["final, centre crop"], results["validation"])
+    assert "moving averages" in card and f"from {model_dir}" in card
 
     # Both SavedModels, loaded in a fresh process, give the averaged model's logits.
     np.save(tmp_path / "images.npy", images)

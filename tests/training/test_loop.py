@@ -44,6 +44,10 @@ def finished_run(tmp_path_factory):
     return data_dir, model_dir, train.run(small_config(data_dir, model_dir))
 
 
+def result_model_parameters(model_dir):
+    return restore_model(model_dir)[0].count_params()
+
+
 def _scalars(log_dir, tag):
     accumulator = event_accumulator.EventAccumulator(log_dir, size_guidance={event_accumulator.TENSORS: 0})
     accumulator.Reload()
@@ -61,6 +65,11 @@ def test_run_trains_two_steps_evaluates_checkpoints_and_exports(finished_run):
     assert os.path.isfile(os.path.join(result.export_path, "saved_model.pb"))
     with open(os.path.join(model_dir, "results.json")) as f:
         assert json.load(f)["global_step"] == 2
+    # The card beside the checkpoints; this data dir has no manifest.json, and the card says so.
+    with open(os.path.join(model_dir, "MODEL_CARD.md"), encoding="utf-8") as f:
+        card = f.read()
+    assert "- manifest: no manifest.json in the data dir" in card
+    assert f"- parameters: {result_model_parameters(model_dir):,}" in card
 
 
 @pytest.mark.slow

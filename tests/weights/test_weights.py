@@ -6,6 +6,7 @@ No file is downloaded: the ONNX graphs (bvlc_alexnet's structure, Caffe2's names
 torchvision-layout state_dicts are written here with random weights.
 """
 
+import hashlib
 import os
 import subprocess
 import sys
@@ -17,6 +18,7 @@ import pytest
 
 from alexnet_tf.data import preprocessing
 from alexnet_tf.model import InputConversion, build_alexnet
+from alexnet_tf.serving import model_card
 from alexnet_tf.weights import importers, mapping, onnx_zoo
 from alexnet_tf.weights.torchvision_state import TORCHVISION_INPUT, import_torchvision
 
@@ -592,6 +594,20 @@ def test_import_to_files_writes_keras_labels_and_export(tmp_path, zoo_onnx):
     np.testing.assert_allclose(served["probabilities"].numpy(), probabilities, atol=1e-5)
     top_label = served["top_k_labels"].numpy()[0, 0].decode()
     assert top_label == importers.read_labels()[int(np.argmax(probabilities))]
+
+    # The model card beside the .keras file and in the export: the licence caveat, the source, the checks.
+    assert summary["model_card"] == str(tmp_path / "out" / "bvlc_alexnet.MODEL_CARD.md")
+    for card_file in (summary["model_card"], os.path.join(summary["export"], "MODEL_CARD.md")):
+        with open(card_file, encoding="utf-8") as f:
+            card = f.read()
+        assert model_card.LICENCE_NOTES["onnx"] in card, card_file
+        assert f"- parameters: {loaded.count_params():,}" in card and "- variant: `caffe`" in card
+        assert f"max |logit difference| {summary['max_logit_difference']:.3g}" in card
+        assert "first layer (`input_conversion`) turns that into what its weights expect: BGR" in card
+    record = model_card.read_import_record(output)
+    assert (record["source"], record["input"]) == ("onnx", os.path.abspath(path))
+    with open(path, "rb") as f:
+        assert record["input_sha256"] == hashlib.sha256(f.read()).hexdigest()
 
 
 def test_cli_reports_a_bad_file_in_one_line(tmp_path):
