@@ -93,8 +93,15 @@ class EvalConfig:
 # ----------------------------------------------------------------------------- evaluation
 
 
-def batch_sums_function(logits_fn, ten_crop=False):
-    """The tf.function (images, labels) -> metrics.classification_sums of one batch."""
+def evaluate_dataset(logits_fn, dataset, ten_crop=False, max_batches=None):
+    """Runs `logits_fn` over (images, labels) batches; returns summarize's dict.
+
+    Args:
+      logits_fn: float32 [N, S, S, 3] crops -> logits [N, C].
+      dataset: batches of a source's evaluation_dataset(..., ten_crop=ten_crop).
+      ten_crop: images are [B, 10, S, S, 3]; their softmax is averaged.
+      max_batches: stop after this many batches.
+    """
 
     @tf.function(reduce_retracing=True)
     def batch_sums(images, labels):
@@ -104,21 +111,6 @@ def batch_sums_function(logits_fn, ten_crop=False):
             probabilities = tf.nn.softmax(tf.cast(logits_fn(images), tf.float32))
         return metrics.classification_sums(probabilities, labels)
 
-    return batch_sums
-
-
-def evaluate_dataset(logits_fn, dataset, ten_crop=False, max_batches=None, batch_sums=None):
-    """Runs `logits_fn` over (images, labels) batches; returns summarize's dict.
-
-    Args:
-      logits_fn: float32 [N, S, S, 3] crops -> logits [N, C].
-      dataset: batches of a source's evaluation_dataset(..., ten_crop=ten_crop).
-      ten_crop: images are [B, 10, S, S, 3]; their softmax is averaged.
-      max_batches: stop after this many batches.
-      batch_sums: batch_sums_function(logits_fn, ten_crop), to share one traced function
-        between datasets; None makes one.
-    """
-    batch_sums = batch_sums or batch_sums_function(logits_fn, ten_crop)
     sums = np.zeros(4)
     for i, (images, labels) in enumerate(dataset):
         if max_batches is not None and i >= max_batches:
@@ -279,26 +271,36 @@ def run_corruptions(config, progress=None):
     logits_fn, image_size, source = _load(config)
     say = progress or (lambda line: None)
 
-    batch_sums = batch_sums_function(logits_fn)  # traced once for all the runs
-
-    def score(corruption=None):
-        dataset = _evaluation_dataset(source, config, corruption=corruption)
-        return evaluate_dataset(logits_fn, dataset, max_batches=config.max_batches, batch_sums=batch_sums)
-
-    clean = score()
+    clean = evaluate_dataset(logits_fn, _evaluation_dataset(source, config), max_batches=config.max_batches)
     say(f"clean              top-1 error {100 * (1 - clean['top1']):6.2f}%  ({int(clean['count'])} images)")
+
+    @tf.function(reduce_retracing=True)
+    def severity_sums(images, labels):  # images [B, severities, S, S, 3] -> [severities, EVAL_SUMS]
+        return tf.stack(
+            [
+                metrics.classification_sums(
+                    tf.nn.softmax(tf.cast(logits_fn(images[:, k]), tf.float32)), labels
+                )
+                for k in range(len(levels))
+            ]
+        )
+
     results, errors, total_images, total_seconds = [], {}, 0, 0.0
     for name in names:
-        errors[name] = {}
+        # One pass over the data per corruption: each image is read once and corrupted at every severity.
+        def corrupt(crop, index, name=name):
+            return tf.stack([corruptions.benchmark_crop(crop, name, s, index) for s in levels])
+
         start = time.perf_counter()
-        for severity in levels:
-
-            def corrupt(crop, index, name=name, severity=severity):
-                return corruptions.benchmark_crop(crop, name, severity, index)
-
-            begun = time.perf_counter()
-            result = score(corrupt)
-            seconds = time.perf_counter() - begun
+        sums = np.zeros((len(levels), len(metrics.EVAL_SUMS)))
+        for i, (images, labels) in enumerate(_evaluation_dataset(source, config, corruption=corrupt)):
+            if config.max_batches is not None and i >= config.max_batches:
+                break
+            sums += severity_sums(images, labels).numpy()
+        seconds = time.perf_counter() - start
+        errors[name] = {}
+        for severity, row in zip(levels, sums):
+            result = metrics.summarize(row)
             errors[name][severity] = 1 - result["top1"]
             results.append(
                 {
@@ -308,11 +310,9 @@ def run_corruptions(config, progress=None):
                     "top5_error": 1 - result["top5"],
                     "loss": result["loss"],
                     "count": int(result["count"]),
-                    "images_per_second": result["count"] / max(seconds, 1e-9),
                 }
             )
-        seconds = time.perf_counter() - start
-        images = clean["count"] * len(levels)
+        images = int(sums[:, -1].sum())
         total_images, total_seconds = total_images + images, total_seconds + seconds
         rate = images / max(seconds, 1e-9)
         say(
