@@ -144,26 +144,49 @@ def _training_batches(
 
 
 def _evaluation_batches(
-    dataset, parse, pixels, batch_size, *, ten_crop, label_offset, num_classes, skip_corrupt, drop_remainder
+    dataset,
+    parse,
+    pixels,
+    batch_size,
+    *,
+    ten_crop,
+    label_offset,
+    num_classes,
+    skip_corrupt,
+    drop_remainder,
+    corruption=None,
 ):
     """The evaluation tail of every source, in order: map -> batch -> map -> prefetch.
 
     `parse` maps an element to (image bytes, stored label). The centre crop (or ten crops)
     comes from the fully decoded image, as serving's, and the mean is subtracted per batch.
+    `corruption` (uint8 crop, int64 index of the image in this stream) -> uint8 crop changes
+    each centre crop before its mean is subtracted (the corruption benchmark).
     """
     size, shorter = pixels.image_size, pixels.resize_shorter
+    if corruption is not None and ten_crop:
+        raise ValueError("a corruption applies to the centre crop, not to ten crops")
 
     def preprocess(*element):
+        index = None
+        if corruption is not None:  # (index, the element) from Dataset.enumerate
+            index, element = element
+            element = element if isinstance(element, tuple) else (element,)
         image_bytes, label = parse(*element)
         if ten_crop:
             return ten_crops_uint8(decode_image(image_bytes), size, shorter), label
         # Full decode, not the fused crop, so evaluation matches serving to the bit.
-        return center_crop(decode_image(image_bytes), size, shorter), label
+        crop = center_crop(decode_image(image_bytes), size, shorter)
+        if corruption is not None:
+            crop = corruption(crop, index)
+        return crop, label
 
     def finish(images, labels):
         labels = zero_based_labels(labels, label_offset, num_classes)
         return subtract_mean_batch(images, pixels.jit_compile), labels
 
+    if corruption is not None:
+        dataset = dataset.enumerate()
     dataset = dataset.map(as_written(preprocess), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     if skip_corrupt:
         dataset = dataset.ignore_errors(log_warning=True)  # images that do not decode
@@ -381,6 +404,7 @@ def evaluation_dataset(
     drop_remainder=False,
     skip_corrupt=False,
     cycle_length=16,
+    corruption=None,
 ):
     """Evaluation batches (images, labels) of TFRecord shards: a centre crop (or ten crops), in file order.
 
@@ -393,6 +417,9 @@ def evaluation_dataset(
       drop_remainder: drop the last, partial batch.
       skip_corrupt: as in training_dataset, but a record that is not a tf.train.Example skips
         the group of 64 records around it.
+      corruption: None, or a function (uint8 [S, S, 3] centre crop, int64 index of the image
+        in this stream) -> uint8 crop, run before the mean is subtracted (centre crop only;
+        alexnet_tf.data.corruptions).
 
     Returns:
       tf.data.Dataset of (float32 [B, image_size, image_size, 3] mean-subtracted images,
@@ -421,6 +448,7 @@ def evaluation_dataset(
         num_classes=num_classes,
         skip_corrupt=skip_corrupt,
         drop_remainder=drop_remainder,
+        corruption=corruption,
     )
 
 
@@ -502,6 +530,7 @@ def tfds_evaluation_dataset(
     input_context=None,
     repeat=False,
     drop_remainder=False,
+    corruption=None,
 ):
     """Like evaluation_dataset, reading a tensorflow-datasets split, e.g. "validation[:1000]"."""
     pixels.check()
@@ -518,6 +547,7 @@ def tfds_evaluation_dataset(
         num_classes=None,
         skip_corrupt=False,
         drop_remainder=drop_remainder,
+        corruption=corruption,
     )
 
 

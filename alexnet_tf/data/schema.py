@@ -223,3 +223,42 @@ def unknown_label_offset(data_dir, option="label_offset"):
         f"or {LABELS_FILENAME} there; pass {option}=1 for model-garden shards (labels 1..1000) "
         f"or {option}=0 for 0-based labels"
     )
+
+
+# ----------------------------------------------------------------------------- ImageNet
+
+
+def ilsvrc2012_synsets():
+    """The 1000 ILSVRC-2012 synsets in class order (tensorflow-datasets' imagenet2012 labels.txt), or None.
+
+    None when tensorflow-datasets, or that file, is not installed. The file is found without
+    importing tensorflow-datasets (slow).
+    """
+    import importlib.util
+
+    spec = importlib.util.find_spec("tensorflow_datasets")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = os.path.join(list(spec.submodule_search_locations)[0], "datasets", "imagenet2012", "labels.txt")
+    if not os.path.isfile(path):
+        return None
+    with open(path, encoding="utf-8") as f:
+        return [line.strip() for line in f if line.strip()]
+
+
+def data_synsets(data_dir):
+    """The synsets of a converted data dir in class order (labels.txt, else manifest.json), or None."""
+    labels = read_labels_if_present(data_dir)
+    if labels:
+        return [entry.synset for entry in labels]
+    classes = read_manifest(data_dir).get("classes")
+    if isinstance(classes, list) and all(isinstance(c, dict) for c in classes):
+        return [str(c.get("synset", "")) for c in classes]
+    return None
+
+
+def is_imagenet(synsets):
+    """Whether `synsets` are ImageNet's (ILSVRC-2012's) 1000 classes, in their order."""
+    if synsets is None or len(synsets) != 1000:
+        return False
+    return list(synsets) == ilsvrc2012_synsets()

@@ -127,8 +127,14 @@ class DataSource:
         """
         raise NotImplementedError
 
-    def evaluation_dataset(self, batch_size, *, info=None, ten_crop=False, input_context=None):
-        """Evaluation batches of `batch_size` (global) images: the centre crop, or the ten crops."""
+    def evaluation_dataset(
+        self, batch_size, *, info=None, ten_crop=False, input_context=None, corruption=None
+    ):
+        """Evaluation batches of `batch_size` (global) images: the centre crop, or the ten crops.
+
+        `corruption`: None, or (uint8 centre crop, int64 image index) -> uint8 crop, applied
+        to each centre crop (pipelines.evaluation_dataset; sources of real images only).
+        """
         raise NotImplementedError
 
     @property
@@ -263,7 +269,9 @@ class TFRecordSource(DataSource):
             finish_on_host=finish_on_host,
         )
 
-    def evaluation_dataset(self, batch_size, *, info=None, ten_crop=False, input_context=None):
+    def evaluation_dataset(
+        self, batch_size, *, info=None, ten_crop=False, input_context=None, corruption=None
+    ):
         label_offset, num_classes = self._labels(info)
         return pipelines.evaluation_dataset(
             os.path.join(self.data_dir, self.eval_pattern),
@@ -274,6 +282,7 @@ class TFRecordSource(DataSource):
             num_classes=num_classes,
             skip_corrupt=self.skip_corrupt,
             input_context=input_context,
+            corruption=corruption,
         )
 
 
@@ -341,7 +350,9 @@ class TFDSSource(DataSource):
             finish_on_host=finish_on_host,
         )
 
-    def evaluation_dataset(self, batch_size, *, info=None, ten_crop=False, input_context=None):
+    def evaluation_dataset(
+        self, batch_size, *, info=None, ten_crop=False, input_context=None, corruption=None
+    ):
         return pipelines.tfds_evaluation_dataset(
             self.data_dir,
             "validation",
@@ -350,6 +361,7 @@ class TFDSSource(DataSource):
             ten_crop=ten_crop,
             name=TFDS_NAME,
             input_context=input_context,
+            corruption=corruption,
         )
 
 
@@ -398,7 +410,11 @@ class SyntheticSource(DataSource):
             seed=seed or 0,
         )
 
-    def evaluation_dataset(self, batch_size, *, info=None, ten_crop=False, input_context=None):
+    def evaluation_dataset(
+        self, batch_size, *, info=None, ten_crop=False, input_context=None, corruption=None
+    ):
+        if corruption is not None:
+            raise ValueError("synthetic batches are no images to corrupt; pass a data dir")
         return pipelines.synthetic_dataset(
             batch_size,
             self.pixels.image_size,
