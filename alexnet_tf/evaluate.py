@@ -33,8 +33,9 @@ from alexnet_tf import cli, metrics
 from alexnet_tf.config import ConfigError
 from alexnet_tf.data import corruptions, records, schema, sources
 from alexnet_tf.data.pipelines import PixelSettings
+from alexnet_tf.serving import model_card
 from alexnet_tf.serving.saved_model import resolve_saved_model
-from alexnet_tf.weights.checkpointing import CHECKPOINT_SUBDIR, restore_model
+from alexnet_tf.weights.checkpointing import CHECKPOINT_SUBDIR, read_model_spec, restore_model
 
 FLAGS = flags.FLAGS
 EVAL_SOURCES = [name for name, source in sources.SOURCES.items() if source.needs_data_dir]  # real images
@@ -136,7 +137,12 @@ def load_saved_model(path):
 def load_checkpoint(path):
     """(logits_fn, image_size) of a training checkpoint: a model dir, checkpoints dir or prefix."""
     model, _ = restore_model(path)
-    return (lambda images: model(images, training=False)), int(model.input_shape[1])
+
+    def logits_fn(images):
+        return model(images, training=False)
+
+    logits_fn.keras_model = model  # for the model card that run_corruptions rewrites
+    return logits_fn, int(model.input_shape[1])
 
 
 def _check_inputs(config):
@@ -187,7 +193,7 @@ def run(config):
 
 # ----------------------------------------------------------------------------- corruption benchmark
 
-REPORT_JSON = "corruptions.json"
+REPORT_JSON = model_card.CORRUPTIONS_FILENAME
 REPORT_PNG = "corruptions.png"
 
 
@@ -370,6 +376,17 @@ def run_corruptions(config, progress=None):
     draw_report(report).save(os.path.join(report_dir, REPORT_PNG))
     say(report_table(report))
     say(f"report: {os.path.join(report_dir, REPORT_JSON)}, {os.path.join(report_dir, REPORT_PNG)}")
+    if config.checkpoint and report_dir == default_report_dir(config.checkpoint):
+        # The model dir's card shows its corruption results (model_card reads corruptions.json).
+        card = model_card.write_model_card(
+            report_dir,
+            logits_fn.keras_model,
+            records_dir=report_dir,
+            spec=read_model_spec(os.path.join(report_dir, CHECKPOINT_SUBDIR)),
+            origin=f"Model dir of a `python -m alexnet_tf.train` run: {report_dir}; its corruption "
+            "results from `python -m alexnet_tf.evaluate --corruptions`.",
+        )
+        say(f"model card with the corruption results: {card}")
     return report
 
 

@@ -1,5 +1,6 @@
 """Tests of alexnet_tf.evaluate: checkpoint vs SavedModel vs a direct computation."""
 
+import json
 import os
 import subprocess
 import sys
@@ -131,3 +132,27 @@ def test_tensorflow_errors_end_with_one_line_naming_the_input(tmp_path):
     assert lines[0].startswith("alexnet_tf.evaluate: error: corrupt or truncated TFRecord shard")
     assert "convert it again" in lines[0] and lines[0].endswith(f"--data_dir={data_dir})")
     assert "--verify" not in lines[0]
+
+
+def test_corruptions_of_a_model_dir_land_in_its_model_card(saved):
+    data_dir, model_dir, _, _ = saved
+    report = evaluate.run_corruptions(
+        evaluate.EvalConfig(
+            data_dir=data_dir,
+            checkpoint=model_dir,
+            corruptions="contrast,pixelate",
+            severities="1,5",
+            batch_size=4,
+        )
+    )
+    assert report == json.loads(open(os.path.join(model_dir, "corruptions.json")).read())
+    card = open(os.path.join(model_dir, "MODEL_CARD.md"), encoding="utf-8").read()
+    rows = {
+        line.split("|")[1].strip(): [cell.strip() for cell in line.split("|")[2:-1]]
+        for line in card.splitlines()
+        if line.startswith("| contrast") or line.startswith("| pixelate")
+    }
+    for entry in report["results"]:
+        column = report["severities"].index(entry["severity"])
+        assert rows[entry["corruption"]][column] == f"{100 * entry['top1_error']:.2f}"
+    assert f"- clean top-1 error: {100 * report['clean']['top1_error']:.2f}%" in card

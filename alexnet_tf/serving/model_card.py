@@ -321,19 +321,27 @@ def _section_validation(lines, results, history, ema):
 
 
 def _section_corruptions(lines, corruptions):
+    """The corruption benchmark's figures, as `python -m alexnet_tf.evaluate --corruptions` wrote them."""
     if not isinstance(corruptions, dict):
         return
-    lines += ["## Corruptions", ""]
+    lines += ["## Corruptions (ImageNet-C)", ""]
+    clean = corruptions.get("clean") if isinstance(corruptions.get("clean"), dict) else {}
 
-    def figure(key, scale=100.0, unit="%"):
-        value = corruptions.get(key)
-        return f"{scale * value:.2f}{unit}" if _number(value) else "not computed"
+    def percent(value):
+        return f"{100 * value:.2f}" if _number(value) else "not computed"
 
-    lines.append(f"- clean top-1 error: {figure('clean_error')}")
-    lines.append(f"- mCE: {figure('mce', 1.0, '')}")
-    lines.append(f"- relative mCE: {figure('relative_mce', 1.0, '')}")
+    normalised = corruptions.get("normalised")
+    lines.append(f"- clean top-1 error: {percent(clean.get('top1_error'))}%")
+    if normalised:
+        lines.append(f"- mCE: {percent(corruptions.get('mce'))} (100: AlexNet's published robustness)")
+        lines.append(f"- relative mCE: {percent(corruptions.get('relative_mce'))}")
+    else:
+        lines.append(
+            f"- mean top-1 error over the corruptions: {percent(corruptions.get('mce'))}% (not ImageNet: "
+            "not normalised by AlexNet's errors)"
+        )
     table, severities = {}, set()
-    for entry in corruptions.get("corruptions") or []:
+    for entry in corruptions.get("results") or []:
         if not isinstance(entry, dict) or not _number(entry.get("top1_error")):
             continue
         name, severity = str(entry.get("corruption")), entry.get("severity")
@@ -343,14 +351,17 @@ def _section_corruptions(lines, corruptions):
         columns = sorted(severities, key=lambda s: (not _number(s), s if _number(s) else 0, str(s)))
         lines += [
             "",
-            "Top-1 error per corruption and severity:",
+            "Top-1 error (%) per corruption and severity:",
             "",
             "| corruption | " + " | ".join(f"severity {s}" for s in columns) + " |",
             "|---|" + "---|" * len(columns),
         ]
         for name in table:
-            cells = [f"{100 * table[name][s]:.2f}%" if s in table[name] else "-" for s in columns]
+            cells = [f"{100 * table[name][s]:.2f}" if s in table[name] else "-" for s in columns]
             lines.append(f"| {_cell(name)} | " + " | ".join(cells) + " |")
+    notes = [n for n in corruptions.get("notes") or [] if isinstance(n, str)]
+    if notes:
+        lines += [""] + [f"- {_cell(note)}" for note in notes]
     lines.append("")
 
 

@@ -151,26 +151,31 @@ def test_record_validation_replaces_the_epochs_a_resumed_run_evaluates_again(tmp
 
 
 def test_corruptions_json_is_rendered_tolerantly(model, tmp_path):
+    # The shape `python -m alexnet_tf.evaluate --corruptions` writes (tests/test_evaluate.py checks a
+    # real one), with entries a damaged file could hold.
     report = {
-        "clean_error": 0.25,
+        "clean": {"severity": 0, "top1_error": 0.25},
         "mce": None,
         "relative_mce": 1.5,
-        "corruptions": [
+        "normalised": True,
+        "results": [
             {"corruption": "gaussian_noise", "severity": 1, "top1_error": 0.5},
             {"corruption": "gaussian_noise", "severity": 5, "top1_error": 0.875},
             {"corruption": "fog", "severity": 1, "top1_error": 0.375},
             {"corruption": "broken"},  # left out
             "not an entry",
         ],
+        "notes": ["frost is an approximation"],
     }
     model_dir = write_run(tmp_path, corruptions=report)
     text = open(model_card.write_model_card(model_dir, model), encoding="utf-8").read()
     rows, lines = card_rows(text), card_lines(text)
     assert lines["clean top-1 error"] == "25.00%"
-    assert (lines["mCE"], lines["relative mCE"]) == ("not computed", "1.50")
+    assert lines["mCE"] == "not computed (100: AlexNet's published robustness)"
+    assert lines["relative mCE"] == "150.00"
     assert rows["corruption"] == ["severity 1", "severity 5"]
-    assert rows["gaussian_noise"] == ["50.00%", "87.50%"] and rows["fog"] == ["37.50%", "-"]
-    assert "broken" not in text
+    assert rows["gaussian_noise"] == ["50.00", "87.50"] and rows["fog"] == ["37.50", "-"]
+    assert "broken" not in text and "- frost is an approximation" in text
     (tmp_path / "model" / model_card.CORRUPTIONS_FILENAME).write_text("[1, 2]")  # not a report: no section
     assert "## Corruptions" not in open(model_card.write_model_card(model_dir, model)).read()
 
