@@ -8,6 +8,7 @@ The public model API, what users import (these paths stay):
     config.py          `TrainConfig`: the training configuration, the paper's recipe by default
     costs.py           a built model's layer table and the FLOPs of one training image
     applications.py    `AlexNet(weights=...)`, `preprocess_input`, `decode_predictions`
+    explain.py         `grad_cam`: where a model looks for a class (Grad-CAM heat maps, overlays)
 
 Helpers every stage shares:
 
