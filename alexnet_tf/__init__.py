@@ -28,7 +28,7 @@ Commands, `python -m alexnet_tf.<name>`: flags -> one library call -> exit statu
     import_weights.py  Caffe's or torchvision's AlexNet weights into Keras
     data_service.py    the tf.data service dispatcher and workers
     benchmark/         how fast this machine trains, feeds and serves AlexNet
-    features/          a layer's activations, nearest neighbours and top-5 pictures
+    features/          a layer's activations, nearest neighbours, top-5 and Grad-CAM pictures
 
 The library, one folder per stage; each imports only the folders listed above it:
 

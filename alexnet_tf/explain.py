@@ -120,7 +120,7 @@ def grad_cam(model, images, class_index=None, layer=DEFAULT_LAYER):
     images = tf.convert_to_tensor(images)
     maps = trunk(images, training=False)
     watched = tf.cast(maps, tf.float32)
-    with tf.GradientTape() as tape:
+    with tf.GradientTape(watch_accessed_variables=False) as tape:  # the maps only, not the weights
         tape.watch(watched)
         logits = tf.cast(head(tf.cast(watched, maps.dtype), training=False), tf.float32)
         classes = _class_indices(class_index, int(logits.shape[0]), int(logits.shape[-1]), logits.numpy())
