@@ -563,10 +563,13 @@ class TrainLoop:
         count = self.config.gradcam_images
         if not self.chief or not count:
             return None
+        if keras.backend.backend() != "tensorflow":
+            logging.info("No Grad-CAM images in TensorBoard: explain.grad_cam takes TensorFlow's gradients")
+            return None
         try:
             explain.check_layer(self.state.model, explain.DEFAULT_LAYER)
         except ValueError as e:
-            logging.info("No Grad-CAM images in TensorBoard: %s", e)
+            logging.info("No Grad-CAM images in TensorBoard (--gradcam_images): %s", e)
             return None
         for images, _ in self.inputs.evaluation().unbatch().batch(count).take(1):
             return images.numpy()
