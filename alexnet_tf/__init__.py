@@ -8,6 +8,7 @@ The public model API, what users import (these paths stay):
     config.py          `TrainConfig`: the training configuration, the paper's recipe by default
     costs.py           a built model's layer table and the FLOPs of one training image
     applications.py    `AlexNet(weights=...)`, `preprocess_input`, `decode_predictions`
+    explain.py         `grad_cam`: where a model looks for a class (Grad-CAM heat maps, overlays)
 
 Helpers every stage shares:
 
@@ -27,7 +28,7 @@ Commands, `python -m alexnet_tf.<name>`: flags -> one library call -> exit statu
     import_weights.py  Caffe's or torchvision's AlexNet weights into Keras
     data_service.py    the tf.data service dispatcher and workers
     benchmark/         how fast this machine trains, feeds and serves AlexNet
-    features/          a layer's activations, nearest neighbours and top-5 pictures
+    features/          a layer's activations, nearest neighbours, top-5 and Grad-CAM pictures
 
 The library, one folder per stage; each imports only the folders listed above it:
 

@@ -142,6 +142,10 @@ class TrainConfig:
     log_every_steps: int = 100
     ten_crop_eval: bool = False  # also evaluate with the paper's ten crops after training
     histograms: bool = False  # weight histograms every epoch
+    # Validation images whose Grad-CAM overlays (conv5, the predicted class) TensorBoard shows at
+    # every epoch end, taken once from the start of the validation data; 0: none. Display only:
+    # a re-run may change it.
+    gradcam_images: int = 4
     profile_steps: Optional[tuple[int, int]] = None  # (first, last) step of a profiler trace
 
     # Demo.
@@ -250,6 +254,10 @@ class TrainConfig:
             raise ConfigError(
                 f"ema_decay must be in [0, 1) (0: no weight averaging; 0.99 averages about the last "
                 f"100 steps), got {self.ema_decay}"
+            )
+        if self.gradcam_images < 0:
+            raise ConfigError(
+                f"gradcam_images must be >= 0 (0: no Grad-CAM images), got {self.gradcam_images}"
             )
         if self.weight_decay < 0 or self.warmup_epochs < 0 or self.weight_init_stddev <= 0:
             raise ConfigError("weight_decay and warmup_epochs must be >= 0, weight_init_stddev > 0")

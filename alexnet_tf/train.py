@@ -207,6 +207,12 @@ def define_flags(flag_values=FLAGS):
     flags.DEFINE_integer("log_every_steps", d.log_every_steps, "Training scalars every N steps.", **fv)
     flags.DEFINE_bool("ten_crop_eval", d.ten_crop_eval, "Also evaluate ten crops after training.", **fv)
     flags.DEFINE_bool("histograms", d.histograms, "Weight histograms every epoch.", **fv)
+    flags.DEFINE_integer(
+        "gradcam_images",
+        d.gradcam_images,
+        "Validation images whose Grad-CAM overlays (conv5) TensorBoard shows every epoch; 0: none.",
+        **fv,
+    )
     flags.DEFINE_list("profile_steps", None, "first,last step of a profiler trace, e.g. 20,25.", **fv)
 
 

@@ -28,7 +28,7 @@ PACKAGE = ROOT / "alexnet_tf"
 FOLDER_RANKS = {"data": 0, "serving": 1, "weights": 2, "training": 3}
 COMMAND_RANK = 4
 # What users import; these paths stay.
-PUBLIC_API = {"layers", "model", "optim", "config", "costs"}
+PUBLIC_API = {"layers", "model", "optim", "config", "costs", "explain"}
 # Small helpers every stage shares.
 HELPERS = {"metrics", "hardware", "cli"}
 # The keras.applications-style entry: it loads weights, so it sits just above weights/.

@@ -20,6 +20,7 @@ import urllib.request
 from absl import flags
 from card_tables import assert_validation_row, card_lines, card_rows
 from conftest import REPO
+import keras
 import numpy as np
 import pytest
 from tensorboard.backend.event_processing import event_accumulator
@@ -351,6 +352,36 @@ def test_tensorboard_events_hold_scalars_input_grid_and_conv1_filters(trained):
         assert [e.step for e in validation_events[tag][1]] == [4, 8], tag
     assert "ten_crop_top1" in validation_events
 
+    # 4 validation images (--gradcam_images' default) over their Grad-CAM maps, every epoch.
+    plugin, gradcam = validation_events["gradcam"]
+    assert plugin == "images" and [e.step for e in gradcam] == [4, 8]
+    width, height, encoded = tf.make_ndarray(gradcam[-1].tensor_proto)
+    assert (int(width), int(height)) == (4 * 225 - 1, 2 * 225 - 1)  # images above, overlays below
+    grid = tf.io.decode_png(encoded).numpy().astype(int)
+    images, overlays = grid[:224], grid[225:]
+    assert images.std() > 0 and np.abs(overlays - images).mean() > 10  # the colour map is there
+
+
+@pytest.mark.slow
+def test_gradcam_image_is_that_of_the_model_dir_on_the_first_validation_crops(trained, dataset):
+    """The last `gradcam` image, again from the model dir's checkpoint (load_model) and the crops."""
+    from alexnet_tf.data import pipelines
+    from alexnet_tf.weights import checkpointing
+
+    model_dir, _ = trained
+    (*_, last) = _tensor_events(os.path.join(model_dir, "validation"))["gradcam"][1]
+    written = tf.io.decode_png(tf.make_ndarray(last.tensor_proto)[2]).numpy().astype(int)
+    policy = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy(read_results(model_dir)["precision"])  # the run's
+    try:
+        model, _ = checkpointing.load_model(model_dir)  # the step-8 checkpoint, the last epoch's end
+    finally:
+        keras.mixed_precision.set_global_policy(policy)
+    crops, _ = next(iter(pipelines.evaluation_dataset(os.path.join(dataset, "validation-*"), 4)))
+    grid, classes = summaries.gradcam_image(model, crops.numpy())
+    assert classes.tolist() == np.argmax(model(crops, training=False), axis=-1).tolist()
+    assert np.abs(written - np.round(grid[0] * 255)).max() <= 2
+
 
 @pytest.mark.slow
 def test_projector_holds_fc7_embeddings_labels_and_sprite_of_the_validation_images(trained):
@@ -513,15 +544,16 @@ def test_ctrl_c_stops_with_status_130_and_a_resume_logs_the_flags_that_differ_fr
         first = f.read()
     assert json.loads(first)["epochs"] == 100 and json.loads(first)["train_steps"] is None
 
-    # The same command with one flag changed resumes, says what changed, and keeps config.json.
+    # The same command with flags changed resumes, says what changed, and keeps config.json.
     step = checkpoint_step(model_dir)
-    resumed = run_command([*command, f"--train_steps={step + 1}"])
+    resumed = run_command([*command, f"--train_steps={step + 1}", "--gradcam_images=0"])
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"Resuming from {os.path.join(model_dir, 'checkpoints')}" in resumed.stderr
     lines = [line for line in resumed.stderr.splitlines() if "differ from the first start's" in line]
     assert len(lines) == 1, resumed.stderr[-3000:]
     assert lines[0].endswith(
-        f"({os.path.join(model_dir, 'config.json')}): --train_steps={step + 1} (config.json: None)"
+        f"({os.path.join(model_dir, 'config.json')}): --train_steps={step + 1} (config.json: None), "
+        "--gradcam_images=0 (config.json: 4)"
     )
     with open(os.path.join(model_dir, "config.json"), "rb") as f:
         assert f.read() == first

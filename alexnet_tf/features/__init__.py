@@ -1,4 +1,4 @@
-"""`python -m alexnet_tf.features`: a layer's activations, nearest neighbours and top-5 pictures.
+"""`python -m alexnet_tf.features`: a layer's activations, nearest neighbours, top-5 and Grad-CAM pictures.
 
 The command's modules:
 
@@ -8,5 +8,5 @@ The command's modules:
     models.py    the models: a .keras file or checkpoint, or an exported SavedModel
     extract.py   a model over the images in batches: features or probabilities, thumbnails
     outputs.py   the written outputs: the features .npz and the pictures, written atomically
-    figures.py   the Figure-4 pictures (nearest neighbours, top-5 predictions) drawn with Pillow
+    figures.py   the pictures (nearest neighbours, top-5 predictions, Grad-CAM) drawn with Pillow
 """

@@ -21,13 +21,15 @@ class Extracted:
     indices: np.ndarray  # int64 [N], positions in the source
     names: list
     labels: np.ndarray  # int32 [N], -1 unknown
-    values: np.ndarray  # features [N, ...] or probabilities [N, C]
+    values: object  # features [N, ...], probabilities [N, C], or a tuple of arrays [N, ...]
 
 
-def extract(model, source, batch_size, layer=None, progress=True):
+def extract(model, source, batch_size, layer=None, progress=True, compute=None, what=None):
     """Runs `model` over `source`: its `layer` features, or with layer=None its probabilities.
 
-    Images that cannot be used are left out and recorded with `source.skip`.
+    `compute` (crops -> an array or a tuple of arrays, one row per image) replaces both, with
+    `what` naming it on the progress line. Images that cannot be used are left out and
+    recorded with `source.skip`.
     """
 
     def crop(index, name, label, encoded):
@@ -42,10 +44,11 @@ def extract(model, source, batch_size, layer=None, progress=True):
     # A record that is no Example, or bytes that are no image, fail their element: dropped here
     # and named after the loop. The reader's own errors never get here (see Source.elements).
     dataset = dataset.ignore_errors().batch(batch_size).prefetch(2)
-    bar = convert.Progress(source.total, "features" if layer else "predictions", progress)
+    bar = convert.Progress(source.total, what or ("features" if layer else "predictions"), progress)
     indices, names, labels, values = [], [], [], []
     refused = set()  # indices the SavedModel refused, already recorded
-    compute = (lambda x: model.features(x, layer)) if layer else model.probabilities
+    if compute is None:
+        compute = (lambda x: model.features(x, layer)) if layer else model.probabilities
     for batch_indices, batch_names, batch_labels, inputs in dataset:
         try:
             rows = [(slice(None), compute(inputs))]
@@ -75,9 +78,11 @@ def extract(model, source, batch_size, layer=None, progress=True):
         source.skip(index, name, reason)
     if not indices:
         return Extracted(np.zeros([0], np.int64), [], np.zeros([0], np.int32), np.zeros([0], np.float32))
-    return Extracted(
-        np.concatenate(indices), names, np.concatenate(labels).astype(np.int32), np.concatenate(values)
-    )
+    if isinstance(values[0], tuple):
+        values = tuple(np.concatenate(parts) for parts in zip(*values))
+    else:
+        values = np.concatenate(values)
+    return Extracted(np.concatenate(indices), names, np.concatenate(labels).astype(np.int32), values)
 
 
 def thumbnails(encoded, image_size, size):

@@ -1,13 +1,15 @@
 """The features command's models: a Keras model (.keras file or checkpoint) or an exported SavedModel.
 
 Both answer the same calls: their layer names, a layer's features, the class probabilities
-and the class names; `load` picks the kind from the path.
+and the class names; `load` picks the kind from the path. Grad-CAM maps need the gradient of
+the Keras model: only a KerasModel has `gradcam`.
 """
 
 import os
 
 import tensorflow as tf
 
+from alexnet_tf import explain
 from alexnet_tf.cli import error_message
 from alexnet_tf.config import ConfigError
 from alexnet_tf.data import schema
@@ -44,6 +46,15 @@ class KerasModel:
 
     def probabilities(self, crops):
         return tf.nn.softmax(self._function(None)(crops), axis=-1).numpy()
+
+    @property
+    def num_classes(self):
+        return int(self.model.output_shape[-1])
+
+    def gradcam(self, crops, layer, class_index=None):
+        """(Grad-CAM maps [N, h, w] in [0, 1], the classes they explain [N], probabilities [N, C])."""
+        heatmaps, classes, logits = explain.grad_cam(self.model, crops, class_index, layer)
+        return heatmaps, classes, tf.nn.softmax(logits, axis=-1).numpy()
 
     def class_names(self, num_classes, fallback=()):
         """--labels, else labels.txt beside the model, else `fallback` if as long, else numbers."""

@@ -5,6 +5,7 @@ import uuid
 
 import numpy as np
 
+from alexnet_tf import explain
 from alexnet_tf.features import figures
 from alexnet_tf.features.extract import extract, thumbnails
 from alexnet_tf.serving import embedding
@@ -85,3 +86,36 @@ def predictions_picture(model, source, output, batch_size, thumbnail):
         truth = source.label_names[label] if 0 <= label < len(source.label_names) else os.path.basename(name)
         items.append((figures.Cell(picture, (truth,)), bars))
     return save_png(figures.predictions_figure(items, thumbnail), output)
+
+
+def gradcam_picture(model, source, output, layer, class_index, batch_size, thumbnail):
+    """Each image beside its Grad-CAM overlay at `layer`, with its top-5 labels (a KerasModel)."""
+    found = extract(
+        model,
+        source,
+        batch_size,
+        compute=lambda crops: model.gradcam(crops, layer, class_index),
+        what="grad-cam",
+    )
+    if not len(found.indices):
+        return None
+    heatmaps, explained, probabilities = found.values
+    class_names = model.class_names(probabilities.shape[1], fallback=source.label_names)
+    encoded = source.encoded(found.indices)
+    items = []
+    for i, (index, name, label) in enumerate(zip(found.indices, found.names, found.labels)):
+        (picture,) = thumbnails([encoded[index]], model.image_size, thumbnail)
+        (overlaid,) = explain.overlay(picture[None], heatmaps[i : i + 1])
+        top = np.argsort(-probabilities[i], kind="stable")[: figures.TOP_K]
+        bars = [
+            (class_names[c], float(probabilities[i, c]), bool(c == label), bool(c == explained[i]))
+            for c in top
+        ]
+        title = source.label_names[label] if 0 <= label < len(source.label_names) else os.path.basename(name)
+        chosen = class_names[explained[i]]
+        explains = f"{layer} map: {chosen} ({probabilities[i, explained[i]]:.1%})"
+        if not heatmaps[i].max() > 0:  # no map has a positive weighted sum anywhere: nothing to show
+            explains += ": empty"
+        captions = (title, explains)
+        items.append((figures.Cell(picture, captions), overlaid, bars))
+    return save_png(figures.gradcam_figure(items, thumbnail), output)

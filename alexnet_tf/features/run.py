@@ -1,4 +1,4 @@
-"""The features command: a layer's activations, nearest neighbours and top-5 pictures.
+"""The features command: a layer's activations, nearest neighbours, top-5 and Grad-CAM pictures.
 
     python -m alexnet_tf.features --model=model.keras --layer=fc7 --output=features.npz a.jpg photos/
     python -m alexnet_tf.features --model=/runs/alexnet --data_dir=/data/imagenet --split=validation \\
@@ -6,6 +6,8 @@
     python -m alexnet_tf.features --model=model.keras --neighbours=query1.jpg,query2.jpg \\
         --gallery=photos/ --output=neighbours.png
     python -m alexnet_tf.features --model=model.keras --predictions --output=predictions.png a.jpg b.jpg
+    python -m alexnet_tf.features --model=/runs/alexnet --gradcam --data_dir=/data/imagenet \\
+        --output=gradcam.png
 
 `--model` is a `.keras` file, a training checkpoint (model dir, checkpoints dir or prefix) or an
 exported SavedModel (version dir or base dir; its `features` signature gives fc7 only).
@@ -25,9 +27,15 @@ crops), in batches, with a progress line on stderr.
 - `--predictions`: the images with their top-5 labels as bars, the true label in red when a
   data dir knows it (Figure 4, left), at most `--max_images` (default 16) of them. Class
   names: `--labels`, else labels.txt beside the model, else the data dir's when it has as
-  many classes as the model, else class numbers (a SavedModel has its own).
+  many classes as the model, else class numbers (a SavedModel has its own);
+- `--gradcam`: each image beside its Grad-CAM heat map (`alexnet_tf.explain.grad_cam`) laid
+  over it, with its top-5 labels, the class the map explains in orange: `--layer` picks the
+  convolution (default conv5), `--class_index` the class (default: each image's top-1); at
+  most `--max_images` (default 16) images. A .keras file or checkpoint only: a SavedModel has
+  no gradients.
 
 `--max_images` (at least 1) also bounds the features file and the neighbours' gallery.
+`--layer` is fc7 for features by default.
 
 An image that cannot be read or decoded, and the records a corrupt, truncated or missing shard
 lost (counted from manifest.json), are named on stderr and skipped; the output is written for
@@ -41,12 +49,18 @@ import sys
 from absl import flags
 import tensorflow as tf
 
-from alexnet_tf import cli
+from alexnet_tf import cli, explain
 from alexnet_tf.cli import error_message
 from alexnet_tf.features import figures
 from alexnet_tf.features.models import SavedModel, load
-from alexnet_tf.features.outputs import features_file, neighbours_picture, predictions_picture
+from alexnet_tf.features.outputs import (
+    features_file,
+    gradcam_picture,
+    neighbours_picture,
+    predictions_picture,
+)
 from alexnet_tf.features.sources import UsageError, data_dir_source, files_source, gallery_source
+from alexnet_tf.serving import embedding
 
 FLAGS = flags.FLAGS
 PROGRAM = "alexnet_tf.features"
@@ -59,7 +73,13 @@ def define_flags(flag_values=FLAGS):
     flags.DEFINE_string(
         "model", None, "A .keras file, a training checkpoint or model dir, or an exported SavedModel.", **fv
     )
-    flags.DEFINE_string("layer", "fc7", "The layer whose output is the feature (any layer name).", **fv)
+    flags.DEFINE_string(
+        "layer",
+        None,
+        "The layer whose output is the feature (any layer name; default fc7), or the convolution "
+        f"--gradcam explains (default {explain.DEFAULT_LAYER}).",
+        **fv,
+    )
     flags.DEFINE_string("data_dir", None, "A converted data dir: read its <split>-* TFRecord shards.", **fv)
     flags.DEFINE_string("split", "validation", "Shard prefix in --data_dir and a data-dir --gallery.", **fv)
     flags.DEFINE_integer(
@@ -78,6 +98,12 @@ def define_flags(flag_values=FLAGS):
     flags.DEFINE_string("gallery", None, "Folder of images, or converted data dir, to search.", **fv)
     flags.DEFINE_integer("num_neighbours", 6, "Nearest gallery images shown per query.", **fv)
     flags.DEFINE_bool("predictions", False, "Draw the images with their top-5 predictions.", **fv)
+    flags.DEFINE_bool(
+        "gradcam", False, "Draw each image beside its Grad-CAM heat map, with its top-5 labels.", **fv
+    )
+    flags.DEFINE_integer(
+        "class_index", None, "The class --gradcam explains (0-based); default: each image's top-1.", **fv
+    )
     flags.DEFINE_string(
         "labels", None, "Class names of the model (labels.txt); default: labels.txt beside it.", **fv
     )
@@ -98,12 +124,18 @@ def run(argv_images, config, model=None):
     output = config.output
     if not config.model or not output:
         raise UsageError("--model and --output are required")
-    picture = bool(config.neighbours) or config.predictions
+    picture = bool(config.neighbours) or config.predictions or config.gradcam
     if picture and not output.lower().endswith(".png"):
         raise UsageError(f"--output={output}: the picture is a PNG file; name it *.png")
     if not picture and not output.lower().endswith(".npz"):
         raise UsageError(f"--output={output}: features are written as NumPy .npz; name it *.npz")
-    if config.neighbours and (argv_images or config.data_dir or config.predictions):
+    if config.predictions + config.gradcam + bool(config.neighbours) > 1:
+        raise UsageError("--neighbours, --predictions and --gradcam draw different pictures: pass one")
+    if config.class_index is not None and not config.gradcam:
+        raise UsageError("--class_index picks the class --gradcam explains: pass --gradcam")
+    if config.class_index is not None and config.class_index < 0:
+        raise UsageError(f"--class_index={config.class_index}: pass a class number of at least 0")
+    if config.neighbours and (argv_images or config.data_dir):
         raise UsageError("--neighbours takes its images from --neighbours and --gallery only")
     if config.neighbours and not config.gallery:
         raise UsageError("--neighbours needs --gallery=DIR (a folder of images or a data dir)")
@@ -121,7 +153,7 @@ def run(argv_images, config, model=None):
             raise UsageError(str(e)) from None
 
     max_images = config.max_images
-    if config.predictions and max_images is None:
+    if (config.predictions or config.gradcam) and max_images is None:
         max_images = DEFAULT_PICTURE_IMAGES
     # The inputs are checked before the model is loaded: that takes seconds.
     if config.neighbours:
@@ -134,7 +166,9 @@ def run(argv_images, config, model=None):
 
     if model is None:
         model = load(config.model, config.labels)
-    layer = config.layer if not picture else None
+    if config.gradcam:
+        return _gradcam(config, model, source)
+    layer = (config.layer or embedding.FEATURES_LAYER) if not picture else None
     names = model.layer_names()
     wanted = "fc7" if config.neighbours else layer
     if wanted is not None and wanted not in names:
@@ -162,6 +196,35 @@ def run(argv_images, config, model=None):
         sources, what = [source], f"the {layer} features of {_count(source.used, 'image')}"
     failures = [failure for s in sources for failure in s.failures]
     report(failures, sources, written and f"wrote {what} to {written}")
+    return written, failures
+
+
+def _gradcam(config, model, source):
+    """The Grad-CAM picture, once the flags' layer and class fit the model."""
+    if isinstance(model, SavedModel):
+        raise UsageError(
+            "--gradcam needs the model's gradients, which a SavedModel does not keep; pass the .keras "
+            "file or checkpoint it was exported from"
+        )
+    layer = config.layer or explain.DEFAULT_LAYER
+    try:
+        explain.check_layer(model.model, layer)
+    except ValueError as e:
+        raise UsageError(f"--layer={layer}: {e}") from None
+    if config.class_index is not None and config.class_index >= model.num_classes:
+        raise UsageError(
+            f"--class_index={config.class_index}: the model has {model.num_classes} classes (0 to "
+            f"{model.num_classes - 1}); leave it out to explain each image's top-1"
+        )
+    written = gradcam_picture(
+        model, source, config.output, layer, config.class_index, config.batch_size, config.thumbnail_size
+    )
+    failures = source.failures
+    report(
+        failures,
+        [source],
+        written and f"wrote the {layer} Grad-CAM of {_count(source.used, 'image')} to {written}",
+    )
     return written, failures
 
 

@@ -24,7 +24,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from alexnet_tf import hardware, metrics
+from alexnet_tf import explain, hardware, metrics
 from alexnet_tf.cli import check_writable
 from alexnet_tf.config import CONFIG_FILENAME, ConfigError, config_differences, config_json
 from alexnet_tf.serving import embedding, model_card, saved_model
@@ -241,6 +241,7 @@ class TrainLoop:
         self.last_images_per_sec = 0.0
         self.preemption = None
         self.profiling = False
+        self.gradcam_sample = None  # the validation images of the `gradcam` summary (chief only)
 
     # -- the loop ---------------------------------------------------------------------------
 
@@ -303,6 +304,7 @@ class TrainLoop:
         )
         if self.step == 0 and self.chief:
             self._write_images()
+        self.gradcam_sample = self._gradcam_sample()
         iterator = iter(self.strategy.distribute_datasets_from_function(self.inputs.train))
         validation = {}
         while not self._target_reached():
@@ -490,6 +492,9 @@ class TrainLoop:
             )
             if self.config.histograms:
                 self.writers.histograms("train", self.step, self.state.model.trainable_variables)
+            if self.gradcam_sample is not None:
+                with averaged_weights(self.state):  # the weights validation measured
+                    self._write_gradcam()
         logging.info(
             "%s: epoch %d/%d (step %d): validation%s top-1 %.2f%% top-5 %.2f%% loss %.4f%s",
             self.name,
@@ -570,6 +575,29 @@ class TrainLoop:
             description="Training inputs after augmentation, mean added back.",
         )
         self.writers.image("train", 0, "conv1_filters", summaries.conv1_filter_image(self.state.model))
+
+    def _gradcam_sample(self):
+        """The first --gradcam_images validation crops, read once (chief only), or None."""
+        count = self.config.gradcam_images
+        if not self.chief or not count:
+            return None
+        if keras.backend.backend() != "tensorflow":
+            logging.info("No Grad-CAM images in TensorBoard: explain.grad_cam takes TensorFlow's gradients")
+            return None
+        try:
+            explain.check_layer(self.state.model, explain.DEFAULT_LAYER)
+        except ValueError as e:
+            logging.info("No Grad-CAM images in TensorBoard (--gradcam_images): %s", e)
+            return None
+        for images, _ in self.inputs.evaluation().unbatch().batch(count).take(1):
+            return images.numpy()
+        return None
+
+    def _write_gradcam(self):
+        """The `gradcam` image of the validation run: one forward and backward pass of the sample."""
+        grid, _ = summaries.gradcam_image(self.state.model, self.gradcam_sample)
+        description = summaries.GRADCAM_DESCRIPTION.format(layer=explain.DEFAULT_LAYER)
+        self.writers.image("validation", self.step, "gradcam", grid, description=description)
 
     def _weights_finite(self):
         return all(

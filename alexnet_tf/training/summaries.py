@@ -1,12 +1,13 @@
-"""Owns what training writes to TensorBoard: scalars, input and filter images, histograms.
+"""Owns what training writes to TensorBoard: scalars, input, filter and Grad-CAM images, histograms.
 
 Layout (what `tensorboard --logdir=<model_dir>` shows): runs `train` and `validation`, with
 scalars `loss`, `top1`, `top5`, `images_per_sec` in both and `learning_rate` in train;
 images `augmented_inputs` (once, at step 0) and `conv1_filters` (every epoch, the picture of
-the paper's Figure 3) in train. Step numbers are global optimizer steps, so a resumed run
-continues its curves. At the end of training the `validation` run also gets the fc7
-embeddings of up to PROJECTOR_MAX_IMAGES validation images for the projector tab
-(`write_projector`: label and prediction metadata, thumbnails in a sprite).
+the paper's Figure 3) in train, and `gradcam` (every epoch: a few validation images over their
+Grad-CAM maps at conv5 for the predicted class, `gradcam_image`) in validation. Step numbers
+are global optimizer steps, so a resumed run continues its curves. At the end of training the
+`validation` run also gets the fc7 embeddings of up to PROJECTOR_MAX_IMAGES validation images
+for the projector tab (`write_projector`: label and prediction metadata, thumbnails in a sprite).
 """
 
 import math
@@ -15,6 +16,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
+from alexnet_tf import explain
 from alexnet_tf.data import preprocessing
 
 HISTOGRAM_MAX_VALUES = 1 << 18
@@ -101,6 +103,25 @@ def displayable_inputs(images):
     """Mean-subtracted float images in [0, 255] units (the pipeline's output) -> [0, 1]."""
     images = np.asarray(images, np.float32) + np.asarray(preprocessing.MEAN_RGB, np.float32)
     return np.clip(images / 255.0, 0.0, 1.0)
+
+
+GRADCAM_DESCRIPTION = (
+    "Grad-CAM at {layer} of the predicted class: validation images (top row) and their maps laid "
+    "over them (bottom row; red: the class's evidence, blue: none)."
+)
+
+
+def gradcam_image(model, images, layer=explain.DEFAULT_LAYER):
+    """The Grad-CAM of `images` (the pipeline's crops) for their predicted classes, as one image.
+
+    Returns:
+      ([1, 2 * H + 1, N * (W + 1) - 1, 3] in [0, 1]: the images in the top row and their
+      overlays (`explain.overlay`) under them, the predicted classes int64 [N]).
+    """
+    heatmaps, classes, _ = explain.grad_cam(model, images, layer=layer)
+    pictures = displayable_inputs(images)
+    overlays = explain.overlay(pictures, heatmaps).astype(np.float32) / 255.0
+    return tile_images(np.concatenate([pictures, overlays]), columns=len(pictures)), classes
 
 
 def sprite_thumbnails(images, size=SPRITE_THUMBNAIL_PX):

@@ -1,4 +1,4 @@
-"""Tests of python -m alexnet_tf.features: fc7 files, the neighbours and predictions pictures.
+"""Tests of python -m alexnet_tf.features: fc7 files, the neighbours, predictions and Grad-CAM pictures.
 
 One module-scoped setup: the demo dataset rendered and converted with 3 classes (4 training
 and 2 validation images each, JPEG files and TFRecords) and a one_weird_trick AlexNet at
@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from alexnet_tf import explain
 from alexnet_tf.data import demo as demo_data
 from alexnet_tf.data import pipelines, preprocessing
 from alexnet_tf.data.pipelines import PixelSettings
@@ -412,3 +413,96 @@ def test_command_reads_webp_names_each_file_it_skips_and_counts_it_as_read(demo,
     crop = preprocessing.preprocess_for_eval(preprocessing.decode_image(webp.read_bytes()), IMAGE_SIZE)
     expected = embedding.feature_model(demo.model)(crop[None], training=False).numpy()
     np.testing.assert_allclose(saved["features"][-1:], expected, rtol=1e-4, atol=1e-4)
+
+
+def test_gradcam_picture_puts_each_image_beside_its_map_and_marks_the_explained_class(demo, tmp_path, capsys):
+    output = str(tmp_path / "gradcam.png")
+    config = flag_values(
+        model=demo.keras_file,
+        data_dir=demo.data_dir,
+        gradcam=True,
+        class_index=1,
+        max_images=4,
+        output=output,
+    )
+    assert features.run([], config, demo.loaded) == (output, [])
+    err = capsys.readouterr().err
+    assert (
+        "grad-cam: 4/4 images (100.0%)" in err and f"wrote the conv5 Grad-CAM of 4 images to {output}" in err
+    )
+    picture = read_png(output)
+    layout = figures.gradcam_layout(4, 128, bars=3)  # 3 classes: 3 bars each
+    assert picture.shape == (layout.size(4)[1], layout.size(4)[0], 3) and layout.columns == 2
+    # The maps again, from the crops evaluation reads and explain.grad_cam: each overlay in the
+    # picture is its image (the cell to its left) under that map.
+    dataset = pipelines.evaluation_dataset(
+        os.path.join(demo.data_dir, "validation-*"), 4, pixels=PixelSettings(image_size=IMAGE_SIZE)
+    )
+    crops, _ = next(iter(dataset))
+    heatmaps, classes, _ = explain.grad_cam(demo.model, crops.numpy(), class_index=1)
+    assert heatmaps.shape == (4, 5, 5) and heatmaps.max() == 1.0  # conv5 of a 95-px crop
+    assert classes.tolist() == [1, 1, 1, 1]
+    for i in range(4):
+        x, y = layout.origin(i)
+        image = picture[y : y + 128, x : x + 128]
+        overlaid = picture[y : y + 128, x + 128 + figures.PAD : x + 256 + figures.PAD]
+        expected = explain.overlay(image[None], heatmaps[i : i + 1])[0]
+        assert np.abs(overlaid.astype(int) - expected).max() <= 1, i
+        bars = picture[y + 128 : y + layout.item_height, x : x + layout.item_width]
+        assert np.all(bars == figures.EXPLAINED_BAR, axis=-1).any(), i  # class 1's bar, in orange
+
+
+def test_gradcam_refuses_a_dense_layer_a_missing_one_and_a_class_the_model_lacks(demo, tmp_path):
+    from tiny_models import small_classifier
+
+    files = [os.path.join(demo.val, name) for name in sorted(os.listdir(demo.val))[:1]]
+    output = str(tmp_path / "gradcam.png")
+
+    def refused(match, model=demo.loaded, **overrides):
+        config = flag_values(model=demo.keras_file, gradcam=True, output=output, **overrides)
+        with pytest.raises(features.UsageError, match=match):
+            features.run(files, config, model)
+
+    convolutions = "conv1, conv2, conv3, conv4, conv5"
+    refused(f"^--layer=fc7: layer 'fc7' is a Dense, not a convolution: .*: {convolutions}$", layer="fc7")
+    refused(f"^--layer=conv6: the model has no layer 'conv6'; .*: {convolutions}$", layer="conv6")
+    other = models.KerasModel(small_classifier(num_classes=3, image_size=IMAGE_SIZE), labels_dir=None)
+    refused("^--layer=conv5: the model has no layer 'conv5'; .* convolution layers: conv2d", model=other)
+    refused(r"^--class_index=3: the model has 3 classes \(0 to 2\)", class_index=3)
+    refused("^--class_index=-1: pass a class number of at least 0", class_index=-1)
+    with pytest.raises(features.UsageError, match="^--class_index picks the class --gradcam explains"):
+        features.run(files, flag_values(model=demo.keras_file, class_index=0, output="f.npz"), demo.loaded)
+    with pytest.raises(
+        features.UsageError, match="^--neighbours, --predictions and --gradcam draw different"
+    ):
+        config = flag_values(model=demo.keras_file, gradcam=True, predictions=True, output=output)
+        features.run(files, config, demo.loaded)
+    assert not os.path.exists(output)
+
+
+@pytest.mark.slow
+def test_command_draws_gradcam_of_image_files_and_refuses_a_dense_layer_in_one_line(demo, tmp_path):
+    output = tmp_path / "gradcam.png"
+    command = ["-m", "alexnet_tf.features", "--gradcam", f"--output={output}"]
+    result = run_command([*command, f"--model={demo.keras_file}", "--max_images=3", demo.val])
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip().splitlines()[-1] == str(output)
+    width, height = figures.gradcam_layout(3, 128, bars=3).size(3)
+    assert read_png(output).shape == (height, width, 3)
+
+    # A small model (it loads in a blink) whose fc7 is a Dense layer and whose convolution is conv2d.
+    from tiny_models import small_classifier
+
+    small, model = str(tmp_path / "small.keras"), small_classifier(num_classes=3, image_size=IMAGE_SIZE)
+    model.save(small)
+    (convolution,) = explain.convolution_layers(model)  # conv2d, or conv2d_N when Keras made others
+    result = run_command([*command, f"--model={small}", "--layer=fc7", demo.val])
+    assert result.returncode == 2 and result.stdout == ""
+    ours = [
+        line for line in result.stderr.strip().splitlines() if "alexnet_tf" in line or "Traceback" in line
+    ]
+    assert ours == [
+        "alexnet_tf.features: error: --layer=fc7: layer 'fc7' is a Dense, not a convolution: Grad-CAM "
+        f"needs a layer's spatial maps; pass one of the model's convolution layers: {convolution}"
+    ]
+    assert not output.exists() or output.stat().st_size > 0
