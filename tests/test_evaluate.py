@@ -155,4 +155,5 @@ def test_corruptions_of_a_model_dir_land_in_its_model_card(saved):
     for entry in report["results"]:
         column = report["severities"].index(entry["severity"])
         assert rows[entry["corruption"]][column] == f"{100 * entry['top1_error']:.2f}"
-    assert f"- clean top-1 error: {100 * report['clean']['top1_error']:.2f}%" in card
+    clean = report["clean"]
+    assert f"- clean top-1 error: {100 * clean['top1_error']:.2f}% ({clean['count']} images)" in card

@@ -331,7 +331,8 @@ def _section_corruptions(lines, corruptions):
         return f"{100 * value:.2f}" if _number(value) else "not computed"
 
     normalised = corruptions.get("normalised")
-    lines.append(f"- clean top-1 error: {percent(clean.get('top1_error'))}%")
+    count = f" ({int(clean['count'])} images)" if _number(clean.get("count")) else ""
+    lines.append(f"- clean top-1 error: {percent(clean.get('top1_error'))}%{count}")
     if normalised:
         lines.append(f"- mCE: {percent(corruptions.get('mce'))} (100: AlexNet's published robustness)")
         lines.append(f"- relative mCE: {percent(corruptions.get('relative_mce'))}")
