@@ -9,6 +9,7 @@ The stage's modules:
     records.py        reading TFRecord shards: whole-shard checks, record counts, label checks
     order.py          the resumable training order: epochs, shares, windows, EpochPosition
     pipelines.py      tf.data training and evaluation pipelines, one PixelSettings for both
+    representative.py  evaluation crops of a data dir as uint8 pixels, to calibrate int8 quantisation
     service.py        the tf.data service: the trainer's client, the dispatcher and worker servers
     sources.py        one object per data source (TFRecords, tensorflow-datasets, synthetic)
 """
