@@ -1,8 +1,8 @@
 """Tests of the LiteRT (TFLite) export and reader: alexnet_tf/serving/tflite_export.py, litert.py and
 alexnet_tf/data/representative.py, and `python -m alexnet_tf.export --format=tflite`.
 
-Full-size AlexNets (paper and caffe need 224 x 224) are converted in float32 (and the paper's
-in float16) and compared with Keras; one_weird_trick is the `--init_from` fine-tuned model
+Full-size AlexNets (paper and caffe need 224 x 224) are converted in float32 and compared with
+Keras; one_weird_trick is the `--init_from` fine-tuned model
 that the command line exports. The int8 agreement needs a model that learned something, so
 that its top-1 is not a coin toss between near-equal logits: training a full AlexNet is far
 beyond the CI budget, so a small network of the same layer types (ZeroPadding, conv1 11x11/4,
@@ -258,18 +258,16 @@ def test_full_size_variants_convert_to_builtins_and_match_keras(variant, input_c
         input_conversion=input_conversion,
     )
     pixels = np.random.default_rng(0).integers(0, 256, (2, FULL, FULL, 3)).astype(np.uint8)
-    expected = keras_logits(net, pixels)
-    quantisations = ("none", "float16") if variant == "paper" else ("none",)
-    for quantize in quantisations:
-        path = tflite_export.export_tflite(net, str(tmp_path / f"{quantize}.tflite"), quantize)
-        counts = litert.op_counts(path)
-        assert all(litert.is_builtin_op_name(name) for name in counts), counts
-        assert counts["LOCAL_RESPONSE_NORMALIZATION"] == 2 and counts["SPLIT"] == 3, counts
-        model = litert.LiteRTModel(path)
-        assert model.metadata["variant"] == variant
-        assert model.metadata["input"]["input_conversion_inside"] == alexnet_model.input_conversion_of(net)
-        tolerance = 1e-4 if quantize == "none" else 1e-2
-        assert relative_error(model(pixels), expected) < tolerance, quantize
+    # float32 only: the float16 and int8 files of these layers are checked on the learned network
+    # (each full-size conversion costs ~10 s of the CI budget).
+    path = tflite_export.export_tflite(net, str(tmp_path / "model.tflite"))
+    counts = litert.op_counts(path)
+    assert all(litert.is_builtin_op_name(name) for name in counts), counts
+    assert counts["LOCAL_RESPONSE_NORMALIZATION"] == 2 and counts["SPLIT"] == 3, counts
+    model = litert.LiteRTModel(path)
+    assert model.metadata["variant"] == variant and model.labels is None
+    assert model.metadata["input"]["input_conversion_inside"] == alexnet_model.input_conversion_of(net)
+    assert relative_error(model(pixels), keras_logits(net, pixels)) < 1e-4
 
 
 # ----------------------------------------------------------------------------- the command line
