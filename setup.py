@@ -62,6 +62,9 @@ setup(
         "figures": ["pillow>=10.0"],
         # ONNX export of the pixel signature and its onnxruntime check.
         "onnx": ["tf2onnx>=1.17.0", "onnx>=1.17", "onnxruntime>=1.20"],
+        # Running .tflite files (python -m alexnet_tf.export --format=tflite writes them with
+        # TensorFlow's own converter): the standalone LiteRT interpreter.
+        "tflite": ["ai-edge-litert>=2.0"],
         "test": [
             "pytest>=8.0",
             # README's test command runs each pass on 2 processes, a test file each (-n 2 --dist loadfile).
@@ -74,6 +77,7 @@ setup(
             "safetensors>=0.4",
             "tf2onnx>=1.17.0",
             "grpcio>=1.60",
+            "ai-edge-litert>=2.0",
             # tests/test_backends.py runs the model on Keras' JAX backend (CPU wheels).
             "jax>=0.10.2",
             "jaxlib>=0.10.2",

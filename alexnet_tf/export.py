@@ -1,13 +1,18 @@
-"""The export command: a checkpoint or .keras file to a TF Serving SavedModel version or ONNX.
+"""The export command: a checkpoint or .keras file to a TF Serving SavedModel version, ONNX or LiteRT.
 
     python -m alexnet_tf.export --checkpoint=/runs/alexnet --export_dir=models/alexnet [--version=N]
     python -m alexnet_tf.export --checkpoint=alexnet.keras --export_dir=models/alexnet --format=onnx
+    python -m alexnet_tf.export --checkpoint=/runs/alexnet --export_dir=model.tflite --format=tflite \
+        [--quantize=none|float16|dynamic_range|int8] [--representative_data=DIR] [--representative_images=N]
 
 writes `export_dir/<version>/` in TF Serving's layout, with the signatures `alexnet_tf.serving.signatures`
 describes (serving_default on image bytes, predict_images on pixels, serving_ten_crop), and
-the labels.txt beside the checkpoint as the labels asset (docs/serving.md). Each export gets a
-model card (`alexnet_tf.serving.model_card`) from the records of the run or import it came from:
-`MODEL_CARD.md` in the version dir, `X.MODEL_CARD.md` beside an ONNX file `X.onnx`.
+the labels.txt beside the checkpoint as the labels asset (docs/serving.md). `--format=tflite`
+writes one `.tflite` file (`alexnet_tf.serving.tflite_export`; int8 calibrates on up to
+`--representative_images` evaluation crops of `--representative_data`) and prints its path,
+size and op list. Each export gets a model card (`alexnet_tf.serving.model_card`) from the
+records of the run or import it came from: `MODEL_CARD.md` in the version dir, `X.MODEL_CARD.md`
+beside an ONNX or LiteRT file `X.onnx`, `X.tflite`.
 """
 
 import os
@@ -17,7 +22,7 @@ import tensorflow as tf
 
 from alexnet_tf import cli
 from alexnet_tf.config import ConfigError
-from alexnet_tf.data import schema
+from alexnet_tf.data import representative, schema
 from alexnet_tf.serving import model_card
 from alexnet_tf.serving.saved_model import export_saved_model
 from alexnet_tf.serving.signatures import DEFAULT_MAX_BATCH, DEFAULT_MAX_PIXELS
@@ -25,6 +30,9 @@ from alexnet_tf.weights.checkpointing import CHECKPOINT_SUBDIR, load_model, read
 
 FLAGS = flags.FLAGS
 PROGRAM = "alexnet_tf.export"
+FORMATS = ("saved_model", "onnx", "tflite")
+# The names of tflite_export.QUANTIZATIONS, without importing the converter before it is needed.
+QUANTIZATIONS = ("none", "float16", "dynamic_range", "int8")
 
 
 def define_flags(flag_values=FLAGS):
@@ -40,7 +48,8 @@ def define_flags(flag_values=FLAGS):
         "export_dir",
         None,
         "SavedModel base path (TF Serving's --model_base_path); "
-        "with --format=onnx a .onnx file or a folder for model.onnx.",
+        "with --format=onnx a .onnx file or a folder for model.onnx; "
+        "with --format=tflite a .tflite file or a folder for model.tflite.",
         **fv,
     )
     flags.DEFINE_integer("version", None, "Version folder number; default: the next free one.", **fv)
@@ -51,7 +60,28 @@ def define_flags(flag_values=FLAGS):
         "label per line); default: labels.txt beside the checkpoint, else class numbers.",
         **fv,
     )
-    flags.DEFINE_enum("format", "saved_model", ["saved_model", "onnx"], "What to write.", **fv)
+    flags.DEFINE_enum("format", "saved_model", list(FORMATS), "What to write.", **fv)
+    flags.DEFINE_enum(
+        "quantize",
+        "none",
+        list(QUANTIZATIONS),
+        "--format=tflite only: none (float32), float16 (weights), dynamic_range (int8 weights), "
+        "int8 (full-integer, calibrated on --representative_data).",
+        **fv,
+    )
+    flags.DEFINE_string(
+        "representative_data",
+        None,
+        "--quantize=int8: a converted data dir whose validation images (train when it has none) "
+        "calibrate the activation ranges.",
+        **fv,
+    )
+    flags.DEFINE_integer(
+        "representative_images",
+        representative.DEFAULT_MAX_IMAGES,
+        "--quantize=int8: calibrate on at most this many images.",
+        **fv,
+    )
     flags.DEFINE_integer(
         "max_pixels",
         DEFAULT_MAX_PIXELS,
@@ -75,12 +105,23 @@ def run(
     export_format="saved_model",
     max_pixels=DEFAULT_MAX_PIXELS,
     max_batch=DEFAULT_MAX_BATCH,
+    quantize="none",
+    representative_data=None,
+    representative_images=representative.DEFAULT_MAX_IMAGES,
+    progress=None,
 ):
-    """The command line's work: loads the model and writes a SavedModel version or an ONNX file.
+    """The command line's work: loads the model and writes a SavedModel version, an ONNX or a .tflite file.
 
     Returns:
-      The written version directory or .onnx file.
+      The written version directory, .onnx or .tflite file.
+
+    Raises:
+      ConfigError or ValueError for bad input (the command's status 2), before anything is written.
     """
+    check_tflite_options(export_format, quantize, representative_data, representative_images)
+    if export_format == "tflite":
+        options = (quantize, representative_data, representative_images)
+        return export_tflite(checkpoint, export_dir, labels_path, *options, progress)
     if export_format == "onnx":
         from alexnet_tf.serving import onnx_export  # tf2onnx only when asked
 
@@ -91,9 +132,7 @@ def run(
         onnx_export.export_onnx(model, path)
         write_card(path, model, checkpoint, model_dir, "ONNX file")
         return path
-    if labels_path is None and tf.io.gfile.exists(os.path.join(model_dir, schema.LABELS_FILENAME)):
-        labels_path = os.path.join(model_dir, schema.LABELS_FILENAME)
-    labels = schema.read_labels(labels_path) if labels_path else None
+    labels = _labels(model_dir, labels_path)
     path = export_saved_model(
         model, export_dir, labels=labels, version=version, max_pixels=max_pixels, max_batch=max_batch
     )
@@ -112,6 +151,74 @@ def write_card(path, model, checkpoint, model_dir, what):
     return model_card.write_model_card(path, model, records_dir=model_dir, spec=spec, origin=origin)
 
 
+def check_tflite_options(export_format, quantize, representative_data, representative_images):
+    """ConfigError when the LiteRT flags do not fit the format or each other."""
+    if quantize not in QUANTIZATIONS:
+        raise ConfigError(f"--quantize={quantize}: choose one of {', '.join(QUANTIZATIONS)}")
+    if export_format != "tflite" and (quantize != "none" or representative_data):
+        raise ConfigError(
+            "--quantize and --representative_data apply to --format=tflite only, "
+            f"not --format={export_format}"
+        )
+    if quantize == "int8" and not representative_data:
+        raise ConfigError(
+            "--quantize=int8 calibrates on images: pass --representative_data=DIR, a data dir "
+            "written by python -m alexnet_tf.convert"
+        )
+    if representative_data and quantize != "int8":
+        raise ConfigError(f"--representative_data is used by --quantize=int8 only, not --quantize={quantize}")
+    if representative_images < 1:
+        raise ConfigError(f"--representative_images must be at least 1, got {representative_images}")
+
+
+def export_tflite(checkpoint, export_dir, labels_path, quantize, representative_data, count, progress):
+    """--format=tflite: the model (and, for int8, its calibration crops) to one .tflite file."""
+    from alexnet_tf.serving import tflite_export  # the converter only when asked
+
+    model, model_dir = load_model(checkpoint)
+    labels = _labels(model_dir, labels_path)
+    images = None
+    if quantize == "int8":
+        image_size = int(model.input_shape[1])
+
+        def reading(done, total):
+            if progress is not None and (done == total or done % 64 == 0):
+                progress(f"reading representative images: {done}/{total}")
+
+        images, split = representative.representative_images(
+            representative_data, image_size, count, progress=reading
+        )
+        if progress is not None:
+            note = "" if split == "validation" else " (it has no validation split)"
+            progress(f"calibrating on {len(images)} {split} images of {representative_data}{note}")
+    path = export_dir if export_dir.endswith(".tflite") else os.path.join(export_dir, "model.tflite")
+    tflite_export.export_tflite(
+        model, path, quantize, representative=images, labels=labels, progress=progress
+    )
+    write_card(path, model, checkpoint, model_dir, f"LiteRT file (quantize={quantize})")
+    return path
+
+
+def _labels(model_dir, labels_path):
+    if labels_path is None and tf.io.gfile.exists(os.path.join(model_dir, schema.LABELS_FILENAME)):
+        labels_path = os.path.join(model_dir, schema.LABELS_FILENAME)
+    return schema.read_labels(labels_path) if labels_path else None
+
+
+def tflite_summary(path):
+    """The lines the command prints after a .tflite file: its size, quantisation and ops."""
+    from alexnet_tf.serving import litert
+
+    metadata = litert.read_metadata(path) or {}
+    size = os.path.getsize(path)
+    return [
+        f"size: {size} bytes ({size / 2**20:.1f} MiB), quantize={metadata.get('quantize')}, "
+        f"variant={metadata.get('variant')}, input {metadata.get('input', {}).get('dtype')} "
+        f"[N, {metadata.get('image_size')}, {metadata.get('image_size')}, 3] RGB 0-255",
+        f"ops: {litert.op_summary(litert.op_counts(path))}",
+    ]
+
+
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
@@ -126,10 +233,16 @@ def main(argv):
             FLAGS.format,
             FLAGS.max_pixels,
             FLAGS.max_batch,
+            FLAGS.quantize,
+            FLAGS.representative_data,
+            FLAGS.representative_images,
+            progress=lambda line: print(line, flush=True),
         )
     except (ConfigError, ValueError, OSError) as e:
         cli.fail(PROGRAM, e)
     print(path)
+    if FLAGS.format == "tflite":
+        print("\n".join(tflite_summary(path)))
 
 
 if __name__ == "__main__":

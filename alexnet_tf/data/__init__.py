@@ -10,6 +10,7 @@ The stage's modules:
     order.py          the resumable training order: epochs, shares, windows, EpochPosition
     pipelines.py      tf.data training and evaluation pipelines, one PixelSettings for both
     corruptions.py    the 15 ImageNet-C corruptions of an evaluation crop, and the benchmark's CE/mCE
+    representative.py  evaluation crops of a data dir as uint8 pixels, to calibrate int8 quantisation
     service.py        the tf.data service: the trainer's client, the dispatcher and worker servers
     sources.py        one object per data source (TFRecords, tensorflow-datasets, synthetic)
 """

@@ -1,4 +1,4 @@
-"""The serving stage: what a trained model becomes for TF Serving, ONNX and other runtimes.
+"""The serving stage: what a trained model becomes for TF Serving, ONNX, LiteRT and other runtimes.
 
 The stage's modules:
 
@@ -9,4 +9,6 @@ The stage's modules:
     embedding.py    a layer's activations as features, and nearest neighbours (Figure 4)
     onnx_export.py  the same contract as an ONNX file through tf2onnx
     model_card.py   MODEL_CARD.md, generated from what a run, an export or an import recorded
+    tflite_export.py  a LiteRT (TFLite) file for phones: float32, float16, dynamic-range or int8, builtin ops
+    litert.py       reading a .tflite file's metadata and ops, and running it with the LiteRT interpreter
 """
