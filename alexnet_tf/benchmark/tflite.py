@@ -1,7 +1,9 @@
 """Owns the tflite mode of `python -m alexnet_tf.benchmark`: LiteRT files against the SavedModel.
 
-    python -m alexnet_tf.benchmark --mode=tflite [--variants=paper,one_weird_trick,caffe]
-        [--quantize=none,float16,dynamic_range,int8] [--requests=200] [--tflite_threads=N]
+    python -m alexnet_tf.benchmark --mode=tflite [--variants=paper --variants=caffe ...]
+        [--quantize=none --quantize=int8 ...] [--requests=200] [--tflite_threads=N]
+
+(by default every variant and every quantisation)
 
 For each variant: builds it with random weights (float32, no dropout), exports the SavedModel as
 `alexnet_tf.train` does and converts it to a `.tflite` file per quantisation with
