@@ -3,11 +3,14 @@
     python -m alexnet_tf.evaluate --data_dir=/data/imagenet --checkpoint=/runs/alexnet
     python -m alexnet_tf.evaluate --data_dir=/data/imagenet --saved_model=/runs/alexnet/export
     python -m alexnet_tf.evaluate --data_dir=/data/imagenet --checkpoint=/runs/alexnet --corruptions=all
+    python -m alexnet_tf.evaluate --data_dir=/data/imagenet --tflite=model.tflite
 
 prints top-1 and top-5 accuracy of a training checkpoint (a model dir, its checkpoints dir
-or one checkpoint prefix) or of an exported SavedModel (a version dir, or the base dir for
-its newest version), with the centre crop and with ten crops (four corners, centre and
-their mirror images, softmax averaged; the paper's test protocol). The crops come from the data
+or one checkpoint prefix), of an exported SavedModel (a version dir, or the base dir for
+its newest version) or of a LiteRT (.tflite) file written by `alexnet_tf.export --format=tflite`
+(run by the LiteRT interpreter on the same crops, as 0-255 pixels), with the centre crop and
+with ten crops (four corners, centre and their mirror images, softmax averaged; the paper's
+test protocol). The crops come from the data
 source's evaluation pipeline (`alexnet_tf.data.sources`), the same functions the serving
 signatures use. The metric functions
 here are also what the trainer reports.
@@ -31,7 +34,7 @@ import tensorflow as tf
 
 from alexnet_tf import cli, metrics
 from alexnet_tf.config import ConfigError
-from alexnet_tf.data import corruptions, records, schema, sources
+from alexnet_tf.data import corruptions, preprocessing, records, schema, sources
 from alexnet_tf.data.pipelines import PixelSettings
 from alexnet_tf.serving import model_card
 from alexnet_tf.serving.saved_model import resolve_saved_model
@@ -50,6 +53,10 @@ def define_flags(flag_values=FLAGS):
     )
     flags.DEFINE_string("checkpoint", d.checkpoint, "Model dir, checkpoints dir or checkpoint prefix.", **fv)
     flags.DEFINE_string("saved_model", d.saved_model, "SavedModel version dir or export base dir.", **fv)
+    flags.DEFINE_string("tflite", d.tflite, "A .tflite file of alexnet_tf.export --format=tflite.", **fv)
+    flags.DEFINE_integer(
+        "tflite_threads", d.tflite_threads, "LiteRT interpreter threads; default: LiteRT's own.", **fv
+    )
     flags.DEFINE_enum("data_source", d.data_source, EVAL_SOURCES, "Where the images come from.", **fv)
     flags.DEFINE_string("eval_pattern", d.eval_pattern, "Glob of validation shards inside data_dir.", **fv)
     flags.DEFINE_integer(
@@ -80,6 +87,8 @@ class EvalConfig:
     data_dir: str = ""
     checkpoint: Optional[str] = None
     saved_model: Optional[str] = None
+    tflite: Optional[str] = None
+    tflite_threads: Optional[int] = None
     data_source: str = "tfrecord"
     eval_pattern: str = "validation-*"
     label_offset: Optional[int] = None
@@ -145,9 +154,36 @@ def load_checkpoint(path):
     return logits_fn, int(model.input_shape[1])
 
 
+def load_tflite(path, num_threads=None):
+    """(logits_fn, image_size) of a LiteRT file: the pipeline's mean-subtracted crops become the
+    0-255 RGB pixels the file takes (a uint8 input gets them rounded, as a camera's would be)."""
+    from alexnet_tf.serving import litert  # ai-edge-litert only when asked
+
+    try:
+        model = litert.LiteRTModel(path, num_threads=num_threads)
+    except (ValueError, ImportError) as e:  # not a LiteRT file of this package; ai-edge-litert missing
+        raise ConfigError(f"{e} (--tflite={path})") from None
+    mean = tf.constant(preprocessing.MEAN_RGB, tf.float32)
+
+    def logits_fn(images):
+        pixels = tf.cast(images, tf.float32) + mean
+        logits = tf.numpy_function(model, [pixels], tf.float32, stateful=False)
+        return tf.ensure_shape(logits, [None, model.num_classes])
+
+    return logits_fn, model.image_size
+
+
+def model_flag(config):
+    """The flag that named the model, for messages: `--checkpoint=...` and so on."""
+    for name in ("checkpoint", "saved_model", "tflite"):
+        if getattr(config, name):
+            return f"--{name}={getattr(config, name)}"
+    return "no model"
+
+
 def _check_inputs(config):
-    if bool(config.checkpoint) == bool(config.saved_model):
-        raise ConfigError("pass exactly one of --checkpoint and --saved_model")
+    if sum(bool(m) for m in (config.checkpoint, config.saved_model, config.tflite)) != 1:
+        raise ConfigError("pass exactly one of --checkpoint, --saved_model and --tflite")
     if not config.data_dir or not tf.io.gfile.isdir(config.data_dir):
         raise ConfigError(f"data dir {config.data_dir!r} does not exist")
 
@@ -156,8 +192,10 @@ def _load(config):
     """(logits_fn, image_size, source) of a config: the model and the data source it reads."""
     if config.checkpoint:
         logits_fn, image_size = load_checkpoint(config.checkpoint)
-    else:
+    elif config.saved_model:
         logits_fn, image_size = load_saved_model(config.saved_model)
+    else:
+        logits_fn, image_size = load_tflite(config.tflite, config.tflite_threads)
     source = sources.source_named(
         config.data_source,
         data_dir=config.data_dir,
@@ -176,7 +214,7 @@ def _evaluation_dataset(source, config, ten_crop=False, corruption=None):
 
 
 def run(config):
-    """Evaluates a checkpoint or SavedModel; returns {"centre_crop": {...}, "ten_crop": {...}}."""
+    """Evaluates a checkpoint, SavedModel or .tflite file; returns {"centre_crop": ..., "ten_crop": ...}."""
     _check_inputs(config)
     logits_fn, _, source = _load(config)
 
@@ -488,11 +526,7 @@ def main(argv):
     except ConfigError as e:
         cli.fail(PROGRAM, e)
     except (tf.errors.OpError, ValueError, OSError) as e:
-        model = (
-            f"--checkpoint={config.checkpoint}"
-            if config.checkpoint
-            else f"--saved_model={config.saved_model}"
-        )
+        model = model_flag(config)
         message = cli.error_message(e)
         if message.startswith(records.DAMAGED_SHARD):  # the reader's line names it and what to do
             message = f"{message} ({model}, --data_dir={config.data_dir})"

@@ -1,10 +1,13 @@
 """Owns local prediction: top-5 labels of image files from an exported SavedModel.
 
     python -m alexnet_tf.predict --saved_model=models/alexnet/1 image.jpg [more.jpg ...] [--json]
+    python -m alexnet_tf.predict --tflite=model.tflite image.jpg [more.jpg ...] [--json]
 
 runs each file through the SavedModel's `serving_default` signature (the bytes as they are
 on disk, so preprocessing is the export's; `--signature=predict_images` sends the decoded
-pixels instead) and prints its top-5 labels and scores; with
+pixels instead), or through a LiteRT file of `alexnet_tf.export --format=tflite` (decoded and
+centre-cropped here as the SavedModel does, the crop its metadata records, then the LiteRT
+interpreter), and prints its top-5 labels and scores; with
 --json one JSON object per file. A file that cannot be read or decoded is reported on stderr
 by name and the others go on; the exit status is 1 if any failed. A SavedModel that cannot be
 loaded ends the program with one `alexnet_tf.predict: error: ...` line and status 2.
@@ -21,6 +24,7 @@ from alexnet_tf.serving.saved_model import resolve_saved_model
 
 FLAGS = flags.FLAGS
 PROGRAM = "alexnet_tf.predict"
+TOP_K = 5  # as the SavedModel's signatures
 
 
 def define_flags(flag_values=FLAGS):
@@ -29,6 +33,8 @@ def define_flags(flag_values=FLAGS):
     flags.DEFINE_string(
         "saved_model", None, "SavedModel version dir, or the base dir for its newest version.", **fv
     )
+    flags.DEFINE_string("tflite", None, "A .tflite file of alexnet_tf.export --format=tflite, instead.", **fv)
+    flags.DEFINE_integer("tflite_threads", None, "LiteRT interpreter threads; default: LiteRT's own.", **fv)
     flags.DEFINE_string("signature", "serving_default", "Image-bytes signature to call.", **fv)
     flags.DEFINE_bool("json", False, "Print one JSON object per file.", **fv)
 
@@ -70,11 +76,60 @@ def run(saved_model, files, as_json=False, signature="serving_default", out=None
     return failures
 
 
-def main(argv):
-    if not FLAGS.saved_model or len(argv) < 2:
-        raise app.UsageError("usage: python -m alexnet_tf.predict --saved_model=DIR image [image ...]")
+def run_tflite(path, files, as_json=False, num_threads=None, out=None, err=None):
+    """`run` for a LiteRT file: each image decoded, centre-cropped as the export recorded, then the
+    interpreter; returns how many files failed.
+
+    Raises:
+      ValueError: no file at `path`, or not a LiteRT file of this package.
+      ImportError: ai-edge-litert is not installed.
+    """
+    out, err = out or sys.stdout, err or sys.stderr
+    import numpy as np
     import tensorflow as tf
 
+    from alexnet_tf.data import preprocessing
+    from alexnet_tf.serving import litert
+
+    model = litert.LiteRTModel(path, num_threads=num_threads)
+    resize_shorter = int(model.metadata.get("resize_shorter", preprocessing.RESIZE_SHORTER))
+    labels = model.labels or [str(c) for c in range(model.num_classes)]
+    k = min(TOP_K, model.num_classes)
+    failures = 0
+    for name in files:
+        try:
+            with open(name, "rb") as f:
+                image = preprocessing.decode_image(tf.constant(f.read()))
+            crop = preprocessing.center_crop(image, model.image_size, resize_shorter)
+            logits = model(crop.numpy()[np.newaxis])[0]
+            probabilities = tf.nn.softmax(tf.constant(logits, tf.float32)).numpy()
+            classes = np.argsort(-probabilities, kind="stable")[:k]
+            predictions = [(labels[c], float(probabilities[c]), int(c)) for c in classes]
+            print(format_result(name, predictions, as_json), file=out)
+        except (OSError, ValueError, tf.errors.OpError) as e:  # this file only: the others go on
+            failures += 1
+            print(cli.error_line(PROGRAM, name, getattr(e, "strerror", None) or e), file=err)
+    return failures
+
+
+def main(argv):
+    if bool(FLAGS.saved_model) == bool(FLAGS.tflite) or len(argv) < 2:
+        raise app.UsageError(
+            "usage: python -m alexnet_tf.predict --saved_model=DIR|--tflite=FILE image [image ...]"
+        )
+    import tensorflow as tf
+
+    if FLAGS.tflite:
+        try:
+            failures = run_tflite(FLAGS.tflite, argv[1:], FLAGS.json, FLAGS.tflite_threads)
+        except ImportError as e:
+            fail(f"{e} (--tflite={FLAGS.tflite})", "install it, then run again")
+        except ValueError as e:
+            fail(
+                f"cannot load the LiteRT file: {cli.error_message(e)} (--tflite={FLAGS.tflite})",
+                "export it again with python -m alexnet_tf.export --format=tflite",
+            )
+        return cli.ExitStatus.FAILED if failures else cli.ExitStatus.SUCCESS
     where = FLAGS.saved_model
     try:
         failures = run(FLAGS.saved_model, argv[1:], FLAGS.json, FLAGS.signature)

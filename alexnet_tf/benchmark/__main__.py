@@ -21,6 +21,9 @@ model to ONNX). The modes:
               batches, interleaved; their ratio is what the input costs a real run.
   serve       SavedModel batch-1 latency (median, p99) and batch-64 throughput, and the same
               through onnxruntime with --onnx (alexnet_tf.benchmark.serve).
+  tflite      per variant and quantisation, the LiteRT file's size, conversion time and
+              batch-1 latency (median, p99) in the LiteRT interpreter, threads stated, against
+              the SavedModel's batch-1 latency (alexnet_tf.benchmark.tflite).
 input and end_to_end read --data_dir's train-* shards, or the generated demo dataset (that of
 `alexnet_tf.train --demo`: 1,000 small rendered images, built once, ~20 s) without it.
 With --data_service=grpc://HOST:PORT they also time the same pipeline through that tf.data
@@ -50,9 +53,11 @@ from alexnet_tf.config import VARIANTS, ConfigError, parse_service_address
 
 FLAGS = flags.FLAGS
 PROGRAM = "alexnet_tf.benchmark"
-MODES = ("train", "input", "end_to_end", "serve")
+MODES = ("train", "input", "end_to_end", "serve", "tflite")
+# alexnet_tf.serving.tflite_export.QUANTIZATIONS, named here so that --help imports no TensorFlow.
+TFLITE_QUANTIZATIONS = ("none", "float16", "dynamic_range", "int8")
 # (warm-up steps, timed steps) per mode when the flags are not given; input's are batches.
-DEFAULT_STEPS = {"train": (2, 5), "end_to_end": (2, 5), "input": (10, 40), "serve": (1, 5)}
+DEFAULT_STEPS = {"train": (2, 5), "end_to_end": (2, 5), "input": (10, 40), "serve": (1, 5), "tflite": (5, 1)}
 CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8")
 
 
@@ -116,6 +121,14 @@ def define_flags():
     flags.DEFINE_integer("pil_processes", 2, "input: worker processes of the PIL loader.")
     flags.DEFINE_integer("requests", 200, "serve: timed batch-1 requests per latency row.")
     flags.DEFINE_integer("serve_batch_size", 64, "serve: images per throughput batch.")
+    flags.DEFINE_multi_enum("variants", list(VARIANTS), VARIANTS, "tflite: the variants to convert and time.")
+    flags.DEFINE_multi_enum(
+        "quantize", list(TFLITE_QUANTIZATIONS), TFLITE_QUANTIZATIONS, "tflite: the quantisations to time."
+    )
+    flags.DEFINE_integer("tflite_threads", None, "tflite: LiteRT interpreter threads; default: CPU count.")
+    flags.DEFINE_integer(
+        "representative_images", 32, "tflite: random crops int8 is calibrated on (the weights are random)."
+    )
     flags.DEFINE_bool(
         "onnx",
         False,
@@ -197,6 +210,18 @@ def settings_from_flags(flag_values):
         )
     if mode == "input":
         settings["pil_processes"] = fv.pil_processes
+    if mode == "tflite":
+        threads = fv.tflite_threads or os.cpu_count()
+        if threads < 1 or fv.representative_images < 1:
+            raise ConfigError("--tflite_threads and --representative_images must be >= 1")
+        settings.update(
+            variants=list(dict.fromkeys(fv.variants)),
+            quantize=list(dict.fromkeys(fv.quantize)),
+            num_classes=fv.num_classes or 1000,
+            requests=fv.requests,
+            tflite_threads=threads,
+            representative_images=fv.representative_images,
+        )
     if mode == "serve":
         settings.update(
             variant=fv.variant,
@@ -246,6 +271,23 @@ def run(mode, settings):
     from alexnet_tf.training import devices
 
     s = settings
+    if mode == "tflite":
+        from alexnet_tf.benchmark import tflite
+
+        try:
+            result = tflite.run(
+                variants=s["variants"],
+                quantizations=s["quantize"],
+                num_classes=s["num_classes"],
+                requests=s["requests"],
+                warmup_steps=s["warmup_steps"],
+                num_threads=s["tflite_threads"],
+                representative_images=s["representative_images"],
+                progress=_progress,
+            )
+        except ImportError as e:  # ai-edge-litert: the message says how to install it
+            raise ConfigError(str(e)) from None
+        return result, tflite.table
     timing = dict(
         warmup_steps=s["warmup_steps"], timed_steps=s["steps"], repeats=s["repeats"], progress=_progress
     )
@@ -325,6 +367,12 @@ def run(mode, settings):
 
 def _title(mode, settings, result):
     s = settings
+    if mode == "tflite":
+        return (
+            f"AlexNet {', '.join(s['variants'])} ({s['num_classes']} classes, random weights) as LiteRT "
+            f"files ({', '.join(s['quantize'])}) against the SavedModel, {s['requests']} batch-1 "
+            "requests each"
+        )
     if mode == "serve":
         return (
             f"AlexNet {s['variant']} ({s['num_classes']} classes) serving from a SavedModel in this "
