@@ -41,6 +41,13 @@ DEFAULT_MAX_PIXELS = 40_000_000
 DEFAULT_MAX_BATCH = 64
 
 
+class _Untracked:
+    """Holds Keras models out of tf.Module's attribute tracking (a plain object is not tracked)."""
+
+    def __init__(self, **models):
+        self.__dict__.update(models)
+
+
 class ServingModule(tf.Module):
     """The exported object: a float32 Keras classifier plus preprocessing, top-k labels, fc7 features.
 
@@ -69,10 +76,13 @@ class ServingModule(tf.Module):
                 f"export: max_pixels ({max_pixels}) and max_batch ({max_batch}) must be at least 1"
             )
         self.max_pixels, self.max_batch = int(max_pixels), int(max_batch)
-        self.model = model
-        # Keras 3 variables wrap tf.Variables; unless those are tracked here too, the SavedModel's
-        # TF1 restore ops miss them and TF Serving / `saved_model_cli run` fail with "Could not
-        # find variable" (keras-team/keras#19274; keras.export.ExportArchive does the same).
+        # The Keras models are called, not tracked: tracking them saved every weight twice (once
+        # through Keras' own variable objects, once as the tf.Variables below), doubling the
+        # SavedModel's size. The functions capture the tf.Variables, which are tracked here: unless
+        # they are, the SavedModel's TF1 restore ops miss them and TF Serving / `saved_model_cli run`
+        # fail with "Could not find variable" (keras-team/keras#19274; keras.export.ExportArchive
+        # does the same).
+        self._models = _Untracked(model=model)
         self.model_variables = [v.value for v in model.variables]
         self.crop_size = int(image_size)
         self.k = int(top_k)
@@ -107,7 +117,7 @@ class ServingModule(tf.Module):
         # The fc7 embedding, when the model has that layer (any AlexNet; not a stand-in model).
         self.serve_features = None
         if embedding.has_layer(model, embedding.FEATURES_LAYER):
-            self.feature_model = embedding.feature_model(model, embedding.FEATURES_LAYER)
+            self._models.feature_model = embedding.feature_model(model, embedding.FEATURES_LAYER)
             self.serve_features = tf.function(self._serve_features, input_signature=[bytes_spec])
         for dtype in (tf.float32, tf.uint8):
             self.predict_images.get_concrete_function(
@@ -115,7 +125,7 @@ class ServingModule(tf.Module):
             )
 
     def _logits(self, images):
-        return tf.cast(self.model(images, training=False), tf.float32)
+        return tf.cast(self._models.model(images, training=False), tf.float32)
 
     def _outputs(self, probabilities):
         scores, classes = tf.math.top_k(probabilities, k=self.k)
@@ -189,7 +199,7 @@ class ServingModule(tf.Module):
 
     def _serve_features(self, image_bytes):
         crops = self._center_crops(image_bytes)
-        return {"features": tf.cast(self.feature_model(crops, training=False), tf.float32)}
+        return {"features": tf.cast(self._models.feature_model(crops, training=False), tf.float32)}
 
     def _serve_ten_crop(self, image_bytes):
         crops = self._decode_all(image_bytes, preprocessing.ten_crop, self._ten_crop_spec)
