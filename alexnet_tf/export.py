@@ -21,7 +21,7 @@ from absl import app, flags
 import tensorflow as tf
 
 from alexnet_tf import cli
-from alexnet_tf.config import ConfigError
+from alexnet_tf.config import CONFIG_FILENAME, ConfigError
 from alexnet_tf.data import representative, schema
 from alexnet_tf.serving import model_card
 from alexnet_tf.serving.saved_model import export_saved_model
@@ -60,7 +60,13 @@ def define_flags(flag_values=FLAGS):
         "label per line); default: labels.txt beside the checkpoint, else class numbers.",
         **fv,
     )
-    flags.DEFINE_enum("format", "saved_model", list(FORMATS), "What to write.", **fv)
+    flags.DEFINE_enum(
+        "format",
+        "saved_model",
+        list(FORMATS),
+        "What to write; default: the export_dir's extension (.tflite, .onnx), else saved_model.",
+        **fv,
+    )
     flags.DEFINE_enum(
         "quantize",
         "none",
@@ -200,8 +206,14 @@ def export_tflite(checkpoint, export_dir, labels_path, quantize, representative_
 
 
 def _labels(model_dir, labels_path):
+    """--labels; else labels.txt beside the checkpoint; else that of the data dir the run trained on
+    (its config.json, as the trainer's own export labels its SavedModel); else None (class numbers)."""
     if labels_path is None and tf.io.gfile.exists(os.path.join(model_dir, schema.LABELS_FILENAME)):
         labels_path = os.path.join(model_dir, schema.LABELS_FILENAME)
+    if labels_path is None:
+        data_dir = (model_card.read_json(os.path.join(model_dir, CONFIG_FILENAME)) or {}).get("data_dir")
+        if data_dir and tf.io.gfile.exists(os.path.join(data_dir, schema.LABELS_FILENAME)):
+            labels_path = os.path.join(data_dir, schema.LABELS_FILENAME)
     return schema.read_labels(labels_path) if labels_path else None
 
 
@@ -219,18 +231,39 @@ def tflite_summary(path):
     ]
 
 
+FILE_FORMATS = {".tflite": "tflite", ".onnx": "onnx"}
+
+
+def format_of(export_dir, export_format=None):
+    """--format, or without it the format an export_dir ending in .tflite or .onnx names.
+
+    Raises:
+      ConfigError: an explicit --format that a .tflite or .onnx export_dir contradicts.
+    """
+    named = FILE_FORMATS.get(os.path.splitext(export_dir)[1].lower())
+    if export_format is None:
+        return named or "saved_model"
+    if named and named != export_format:
+        raise ConfigError(
+            f"--export_dir={export_dir} names a {named} file but --format={export_format}: "
+            f"pass --format={named}, or an export dir without that extension"
+        )
+    return export_format
+
+
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     if not FLAGS.checkpoint or not FLAGS.export_dir:
         raise app.UsageError("--checkpoint and --export_dir are required")
     try:
+        export_format = format_of(FLAGS.export_dir, FLAGS.format if FLAGS["format"].present else None)
         path = run(
             FLAGS.checkpoint,
             FLAGS.export_dir,
             FLAGS.version,
             FLAGS.labels,
-            FLAGS.format,
+            export_format,
             FLAGS.max_pixels,
             FLAGS.max_batch,
             FLAGS.quantize,
@@ -241,7 +274,7 @@ def main(argv):
     except (ConfigError, ValueError, OSError) as e:
         cli.fail(PROGRAM, e)
     print(path)
-    if FLAGS.format == "tflite":
+    if export_format == "tflite":
         print("\n".join(tflite_summary(path)))
 
 
