@@ -13,6 +13,7 @@ has the same float islands and split grouped convolutions as the paper's.
 
 import concurrent.futures
 import os
+import re
 import shutil
 
 from conftest import run_command
@@ -22,12 +23,13 @@ import pytest
 import tensorflow as tf
 from tfrecord_fixtures import write_fake_tfrecords
 
+from alexnet_tf import export
 from alexnet_tf import model as alexnet_model
+from alexnet_tf.config import ConfigError
 from alexnet_tf.data import demo, pipelines, preprocessing, representative
 from alexnet_tf.layers import GroupedConv2D, LocalResponseNormalization
 from alexnet_tf.serving import litert, tflite_export
-from alexnet_tf.weights import onnx_zoo, torchvision_state
-from alexnet_tf.weights.checkpointing import load_model
+from alexnet_tf.weights import onnx_zoo
 
 SIZE = 128  # the learned network's crop: the central half of the 256 square
 CLASSES = 10
@@ -323,19 +325,6 @@ def test_command_exports_int8_with_progress_and_refuses_bad_input_in_one_line(
             ("--quantize=int8", *model_flags),
             "--quantize=int8 calibrates on images: pass --representative_data",
         ),
-        (
-            ("--quantize=float16", "--format=onnx", *model_flags),
-            "--quantize and --representative_data apply to --format=tflite only, not --format=onnx",
-        ),
-        (
-            ("--quantize=int8", f"--representative_data={empty}", *model_flags),
-            f"representative data dir {empty} has no validation-* or train-* TFRecord shards",
-        ),
-        (
-            ("--quantize=int8", f"--representative_data={small_images}", *model_flags),
-            f"representative data dir {small_images} holds 40-pixel images (shorter side), smaller than "
-            "the model's 128-pixel crop",
-        ),
         ((f"--checkpoint={no_weights}", f"--export_dir={tmp_path / 'bad.tflite'}"), f"{no_weights}"),
     ]
     # Each refusal is a fresh process; three at a time (most of each is importing TensorFlow).
@@ -345,52 +334,26 @@ def test_command_exports_int8_with_progress_and_refuses_bad_input_in_one_line(
         line = one_error_line(result)
         assert line.startswith("alexnet_tf.export: error: ") and message in line, (args, line)
     assert not os.path.exists(tmp_path / "bad.tflite")
-
-
-@pytest.mark.slow
-def test_a_model_fine_tuned_with_init_from_exports_the_same_way(learned, tmp_path):
-    """docs/training.md's fine-tuning at toy size (tests/training/test_finetune.py), then --format=tflite."""
-    keras.utils.set_random_seed(0)
-    source = alexnet_model.build_alexnet(
-        num_classes=5,
-        variant="one_weird_trick",
-        input_shape=(TUNE_SIZE, TUNE_SIZE, 3),
-        dropout_rate=0.0,
-        input_conversion=torchvision_state.TORCHVISION_INPUT,
+    # The same ConfigError/ValueError -> one line, status 2 path, in this process (a fresh process each
+    # costs seconds of TensorFlow's import): flags that contradict each other, calibration images
+    # too small for the model's crop.
+    with pytest.raises(ConfigError, match="apply to --format=tflite only, not --format=onnx"):
+        export.run(keras_file, str(tmp_path / "bad"), export_format="onnx", quantize="float16")
+    with pytest.raises(
+        ConfigError, match="names a tflite file but --format=saved_model: pass --format=tflite"
+    ):
+        export.format_of(str(tmp_path / "bad.tflite"), "saved_model")
+    assert export.format_of("m.TFLite") == "tflite" and export.format_of("models/alexnet") == "saved_model"
+    message = (
+        f"representative data dir {small_images} holds 40-pixel images (shorter side), smaller than "
+        "the model's 128-pixel crop"
     )
-    base = str(tmp_path / "base.keras")
-    source.save(base)
-    model_dir = str(tmp_path / "finetuned")
-    trained = run_command(
-        [
-            "-m",
-            "alexnet_tf.train",
-            f"--data_dir={learned['data_dir']}",
-            f"--model_dir={model_dir}",
-            f"--init_from={base}",
-            "--variant=one_weird_trick",
-            f"--image_size={TUNE_SIZE}",
-            "--trainable=head",
-            "--batch_size=16",
-            "--train_steps=2",
-            "--eval_steps=1",
-            "--noexport",
-            "--keep_checkpoints=1",
-            "--seed=0",
-        ],
-        timeout=400,
-    )
-    assert trained.returncode == 0, trained.stderr[-3000:]
-    path = str(tmp_path / "tuned.tflite")
-    labels = os.path.join(learned["data_dir"], "labels.txt")
-    result = export_command(f"--checkpoint={model_dir}", f"--export_dir={path}", f"--labels={labels}")
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stdout.splitlines()[-3] == path
-    tuned, _ = load_model(model_dir)
-    model = litert.LiteRTModel(path)
-    assert model.metadata["variant"] == "one_weird_trick" and model.quantize == "none"
-    assert model.metadata["input"]["input_conversion_inside"] == alexnet_model.input_conversion_of(tuned)
-    assert alexnet_model.input_conversion_of(tuned)["scale"] == pytest.approx(1 / 255)
-    assert model.labels == [f"n{c:08d} {name}" for c, name in enumerate(demo.CLASS_NAMES)]
-    crops, _ = crops_and_labels(learned["data_dir"], "validation", TUNE_SIZE)
-    assert relative_error(model(crops[:8]), keras_logits(tuned, crops[:8])) < 1e-4
+    with pytest.raises(ValueError, match=re.escape(message)):
+        export.run(
+            keras_file,
+            str(tmp_path / "bad.tflite"),
+            export_format="tflite",
+            quantize="int8",
+            representative_data=small_images,
+        )
+    assert not os.path.exists(tmp_path / "bad.tflite")

@@ -1,6 +1,7 @@
 """The commands that read a LiteRT file, run as users run them: evaluate --tflite, predict --tflite and
 benchmark --mode=tflite, each against the SavedModel of the same model."""
 
+import io
 import json
 import re
 
@@ -10,6 +11,8 @@ import pytest
 from tiny_dataset import write_jpeg, write_tiny_dataset
 from tiny_models import LABELS, small_classifier
 
+from alexnet_tf import evaluate, predict
+from alexnet_tf.config import ConfigError
 from alexnet_tf.serving.saved_model import export_saved_model
 from alexnet_tf.serving.tflite_export import export_tflite
 
@@ -36,7 +39,7 @@ def exported(tmp_path_factory):
     return saved_model, tflite, data_dir, images
 
 
-def _evaluate(data_dir, *model_flags):
+def _evaluate_command(data_dir, *model_flags):
     result = run_command(
         ["-m", "alexnet_tf.evaluate", f"--data_dir={data_dir}", "--batch_size=5", *model_flags]
     )
@@ -52,24 +55,30 @@ def _evaluate(data_dir, *model_flags):
 
 def test_evaluate_tflite_gives_the_saved_models_figures(exported):
     saved_model, tflite, data_dir, _ = exported
-    from_saved_model = _evaluate(data_dir, f"--saved_model={saved_model}")
-    from_tflite = _evaluate(data_dir, f"--tflite={tflite}", "--tflite_threads=1")
-    for crop in ("centre crop", "ten crop"):
+    from_tflite = _evaluate_command(data_dir, f"--tflite={tflite}", "--tflite_threads=1")
+    # The SavedModel's figures in this process: the command's path is tests/test_evaluate.py's.
+    from_saved_model = evaluate.run(
+        evaluate.EvalConfig(data_dir=data_dir, saved_model=saved_model, batch_size=5)
+    )
+    for crop, name in (("centre crop", "centre_crop"), ("ten crop", "ten_crop")):
         top1, top5, loss, count = from_tflite[crop]
-        assert count == 12
+        reference = from_saved_model[name]
+        assert count == reference["count"] == 12
         # The same crops and tie rule: float32 logits within 1e-4 cannot move a top-k over 12 images
         # unless two classes tie to 1e-4; the loss differs only by the arithmetic.
-        assert (top1, top5) == from_saved_model[crop][:2], (from_tflite, from_saved_model)
-        assert loss == pytest.approx(from_saved_model[crop][2], abs=2e-4)
+        assert (top1, top5) == (round(100 * reference["top1"], 2), round(100 * reference["top5"], 2))
+        assert loss == pytest.approx(reference["loss"], abs=2e-4)
 
 
 def test_evaluate_refuses_a_file_that_is_not_a_litert_model(exported, tmp_path):
     _, _, data_dir, images = exported
-    for bad in (images[0], str(tmp_path / "missing.tflite")):
-        result = run_command(["-m", "alexnet_tf.evaluate", f"--data_dir={data_dir}", f"--tflite={bad}"])
-        assert result.returncode == 2, result.stderr[-2000:]
-        (line,) = [line for line in result.stderr.splitlines() if "alexnet_tf.evaluate: error" in line]
-        assert bad in line and "not a TFLite model" in line
+    result = run_command(["-m", "alexnet_tf.evaluate", f"--data_dir={data_dir}", f"--tflite={images[0]}"])
+    assert result.returncode == 2, result.stderr[-2000:]
+    (line,) = [line for line in result.stderr.splitlines() if "alexnet_tf.evaluate: error" in line]
+    assert f"--tflite={images[0]}" in line and "not a TFLite model" in line
+    missing = str(tmp_path / "missing.tflite")
+    with pytest.raises(ConfigError, match=f"not a TFLite model .* \\(--tflite={re.escape(missing)}\\)"):
+        evaluate.run(evaluate.EvalConfig(data_dir=data_dir, tflite=missing))
 
 
 def test_predict_tflite_gives_the_saved_models_top5(exported, tmp_path):
@@ -86,7 +95,9 @@ def test_predict_tflite_gives_the_saved_models_top5(exported, tmp_path):
         assert len(errors) == 1 and str(text) in errors[0], result.stderr[-2000:]
         return [json.loads(line) for line in result.stdout.splitlines()]
 
-    from_saved_model = predictions(f"--saved_model={saved_model}")
+    out, err = io.StringIO(), io.StringIO()  # the SavedModel's in this process (tests/test_predict.py)
+    assert predict.run(saved_model, [images[0], str(text), *images[1:]], as_json=True, out=out, err=err) == 1
+    from_saved_model = [json.loads(line) for line in out.getvalue().splitlines()]
     from_tflite = predictions(f"--tflite={tflite}")
     assert [r["file"] for r in from_tflite] == images
     for lite, reference in zip(from_tflite, from_saved_model):
@@ -114,7 +125,6 @@ def test_benchmark_tflite_mode_times_each_quantisation_against_the_saved_model()
             "alexnet_tf.benchmark",
             "--mode=tflite",
             "--variants=one_weird_trick",
-            "--quantize=none",
             "--quantize=dynamic_range",
             "--num_classes=10",
             "--requests=3",
@@ -126,12 +136,12 @@ def test_benchmark_tflite_mode_times_each_quantisation_against_the_saved_model()
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(result.stdout)
     rows = {(r["runtime"], r["quantize"]): r for r in report["rows"]}
-    assert list(rows) == [("saved_model", "none"), ("litert", "none"), ("litert", "dynamic_range")]
+    assert list(rows) == [("saved_model", "none"), ("litert", "dynamic_range")]
     assert report["num_threads"] == 2 and report["settings"]["tflite_threads"] == 2
     for row in rows.values():
         assert row["requests"] == 3 and 0 < row["median_ms"] <= row["p99_ms"]
-    # float32 weights are ~4 bytes a parameter, dynamic range's 1: the file shrinks about 4x.
-    ratio = rows["litert", "none"]["file_mib"] / rows["litert", "dynamic_range"]["file_mib"]
-    assert 3.5 < ratio < 4.2, ratio
-    assert rows["litert", "none"]["max_logit_difference"] < 1e-4
+    # The SavedModel's float32 weights are ~4 bytes a parameter, dynamic range's 1: about 4x smaller.
+    ratio = rows["saved_model", "none"]["file_mib"] / rows["litert", "dynamic_range"]["file_mib"]
+    assert 3.5 < ratio < 4.3, ratio
+    assert rows["saved_model", "none"]["max_logit_difference"] == 0
     assert 0 < rows["litert", "dynamic_range"]["max_logit_difference"] < 0.1

@@ -25,10 +25,11 @@ import tensorflow as tf
 from tiny_dataset import write_jpeg, write_tiny_dataset
 
 import alexnet_tf
-from alexnet_tf import model, train
+from alexnet_tf import evaluate, model, train
 from alexnet_tf.config import ConfigError, TrainConfig
-from alexnet_tf.data import pipelines
+from alexnet_tf.data import pipelines, preprocessing, schema
 from alexnet_tf.data.pipelines import PixelSettings
+from alexnet_tf.serving import litert
 from alexnet_tf.serving.results import top_k
 from alexnet_tf.training import step as steps
 from alexnet_tf.training.schedules import AlexNetSchedule
@@ -344,3 +345,22 @@ def test_head_only_fine_tuning_resumes_after_sigkill_and_keeps_the_frozen_layers
     decoded = alexnet_tf.decode_predictions(probabilities, top=3, labels=os.path.join(new, "labels.txt"))
     assert [(label, c) for label, _, c in decoded[0]] == [(label, c) for label, _, c in top_k(outputs)]
     assert re.fullmatch(r"n0900000\d class \d", decoded[0][0][0])
+
+    # A LiteRT file of the fine-tuned model dir (issue 26): its labels from the run's data dir, the
+    # same logits as the model, and evaluate --tflite scores the run's validation as the trainer did.
+    lite_path = str(tmp_path / "tuned.tflite")
+    exported = run_command(
+        ["-m", "alexnet_tf.export", f"--checkpoint={model_dir}", f"--export_dir={lite_path}"]
+    )
+    assert exported.returncode == 0, exported.stderr[-3000:]
+    lite = litert.LiteRTModel(lite_path)
+    assert lite.metadata["variant"] == "one_weird_trick" and lite.quantize == "none"
+    assert lite.labels == [
+        f"{e.synset} {e.name}" for e in schema.read_labels_file(os.path.join(new, "labels.txt"))
+    ]
+    crop = preprocessing.center_crop(tf.io.decode_jpeg(jpeg), SIZE).numpy()[np.newaxis]
+    reference = tuned(crop.astype(np.float32) - np.asarray(preprocessing.MEAN_RGB, np.float32)).numpy()
+    assert np.abs(lite(crop) - reference).max() <= 1e-4 * np.abs(reference).max()
+    scores = evaluate.run(evaluate.EvalConfig(data_dir=new, tflite=lite_path, batch_size=4, ten_crop=False))
+    assert scores["centre_crop"]["count"] == results["validation"]["count"]
+    assert scores["centre_crop"]["top1"] == results["validation"]["top1"]
