@@ -22,7 +22,7 @@ import tensorflow as tf
 
 from alexnet_tf import cli
 from alexnet_tf.config import CONFIG_FILENAME, ConfigError
-from alexnet_tf.data import representative, schema
+from alexnet_tf.data import preprocessing, representative, schema
 from alexnet_tf.serving import model_card
 from alexnet_tf.serving.saved_model import export_saved_model
 from alexnet_tf.serving.signatures import DEFAULT_MAX_BATCH, DEFAULT_MAX_PIXELS
@@ -134,7 +134,7 @@ def run(
         onnx_export.require_tf2onnx()  # before the model is loaded
     model, model_dir = load_model(checkpoint)
     if export_format == "onnx":
-        path = export_dir if export_dir.endswith(".onnx") else os.path.join(export_dir, "model.onnx")
+        path = export_dir if export_dir.lower().endswith(".onnx") else os.path.join(export_dir, "model.onnx")
         onnx_export.export_onnx(model, path)
         write_card(path, model, checkpoint, model_dir, "ONNX file")
         return path
@@ -146,15 +146,41 @@ def run(
     return path
 
 
-def write_card(path, model, checkpoint, model_dir, what):
+def write_card(path, model, checkpoint, model_dir, what, this_file=None):
     """The model card of an export at `path`, from the records of the model dir or `.keras` file it is of."""
     origin = f"{what} written by `python -m alexnet_tf.export` from {checkpoint}."
     if checkpoint.endswith(".keras"):  # an imported file has its import record beside it
         return model_card.write_model_card(
-            path, model, imported=model_card.read_import_record(checkpoint), origin=origin
+            path,
+            model,
+            imported=model_card.read_import_record(checkpoint),
+            origin=origin,
+            this_file=this_file,
         )
     spec = read_model_spec(os.path.join(model_dir, CHECKPOINT_SUBDIR))
-    return model_card.write_model_card(path, model, records_dir=model_dir, spec=spec, origin=origin)
+    return model_card.write_model_card(
+        path, model, records_dir=model_dir, spec=spec, origin=origin, this_file=this_file
+    )
+
+
+def tflite_card_lines(path, quantize):
+    """What the card of a LiteRT file says about it: its input, its arithmetic, how to measure it."""
+    from alexnet_tf.serving import litert
+
+    metadata = litert.read_metadata(path) or {}
+    size = metadata.get("image_size", "?")
+    dtype = (metadata.get("input") or {}).get("dtype", "uint8" if quantize == "int8" else "float32")
+    return [
+        f"a LiteRT file, quantize={quantize}: it takes `images` {dtype} [N, {size}, {size}, 3], RGB pixels "
+        "in [0, 255] of the evaluation crop (the central square of the image resized to "
+        f"{preprocessing.RESIZE_SHORTER}x{preprocessing.RESIZE_SHORTER}, its central {size}x{size} crop); "
+        "the mean subtraction and any input conversion happen inside the file: do not subtract the mean",
+        "it returns logits (no softmax)"
+        + (": int8, dequantise with the output tensor's scale and zero point" if quantize == "int8" else ""),
+        "the validation figures below are the Keras model's; this file's own: "
+        f"`python -m alexnet_tf.evaluate --tflite={path} --data_dir=...`",
+        "its metadata (`alexnet_tf`) and docs/serving.md say the rest",
+    ]
 
 
 def check_tflite_options(export_format, quantize, representative_data, representative_images):
@@ -197,11 +223,20 @@ def export_tflite(checkpoint, export_dir, labels_path, quantize, representative_
         if progress is not None:
             note = "" if split == "validation" else " (it has no validation split)"
             progress(f"calibrating on {len(images)} {split} images of {representative_data}{note}")
-    path = export_dir if export_dir.endswith(".tflite") else os.path.join(export_dir, "model.tflite")
+    path = export_dir if export_dir.lower().endswith(".tflite") else os.path.join(export_dir, "model.tflite")
+    if os.path.exists(path) and not os.path.isfile(path):
+        raise ConfigError(f"--export_dir={export_dir}: {path} exists and is not a file; pass another path")
     tflite_export.export_tflite(
         model, path, quantize, representative=images, labels=labels, progress=progress
     )
-    write_card(path, model, checkpoint, model_dir, f"LiteRT file (quantize={quantize})")
+    write_card(
+        path,
+        model,
+        checkpoint,
+        model_dir,
+        f"LiteRT file (quantize={quantize})",
+        this_file=tflite_card_lines(path, quantize),
+    )
     return path
 
 

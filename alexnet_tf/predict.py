@@ -92,7 +92,8 @@ def run_tflite(path, files, as_json=False, num_threads=None, out=None, err=None)
     from alexnet_tf.serving import litert
 
     model = litert.LiteRTModel(path, num_threads=num_threads)
-    resize_shorter = int(model.metadata.get("resize_shorter", preprocessing.RESIZE_SHORTER))
+    recipe = (model.metadata.get("input") or {}).get("crop") or {}
+    resize_shorter = int(recipe.get("resize_shorter", preprocessing.RESIZE_SHORTER))
     labels = model.labels or [str(c) for c in range(model.num_classes)]
     k = min(TOP_K, model.num_classes)
     failures = 0
@@ -124,10 +125,9 @@ def main(argv):
             failures = run_tflite(FLAGS.tflite, argv[1:], FLAGS.json, FLAGS.tflite_threads)
         except ImportError as e:
             fail(f"{e} (--tflite={FLAGS.tflite})", "install it, then run again")
-        except ValueError as e:
-            fail(
-                f"cannot load the LiteRT file: {cli.error_message(e)} (--tflite={FLAGS.tflite})",
-                "export it again with python -m alexnet_tf.export --format=tflite",
+        except ValueError as e:  # its message says what to do
+            cli.fail(
+                PROGRAM, f"cannot load the LiteRT file (--tflite={FLAGS.tflite}): {cli.error_message(e)}"
             )
         return cli.ExitStatus.FAILED if failures else cli.ExitStatus.SUCCESS
     where = FLAGS.saved_model

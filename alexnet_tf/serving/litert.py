@@ -15,6 +15,7 @@ when ai-edge-litert is installed.
 
 import json
 import os
+import struct
 
 import numpy as np
 
@@ -102,10 +103,17 @@ def op_summary(counts):
 def read_metadata(path_or_bytes):
     """The `alexnet_tf` metadata (a dict) of a `.tflite` file (path or bytes), or None without one."""
     model = _root(_read(path_or_bytes))
-    for i in range(model.MetadataLength()):
-        entry = model.Metadata(i)
-        if entry.Name() == METADATA_NAME.encode():
-            return json.loads(model.Buffers(entry.Buffer()).DataAsNumpy().tobytes().decode("utf-8"))
+    try:
+        for i in range(model.MetadataLength()):
+            entry = model.Metadata(i)
+            if entry.Name() == METADATA_NAME.encode():
+                return json.loads(model.Buffers(entry.Buffer()).DataAsNumpy().tobytes().decode("utf-8"))
+    except (struct.error, IndexError, ValueError, UnicodeDecodeError) as e:  # truncated or damaged
+        where = path_or_bytes if isinstance(path_or_bytes, str) else "the file"
+        raise ValueError(
+            f"{where} is a damaged TFLite file (truncated or corrupt: {type(e).__name__}); "
+            "export it again with python -m alexnet_tf.export --format=tflite"
+        ) from None
     return None
 
 

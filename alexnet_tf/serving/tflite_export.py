@@ -49,7 +49,7 @@ the standalone LiteRT interpreter without the Flex delegate; `op_counts` lists w
 What a phone app needs travels in the file: a flatbuffer `metadata` entry named
 `METADATA_NAME` ("alexnet_tf") whose buffer is UTF-8 JSON (`describe`): the input convention
 (size, channel order, range, dtype, the mean subtracted inside, the crop recipe), the
-variant, the quantisation and the labels; `labels.txt` (one label per line, class order) is
+variant, the quantisation and the labels; `X.labels.txt` (one label per line, class order) is
 written beside the file as well. `alexnet_tf.serving.litert.read_metadata` reads it back.
 """
 
@@ -70,7 +70,12 @@ INPUT_NAME = "images"
 OUTPUT_NAME = "logits"
 METADATA_NAME = litert.METADATA_NAME
 FORMAT_VERSION = 1
-LABELS_FILENAME = schema.LABELS_FILENAME
+LABELS_SUFFIX = ".labels.txt"  # X.tflite -> X.labels.txt: files exported to one folder keep their own
+
+
+def labels_path(path):
+    """Where the labels of the .tflite file `path` go: `X.labels.txt` beside `X.tflite`."""
+    return os.path.splitext(path)[0] + LABELS_SUFFIX
 
 
 def tflite_function(model):
@@ -257,7 +262,7 @@ def export_tflite(model, path, quantize="none", representative=None, labels=None
     Args:
       model: Keras classifier from float32 [N, S, S, 3] mean-subtracted crops to logits [N, C]
         (an AlexNet of any variant, or any model of such layers).
-      path: the .tflite file to write (its folder is created); `labels.txt` is written beside it
+      path: the .tflite file to write (its folder is created); `X.labels.txt` is written beside `X.tflite`
         when `labels` are given.
       quantize: one of QUANTIZATIONS (the module docstring says what each does).
       representative: int8 only (required there): uint8 (or float) [N, S, S, 3] evaluation crops
@@ -287,6 +292,6 @@ def export_tflite(model, path, quantize="none", representative=None, labels=None
     with open(path, "wb") as f:
         f.write(data)
     if texts is not None:
-        with open(os.path.join(os.path.dirname(path), LABELS_FILENAME), "w", encoding="utf-8") as f:
+        with open(labels_path(path), "w", encoding="utf-8") as f:
             f.write("\n".join(texts) + "\n")
     return path

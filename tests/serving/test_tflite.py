@@ -184,7 +184,8 @@ def test_metadata_round_trips_and_labels_are_written_beside(learned):
     model = litert.LiteRTModel(path, num_threads=1)
     assert (model.image_size, model.num_classes, model.quantize) == (SIZE, CLASSES, "int8")
     assert (model.labels, model.num_threads, model.path) == (learned["names"], 1, path)
-    with open(os.path.join(os.path.dirname(path), "labels.txt"), encoding="utf-8") as f:
+    assert tflite_export.labels_path(path) == path[: -len(".tflite")] + ".labels.txt"
+    with open(tflite_export.labels_path(path), encoding="utf-8") as f:
         assert f.read().splitlines() == learned["names"]
     assert litert.LiteRTModel(learned["files"]["none"]).metadata["input"]["dtype"] == "float32"
 

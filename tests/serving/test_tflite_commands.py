@@ -76,6 +76,13 @@ def test_evaluate_refuses_a_file_that_is_not_a_litert_model(exported, tmp_path):
     assert result.returncode == 2, result.stderr[-2000:]
     (line,) = [line for line in result.stderr.splitlines() if "alexnet_tf.evaluate: error" in line]
     assert f"--tflite={images[0]}" in line and "not a TFLite model" in line
+    truncated = tmp_path / "cut.tflite"
+    whole = open(exported[1], "rb").read()
+    for cut in (2000, len(whole) // 2):  # LiteRT's own check, then ours of the metadata
+        truncated.write_bytes(whole[:cut])
+        with pytest.raises(ConfigError, match="damaged TFLite file|not a valid Flatbuffer") as raised:
+            evaluate.run(evaluate.EvalConfig(data_dir=data_dir, tflite=str(truncated)))
+        assert str(truncated) in str(raised.value)
     missing = str(tmp_path / "missing.tflite")
     with pytest.raises(ConfigError, match=f"not a TFLite model .* \\(--tflite={re.escape(missing)}\\)"):
         evaluate.run(evaluate.EvalConfig(data_dir=data_dir, tflite=missing))
