@@ -524,7 +524,16 @@ def test_ctrl_c_stops_with_status_130_and_a_resume_logs_the_flags_that_differ_fr
     model_dir = str(tmp_path / "model")
     command = train_command(dataset, model_dir, *LONG_RUN_FLAGS, "--epochs=100")
     with open(tmp_path / "stderr.txt", "w+") as stderr:
-        process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=stderr, text=True)
+        process = subprocess.Popen(
+            command,
+            cwd=REPO,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+            text=True,
+            # As a terminal's foreground job: a shell's background job, and so a test run started
+            # with `&`, inherits SIGINT ignored, and Python then never raises KeyboardInterrupt.
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        )
         try:
             _wait_for(lambda: checkpoint_step(model_dir), process, "the first checkpoint")
             process.send_signal(signal.SIGINT)  # what Ctrl-C sends
