@@ -98,7 +98,8 @@ def test_command_prints_centre_and_ten_crop_top1_top5(saved):
     )
     _, stderr = bad.communicate(timeout=180)
     assert bad.returncode == 2
-    assert "alexnet_tf.evaluate: error: pass exactly one of --checkpoint and --saved_model" in stderr
+    expected = "alexnet_tf.evaluate: error: pass exactly one of --checkpoint, --saved_model and --tflite"
+    assert expected in stderr
 
 
 @pytest.mark.slow
