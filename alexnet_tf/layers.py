@@ -94,6 +94,139 @@ def resolve_grouped_conv_implementation(dtype, name=None):
     return "native" if native_dtype else "split"
 
 
+FILTER_GRADIENT_IMPLEMENTATIONS = ("auto", "native", "gemm")
+_filter_gradient_implementation = "auto"
+
+
+@contextlib.contextmanager
+def filter_gradient_implementation(name):
+    """Chooses how `GroupedConv2D` layers traced inside the block compute their kernel gradient
+    in training (not thread-safe).
+
+    - "auto" (the default): "gemm" for stride-1 float32 convolutions on CPUs without AVX-512
+      running oneDNN's kernels, else "native".
+    - "native": TensorFlow's Conv2DBackpropFilter. On AVX2-only CPUs oneDNN runs it with its
+      older direct kernel (`jit:avx2`, not the brgemm kernels its forward and input-gradient
+      passes use); inside AlexNet's train step it reached about half of a same-run float32 GEMM.
+    - "gemm": the gradient as one matrix multiply per group: the k*k shifted windows of the
+      input are concatenated into image patches (N*H*W rows of kh*kw*C/groups values) and
+      multiplied by the output gradient. The same sums in another order (float32 rounding
+      apart), at the cost of the patches' memory while the layer's gradient is computed
+      (about 0.2-0.6 GB per layer at batch 128). Stride 1 and layers with a bias only; the
+      others stay native. Works with either grouped-convolution implementation.
+
+    Only training traces (`training=True`) use "gemm"; inference, exports and TF Serving run
+    the same forward ops either way. Chosen when a function is traced, as
+    `grouped_conv_implementation`. TensorFlow backend only. Measurements:
+    docs/design/performance-notes.md.
+    """
+    global _filter_gradient_implementation
+    if name not in FILTER_GRADIENT_IMPLEMENTATIONS:
+        raise ValueError(
+            f"filter gradient implementation must be one of "
+            f"{', '.join(FILTER_GRADIENT_IMPLEMENTATIONS)}; got {name!r}"
+        )
+    saved, _filter_gradient_implementation = _filter_gradient_implementation, name
+    try:
+        yield
+    finally:
+        _filter_gradient_implementation = saved
+
+
+def resolve_filter_gradient_implementation(dtype, strides=(1, 1), name=None):
+    """The kernel-gradient implementation ("native" or "gemm") a convolution uses in training here."""
+    name = _filter_gradient_implementation if name is None else name
+    if tuple(strides) != (1, 1):
+        return "native"
+    if name != "auto":
+        return name
+    if tf.as_dtype(dtype) != tf.float32 or hardware.has_gpu() or not hardware.onednn_enabled():
+        return "native"
+    # Measured on an AVX2 EPYC only; AVX-512 CPUs have oneDNN's brgemm kernels for this gradient.
+    return "native" if "avx512f" in hardware.cpu_flags() else "gemm"
+
+
+def _same_padding(kernel):
+    """(before, after) padding of a stride-1 "same" convolution."""
+    return (kernel - 1) // 2, kernel - 1 - (kernel - 1) // 2
+
+
+def _filter_gradient_gemm(x, dy, kernel_shape, padding, groups):
+    """Conv2DBackpropFilter of a stride-1 convolution, as one matmul over image patches per group."""
+    kh, kw, cg, filters = kernel_shape
+    fg = filters // groups
+    if padding == "SAME":
+        x = tf.pad(x, [[0, 0], _same_padding(kh), _same_padding(kw), [0, 0]])
+    h, w = dy.shape[1], dy.shape[2]
+    grads = []
+    for g in range(groups):
+        # [N, H, W, kh*kw*cg], ordered (i, j, channel) as the kernel's first three axes.
+        patches = tf.concat(
+            [x[:, i : i + h, j : j + w, g * cg : (g + 1) * cg] for i in range(kh) for j in range(kw)],
+            axis=-1,
+        )
+        grads.append(
+            tf.matmul(
+                tf.reshape(patches, [-1, kh * kw * cg]),
+                tf.reshape(dy[..., g * fg : (g + 1) * fg], [-1, fg]),
+                transpose_a=True,
+            )
+        )
+    grad = grads[0] if groups == 1 else tf.concat(grads, axis=-1)
+    return tf.reshape(grad, [kh, kw, cg, filters])
+
+
+def _conv2d_gemm_filter_gradient(x, kernel, bias, padding, groups, relu, split):
+    """relu?(conv2d(x, kernel) + bias), stride 1, whose kernel gradient is `_filter_gradient_gemm`.
+
+    The forward ops are those of the other path (Conv2D, BiasAdd, Relu, which oneDNN fuses; one
+    Conv2D per group and a concat where `split`); the gradient is ReluGrad, Conv2DBackpropInput
+    (per group where `split`), the bias sum and the patches' matmul.
+    """
+
+    def per_group(fn, a, k):
+        return tf.concat([fn(ag, kg) for ag, kg in zip(tf.split(a, groups, -1), tf.split(k, groups, -1))], -1)
+
+    def input_gradient(dy, k, x):
+        return tf.raw_ops.Conv2DBackpropInput(
+            input_sizes=tf.shape(x), filter=k, out_backprop=dy, strides=[1, 1, 1, 1], padding=padding
+        )
+
+    @tf.custom_gradient
+    def conv(x, kernel, bias):
+        if split:
+            y = per_group(lambda a, k: tf.nn.conv2d(a, k, strides=1, padding=padding), x, kernel)
+        else:
+            y = tf.nn.conv2d(x, kernel, strides=1, padding=padding)
+        y = tf.nn.bias_add(y, bias)
+        if relu:
+            y = tf.nn.relu(y)
+
+        def grad(dy):
+            if relu:
+                dy = tf.raw_ops.ReluGrad(gradients=dy, features=y)
+            if split:
+                dx = tf.concat(
+                    [
+                        input_gradient(dyg, kg, xg)
+                        for dyg, kg, xg in zip(
+                            tf.split(dy, groups, axis=-1),
+                            tf.split(kernel, groups, axis=-1),
+                            tf.split(x, groups, axis=-1),
+                        )
+                    ],
+                    axis=-1,
+                )
+            else:
+                dx = input_gradient(dy, kernel, x)
+            dw = _filter_gradient_gemm(x, dy, kernel.shape, padding, groups)
+            return dx, dw, tf.reduce_sum(dy, axis=[0, 1, 2])
+
+        return y, grad
+
+    return conv(x, kernel, bias)
+
+
 @keras.saving.register_keras_serializable(package="alexnet_tf")
 class LocalResponseNormalization(keras.layers.Layer):
     """Local response normalisation across channels (Krizhevsky et al. 2012, section 3.3).
@@ -309,7 +442,7 @@ class GroupedConv2D(keras.layers.Layer):
             self.bias = None
         self.built = True
 
-    def call(self, inputs):
+    def call(self, inputs, training=None):
         if not _tensorflow_backend():
             # Both backends infer the group count from the kernel's input channels.
             outputs = ops.conv(inputs, ops.cast(self.kernel, inputs.dtype), self.strides, self.padding)
@@ -318,6 +451,17 @@ class GroupedConv2D(keras.layers.Layer):
             return outputs if self.activation is None else self.activation(outputs)
         kernel = tf.cast(self.kernel, inputs.dtype)
         strides, padding = self.strides, self.padding.upper()
+        split = self.groups > 1 and resolve_grouped_conv_implementation(inputs.dtype) == "split"
+        if (
+            training
+            and self.use_bias
+            and resolve_filter_gradient_implementation(inputs.dtype, strides) == "gemm"
+        ):
+            relu = self.activation is keras.activations.relu
+            outputs = _conv2d_gemm_filter_gradient(
+                inputs, kernel, tf.cast(self.bias, inputs.dtype), padding, self.groups, relu, split
+            )
+            return outputs if relu or self.activation is None else self.activation(outputs)
         if self.groups == 1 or resolve_grouped_conv_implementation(inputs.dtype) == "native":
             # One Conv2D op whose kernel has in_channels // groups input channels: TensorFlow
             # infers the group count from the shapes (oneDNN on CPU, cuDNN on GPU,

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from alexnet_tf import hardware, layers
 from alexnet_tf.layers import GroupedConv2D, LocalResponseNormalization
 
 
@@ -251,6 +252,98 @@ def test_grouped_conv_gradients_match_per_group_convolutions(jit_compile):
     run = tf.function(grads_of_layer, jit_compile=True) if jit_compile else grads_of_layer
     for got, want in zip(run(x), grads_of_reference(x)):
         np.testing.assert_allclose(got.numpy(), want.numpy(), atol=1e-5, rtol=1e-5)
+
+
+def _training_step_of(layer, implementation, jit_compile=False):
+    """A traced function returning the training output and the gradients of (x, kernel, bias)
+    with `implementation` of the kernel gradient, and the op types of its graph."""
+
+    def step(x, upstream):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = layer(x, training=True)
+            loss = tf.reduce_sum(y * upstream)
+        return [y, *tape.gradient(loss, [x, layer.kernel, layer.bias])]
+
+    with layers.filter_gradient_implementation(implementation):
+        fn = tf.function(step, jit_compile=jit_compile)
+        return fn
+
+
+@pytest.mark.parametrize("jit_compile", [False, True])
+@pytest.mark.parametrize(
+    "shape, filters, kernel, groups, padding, activation",
+    [
+        ((2, 9, 9, 8), 6, 3, 2, "same", "relu"),
+        ((2, 11, 10, 6), 9, 5, 3, "valid", "relu"),
+        ((1, 8, 8, 4), 4, 4, 1, "same", None),  # even kernel: TensorFlow pads one more after
+        ((2, 7, 7, 6), 6, 2, 2, "valid", "tanh"),
+    ],
+)
+def test_gemm_filter_gradient_matches_the_native_gradient(
+    shape, filters, kernel, groups, padding, activation, jit_compile
+):
+    layer = GroupedConv2D(
+        filters,
+        kernel,
+        groups=groups,
+        padding=padding,
+        activation=activation,
+        kernel_initializer="glorot_normal",
+        bias_initializer="random_normal",
+    )
+    layer.build(shape)
+    rng = np.random.default_rng(11)
+    x = tf.constant(rng.normal(size=shape).astype("float32"))
+    upstream = tf.constant(rng.normal(size=layer.compute_output_shape(shape)).astype("float32"))
+    results, graph_ops = {}, {}
+    for implementation in ("native", "gemm"):
+        fn = _training_step_of(layer, implementation, jit_compile)
+        with layers.filter_gradient_implementation(implementation):
+            results[implementation] = [t.numpy() for t in fn(x, upstream)]
+            graph_ops[implementation] = {
+                op.type for op in fn.get_concrete_function(x, upstream).graph.get_operations()
+            }
+    # The gemm trace really computes the kernel gradient as a matmul, the native one does not.
+    if not jit_compile:
+        assert "Conv2DBackpropFilter" in graph_ops["native"] and "MatMul" not in graph_ops["native"]
+        assert "Conv2DBackpropFilter" not in graph_ops["gemm"] and "MatMul" in graph_ops["gemm"]
+    for name, native, gemm in zip(("output", "x", "kernel", "bias"), results["native"], results["gemm"]):
+        np.testing.assert_allclose(gemm, native, atol=1e-5, rtol=1e-5, err_msg=name)
+
+
+def test_gemm_filter_gradient_is_for_training_traces_only():
+    """Inference (exports, TF Serving, Grad-CAM) traces the plain ops whatever the choice."""
+    layer = GroupedConv2D(4, 3, groups=2, padding="same", activation="relu")
+    layer.build((1, 6, 6, 4))
+    with layers.filter_gradient_implementation("gemm"):
+        fn = tf.function(lambda x: layer(x, training=False))
+        graph = fn.get_concrete_function(tf.TensorSpec((1, 6, 6, 4))).graph
+    assert not any(op.type in ("IdentityN", "MatMul") for op in graph.get_operations())
+
+
+def test_filter_gradient_auto_picks_gemm_only_for_float32_on_avx2_onednn(monkeypatch):
+    def machine(onednn=True, gpu=False, flags=("avx2", "fma")):
+        monkeypatch.setattr(hardware, "onednn_enabled", lambda: onednn)
+        monkeypatch.setattr(hardware, "has_gpu", lambda: gpu)
+        monkeypatch.setattr(hardware, "cpu_flags", lambda: frozenset(flags))
+
+    resolve = layers.resolve_filter_gradient_implementation
+    machine()
+    assert resolve("float32", name="auto") == "gemm"
+    assert resolve("float32", strides=(2, 2), name="auto") == "native"
+    assert resolve("float32", strides=(4, 4), name="gemm") == "native"  # stride 1 only
+    assert resolve("bfloat16", name="auto") == "native"
+    assert resolve("bfloat16", name="gemm") == "gemm"
+    machine(onednn=False)
+    assert resolve("float32", name="auto") == "native"
+    machine(gpu=True)
+    assert resolve("float32", name="auto") == "native"
+    machine(flags=("avx2", "avx512f"))
+    assert resolve("float32", name="auto") == "native"
+    with pytest.raises(ValueError, match="filter gradient implementation must be one of"):
+        with layers.filter_gradient_implementation("im2col"):
+            pass
 
 
 def test_grouped_conv_bfloat16_matches_float32(policy):
