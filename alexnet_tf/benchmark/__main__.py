@@ -80,6 +80,14 @@ def define_flags():
         "GroupedConv2D implementation(s) to time (train): auto picks native where the "
         "kernels have grouped convolutions (GPU, oneDNN), else split; repeat to A/B.",
     )
+    flags.DEFINE_multi_enum(
+        "filter_gradient",
+        ["auto"],
+        ["auto", "native", "gemm"],
+        "Convolution kernel-gradient implementation(s) to time (train): auto picks gemm (a "
+        "matmul over image patches) for float32 on CPUs without AVX-512 running oneDNN, else "
+        "native (Conv2DBackpropFilter); repeat to A/B.",
+    )
     flags.DEFINE_bool("jit_compile", False, "Compile the forward/backward pass with XLA (as the trainer).")
     flags.DEFINE_integer("steps_per_execution", 1, "Train steps per tf.function call.")
     flags.DEFINE_integer(
@@ -197,9 +205,12 @@ def settings_from_flags(flag_values):
             num_classes=fv.num_classes or 1000,
             matmul_size=fv.matmul_size if fv.matmul else None,
             grouped_convs=list(dict.fromkeys(fv.grouped_conv)),
+            filter_gradients=list(dict.fromkeys(fv.filter_gradient)),
         )
-    elif fv.grouped_conv != ["auto"]:
-        raise ConfigError(f"--grouped_conv={','.join(fv.grouped_conv)} applies to --mode=train only")
+    else:
+        for name in ("grouped_conv", "filter_gradient"):
+            if fv[name].value != ["auto"]:
+                raise ConfigError(f"--{name}={','.join(fv[name].value)} applies to --mode=train only")
     if mode in ("input", "end_to_end"):
         settings.update(
             batch_size=fv.batch_size,
@@ -317,6 +328,7 @@ def run(mode, settings):
             num_classes=s["num_classes"],
             matmul_size=s["matmul_size"],
             grouped_convs=s["grouped_convs"],
+            filter_gradients=s["filter_gradients"],
             **timing,
         )
         return result, train.train_table

@@ -48,6 +48,7 @@ def device_peaks():
 class TrainRow:
     precision: str
     grouped_conv: str  # the GroupedConv2D implementation the row ran ("native" or "split")
+    filter_gradient: str  # how its stride-1 kernel gradients ran ("native" or "gemm")
     data: str  # "synthetic" or "tfrecord"
     images_per_sec: float  # median over repeats
     images_per_sec_min: float
@@ -75,16 +76,28 @@ def matmul_tflops(dtype="bfloat16", n=4096, iters=10, repeats=3):
 class _Trainer:
     """One precision's (and grouped-convolution implementation's) training state and train function."""
 
-    def __init__(self, config, strategy, num_classes, iterators, warmup_steps, grouped_conv="auto"):
+    def __init__(
+        self,
+        config,
+        strategy,
+        num_classes,
+        iterators,
+        warmup_steps,
+        grouped_conv="auto",
+        filter_gradient="auto",
+    ):
         self.steps_per_execution = config.steps_per_execution
         loss_scaling = config.precision == "mixed_float16"
         keras.mixed_precision.set_global_policy(config.precision)
         # The first calls trace under the policy and the grouped-convolution choice, as in the trainer.
         try:
-            with layers.grouped_conv_implementation(grouped_conv):
-                self.grouped_conv = layers.resolve_grouped_conv_implementation(
-                    keras.mixed_precision.global_policy().compute_dtype
-                )
+            with (
+                layers.grouped_conv_implementation(grouped_conv),
+                layers.filter_gradient_implementation(filter_gradient),
+            ):
+                dtype = keras.mixed_precision.global_policy().compute_dtype
+                self.grouped_conv = layers.resolve_grouped_conv_implementation(dtype)
+                self.filter_gradient = layers.resolve_filter_gradient_implementation(dtype)
                 self.state = steps.build_state(
                     config,
                     strategy,
@@ -122,31 +135,35 @@ def _time_rows(
     progress,
     each_round=None,
     grouped_convs=("auto",),
+    filter_gradients=("auto",),
 ):
-    """Builds every (precision, grouped_conv), then times every (precision, grouped_conv, source) row
-    round-robin.
+    """Builds every (precision, grouped_conv, filter_gradient), then times every such model on
+    every source, round-robin.
 
     Returns:
-      (TrainRows in (precision, grouped_conv, source) order, training FLOPs per image).
+      (TrainRows in (precision, grouped_conv, filter_gradient, source) order, training FLOPs
+      per image).
     """
     # One distributed dataset per source, shared by all models, as the trainer has one.
     iterators = {name: iter(strategy.distribute_datasets_from_function(fn)) for name, fn in input_fns.items()}
     trainers = {}
     for precision in precisions:
         for grouped_conv in grouped_convs:
-            progress(
-                f"building the {precision} model (grouped convolutions: {grouped_conv}) and tracing "
-                "its train step"
-            )
-            keras.utils.set_random_seed(0)
-            trainers[precision, grouped_conv] = _Trainer(
-                dataclasses.replace(config, precision=precision),
-                strategy,
-                num_classes,
-                iterators,
-                warmup_steps,
-                grouped_conv,
-            )
+            for filter_gradient in filter_gradients:
+                progress(
+                    f"building the {precision} model (grouped convolutions: {grouped_conv}, "
+                    f"filter gradients: {filter_gradient}) and tracing its train step"
+                )
+                keras.utils.set_random_seed(0)
+                trainers[precision, grouped_conv, filter_gradient] = _Trainer(
+                    dataclasses.replace(config, precision=precision),
+                    strategy,
+                    num_classes,
+                    iterators,
+                    warmup_steps,
+                    grouped_conv,
+                    filter_gradient,
+                )
     flops_per_image = training_flops(layer_table(next(iter(trainers.values())).state.model))
     rates = {(key, s): [] for key in trainers for s in iterators}
     for repeat in range(repeats):
@@ -160,12 +177,13 @@ def _time_rows(
                 trainer.run(iterator, warmup_steps)
             rounds.append(timed_steps * config.batch_size / trainer.run(iterator, timed_steps))
     rows = []
-    for ((precision, grouped_conv), source), rounds in rates.items():
+    for (key, source), rounds in rates.items():
         median = statistics.median(rounds)
         rows.append(
             TrainRow(
-                precision,
-                trainers[precision, grouped_conv].grouped_conv,
+                key[0],
+                trainers[key].grouped_conv,
+                trainers[key].filter_gradient,
                 source,
                 median,
                 min(rounds),
@@ -191,6 +209,7 @@ def run_train(
     repeats,
     matmul_size,
     grouped_convs=("auto",),
+    filter_gradients=("auto",),
     progress=lambda message: None,
 ):
     """Training speed on synthetic in-memory batches.
@@ -205,6 +224,8 @@ def run_train(
       matmul_size: n of the n x n x n bfloat16 matmul whose rate is measured; None: skip it.
       grouped_convs: GroupedConv2D implementations to time ("auto", "native", "split"), each
         with every precision.
+      filter_gradients: kernel-gradient implementations to time ("auto", "native", "gemm";
+        layers.filter_gradient_implementation), each with every precision and grouped_conv.
       progress: called with a line of progress.
 
     Returns:
@@ -242,6 +263,7 @@ def run_train(
         progress,
         time_ceiling if matmul_size else None,
         grouped_convs,
+        filter_gradients,
     )
     peaks = device_peaks()
     results = []
@@ -368,15 +390,15 @@ def train_table(result):
     """Markdown rows of run_train's result."""
     ceilings = result["matmul_tflops"]
     lines = [
-        "| precision | grouped conv | images/sec (median) | min-max | achieved TFLOP/s "
-        "| share of the same-run matmul | share of the device's peak |",
-        "|---|---|---:|---|---:|---:|---|",
+        "| precision | grouped conv | filter gradient | images/sec (median) | min-max "
+        "| achieved TFLOP/s | share of the same-run matmul | share of the device's peak |",
+        "|---|---|---|---:|---|---:|---:|---|",
     ]
     for r in result["results"]:
         share = f"{100 * r['share_of_matmul']:.0f}% of {r['matmul_dtype']}" if ceilings else "-"
         peak = " / ".join(f"{100 * f:.1f}% of {k}" for k, f in r["peak_fraction"].items()) or "- (unknown)"
         lines.append(
-            f"| {r['precision']} | {r['grouped_conv']} | {r['images_per_sec']:.1f} "
+            f"| {r['precision']} | {r['grouped_conv']} | {r['filter_gradient']} | {r['images_per_sec']:.1f} "
             f"| {r['images_per_sec_min']:.1f}-{r['images_per_sec_max']:.1f} | {r['tflops']:.3f} "
             f"| {share} | {peak} |"
         )

@@ -90,7 +90,7 @@ def test_train_mode_times_every_precision_with_the_matmul_ceiling():
 
 
 @pytest.mark.slow
-def test_train_mode_mirrors_over_two_logical_cpus():
+def test_train_mode_mirrors_over_two_logical_cpus_with_both_filter_gradients():
     report = _report(
         "train",
         *TINY,
@@ -99,11 +99,16 @@ def test_train_mode_mirrors_over_two_logical_cpus():
         "--replicas=2",
         "--precision=float32",
         "--variant=one_weird_trick",
+        "--filter_gradient=native",
+        "--filter_gradient=gemm",
     )
     assert report["settings"]["replicas"] == 2
-    assert [r["precision"] for r in report["results"]] == ["float32"]
+    assert [(r["precision"], r["filter_gradient"]) for r in report["results"]] == [
+        ("float32", "native"),
+        ("float32", "gemm"),
+    ]
     assert report["matmul_tflops"] is None
-    assert report["results"][0]["share_of_matmul"] is None
+    assert all(r["share_of_matmul"] is None for r in report["results"])
 
 
 @pytest.mark.slow
@@ -191,6 +196,7 @@ def test_data_dir_without_training_shards_exits_2_naming_the_flag(tmp_path, cont
     [
         (["--steps=3", "--steps_per_execution=2"], "--steps=3 is not a multiple of --steps_per_execution=2"),
         (["--mode=serve", "--replicas=2"], "--replicas=2 applies to --mode=train and end_to_end only"),
+        (["--mode=serve", "--filter_gradient=gemm"], "--filter_gradient=gemm applies to --mode=train only"),
         (["--batch_size=5", "--replicas=2"], "--batch_size=5 is not divisible by --replicas=2"),
     ],
 )
