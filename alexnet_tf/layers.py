@@ -112,8 +112,9 @@ def filter_gradient_implementation(name):
       input are concatenated into image patches (N*H*W rows of kh*kw*C/groups values) and
       multiplied by the output gradient. The same sums in another order (float32 rounding
       apart), at the cost of the patches' memory while the layer's gradient is computed
-      (about 0.2-0.6 GB per layer at batch 128). Stride 1 and layers with a bias only; the
-      others stay native. Works with either grouped-convolution implementation.
+      (about 0.2-0.6 GB per layer at batch 128). float32, stride 1, a bias and spatial sizes
+      known when traced only; other layers stay native. Works with either grouped-convolution
+      implementation.
 
     Only training traces (`training=True`) use "gemm"; inference, exports and TF Serving run
     the same forward ops either way. Chosen when a function is traced, as
@@ -134,13 +135,17 @@ def filter_gradient_implementation(name):
 
 
 def resolve_filter_gradient_implementation(dtype, strides=(1, 1), name=None):
-    """The kernel-gradient implementation ("native" or "gemm") a convolution uses in training here."""
+    """The kernel-gradient implementation ("native" or "gemm") a convolution uses in training here.
+
+    "gemm" is for float32 stride-1 convolutions: anything else runs "native", whatever is asked
+    (16-bit sums over N*H*W terms lose precision that oneDNN's kernel keeps in float32).
+    """
     name = _filter_gradient_implementation if name is None else name
-    if tuple(strides) != (1, 1):
+    if tuple(strides) != (1, 1) or tf.as_dtype(dtype) != tf.float32:
         return "native"
     if name != "auto":
         return name
-    if tf.as_dtype(dtype) != tf.float32 or hardware.has_gpu() or not hardware.onednn_enabled():
+    if hardware.has_gpu() or not hardware.onednn_enabled():
         return "native"
     # Measured on an AVX2 EPYC only; AVX-512 CPUs have oneDNN's brgemm kernels for this gradient.
     return "native" if "avx512f" in hardware.cpu_flags() else "gemm"
@@ -455,6 +460,8 @@ class GroupedConv2D(keras.layers.Layer):
         if (
             training
             and self.use_bias
+            and inputs.shape[1] is not None
+            and inputs.shape[2] is not None
             and resolve_filter_gradient_implementation(inputs.dtype, strides) == "gemm"
         ):
             relu = self.activation is keras.activations.relu
