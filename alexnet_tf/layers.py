@@ -181,49 +181,46 @@ def _filter_gradient_gemm(x, dy, kernel_shape, padding, groups):
     return tf.reshape(grad, [kh, kw, cg, filters])
 
 
+def _per_group(fn, groups, *tensors):
+    """fn applied to the g-th channel slice of each tensor, for each group, concatenated on channels."""
+    slices = [tf.split(t, groups, axis=-1) for t in tensors]
+    return tf.concat([fn(*group) for group in zip(*slices)], axis=-1)
+
+
+def _conv2d(x, kernel, strides, padding, groups, split):
+    """The grouped convolution, as one Conv2D with the grouped kernel or, where `split`, one per group."""
+    if not split:
+        # One Conv2D op whose kernel has in_channels // groups input channels: TensorFlow infers
+        # the group count from the shapes (oneDNN on CPU, cuDNN on GPU, feature_group_count in
+        # XLA, the `group` attribute in ONNX).
+        return tf.nn.conv2d(x, kernel, strides=strides, padding=padding)
+    # Group g's input channels meet group g's filters: the kernel's last axis is grouped.
+    return _per_group(lambda a, k: tf.nn.conv2d(a, k, strides=strides, padding=padding), groups, x, kernel)
+
+
 def _conv2d_gemm_filter_gradient(x, kernel, bias, padding, groups, relu, split):
     """relu?(conv2d(x, kernel) + bias), stride 1, whose kernel gradient is `_filter_gradient_gemm`.
 
-    The forward ops are those of the other path (Conv2D, BiasAdd, Relu, which oneDNN fuses; one
-    Conv2D per group and a concat where `split`); the gradient is ReluGrad, Conv2DBackpropInput
-    (per group where `split`), the bias sum and the patches' matmul.
+    The forward ops are those of the other path (`_conv2d`, BiasAdd, Relu, which oneDNN fuses);
+    the gradient is ReluGrad, Conv2DBackpropInput (per group where `split`), the bias sum and
+    the patches' matmul.
     """
 
-    def per_group(fn, a, k):
-        return tf.concat([fn(ag, kg) for ag, kg in zip(tf.split(a, groups, -1), tf.split(k, groups, -1))], -1)
-
-    def input_gradient(dy, k, x):
+    def input_gradient(dy, k, a):
         return tf.raw_ops.Conv2DBackpropInput(
-            input_sizes=tf.shape(x), filter=k, out_backprop=dy, strides=[1, 1, 1, 1], padding=padding
+            input_sizes=tf.shape(a), filter=k, out_backprop=dy, strides=[1, 1, 1, 1], padding=padding
         )
 
     @tf.custom_gradient
     def conv(x, kernel, bias):
-        if split:
-            y = per_group(lambda a, k: tf.nn.conv2d(a, k, strides=1, padding=padding), x, kernel)
-        else:
-            y = tf.nn.conv2d(x, kernel, strides=1, padding=padding)
-        y = tf.nn.bias_add(y, bias)
+        y = tf.nn.bias_add(_conv2d(x, kernel, 1, padding, groups, split), bias)
         if relu:
             y = tf.nn.relu(y)
 
         def grad(dy):
             if relu:
                 dy = tf.raw_ops.ReluGrad(gradients=dy, features=y)
-            if split:
-                dx = tf.concat(
-                    [
-                        input_gradient(dyg, kg, xg)
-                        for dyg, kg, xg in zip(
-                            tf.split(dy, groups, axis=-1),
-                            tf.split(kernel, groups, axis=-1),
-                            tf.split(x, groups, axis=-1),
-                        )
-                    ],
-                    axis=-1,
-                )
-            else:
-                dx = input_gradient(dy, kernel, x)
+            dx = _per_group(input_gradient, groups, dy, kernel, x) if split else input_gradient(dy, kernel, x)
             dw = _filter_gradient_gemm(x, dy, kernel.shape, padding, groups)
             return dx, dw, tf.reduce_sum(dy, axis=[0, 1, 2])
 
@@ -469,22 +466,7 @@ class GroupedConv2D(keras.layers.Layer):
                 inputs, kernel, tf.cast(self.bias, inputs.dtype), padding, self.groups, relu, split
             )
             return outputs if relu or self.activation is None else self.activation(outputs)
-        if self.groups == 1 or resolve_grouped_conv_implementation(inputs.dtype) == "native":
-            # One Conv2D op whose kernel has in_channels // groups input channels: TensorFlow
-            # infers the group count from the shapes (oneDNN on CPU, cuDNN on GPU,
-            # feature_group_count in XLA, the `group` attribute in ONNX).
-            outputs = tf.nn.conv2d(inputs, kernel, strides=strides, padding=padding)
-        else:
-            # Group g's input channels meet group g's filters: the kernel's last axis is grouped.
-            outputs = tf.concat(
-                [
-                    tf.nn.conv2d(x, k, strides=strides, padding=padding)
-                    for x, k in zip(
-                        tf.split(inputs, self.groups, axis=-1), tf.split(kernel, self.groups, axis=-1)
-                    )
-                ],
-                axis=-1,
-            )
+        outputs = _conv2d(inputs, kernel, strides, padding, self.groups, split)
         if self.use_bias:
             outputs = tf.nn.bias_add(outputs, tf.cast(self.bias, outputs.dtype))
         if self.activation is not None:
