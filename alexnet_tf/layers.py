@@ -700,20 +700,35 @@ def _lrn(x, radius, bias, alpha, beta):
     return x * ops.exp(-beta * ops.log(d))  # d ** -beta, with d >= bias > 0
 
 
+def _tf_inverse_powers(d, beta):
+    """(d ** -beta, 1 / d) for float32 d > 0, in TensorFlow ops.
+
+    For the paper's beta = 0.75, d ** -0.75 = rsqrt(d) * sqrt(rsqrt(d)): two square roots
+    where exp(-beta * log(d)) takes two polynomial evaluations. XLA's CPU LRN kernels run
+    25-40% faster forward and 15% backward that way, within 3e-7 of the exp/log result
+    (docs/design/performance-notes.md).
+    """
+    if beta == 0.75:
+        r = tf.math.rsqrt(d)
+        return r * tf.sqrt(r), r * r
+    return tf.exp(-beta * tf.math.log(d)), 1.0 / d
+
+
 @functools.cache
 def _tf_lrn_kernels():
     """The TensorFlow backend's XLA-compiled LRN forward and backward kernels, made on first use."""
 
     @tf.function(jit_compile=True)
     def lrn_forward(a, radius, bias, alpha, beta):
-        return tf.cast(_lrn(tf.cast(a, tf.float32), radius, bias, alpha, beta), a.dtype)
+        x = tf.cast(a, tf.float32)
+        scale, _ = _tf_inverse_powers(bias + alpha * _channel_window_sum(x * x, radius), beta)
+        return tf.cast(x * scale, a.dtype)
 
     @tf.function(jit_compile=True)
     def lrn_backward(a, g, radius, bias, alpha, beta):
         x, g32 = tf.cast(a, tf.float32), tf.cast(g, tf.float32)
-        d = bias + alpha * _channel_window_sum(x * x, radius)
-        scale = tf.exp(-beta * tf.math.log(d))
-        grad = g32 * scale - (2.0 * alpha * beta) * x * _channel_window_sum(g32 * x * scale / d, radius)
+        scale, inverse = _tf_inverse_powers(bias + alpha * _channel_window_sum(x * x, radius), beta)
+        grad = g32 * scale - (2.0 * alpha * beta) * x * _channel_window_sum(g32 * x * scale * inverse, radius)
         return tf.cast(grad, a.dtype)
 
     return lrn_forward, lrn_backward
