@@ -109,9 +109,9 @@ def filter_gradient_implementation(name):
     - "native": TensorFlow's Conv2DBackpropFilter. On AVX2-only CPUs oneDNN runs it with its
       older direct kernel (`jit:avx2`, not the brgemm kernels its forward and input-gradient
       passes use); inside AlexNet's train step it reached about half of a same-run float32 GEMM.
-    - "gemm": the gradient as one matrix multiply per group: the k*k shifted windows of the
-      input are concatenated into image patches (N*H*W rows of kh*kw*C/groups values) and
-      multiplied by the output gradient. The same sums in another order (float32 rounding
+    - "gemm": the gradient as one matrix multiply per group: one Gather collects the k*k
+      windows of the input into image patches (N*H*W rows of kh*kw*C/groups values), which
+      are multiplied by the output gradient. The same sums in another order (float32 rounding
       apart), at the cost of the patches' memory while the layer's gradient is computed
       (about 0.2-0.6 GB per layer at batch 128). float32, stride 1, a bias and spatial sizes
       known when traced only; other layers stay native. Works with either grouped-convolution
