@@ -703,12 +703,13 @@ def _lrn(x, radius, bias, alpha, beta):
 def _tf_inverse_powers(d, beta):
     """(d ** -beta, 1 / d) for float32 d > 0, in TensorFlow ops.
 
-    For the paper's beta = 0.75, d ** -0.75 = rsqrt(d) * sqrt(rsqrt(d)): two square roots
-    where exp(-beta * log(d)) takes two polynomial evaluations. XLA's CPU LRN kernels run
-    25-40% faster forward and 15% backward that way, within 3e-7 of the exp/log result
-    (docs/design/performance-notes.md).
+    For the paper's beta = 0.75 on CPUs without AVX-512, d ** -0.75 = rsqrt(d) * sqrt(rsqrt(d)):
+    two square roots where exp(-beta * log(d)) takes two polynomial evaluations. XLA's LRN
+    kernels ran 15-33% faster that way on an AVX2 EPYC, within 3e-7 of the exp/log result. On
+    the AVX-512 EPYC a similar square-root form was slower than exp/log (140 vs 130 ms for lrn1
+    in bfloat16), so AVX-512 CPUs keep exp/log (docs/design/performance-notes.md).
     """
-    if beta == 0.75:
+    if beta == 0.75 and "avx512f" not in hardware.cpu_flags():
         r = tf.math.rsqrt(d)
         return r * tf.sqrt(r), r * r
     return tf.exp(-beta * tf.math.log(d)), 1.0 / d
