@@ -7,7 +7,9 @@ For each framework and precision (float32; bfloat16: Keras `mixed_bfloat16`, PyT
 `torch.autocast("cpu", torch.bfloat16)` with channels_last), one training step is SGD with
 momentum 0.9 and weight decay 5e-4 on a fixed in-memory batch. The candidates are timed
 round-robin, `--repeats` times `--steps` steps each, so machine noise hits all of them alike;
-medians are reported with the TensorFlow / PyTorch ratio per precision.
+medians are reported with the TensorFlow / PyTorch ratio per precision. On x86-64 TensorFlow
+runs oneDNN's kernels, as the package's training commands do, unless TF_ENABLE_ONEDNN_OPTS is
+set (`TF_ENABLE_ONEDNN_OPTS=0` times the Eigen kernels); the header line says which.
 
 The PyTorch models are the same architectures: "paper" with LRN (PyTorch divides alpha by the
 window size, so alpha=5e-4 there equals the paper's 1e-4) and groups=2 in conv2/4/5 on a
@@ -138,6 +140,13 @@ def main(argv):
     import os
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import platform
+
+    # The package's training commands turn oneDNN's CPU kernels on on x86-64 unless the user set
+    # TF_ENABLE_ONEDNN_OPTS (alexnet_tf.hardware.command_onednn_default); this script is not one
+    # of them, so it does the same here, before TensorFlow is imported, to time what users get.
+    if platform.machine().lower() in ("x86_64", "amd64"):
+        os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
     import keras
     import numpy as np
     import tensorflow as tf
@@ -189,6 +198,7 @@ def main(argv):
         "torch": torch.__version__,
         "tensorflow": tf.__version__,
         "torch_threads": torch.get_num_threads(),
+        "tf_enable_onednn_opts": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "(unset: TensorFlow's default)"),
     }
     if FLAGS.json:
         print(json.dumps(report, indent=2))
@@ -196,7 +206,8 @@ def main(argv):
     print(
         f"AlexNet {FLAGS.variant} training, batch {FLAGS.batch_size}, TensorFlow {tf.__version__} "
         f"vs PyTorch {torch.__version__} ({torch.get_num_threads()} threads), "
-        f"median of {FLAGS.repeats} x {FLAGS.steps} steps, timed alternately"
+        f"median of {FLAGS.repeats} x {FLAGS.steps} steps, timed alternately; "
+        f"TF_ENABLE_ONEDNN_OPTS={report['tf_enable_onednn_opts']}"
     )
     print("| framework | precision | images/sec | min-max |")
     print("|---|---|---:|---|")
