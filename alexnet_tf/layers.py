@@ -705,7 +705,7 @@ def _tf_inverse_powers(d, beta):
 
     For the paper's beta = 0.75 on CPUs without AVX-512, d ** -0.75 = rsqrt(d) * sqrt(rsqrt(d)):
     two square roots where exp(-beta * log(d)) takes two polynomial evaluations. XLA's LRN
-    kernels ran 15-33% faster that way on an AVX2 EPYC, within 3e-7 of the exp/log result. On
+    kernels took 13-32% less time that way on an AVX2 EPYC, within 3e-7 of the exp/log result. On
     the AVX-512 EPYC a similar square-root form was slower than exp/log (140 vs 130 ms for lrn1
     in bfloat16), so AVX-512 CPUs keep exp/log (docs/design/performance-notes.md).
     """
