@@ -87,6 +87,11 @@ def cpu_model():
     return _cpuinfo_field("model name")
 
 
+def cpu_has_avx512():
+    """True where the CPU has AVX-512 (avx512f): oneDNN's brgemm kernels cover more ops there."""
+    return "avx512f" in cpu_flags()
+
+
 def cpu_has_native_bfloat16():
     """True where the CPU multiplies bfloat16 natively; elsewhere TensorFlow emulates it (slow)."""
     return bool(cpu_flags() & set(NATIVE_BFLOAT16_FLAGS))

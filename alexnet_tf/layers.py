@@ -149,7 +149,7 @@ def resolve_filter_gradient_implementation(dtype, strides=(1, 1), name=None):
     if hardware.has_gpu() or not hardware.onednn_enabled():
         return "native"
     # Measured on an AVX2 EPYC only; AVX-512 CPUs have oneDNN's brgemm kernels for this gradient.
-    return "native" if "avx512f" in hardware.cpu_flags() else "gemm"
+    return "native" if hardware.cpu_has_avx512() else "gemm"
 
 
 def _same_padding(kernel):
@@ -185,13 +185,12 @@ def _filter_gradient_gemm(x, dy, kernel_shape, padding, groups):
     height, width, channels = x.shape[1], x.shape[2], x.shape[3]
     rows = tf.constant(_patch_rows(height, width, dy.shape[1], dy.shape[2], kh, kw))
     image = tf.reshape(x, [-1, height * width, channels])
-    grads = []
-    for g in range(groups):
-        group_image = image if groups == 1 else image[..., g * cg : (g + 1) * cg]
+
+    def group_gradient(group_image, group_dy):
         patches = tf.reshape(tf.gather(group_image, rows, axis=1), [-1, kh * kw * cg])
-        group_dy = tf.reshape(dy[..., g * fg : (g + 1) * fg], [-1, fg])
-        grads.append(tf.transpose(tf.matmul(group_dy, patches, transpose_a=True)))
-    grad = grads[0] if groups == 1 else tf.concat(grads, axis=-1)
+        return tf.transpose(tf.matmul(tf.reshape(group_dy, [-1, fg]), patches, transpose_a=True))
+
+    grad = _per_group(group_gradient, groups, image, dy)
     return tf.reshape(grad, [kh, kw, cg, filters])
 
 
@@ -709,7 +708,7 @@ def _tf_inverse_powers(d, beta):
     the AVX-512 EPYC a similar square-root form was slower than exp/log (140 vs 130 ms for lrn1
     in bfloat16), so AVX-512 CPUs keep exp/log (docs/design/performance-notes.md).
     """
-    if beta == 0.75 and "avx512f" not in hardware.cpu_flags():
+    if beta == 0.75 and not hardware.cpu_has_avx512():
         r = tf.math.rsqrt(d)
         return r * tf.sqrt(r), r * r
     return tf.exp(-beta * tf.math.log(d)), 1.0 / d
