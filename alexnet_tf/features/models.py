@@ -6,6 +6,7 @@ the Keras model: only a KerasModel has `gradcam`.
 """
 
 import os
+import sys
 
 import tensorflow as tf
 
@@ -13,7 +14,7 @@ from alexnet_tf import explain
 from alexnet_tf.cli import error_message
 from alexnet_tf.config import ConfigError
 from alexnet_tf.data import schema
-from alexnet_tf.features.sources import UsageError
+from alexnet_tf.features.sources import PROGRAM, UsageError
 from alexnet_tf.serving import embedding, saved_model, signatures
 from alexnet_tf.weights import checkpointing
 
@@ -57,13 +58,29 @@ class KerasModel:
         return heatmaps, classes, tf.nn.softmax(logits, axis=-1).numpy()
 
     def class_names(self, num_classes, fallback=()):
-        """--labels, else labels.txt beside the model, else `fallback` if as long, else numbers."""
+        """--labels, else labels.txt beside the model, else `fallback` if as long, else numbers.
+
+        The last two say so on stderr: names taken from the data are only right if the model was
+        trained on the same classes in the same order.
+        """
         path = self.labels_path
         if path is None and self.labels_dir is not None:
             beside = os.path.join(self.labels_dir, schema.LABELS_FILENAME)
             path = beside if os.path.exists(beside) else None
         if path is None:
-            return list(fallback) if len(fallback) == num_classes else [str(c) for c in range(num_classes)]
+            missing = f"{PROGRAM}: no --labels and no {schema.LABELS_FILENAME} beside the model"
+            if len(fallback) == num_classes:
+                print(
+                    f"{missing}: its {num_classes} classes are named after the data's labels, in "
+                    "their order; pass --labels=FILE if the model's classes differ",
+                    file=sys.stderr,
+                )
+                return list(fallback)
+            print(
+                f"{missing}: its {num_classes} classes are shown by number; pass --labels=FILE to name them",
+                file=sys.stderr,
+            )
+            return [str(c) for c in range(num_classes)]
         try:
             names = [entry.name for entry in schema.read_labels(path)]
         except (OSError, ValueError, tf.errors.OpError) as e:

@@ -59,11 +59,16 @@ from alexnet_tf.features.outputs import (
     neighbours_picture,
     predictions_picture,
 )
-from alexnet_tf.features.sources import UsageError, data_dir_source, files_source, gallery_source
+from alexnet_tf.features.sources import (
+    PROGRAM,
+    UsageError,
+    data_dir_source,
+    files_source,
+    gallery_source,
+)
 from alexnet_tf.serving import embedding
 
 FLAGS = flags.FLAGS
-PROGRAM = "alexnet_tf.features"
 DEFAULT_PICTURE_IMAGES = 16
 
 

@@ -14,6 +14,7 @@ from alexnet_tf.cli import error_message
 from alexnet_tf.data import convert, records, schema
 
 IMAGE_FORMATS = "JPEG, PNG, GIF, BMP or WebP"  # what preprocessing.decode_image reads
+PROGRAM = "alexnet_tf.features"  # how the command names itself on stderr
 
 
 class UsageError(ValueError):

@@ -430,6 +430,11 @@ def test_gradcam_picture_puts_each_image_beside_its_map_and_marks_the_explained_
     assert (
         "grad-cam: 4/4 images (100.0%)" in err and f"wrote the conv5 Grad-CAM of 4 images to {output}" in err
     )
+    # No labels.txt beside demo.keras_file: the bars take the data's names, and a line says so.
+    assert (
+        "alexnet_tf.features: no --labels and no labels.txt beside the model: its 3 classes are named "
+        "after the data's labels, in their order; pass --labels=FILE if the model's classes differ"
+    ) in err.splitlines()
     picture = read_png(output)
     layout = figures.gradcam_layout(4, 128, bars=3)  # 3 classes: 3 bars each
     assert picture.shape == (layout.size(4)[1], layout.size(4)[0], 3) and layout.columns == 2
@@ -487,6 +492,19 @@ def test_command_draws_gradcam_of_image_files_and_refuses_a_dense_layer_in_one_l
     result = run_command([*command, f"--model={demo.keras_file}", "--max_images=3", demo.val])
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.strip().splitlines()[-1] == str(output)
+    # Image files name no classes and the model has no labels.txt: the bars are numbered, and say why.
+    assert (
+        "alexnet_tf.features: no --labels and no labels.txt beside the model: its 3 classes are shown "
+        "by number; pass --labels=FILE to name them"
+    ) in result.stderr.splitlines()
+    labels = tmp_path / "names.txt"
+    labels.write_text("cat\ndog\nfish\n")
+    named = ["-m", "alexnet_tf.features", "--gradcam", f"--output={tmp_path / 'named.png'}"]
+    result = run_command(
+        [*named, f"--model={demo.keras_file}", f"--labels={labels}", "--max_images=1", demo.val]
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "no --labels" not in result.stderr
     width, height = figures.gradcam_layout(3, 128, bars=3).size(3)
     assert read_png(output).shape == (height, width, 3)
 
