@@ -76,8 +76,10 @@ class KerasModel:
                     file=sys.stderr,
                 )
                 return list(fallback)
+            other = f" (the data names {len(fallback)})" if len(fallback) else ""
             print(
-                f"{missing}: its {num_classes} classes are shown by number; pass --labels=FILE to name them",
+                f"{missing}: its {num_classes} classes are shown by number{other}; "
+                "pass --labels=FILE to name them",
                 file=sys.stderr,
             )
             return [str(c) for c in range(num_classes)]
@@ -87,7 +89,8 @@ class KerasModel:
             raise UsageError(f"cannot read the labels file {path} ({error_message(e)})") from None
         if len(names) != num_classes:
             raise UsageError(
-                f"{path} lists {len(names)} classes but the model has {num_classes}; pass --labels"
+                f"{path} lists {len(names)} classes but the model has {num_classes}; "
+                f"pass --labels=FILE with {num_classes} names, one per line"
             )
         return names
 

@@ -110,7 +110,11 @@ def define_flags(flag_values=FLAGS):
         "class_index", None, "The class --gradcam explains (0-based); default: each image's top-1.", **fv
     )
     flags.DEFINE_string(
-        "labels", None, "Class names of the model (labels.txt); default: labels.txt beside it.", **fv
+        "labels",
+        None,
+        "Class names of the model (labels.txt); default: labels.txt beside it, else the data's names "
+        "when as many, else numbers (either says so on stderr).",
+        **fv,
     )
     flags.DEFINE_integer("thumbnail_size", 128, "Side of each image in the pictures, in pixels.", **fv)
 

@@ -457,6 +457,30 @@ def test_gradcam_picture_puts_each_image_beside_its_map_and_marks_the_explained_
         assert np.all(bars == figures.EXPLAINED_BAR, axis=-1).any(), i  # class 1's bar, in orange
 
 
+def test_class_names_say_where_they_come_from_and_refuse_a_labels_file_of_another_length(
+    demo, tmp_path, capsys
+):
+    bare = models.KerasModel(demo.model, labels_dir=str(tmp_path))  # no labels.txt there
+    assert bare.class_names(3, fallback=("a", "b", "c")) == ["a", "b", "c"]
+    assert bare.class_names(3, fallback=("a", "b")) == ["0", "1", "2"]
+    assert capsys.readouterr().err.splitlines() == [
+        "alexnet_tf.features: no --labels and no labels.txt beside the model: its 3 classes are named "
+        "after the data's labels, in their order; pass --labels=FILE if the model's classes differ",
+        "alexnet_tf.features: no --labels and no labels.txt beside the model: its 3 classes are shown "
+        "by number (the data names 2); pass --labels=FILE to name them",
+    ]
+    (tmp_path / "labels.txt").write_text("x\ny\nz\n")
+    assert bare.class_names(3, fallback=("a", "b", "c")) == ["x", "y", "z"]
+    assert capsys.readouterr().err == ""
+    short = tmp_path / "two.txt"
+    short.write_text("x\ny\n")
+    with pytest.raises(image_sources.UsageError) as raised:
+        models.KerasModel(demo.model, labels_dir=None, labels_path=str(short)).class_names(3)
+    assert str(raised.value) == (
+        f"{short} lists 2 classes but the model has 3; pass --labels=FILE with 3 names, one per line"
+    )
+
+
 def test_gradcam_refuses_a_dense_layer_a_missing_one_and_a_class_the_model_lacks(demo, tmp_path):
     from tiny_models import small_classifier
 
